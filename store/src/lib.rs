@@ -1,1 +1,39 @@
-//! imgbuild store
+//! The content-addressed store behind every imgbuild build.
+//!
+//! Blobs are kept by their sha256 digest; a SQLite index records which blobs are layers
+//! (with the uncompressed `diff_id` beside each compressed digest, as the
+//! [OCI image spec](https://github.com/opencontainers/image-spec/blob/main/config.md#layer-diffid)
+//! requires), which step cache key produced which layer, and which image refs point at which
+//! manifest. On disk:
+//!
+//! ```text
+//! <root>/
+//!   CACHEDIR.TAG            marks the tree as a cache for backup tools
+//!   v1/
+//!     lock                  flock: shared for builds, exclusive for gc
+//!     index.sqlite          the index (WAL mode)
+//!     blobs/sha256/<hex>    immutable blobs, read-only files
+//!     tmp/                  blobs being written; emptied by gc
+//! ```
+//!
+//! Blobs are written to `tmp/`, hashed while written, fsynced and renamed into place before
+//! the index mentions them, so a build killed at any moment leaves the store consistent: at
+//! worst an unindexed blob or temp file that `gc` removes.
+
+mod blob;
+mod digest;
+mod error;
+mod index;
+pub mod layer;
+mod lock;
+mod maintenance;
+mod store;
+pub mod tarball;
+
+pub use blob::{BlobWriter, Descriptor};
+pub use digest::{Digest, DigestError, Sha256Writer};
+pub use error::StoreError;
+pub use index::{CacheEntry, ImageRef, LayerRecord};
+pub use layer::{Compression, LayerWriter};
+pub use maintenance::{GcOptions, GcReport, StoreUsage, VerifyReport};
+pub use store::Store;

@@ -1,0 +1,380 @@
+//! The SQLite index: blobs, layers, step cache entries and image refs.
+//!
+//! Schema changes are an append-only list of migrations tracked by `pragma user_version`;
+//! a released migration is never edited.
+
+use crate::{Digest, StoreError};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE blobs (
+        digest TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        added INTEGER NOT NULL
+     );
+     CREATE TABLE layers (
+        diff_id TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        digest TEXT NOT NULL REFERENCES blobs(digest),
+        size INTEGER NOT NULL,
+        PRIMARY KEY (diff_id, media_type)
+     );
+     CREATE TABLE cache (
+        key TEXT PRIMARY KEY,
+        diff_id TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        added INTEGER NOT NULL,
+        last_used INTEGER NOT NULL
+     );
+     CREATE TABLE refs (
+        name TEXT PRIMARY KEY,
+        manifest TEXT NOT NULL REFERENCES blobs(digest),
+        updated INTEGER NOT NULL
+     );",
+];
+
+/// A compressed form of a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerRecord {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// The OCI media type of the blob.
+    pub media_type: String,
+    /// sha256 of the compressed blob.
+    pub digest: Digest,
+    /// Size of the compressed blob in bytes.
+    pub size: u64,
+}
+
+/// A step cache entry: the layer a step with this key produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// The step's cache key.
+    pub key: Digest,
+    /// The layer it produced.
+    pub diff_id: Digest,
+    /// The history text of the step.
+    pub created_by: String,
+    /// Unix seconds when it was last used.
+    pub last_used: i64,
+}
+
+/// A named image: `name:tag` pointing at a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// `name:tag`.
+    pub name: String,
+    /// The manifest's digest.
+    pub manifest: Digest,
+    /// Unix seconds of the last update.
+    pub updated: i64,
+}
+
+pub(crate) struct Index {
+    conn: Connection,
+    path: PathBuf,
+}
+
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn digest_col(s: String) -> rusqlite::Result<Digest> {
+    s.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn size_col(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn size_param(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Index {
+    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+        let err = StoreError::index;
+        let mut conn = Connection::open(path).map_err(err(path))?;
+        conn.busy_timeout(Duration::from_secs(60))
+            .map_err(err(path))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err(path))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err(path))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+            .map_err(err(path))?;
+        let version: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err(path))?;
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::SchemaTooNew {
+                path: path.to_owned(),
+                found: version,
+                supported,
+            });
+        }
+        for migration in &MIGRATIONS[usize::try_from(version).unwrap_or(0)..] {
+            tx.execute_batch(migration).map_err(err(path))?;
+        }
+        tx.pragma_update(None, "user_version", supported)
+            .map_err(err(path))?;
+        tx.commit().map_err(err(path))?;
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn err(&self) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        StoreError::index(&self.path)
+    }
+
+    pub(crate) fn add_blob(&self, digest: &Digest, size: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO blobs (digest, size, added) VALUES (?1, ?2, ?3)",
+                params![digest.to_string(), size_param(size), now()],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    pub(crate) fn has_blob(&self, digest: &Digest) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM blobs WHERE digest = ?1",
+                [digest.to_string()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(self.err())
+    }
+
+    pub(crate) fn blobs(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT digest, size FROM blobs ORDER BY digest")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((digest_col(r.get(0)?)?, size_col(r.get(1)?))))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    pub(crate) fn add_layer(&self, layer: &LayerRecord) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO layers (diff_id, media_type, digest, size) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    layer.diff_id.to_string(),
+                    layer.media_type,
+                    layer.digest.to_string(),
+                    size_param(layer.size)
+                ],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    /// Every compressed form of a layer, newest media types first by name.
+    pub(crate) fn layer_forms(&self, diff_id: &Digest) -> Result<Vec<LayerRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT media_type, digest, size FROM layers WHERE diff_id = ?1 ORDER BY media_type")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([diff_id.to_string()], |r| {
+                Ok(LayerRecord {
+                    diff_id: diff_id.clone(),
+                    media_type: r.get(0)?,
+                    digest: digest_col(r.get(1)?)?,
+                    size: size_col(r.get(2)?),
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    pub(crate) fn layer_by_digest(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<LayerRecord>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT diff_id, media_type, size FROM layers WHERE digest = ?1",
+                [digest.to_string()],
+                |r| {
+                    Ok(LayerRecord {
+                        diff_id: digest_col(r.get(0)?)?,
+                        media_type: r.get(1)?,
+                        digest: digest.clone(),
+                        size: size_col(r.get(2)?),
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    pub(crate) fn put_cache(
+        &self,
+        key: &Digest,
+        diff_id: &Digest,
+        created_by: &str,
+    ) -> Result<(), StoreError> {
+        let t = now();
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO cache (key, diff_id, created_by, added, last_used) VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![key.to_string(), diff_id.to_string(), created_by, t],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    pub(crate) fn get_cache(&self, key: &Digest) -> Result<Option<CacheEntry>, StoreError> {
+        let entry = self
+            .conn
+            .query_row(
+                "SELECT diff_id, created_by, last_used FROM cache WHERE key = ?1",
+                [key.to_string()],
+                |r| {
+                    Ok(CacheEntry {
+                        key: key.clone(),
+                        diff_id: digest_col(r.get(0)?)?,
+                        created_by: r.get(1)?,
+                        last_used: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err())?;
+        if entry.is_some() {
+            self.conn
+                .execute(
+                    "UPDATE cache SET last_used = ?2 WHERE key = ?1",
+                    params![key.to_string(), now()],
+                )
+                .map_err(self.err())?;
+        }
+        Ok(entry)
+    }
+
+    pub(crate) fn cache_entries(&self) -> Result<Vec<CacheEntry>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, diff_id, created_by, last_used FROM cache ORDER BY last_used DESC, key")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(CacheEntry {
+                    key: digest_col(r.get(0)?)?,
+                    diff_id: digest_col(r.get(1)?)?,
+                    created_by: r.get(2)?,
+                    last_used: r.get(3)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    pub(crate) fn set_ref(&self, name: &str, manifest: &Digest) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO refs (name, manifest, updated) VALUES (?1, ?2, ?3)",
+                params![name, manifest.to_string(), now()],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    pub(crate) fn refs(&self) -> Result<Vec<ImageRef>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, manifest, updated FROM refs ORDER BY name")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ImageRef {
+                    name: r.get(0)?,
+                    manifest: digest_col(r.get(1)?)?,
+                    updated: r.get(2)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    pub(crate) fn remove_ref(&self, name: &str) -> Result<bool, StoreError> {
+        self.conn
+            .execute("DELETE FROM refs WHERE name = ?1", [name])
+            .map(|n| n > 0)
+            .map_err(self.err())
+    }
+
+    /// Deletes a blob's row and every layer and cache row that depends on it.
+    pub(crate) fn forget_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+        let d = digest.to_string();
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(self.err())?;
+        let result = (|| {
+            self.conn.execute(
+                "DELETE FROM cache WHERE diff_id IN (SELECT diff_id FROM layers WHERE digest = ?1)
+                   AND NOT EXISTS (SELECT 1 FROM layers l2 WHERE l2.diff_id = cache.diff_id AND l2.digest != ?1)",
+                [&d],
+            )?;
+            self.conn
+                .execute("DELETE FROM layers WHERE digest = ?1", [&d])?;
+            self.conn
+                .execute("DELETE FROM refs WHERE manifest = ?1", [&d])?;
+            self.conn
+                .execute("DELETE FROM blobs WHERE digest = ?1", [&d])?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => self.conn.execute_batch("COMMIT").map_err(self.err()),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(self.err()(e))
+            }
+        }
+    }
+
+    pub(crate) fn remove_cache_entry(&self, key: &Digest) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM cache WHERE key = ?1", [key.to_string()])
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    pub(crate) fn all_layers(&self) -> Result<Vec<LayerRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT diff_id, media_type, digest, size FROM layers ORDER BY diff_id, media_type",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(LayerRecord {
+                    diff_id: digest_col(r.get(0)?)?,
+                    media_type: r.get(1)?,
+                    digest: digest_col(r.get(2)?)?,
+                    size: size_col(r.get(3)?),
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+}

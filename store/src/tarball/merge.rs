@@ -1,0 +1,237 @@
+//! The merge of a layer stack into one tree, as a container runtime would see it.
+//!
+//! Two passes over the layers keep memory to the metadata alone: the first applies each
+//! layer's entries, whiteouts and opaque markers to an ordered map of paths; the second
+//! streams the surviving entries with their bytes to a [`TreeSink`], directories first
+//! (sorted), then every other entry in the order its layer holds it.
+
+use super::entry::{parent_of, EntryKind, EntryMeta};
+use super::read::{read_meta, LayerReadError};
+use super::write::TarWriter;
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+/// Where a merged tree is streamed to: a tar writer, a cpio writer, a filesystem builder.
+pub trait TreeSink {
+    /// Takes one entry; files come with exactly `meta.size` bytes in `data`.
+    fn entry(&mut self, meta: &EntryMeta, data: &mut dyn Read) -> io::Result<()>;
+}
+
+impl<W: Write> TreeSink for TarWriter<W> {
+    fn entry(&mut self, meta: &EntryMeta, data: &mut dyn Read) -> io::Result<()> {
+        self.append(meta, data)
+    }
+}
+
+/// Which entry of which layer a path ends up as.
+#[derive(Debug, Clone)]
+struct Winner {
+    layer: usize,
+    ordinal: usize,
+    meta: EntryMeta,
+}
+
+/// The metadata of every path in a merged layer stack.
+#[derive(Debug, Default)]
+pub struct MergedTree {
+    entries: BTreeMap<String, Winner>,
+}
+
+impl MergedTree {
+    /// Reads every layer's headers (in order, lowest first) and applies them.
+    pub fn build<R: Read>(layers: impl IntoIterator<Item = R>) -> Result<Self, LayerReadError> {
+        let mut tree = Self::default();
+        for (layer, reader) in layers.into_iter().enumerate() {
+            tree.apply_layer(layer, reader)?;
+        }
+        tree.add_missing_parents();
+        Ok(tree)
+    }
+
+    fn apply_layer<R: Read>(&mut self, layer: usize, reader: R) -> Result<(), LayerReadError> {
+        let mut archive = tar::Archive::new(reader);
+        for (ordinal, entry) in archive.entries()?.enumerate() {
+            let meta = read_meta(&mut entry?)?;
+            if meta.path.is_empty() {
+                continue;
+            }
+            if let Some(target) = meta.whiteout_target() {
+                self.remove_below(&target, layer, true);
+            } else if let Some(dir) = meta.opaque_dir() {
+                let dir = dir.to_owned();
+                self.remove_below(&dir, layer, false);
+            } else {
+                if !meta.is_dir() {
+                    self.remove_below(&meta.path, layer, false);
+                }
+                self.entries.insert(
+                    meta.path.clone(),
+                    Winner {
+                        layer,
+                        ordinal,
+                        meta,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes what layers below `layer` hold under `path` (and `path` itself if asked).
+    fn remove_below(&mut self, path: &str, layer: usize, including_self: bool) {
+        let prefix = format!("{path}/");
+        let doomed: Vec<String> = self
+            .entries
+            .range(path.to_owned()..)
+            .take_while(|(p, _)| p.as_str() == path || p.starts_with(&prefix))
+            .filter(|(p, w)| w.layer < layer && (including_self || p.as_str() != path))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in doomed {
+            self.entries.remove(&p);
+        }
+    }
+
+    fn add_missing_parents(&mut self) {
+        let mut missing = BTreeMap::new();
+        for (path, w) in &self.entries {
+            let mut parent = parent_of(path);
+            while !parent.is_empty() && !self.entries.contains_key(parent) {
+                missing
+                    .entry(parent.to_owned())
+                    .or_insert_with(|| EntryMeta::dir(parent, w.meta.mtime));
+                parent = parent_of(parent);
+            }
+        }
+        for (path, meta) in missing {
+            let winner = Winner {
+                layer: usize::MAX,
+                ordinal: 0,
+                meta,
+            };
+            self.entries.insert(path, winner);
+        }
+    }
+
+    /// The entry at `path` (relative, no leading `/`), if the merged tree has one.
+    pub fn get(&self, path: &str) -> Option<&EntryMeta> {
+        self.entries.get(path).map(|w| &w.meta)
+    }
+
+    /// Every entry, sorted by path.
+    pub fn iter(&self) -> impl Iterator<Item = &EntryMeta> {
+        self.entries.values().map(|w| &w.meta)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the tree is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Total bytes of regular files.
+    pub fn file_bytes(&self) -> u64 {
+        self.iter()
+            .filter(|m| m.kind == EntryKind::File)
+            .map(|m| m.size)
+            .sum()
+    }
+
+    /// Streams the merged tree to `sink`, reading the same layers (same order) again.
+    pub fn stream<R: Read>(
+        &self,
+        layers: impl IntoIterator<Item = R>,
+        sink: &mut dyn TreeSink,
+    ) -> Result<(), LayerReadError> {
+        for w in self.entries.values().filter(|w| w.meta.is_dir()) {
+            sink.entry(&w.meta, &mut io::empty())?;
+        }
+        for (layer, reader) in layers.into_iter().enumerate() {
+            let mut archive = tar::Archive::new(reader);
+            for (ordinal, entry) in archive.entries()?.enumerate() {
+                let mut entry = entry?;
+                let path = super::read::normalize(&entry.path()?)?;
+                let Some(w) = self.entries.get(&path) else {
+                    continue;
+                };
+                if w.layer != layer || w.ordinal != ordinal || w.meta.is_dir() {
+                    continue;
+                }
+                sink.entry(&w.meta, &mut entry)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(build: impl FnOnce(&mut TarWriter<Vec<u8>>)) -> Vec<u8> {
+        let mut w = TarWriter::new(Vec::new());
+        build(&mut w);
+        w.finish().unwrap()
+    }
+
+    fn file(w: &mut TarWriter<Vec<u8>>, path: &str, body: &str) {
+        let mut m = EntryMeta::new(path, EntryKind::File, 0o644, 0);
+        m.size = body.len() as u64;
+        w.append(&m, &mut body.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn whiteouts_opaque_dirs_and_overrides_apply_to_lower_layers_only() {
+        let l0 = layer(|w| {
+            w.append(&EntryMeta::dir("etc", 0), &mut io::empty())
+                .unwrap();
+            file(w, "etc/a", "a0");
+            file(w, "etc/b", "b0");
+            w.append(&EntryMeta::dir("var/cache", 0), &mut io::empty())
+                .unwrap();
+            file(w, "var/cache/x", "x");
+            file(w, "keep", "k");
+        });
+        let l1 = layer(|w| {
+            w.whiteout("etc/b", 0).unwrap();
+            file(w, "etc/a", "a1");
+            w.opaque("var/cache", 0).unwrap();
+            file(w, "var/cache/y", "y");
+        });
+        let layers = [l0.as_slice(), l1.as_slice()];
+        let tree = MergedTree::build(layers).unwrap();
+        let paths: Vec<&str> = tree.iter().map(|m| m.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["etc", "etc/a", "keep", "var", "var/cache", "var/cache/y"]
+        );
+
+        let mut out = TarWriter::new(Vec::new());
+        tree.stream(layers, &mut out).unwrap();
+        let bytes = out.finish().unwrap();
+        let mut files = BTreeMap::new();
+        for e in tar::Archive::new(bytes.as_slice()).entries().unwrap() {
+            let mut e = e.unwrap();
+            let meta = read_meta(&mut e).unwrap();
+            let mut body = String::new();
+            e.read_to_string(&mut body).unwrap();
+            files.insert(meta.path, body);
+        }
+        assert_eq!(files["etc/a"], "a1");
+        assert_eq!(files["keep"], "k");
+        assert!(!files.contains_key("etc/b") && !files.contains_key("var/cache/x"));
+    }
+
+    #[test]
+    fn a_file_replacing_a_directory_hides_its_children() {
+        let l0 = layer(|w| file(w, "d/child", "c"));
+        let l1 = layer(|w| file(w, "d", "now a file"));
+        let tree = MergedTree::build([l0.as_slice(), l1.as_slice()]).unwrap();
+        assert!(tree.get("d/child").is_none());
+        assert_eq!(tree.get("d").unwrap().kind, EntryKind::File);
+    }
+}

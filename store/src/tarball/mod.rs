@@ -1,0 +1,16 @@
+//! Layer tarballs: the entry model, a deterministic writer, a reader, and the merge of a
+//! layer stack into one tree (whiteouts applied) that exporters stream from.
+//!
+//! Layers follow the [OCI layer spec](https://github.com/opencontainers/image-spec/blob/main/layer.md):
+//! POSIX tar with PAX extensions, whiteouts as `.wh.NAME`, opaque directories as
+//! `DIR/.wh..wh..opq`.
+
+mod entry;
+mod merge;
+mod read;
+mod write;
+
+pub use entry::{EntryKind, EntryMeta, OPAQUE_MARKER, WHITEOUT_PREFIX};
+pub use merge::{MergedTree, TreeSink};
+pub use read::{read_meta, LayerReadError};
+pub use write::TarWriter;

@@ -1,0 +1,135 @@
+//! Reading entry metadata from tar streams written by anyone, with paths normalised and
+//! anything that climbs out of the root refused.
+
+use super::entry::{EntryKind, EntryMeta};
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::{Component, Path};
+
+/// A tar entry that cannot be taken into a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerReadError {
+    /// The stream itself could not be read.
+    #[error("reading tar stream: {0}")]
+    Io(#[from] io::Error),
+    /// A path or link target leaves the root through `..`.
+    #[error("tar entry `{path}` climbs out of the image root; refusing the layer")]
+    Escapes {
+        /// The offending path.
+        path: String,
+    },
+    /// An entry type imgbuild does not carry (sparse files, GNU volume labels, ...).
+    #[error("tar entry `{path}` has unsupported type {kind:?}")]
+    UnsupportedType {
+        /// The entry's path.
+        path: String,
+        /// Its type byte.
+        kind: u8,
+    },
+}
+
+/// Normalises a path from a tar header: drops `/` and `./` prefixes and a trailing `/`;
+/// refuses `..` components.
+pub(crate) fn normalize(path: &Path) -> Result<String, LayerReadError> {
+    let mut parts = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(LayerReadError::Escapes {
+                    path: path.display().to_string(),
+                })
+            }
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// Reads the metadata of one entry. The root directory itself comes back with path `""`.
+pub fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<EntryMeta, LayerReadError> {
+    let path = normalize(&entry.path()?)?;
+    let header = entry.header();
+    let link = || -> Result<String, LayerReadError> {
+        Ok(entry
+            .link_name()?
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default())
+    };
+    let device = || -> io::Result<(u32, u32)> {
+        Ok((
+            header.device_major()?.unwrap_or(0),
+            header.device_minor()?.unwrap_or(0),
+        ))
+    };
+    let kind = match header.entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
+        tar::EntryType::Directory => EntryKind::Dir,
+        tar::EntryType::Symlink => EntryKind::Symlink(link()?),
+        tar::EntryType::Link => {
+            let target = link()?;
+            EntryKind::Hardlink(normalize(Path::new(&target))?)
+        }
+        tar::EntryType::Char => {
+            let (a, b) = device()?;
+            EntryKind::CharDevice(a, b)
+        }
+        tar::EntryType::Block => {
+            let (a, b) = device()?;
+            EntryKind::BlockDevice(a, b)
+        }
+        tar::EntryType::Fifo => EntryKind::Fifo,
+        other => {
+            return Err(LayerReadError::UnsupportedType {
+                path,
+                kind: other.as_byte(),
+            })
+        }
+    };
+    let mode = header.mode()? & 0o7777;
+    let mut uid = u32::try_from(header.uid()?).unwrap_or(u32::MAX);
+    let mut gid = u32::try_from(header.gid()?).unwrap_or(u32::MAX);
+    let mtime = header.mtime()?;
+    let size = if kind == EntryKind::File {
+        entry.size()
+    } else {
+        0
+    };
+    let mut xattrs = BTreeMap::new();
+    if let Some(pax) = entry.pax_extensions()? {
+        for ext in pax {
+            let ext = ext?;
+            let Ok(key) = ext.key() else { continue };
+            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                xattrs.insert(name.to_owned(), ext.value_bytes().to_vec());
+            } else if key == "uid" {
+                uid = ext.value().ok().and_then(|v| v.parse().ok()).unwrap_or(uid);
+            } else if key == "gid" {
+                gid = ext.value().ok().and_then(|v| v.parse().ok()).unwrap_or(gid);
+            }
+        }
+    }
+    Ok(EntryMeta {
+        path,
+        kind,
+        mode,
+        uid,
+        gid,
+        mtime,
+        size,
+        xattrs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_and_refuses_escapes() {
+        assert_eq!(normalize(Path::new("./a/b/")).unwrap(), "a/b");
+        assert_eq!(normalize(Path::new("/etc/x")).unwrap(), "etc/x");
+        assert_eq!(normalize(Path::new("./")).unwrap(), "");
+        assert!(normalize(Path::new("a/../../etc")).is_err());
+    }
+}
