@@ -1,1 +1,15 @@
-//! imgbuild builder
+//! imgbuild's builder: turns a recipe into an image in the store.
+//!
+//! Data flows one way: [`recipe`] (parse and validate) -> [`plan`] (every step's cache key,
+//! computed before anything runs) -> the store is asked for each key -> the misses are
+//! executed, each producing one layer -> the image's config and manifest are written.
+
+pub mod build;
+pub mod plan;
+pub mod recipe;
+mod sources;
+mod steps;
+
+pub use build::{build, BuildError, BuildOptions, BuildReport, CacheOutcome, Progress, StepReport};
+pub use plan::{Plan, PlannedStep};
+pub use sources::SourceError;

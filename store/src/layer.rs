@@ -173,3 +173,25 @@ impl Write for LayerWriter<'_> {
         self.out.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    fn compress(workers: u32, data: &[u8]) -> Vec<u8> {
+        let mut enc = zstd::Encoder::new(Vec::new(), 3).unwrap();
+        enc.multithread(workers).unwrap();
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn zstd_output_does_not_depend_on_the_number_of_workers() {
+        let data: Vec<u8> = (0..40_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 & 0x3f)
+            .collect();
+        let one = compress(1, &data);
+        assert_eq!(one, compress(2, &data));
+        assert_eq!(one, compress(7, &data));
+    }
+}

@@ -27,6 +27,7 @@ mod index;
 pub mod layer;
 mod lock;
 mod maintenance;
+pub mod oci;
 mod store;
 pub mod tarball;
 

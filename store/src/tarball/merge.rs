@@ -35,17 +35,26 @@ struct Winner {
 #[derive(Debug, Default)]
 pub struct MergedTree {
     entries: BTreeMap<String, Winner>,
+    layers: usize,
 }
 
 impl MergedTree {
     /// Reads every layer's headers (in order, lowest first) and applies them.
     pub fn build<R: Read>(layers: impl IntoIterator<Item = R>) -> Result<Self, LayerReadError> {
         let mut tree = Self::default();
-        for (layer, reader) in layers.into_iter().enumerate() {
-            tree.apply_layer(layer, reader)?;
+        for reader in layers {
+            tree.push_layer(reader)?;
         }
-        tree.add_missing_parents();
         Ok(tree)
+    }
+
+    /// Applies one more layer on top.
+    pub fn push_layer<R: Read>(&mut self, reader: R) -> Result<(), LayerReadError> {
+        let layer = self.layers;
+        self.apply_layer(layer, reader)?;
+        self.layers += 1;
+        self.add_missing_parents();
+        Ok(())
     }
 
     fn apply_layer<R: Read>(&mut self, layer: usize, reader: R) -> Result<(), LayerReadError> {
@@ -104,9 +113,11 @@ impl MergedTree {
             }
         }
         for (path, meta) in missing {
+            // Synthesised parents belong to the layer that needed them and are only ever
+            // streamed in the directory pass.
             let winner = Winner {
-                layer: usize::MAX,
-                ordinal: 0,
+                layer: self.layers.saturating_sub(1),
+                ordinal: usize::MAX,
                 meta,
             };
             self.entries.insert(path, winner);

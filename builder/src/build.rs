@@ -1,0 +1,376 @@
+//! Running a build: plan, look every step up in the store, execute the misses, and write
+//! the image config and manifest.
+
+use crate::plan::{plan, Plan};
+use crate::recipe::{Base, ConfigSpec, Recipe};
+use crate::sources::oci::{import_layout, resolve_layout, unpack_archive, BaseImage};
+use crate::sources::{rootfs, SourceError};
+use crate::steps::{write_layer, StepError};
+use imgbuild_store::oci::{
+    rfc3339, History, Manifest, OciDescriptor, RootFs, MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST,
+};
+use imgbuild_store::tarball::MergedTree;
+use imgbuild_store::{Compression, Digest, LayerRecord, Store, StoreError};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// How to build.
+pub struct BuildOptions<'a> {
+    /// Every timestamp in the image (`SOURCE_DATE_EPOCH`).
+    pub epoch: u64,
+    /// How layers are compressed in the image.
+    pub compression: Compression,
+    /// Told about each step as it starts and ends.
+    pub progress: &'a (dyn Fn(&Progress<'_>) + Sync),
+}
+
+/// What a build is doing.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// A step is about to be looked up (and run on a miss).
+    StepStarted {
+        /// Step number.
+        number: usize,
+        /// Number of steps.
+        total: usize,
+        /// What it does.
+        description: &'a str,
+    },
+    /// A step is done.
+    StepFinished(&'a StepReport),
+}
+
+/// Whether a step came from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheOutcome {
+    /// Found in the store; nothing ran.
+    Hit,
+    /// Executed.
+    Miss,
+}
+
+/// What happened to one step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepReport {
+    /// Step number (1-based).
+    pub index: usize,
+    /// `copy`, `write`, ...
+    pub kind: &'static str,
+    /// One line describing it.
+    pub description: String,
+    /// Hit or miss.
+    pub cache: CacheOutcome,
+    /// Wall time.
+    pub seconds: f64,
+    /// The compressed layer's digest, as the manifest lists it.
+    pub layer: Digest,
+    /// The uncompressed layer's digest.
+    pub diff_id: Digest,
+    /// The step's cache key.
+    pub key: Digest,
+}
+
+/// The outcome of a build.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildReport {
+    /// The image name.
+    pub image: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// The manifest's size.
+    pub manifest_size: u64,
+    /// The config's digest.
+    pub config: Digest,
+    /// Each step.
+    pub steps: Vec<StepReport>,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The base or an input could not be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A step failed.
+    #[error(transparent)]
+    Step(#[from] StepError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Reading a layer back failed.
+    #[error("reading layer {diff_id}: {source}")]
+    Layer {
+        /// The layer.
+        diff_id: Digest,
+        /// What failed.
+        #[source]
+        source: imgbuild_store::tarball::LayerReadError,
+    },
+}
+
+/// Builds `recipe` into `store` and returns what happened.
+pub fn build(
+    store: &Store,
+    recipe: &Recipe,
+    options: &BuildOptions<'_>,
+) -> Result<BuildReport, BuildError> {
+    let plan = plan(recipe, options.epoch)?;
+    let base = import_base(store, recipe, &plan, options)?;
+    let mut diff_ids = base.diff_ids.clone();
+    let mut tree: Option<MergedTree> = None;
+    let mut reports = Vec::new();
+    let total = plan.steps.len();
+    for (step, planned) in recipe.steps.iter().zip(&plan.steps) {
+        (options.progress)(&Progress::StepStarted {
+            number: planned.number,
+            total,
+            description: &planned.description,
+        });
+        let start = Instant::now();
+        let (diff_id, cache) = match store.cache_get(&planned.key)? {
+            Some(entry) => (entry.diff_id, CacheOutcome::Hit),
+            None => {
+                if tree.is_none() {
+                    tree = Some(merged_tree(store, &diff_ids)?);
+                }
+                let below = tree.as_ref().unwrap_or_else(|| unreachable!());
+                let record = write_layer(
+                    store,
+                    planned.number,
+                    &step.op,
+                    &planned.items,
+                    below,
+                    options.epoch,
+                    options.compression,
+                )?;
+                store.cache_put(&planned.key, &record.diff_id, &planned.description)?;
+                (record.diff_id, CacheOutcome::Miss)
+            }
+        };
+        if let Some(t) = tree.as_mut() {
+            t.push_layer(store.open_layer(&diff_id)?)
+                .map_err(|source| BuildError::Layer {
+                    diff_id: diff_id.clone(),
+                    source,
+                })?;
+        }
+        let layer = store
+            .layer_forms(&diff_id)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::MissingBlob(diff_id.clone()))?;
+        diff_ids.push(diff_id.clone());
+        let report = StepReport {
+            index: planned.number,
+            kind: planned.kind,
+            description: planned.description.clone(),
+            cache,
+            seconds: start.elapsed().as_secs_f64(),
+            layer: layer.digest,
+            diff_id,
+            key: planned.key.clone(),
+        };
+        (options.progress)(&Progress::StepFinished(&report));
+        reports.push(report);
+    }
+    let layers: Vec<LayerRecord> = diff_ids
+        .par_iter()
+        .map(|d| store.layer_as(d, options.compression))
+        .collect::<Result<_, _>>()?;
+    for (report, layer) in reports.iter_mut().zip(&layers[base.diff_ids.len()..]) {
+        report.layer = layer.digest.clone();
+    }
+    let (manifest, manifest_size, config) =
+        write_image(store, recipe, &plan, &base, &layers, options)?;
+    for tag in &recipe.image.tags {
+        store.set_ref(&format!("{}:{tag}", recipe.image.name), &manifest)?;
+    }
+    Ok(BuildReport {
+        image: recipe.image.name.clone(),
+        tags: recipe.image.tags.clone(),
+        digest: manifest,
+        manifest_size,
+        config,
+        steps: reports,
+    })
+}
+
+fn merged_tree(store: &Store, diff_ids: &[Digest]) -> Result<MergedTree, BuildError> {
+    let mut tree = MergedTree::default();
+    for d in diff_ids {
+        tree.push_layer(store.open_layer(d)?)
+            .map_err(|source| BuildError::Layer {
+                diff_id: d.clone(),
+                source,
+            })?;
+    }
+    Ok(tree)
+}
+
+fn import_base(
+    store: &Store,
+    recipe: &Recipe,
+    plan: &Plan,
+    options: &BuildOptions<'_>,
+) -> Result<BaseImage, BuildError> {
+    Ok(match &recipe.base {
+        Base::Scratch => BaseImage::default(),
+        Base::Rootfs(path) => {
+            let diff_id = match store.cache_get(&plan.base_key)? {
+                Some(hit) => hit.diff_id,
+                None => {
+                    let record = rootfs::import(store, path, options.epoch, options.compression)?;
+                    let name = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    store.cache_put(&plan.base_key, &record.diff_id, &format!("rootfs {name}"))?;
+                    record.diff_id
+                }
+            };
+            BaseImage {
+                diff_ids: vec![diff_id],
+                config: None,
+            }
+        }
+        Base::OciLayout { dir, tag } => {
+            let manifest = resolve_layout(dir, tag.as_deref(), &recipe.image.platform)?;
+            import_layout(store, dir, &manifest)?
+        }
+        Base::OciArchive(path) => {
+            let tmp = tempfile::tempdir_in(store.root()).map_err(SourceError::Io)?;
+            unpack_archive(path, tmp.path())?;
+            let manifest = resolve_layout(tmp.path(), None, &recipe.image.platform)?;
+            import_layout(store, tmp.path(), &manifest)?
+        }
+    })
+}
+
+fn write_image(
+    store: &Store,
+    recipe: &Recipe,
+    plan: &Plan,
+    base: &BaseImage,
+    layers: &[LayerRecord],
+    options: &BuildOptions<'_>,
+) -> Result<(Digest, u64, Digest), BuildError> {
+    let created = rfc3339(options.epoch);
+    let mut config = base.config.clone().unwrap_or_default();
+    config.created = Some(created.clone());
+    config
+        .architecture
+        .clone_from(&recipe.image.platform.architecture);
+    config.os.clone_from(&recipe.image.platform.os);
+    config.variant.clone_from(&recipe.image.platform.variant);
+    config.rootfs = RootFs {
+        kind: "layers".into(),
+        diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
+    };
+    if let Base::Rootfs(path) = &recipe.base {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        config
+            .history
+            .push(history(&created, &format!("rootfs {name}")));
+    }
+    for step in &plan.steps {
+        config.history.push(history(&created, &step.description));
+    }
+    apply_config(&mut config.config, &recipe.config);
+    let config_bytes =
+        serde_json::to_vec(&config).map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+    let config_blob = store.put_bytes(&config_bytes)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: MEDIA_TYPE_MANIFEST.into(),
+        config: OciDescriptor {
+            media_type: MEDIA_TYPE_CONFIG.into(),
+            digest: config_blob.digest.clone(),
+            size: config_blob.size,
+            platform: None,
+            annotations: BTreeMap::new(),
+        },
+        layers: layers
+            .iter()
+            .map(|l| OciDescriptor {
+                media_type: Compression::from_media_type(&l.media_type)
+                    .map_or_else(|| l.media_type.clone(), |c| c.media_type().to_owned()),
+                digest: l.digest.clone(),
+                size: l.size,
+                platform: None,
+                annotations: BTreeMap::new(),
+            })
+            .collect(),
+        annotations: BTreeMap::from([("org.opencontainers.image.created".to_owned(), created)]),
+    };
+    let manifest_bytes =
+        serde_json::to_vec(&manifest).map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+    let manifest_blob = store.put_bytes(&manifest_bytes)?;
+    Ok((manifest_blob.digest, manifest_blob.size, config_blob.digest))
+}
+
+fn history(created: &str, what: &str) -> History {
+    History {
+        created: Some(created.to_owned()),
+        created_by: Some(format!("imgbuild: {what}")),
+        comment: None,
+        empty_layer: None,
+    }
+}
+
+/// Lays the recipe's `[config]` over the base image's runtime config.
+fn apply_config(rc: &mut imgbuild_store::oci::RuntimeConfig, spec: &ConfigSpec) {
+    if !spec.env.is_empty() {
+        let mut env: Vec<String> = rc.env.take().unwrap_or_default();
+        for (k, v) in &spec.env {
+            let entry = format!("{k}={v}");
+            match env
+                .iter_mut()
+                .find(|e| e.split('=').next() == Some(k.as_str()))
+            {
+                Some(existing) => *existing = entry,
+                None => env.push(entry),
+            }
+        }
+        rc.env = Some(env);
+    }
+    if let Some(ep) = &spec.entrypoint {
+        rc.entrypoint = Some(ep.clone());
+        // As with Dockerfiles, a new entrypoint drops the inherited default arguments.
+        rc.cmd = None;
+    }
+    if let Some(cmd) = &spec.cmd {
+        rc.cmd = Some(cmd.clone());
+    }
+    if let Some(w) = &spec.workdir {
+        rc.working_dir = Some(w.clone());
+    }
+    if let Some(u) = &spec.user {
+        rc.user = Some(u.clone());
+    }
+    if !spec.labels.is_empty() {
+        let labels = rc.labels.get_or_insert_with(BTreeMap::new);
+        labels.extend(spec.labels.clone());
+    }
+    if !spec.ports.is_empty() {
+        let ports = rc.exposed_ports.get_or_insert_with(BTreeMap::new);
+        for p in &spec.ports {
+            ports.insert(p.clone(), serde_json::json!({}));
+        }
+    }
+    if !spec.volumes.is_empty() {
+        let volumes = rc.volumes.get_or_insert_with(BTreeMap::new);
+        for v in &spec.volumes {
+            volumes.insert(v.clone(), serde_json::json!({}));
+        }
+    }
+    if let Some(s) = &spec.stop_signal {
+        rc.stop_signal = Some(s.clone());
+    }
+}

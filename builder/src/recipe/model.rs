@@ -1,0 +1,190 @@
+//! A validated recipe: every path checked, every default filled in.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A recipe that passed validation.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// The recipe file.
+    pub path: PathBuf,
+    /// The directory `copy` sources are relative to.
+    pub dir: PathBuf,
+    /// `[image]`.
+    pub image: ImageSpec,
+    /// `[from]`.
+    pub base: Base,
+    /// `[[step]]`s in order.
+    pub steps: Vec<Step>,
+    /// `[config]`.
+    pub config: ConfigSpec,
+}
+
+/// The image's name, tags and platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    /// The image name.
+    pub name: String,
+    /// Its tags (at least one).
+    pub tags: Vec<String>,
+    /// `linux/amd64` or `linux/arm64`.
+    pub platform: PlatformSpec,
+}
+
+/// An OS/architecture pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformSpec {
+    /// `linux`.
+    pub os: String,
+    /// `amd64` or `arm64`.
+    pub architecture: String,
+    /// `v8` for arm64.
+    pub variant: Option<String>,
+}
+
+impl std::fmt::Display for PlatformSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the image starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// Nothing.
+    Scratch,
+    /// A rootfs tarball (tar, tar.gz or tar.zst) on the host.
+    Rootfs(PathBuf),
+    /// An image in a local OCI layout, by tag (or the only image when no tag is given).
+    OciLayout {
+        /// The layout directory.
+        dir: PathBuf,
+        /// The tag (`org.opencontainers.image.ref.name`).
+        tag: Option<String>,
+    },
+    /// An image in an OCI archive (a tarred OCI layout).
+    OciArchive(PathBuf),
+}
+
+/// One build step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// 1-based position among the steps.
+    pub number: usize,
+    /// The line of its `[[step]]` table.
+    pub line: usize,
+    /// What it does.
+    pub op: StepOp,
+}
+
+/// Owner of created files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Owner {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOp {
+    /// Copy host files into the image.
+    Copy {
+        /// The source as written (file, directory or glob relative to the recipe).
+        source: String,
+        /// The matched host paths, sorted.
+        matches: Vec<PathBuf>,
+        /// Destination in the image.
+        to: String,
+        /// Mode for copied files (directories stay 0755).
+        mode: Option<u32>,
+        /// Owner for everything copied.
+        owner: Owner,
+    },
+    /// Write a file with the given content.
+    Write {
+        /// Path in the image.
+        path: String,
+        /// The bytes.
+        content: String,
+        /// Mode (default 0644).
+        mode: u32,
+        /// Owner.
+        owner: Owner,
+    },
+    /// Create a directory and its parents.
+    Mkdir {
+        /// Path in the image.
+        path: String,
+        /// Mode (default 0755).
+        mode: u32,
+        /// Owner.
+        owner: Owner,
+    },
+    /// Create a symbolic link.
+    Symlink {
+        /// Path of the link.
+        path: String,
+        /// What it points to.
+        target: String,
+        /// Owner.
+        owner: Owner,
+    },
+    /// Delete paths from the image below (as OCI whiteouts).
+    Remove {
+        /// Paths in the image.
+        paths: Vec<String>,
+    },
+}
+
+impl StepOp {
+    /// The key that names this kind of step in a recipe.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Copy { .. } => "copy",
+            Self::Write { .. } => "write",
+            Self::Mkdir { .. } => "mkdir",
+            Self::Symlink { .. } => "symlink",
+            Self::Remove { .. } => "remove",
+        }
+    }
+
+    /// A one-line description for progress output and image history.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Copy { source, to, .. } => format!("copy {source} {to}"),
+            Self::Write { path, .. } => format!("write {path}"),
+            Self::Mkdir { path, .. } => format!("mkdir {path}"),
+            Self::Symlink { path, target, .. } => format!("symlink {path} -> {target}"),
+            Self::Remove { paths } => format!("remove {}", paths.join(" ")),
+        }
+    }
+}
+
+/// The `[config]` section: what goes into the OCI image config.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConfigSpec {
+    /// Entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// Cmd.
+    pub cmd: Option<Vec<String>>,
+    /// Environment, merged over the base image's.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub workdir: Option<String>,
+    /// User.
+    pub user: Option<String>,
+    /// Labels, merged over the base image's.
+    pub labels: BTreeMap<String, String>,
+    /// Exposed ports (`8080/tcp`).
+    pub ports: Vec<String>,
+    /// Volumes.
+    pub volumes: Vec<String>,
+    /// Stop signal.
+    pub stop_signal: Option<String>,
+}

@@ -1,0 +1,92 @@
+//! The recipe exactly as TOML gives it, with every value's position kept for error messages.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+pub(crate) type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRecipe {
+    pub image: S<RawImage>,
+    pub from: Option<S<RawFrom>>,
+    #[serde(default)]
+    pub step: Vec<S<RawStep>>,
+    pub config: Option<S<RawConfig>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawImage {
+    pub name: Option<S<String>>,
+    pub tags: Option<S<Vec<S<String>>>>,
+    pub platform: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFrom {
+    pub scratch: Option<S<bool>>,
+    pub rootfs: Option<S<String>>,
+    pub oci: Option<S<String>>,
+    pub oci_archive: Option<S<String>>,
+    pub image: Option<S<toml::Value>>,
+    pub debian: Option<S<toml::Value>>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(crate) fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStep {
+    // Kinds.
+    pub copy: Option<S<String>>,
+    pub write: Option<S<String>>,
+    pub mkdir: Option<S<String>>,
+    pub symlink: Option<S<String>>,
+    pub remove: Option<S<OneOrMany>>,
+    pub packages: Option<S<Vec<String>>>,
+    pub run: Option<S<String>>,
+    // Options.
+    pub to: Option<S<String>>,
+    pub from_stage: Option<S<String>>,
+    pub content: Option<S<String>>,
+    pub target: Option<S<String>>,
+    pub mode: Option<S<String>>,
+    pub owner: Option<S<String>>,
+    pub network: Option<S<bool>>,
+    pub env: Option<S<BTreeMap<String, String>>>,
+    pub workdir: Option<S<String>>,
+    pub user: Option<S<String>>,
+    pub secrets: Option<S<Vec<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub workdir: Option<S<String>>,
+    pub user: Option<S<String>>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub ports: Option<Vec<S<String>>>,
+    pub volumes: Option<Vec<S<String>>>,
+    pub stop_signal: Option<String>,
+}

@@ -1,0 +1,58 @@
+//! Where an image's base and inputs come from: rootfs tarballs, local OCI layouts and
+//! archives, and host files for `copy` steps.
+
+pub(crate) mod oci;
+pub(crate) mod rootfs;
+
+use imgbuild_store::tarball::LayerReadError;
+use imgbuild_store::{Digest, Sha256Writer, StoreError};
+use std::path::{Path, PathBuf};
+
+/// A base image or input file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A file could not be read (the message names it).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Walking a directory failed.
+    #[error("reading {path}: {message}")]
+    Walk {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A copy source is a socket, device or fifo.
+    #[error("{path} is not a regular file, directory or symlink; imgbuild does not copy it")]
+    Unsupported {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A base image is malformed.
+    #[error("base image {path}: {message}")]
+    BadImage {
+        /// The layout or archive.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// A base layer's tar stream is malformed or unsafe.
+    #[error("base {path}: {source}")]
+    Layer {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: LayerReadError,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// sha256 of a file's bytes.
+pub(crate) fn file_digest(path: &Path) -> Result<Digest, SourceError> {
+    let mut hasher = Sha256Writer::new(std::io::sink());
+    std::io::copy(&mut fs_err::File::open(path)?, &mut hasher)?;
+    Ok(hasher.finish().0)
+}

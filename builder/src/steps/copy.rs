@@ -1,0 +1,193 @@
+//! What a `copy` step puts where: the host files it reads, mapped to image paths, with the
+//! content digests that enter its cache key.
+//!
+//! A single directory source has its contents copied into `to`; a single file lands at
+//! `to` (or inside it when `to` ends in `/`); each match of a glob lands inside `to` under
+//! its own name. Modes are normalised so that a checkout's umask never changes a digest:
+//! files are 0755 when any execute bit is set and 0644 otherwise (or the step's `mode`),
+//! directories 0755, symlinks are kept as links.
+
+use crate::sources::SourceError;
+use imgbuild_store::{Digest, Sha256Writer};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// One entry a copy step writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CopyItem {
+    /// Path in the image, relative (no leading `/`).
+    pub dest: String,
+    /// What it is.
+    pub kind: CopyKind,
+}
+
+/// The kind of a copied entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CopyKind {
+    File {
+        host: PathBuf,
+        size: u64,
+        digest: Digest,
+        mode: u32,
+    },
+    Dir,
+    Symlink(String),
+}
+
+impl CopyItem {
+    /// The item as it enters the cache key: destination, type, mode and content digest.
+    pub(crate) fn key_value(&self) -> Value {
+        match &self.kind {
+            CopyKind::File {
+                digest, mode, size, ..
+            } => {
+                json!({"path": self.dest, "file": digest.to_string(), "size": size, "mode": mode})
+            }
+            CopyKind::Dir => json!({"path": self.dest, "dir": true}),
+            CopyKind::Symlink(t) => json!({"path": self.dest, "symlink": t}),
+        }
+    }
+}
+
+/// Maps the matched host paths of a copy step to image entries, hashing every file.
+pub(crate) fn items(
+    matches: &[PathBuf],
+    to: &str,
+    mode: Option<u32>,
+) -> Result<Vec<CopyItem>, SourceError> {
+    let into_dir = to.ends_with('/') || matches.len() > 1;
+    let to = to.trim_matches('/').to_owned();
+    let mut out: BTreeMap<String, CopyItem> = BTreeMap::new();
+    for source in matches {
+        let meta = fs_err::symlink_metadata(source)?;
+        let name = source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dest = if meta.is_dir() && matches.len() == 1 {
+            to.clone()
+        } else if into_dir {
+            format!("{to}/{name}")
+        } else {
+            to.clone()
+        };
+        if meta.is_dir() {
+            add_tree(source, &dest, mode, &mut out)?;
+        } else {
+            let item = item(source, dest.clone(), &meta, mode)?;
+            out.insert(dest, item);
+        }
+    }
+    Ok(out.into_values().collect())
+}
+
+fn add_tree(
+    root: &Path,
+    dest: &str,
+    mode: Option<u32>,
+    out: &mut BTreeMap<String, CopyItem>,
+) -> Result<(), SourceError> {
+    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let entry = entry.map_err(|e| SourceError::Walk {
+            path: root.to_owned(),
+            message: e.to_string(),
+        })?;
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        let rel = rel.to_string_lossy();
+        let path = if rel.is_empty() {
+            dest.to_owned()
+        } else {
+            format!("{dest}/{rel}")
+        };
+        let meta = fs_err::symlink_metadata(entry.path())?;
+        out.insert(path.clone(), item(entry.path(), path, &meta, mode)?);
+    }
+    Ok(())
+}
+
+fn item(
+    host: &Path,
+    dest: String,
+    meta: &std::fs::Metadata,
+    mode: Option<u32>,
+) -> Result<CopyItem, SourceError> {
+    let kind = if meta.is_dir() {
+        CopyKind::Dir
+    } else if meta.file_type().is_symlink() {
+        CopyKind::Symlink(fs_err::read_link(host)?.to_string_lossy().into_owned())
+    } else if meta.is_file() {
+        let mut hasher = Sha256Writer::new(std::io::sink());
+        std::io::copy(&mut fs_err::File::open(host)?, &mut hasher)?;
+        let (digest, size, _) = hasher.finish();
+        let exec = meta.permissions().mode() & 0o111 != 0;
+        CopyKind::File {
+            host: host.to_owned(),
+            size,
+            digest,
+            mode: mode.unwrap_or(if exec { 0o755 } else { 0o644 }),
+        }
+    } else {
+        return Err(SourceError::Unsupported {
+            path: host.to_owned(),
+        });
+    };
+    Ok(CopyItem { dest, kind })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_contents_land_in_to_and_files_keep_exec_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app");
+        fs_err::create_dir_all(app.join("bin")).unwrap();
+        fs_err::write(app.join("bin/run"), "#!/bin/sh\n").unwrap();
+        fs_err::set_permissions(app.join("bin/run"), std::fs::Permissions::from_mode(0o775))
+            .unwrap();
+        fs_err::write(app.join("README"), "hi").unwrap();
+        std::os::unix::fs::symlink("bin/run", app.join("start")).unwrap();
+        let got = items(&[app], "/opt/app", None).unwrap();
+        let summary: Vec<(String, String)> = got
+            .iter()
+            .map(|i| {
+                let k = match &i.kind {
+                    CopyKind::File { mode, .. } => format!("file {mode:o}"),
+                    CopyKind::Dir => "dir".into(),
+                    CopyKind::Symlink(t) => format!("-> {t}"),
+                };
+                (i.dest.clone(), k)
+            })
+            .collect();
+        let expect = [
+            ("opt/app", "dir"),
+            ("opt/app/README", "file 644"),
+            ("opt/app/bin", "dir"),
+            ("opt/app/bin/run", "file 755"),
+            ("opt/app/start", "-> bin/run"),
+        ];
+        let expect: Vec<(String, String)> = expect
+            .iter()
+            .map(|(a, b)| ((*a).into(), (*b).into()))
+            .collect();
+        assert_eq!(summary, expect);
+    }
+
+    #[test]
+    fn a_file_lands_at_to_or_inside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("motd");
+        fs_err::write(&f, "x").unwrap();
+        assert_eq!(
+            items(&[f.clone()], "/etc/motd.txt", None).unwrap()[0].dest,
+            "etc/motd.txt"
+        );
+        assert_eq!(
+            items(&[f], "/etc/", Some(0o600)).unwrap()[0].dest,
+            "etc/motd"
+        );
+    }
+}

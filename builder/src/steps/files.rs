@@ -1,0 +1,199 @@
+//! The file steps (`copy`, `write`, `mkdir`, `symlink`, `remove`) as layer entries.
+//!
+//! Every entry carries the step's owner and the build's timestamp, never the host's.
+//! Parent directories the image below does not have are created 0755 root:root; parents it
+//! has are left out of the layer, so their metadata stays as it was.
+
+use super::copy::{CopyItem, CopyKind};
+use crate::recipe::{Owner, StepOp};
+use imgbuild_store::tarball::{EntryKind, EntryMeta, MergedTree, TarWriter};
+use imgbuild_store::{Compression, Digest, LayerRecord, Sha256Writer, Store, StoreError};
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+/// A step could not be executed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// Reading a source or writing the layer failed.
+    #[error("step {step}: {source}")]
+    Io {
+        /// The step number.
+        step: usize,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The store failed.
+    #[error("step {step}: {source}")]
+    Store {
+        /// The step number.
+        step: usize,
+        /// What failed.
+        #[source]
+        source: StoreError,
+    },
+    /// A copied file changed between planning and copying.
+    #[error("step {step}: {path} changed while the build read it; run the build again")]
+    SourceChanged {
+        /// The step number.
+        step: usize,
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+enum Data {
+    None,
+    Bytes(Vec<u8>),
+    Host(PathBuf, Digest),
+}
+
+/// Writes the layer of one file step into the store.
+pub(crate) fn write_layer(
+    store: &Store,
+    step: usize,
+    op: &StepOp,
+    items: &[CopyItem],
+    below: &MergedTree,
+    epoch: u64,
+    compression: Compression,
+) -> Result<LayerRecord, StepError> {
+    let io_err = |source| StepError::Io { step, source };
+    let store_err = |source| StepError::Store { step, source };
+    let mut entries: BTreeMap<String, (EntryMeta, Data)> = BTreeMap::new();
+    let mut whiteouts = Vec::new();
+    let owned = |mut meta: EntryMeta, owner: &Owner| {
+        meta.uid = owner.uid;
+        meta.gid = owner.gid;
+        meta
+    };
+    match op {
+        StepOp::Copy { owner, .. } => {
+            for item in items {
+                let (meta, data) = match &item.kind {
+                    CopyKind::Dir => (EntryMeta::dir(item.dest.clone(), epoch), Data::None),
+                    CopyKind::Symlink(t) => (
+                        EntryMeta::new(
+                            item.dest.clone(),
+                            EntryKind::Symlink(t.clone()),
+                            0o777,
+                            epoch,
+                        ),
+                        Data::None,
+                    ),
+                    CopyKind::File {
+                        host,
+                        size,
+                        digest,
+                        mode,
+                    } => {
+                        let mut m =
+                            EntryMeta::new(item.dest.clone(), EntryKind::File, *mode, epoch);
+                        m.size = *size;
+                        (m, Data::Host(host.clone(), digest.clone()))
+                    }
+                };
+                entries.insert(item.dest.clone(), (owned(meta, owner), data));
+            }
+        }
+        StepOp::Write {
+            path,
+            content,
+            mode,
+            owner,
+        } => {
+            let mut m = EntryMeta::new(rel(path), EntryKind::File, *mode, epoch);
+            m.size = content.len() as u64;
+            entries.insert(
+                rel(path),
+                (owned(m, owner), Data::Bytes(content.clone().into_bytes())),
+            );
+        }
+        StepOp::Mkdir { path, mode, owner } => {
+            let m = EntryMeta::new(rel(path), EntryKind::Dir, *mode, epoch);
+            entries.insert(rel(path), (owned(m, owner), Data::None));
+        }
+        StepOp::Symlink {
+            path,
+            target,
+            owner,
+        } => {
+            let m = EntryMeta::new(rel(path), EntryKind::Symlink(target.clone()), 0o777, epoch);
+            entries.insert(rel(path), (owned(m, owner), Data::None));
+        }
+        StepOp::Remove { paths } => whiteouts.extend(paths.iter().map(|p| rel(p))),
+    }
+    let paths: Vec<String> = entries
+        .keys()
+        .cloned()
+        .chain(whiteouts.iter().cloned())
+        .collect();
+    for path in paths {
+        let mut parent = parent_of(&path);
+        while !parent.is_empty() && !entries.contains_key(parent) && below.get(parent).is_none() {
+            entries.insert(
+                parent.to_owned(),
+                (EntryMeta::dir(parent, epoch), Data::None),
+            );
+            parent = parent_of(parent);
+        }
+    }
+    let mut layer = store.layer_writer(compression).map_err(store_err)?;
+    {
+        let mut tar = TarWriter::new(&mut layer);
+        for (meta, data) in entries.values() {
+            match data {
+                Data::None => tar.append(meta, &mut io::empty()).map_err(io_err)?,
+                Data::Bytes(b) => tar.append(meta, &mut b.as_slice()).map_err(io_err)?,
+                Data::Host(host, digest) => {
+                    let mut file = fs_err::File::open(host).map_err(io_err)?;
+                    let mut hashing = HashingReader(Sha256Writer::new(io::sink()), &mut file);
+                    tar.append(meta, &mut hashing).map_err(|e| {
+                        if e.kind() == io::ErrorKind::UnexpectedEof {
+                            StepError::SourceChanged {
+                                step,
+                                path: host.clone(),
+                            }
+                        } else {
+                            io_err(e)
+                        }
+                    })?;
+                    let (found, _, _) = hashing.0.finish();
+                    if found != *digest {
+                        return Err(StepError::SourceChanged {
+                            step,
+                            path: host.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        let mut sorted = whiteouts;
+        sorted.sort();
+        for path in sorted {
+            tar.whiteout(&path, epoch).map_err(io_err)?;
+        }
+        tar.finish().map_err(io_err)?;
+    }
+    layer.commit(store).map_err(store_err)
+}
+
+/// Reads from the inner reader and hashes what it reads.
+struct HashingReader<'r>(Sha256Writer<io::Sink>, &'r mut dyn Read);
+
+impl Read for HashingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.1.read(buf)?;
+        io::Write::write_all(&mut self.0, &buf[..n])?;
+        Ok(n)
+    }
+}
+
+fn rel(path: &str) -> String {
+    path.trim_matches('/').to_owned()
+}
+
+fn parent_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(p, _)| p)
+}

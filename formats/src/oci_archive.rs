@@ -1,0 +1,38 @@
+//! An OCI layout as one tar stream, written straight from the store's blobs.
+
+use crate::oci_layout::{blobs, index_json, OCI_LAYOUT};
+use crate::{ExportError, StoredImage};
+use imgbuild_store::tarball::{EntryKind, EntryMeta, TarWriter};
+use imgbuild_store::Store;
+use std::io::{self, Write};
+
+/// Writes the archive of `image` to `out`.
+pub fn write(store: &Store, image: &StoredImage, out: &mut dyn Write) -> Result<(), ExportError> {
+    let epoch = image.epoch();
+    let mut tar = TarWriter::new(out);
+    let file = |path: &str, size: u64| {
+        let mut m = EntryMeta::new(path, EntryKind::File, 0o644, epoch);
+        m.size = size;
+        m
+    };
+    for dir in ["blobs", "blobs/sha256"] {
+        tar.append(&EntryMeta::dir(dir, epoch), &mut io::empty())?;
+    }
+    for digest in blobs(image) {
+        let path = format!("blobs/sha256/{}", digest.hex());
+        let mut blob = store.open_blob(&digest)?;
+        let size = blob.metadata()?.len();
+        tar.append(&file(&path, size), &mut blob)?;
+    }
+    let index = index_json(image);
+    tar.append(
+        &file("index.json", index.len() as u64),
+        &mut index.as_slice(),
+    )?;
+    tar.append(
+        &file("oci-layout", OCI_LAYOUT.len() as u64),
+        &mut OCI_LAYOUT.as_bytes(),
+    )?;
+    tar.finish()?;
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! `imgbuild build`.
+
+use super::{print_json, Failure};
+use clap::Args;
+use imgbuild_builder::{BuildOptions, CacheOutcome, Progress};
+use imgbuild_formats::{export, ExportOptions, Format, StoredImage};
+use imgbuild_store::{Compression, Store};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Args)]
+pub(crate) struct BuildArgs {
+    /// The recipe file.
+    recipe: PathBuf,
+    /// Output format; repeat for several: oci, oci-archive, docker-archive, tar.
+    #[arg(short, long = "format", value_name = "FORMAT", default_value = "oci", value_parser = parse_format)]
+    formats: Vec<Format>,
+    /// Output directory.
+    #[arg(short, long = "output", value_name = "DIR", default_value = "out")]
+    out: PathBuf,
+    /// Layer compression: zstd (smaller, faster) or gzip (read by every runtime).
+    #[arg(long, value_name = "ALGO", default_value = "zstd", value_parser = parse_compression)]
+    compression: Compression,
+    /// Timestamp for every file and the image's creation date, in seconds since the epoch.
+    #[arg(
+        long,
+        env = "SOURCE_DATE_EPOCH",
+        value_name = "SECONDS",
+        default_value_t = 0
+    )]
+    source_date_epoch: u64,
+    /// Print one JSON object (image, digest, artifacts, steps) to stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    match s {
+        "zstd" => Ok(Compression::Zstd),
+        "gzip" => Ok(Compression::Gzip),
+        other => Err(format!(
+            "unknown compression `{other}`; choose zstd or gzip"
+        )),
+    }
+}
+
+pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
+    let start = Instant::now();
+    let recipe = imgbuild_builder::recipe::load(&args.recipe)?;
+    let store = Store::open(store_dir)?;
+    let tty = std::io::stderr().is_terminal();
+    let progress = |event: &Progress<'_>| match event {
+        Progress::StepStarted {
+            number,
+            total,
+            description,
+        } if tty => {
+            eprint!("[{number}/{total}] {description} ...");
+        }
+        Progress::StepStarted { .. } => {}
+        Progress::StepFinished(step) => {
+            let how = match step.cache {
+                CacheOutcome::Hit => "cached".to_owned(),
+                CacheOutcome::Miss => format!("built in {:.2}s", step.seconds),
+            };
+            if tty {
+                eprintln!(" {how}");
+            } else {
+                eprintln!("[{}] {} ... {how}", step.index, step.description);
+            }
+        }
+    };
+    let options = BuildOptions {
+        epoch: args.source_date_epoch,
+        compression: args.compression,
+        progress: &progress,
+    };
+    let report = imgbuild_builder::build(&store, &recipe, &options)?;
+    let image = StoredImage::load(&store, &report.image, &report.tags, &report.digest)?;
+    let mut formats = args.formats.clone();
+    formats.sort();
+    formats.dedup();
+    let mut artifacts = Vec::new();
+    for format in formats {
+        let artifact = export(
+            &store,
+            &image,
+            format,
+            &ExportOptions {
+                out_dir: args.out.clone(),
+            },
+        )?;
+        eprintln!("wrote {} ({})", artifact.path.display(), artifact.format);
+        artifacts.push(artifact);
+    }
+    let hits = report
+        .steps
+        .iter()
+        .filter(|s| s.cache == CacheOutcome::Hit)
+        .count();
+    eprintln!(
+        "built {}:{} {} in {:.2}s ({hits}/{} steps cached)",
+        report.image,
+        report.tags.join(","),
+        report.digest,
+        start.elapsed().as_secs_f64(),
+        report.steps.len()
+    );
+    if args.json {
+        print_json(&serde_json::json!({
+            "image": report.image,
+            "tags": report.tags,
+            "digest": report.digest,
+            "artifacts": artifacts,
+            "steps": report.steps,
+            "seconds": start.elapsed().as_secs_f64(),
+        }))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Argument parsing and dispatch.
+
+mod build;
+mod failure;
+mod inspect;
+mod store_cmd;
+mod units;
+
+pub(crate) use failure::Failure;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Declarative, reproducible image builds.
+///
+/// One TOML recipe describes a Linux userland as ordered steps; imgbuild builds it into a
+/// content-addressed store, step by cached step, and exports the same image as an OCI
+/// layout, an OCI or docker archive, or a flattened rootfs tar.
+///
+/// Example:
+///   imgbuild build recipes/hello.toml --format oci --format docker-archive
+#[derive(Debug, Parser)]
+#[command(
+    name = "imgbuild",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GlobalArgs {
+    /// The store directory [default: $XDG_CACHE_HOME/imgbuild or ~/.cache/imgbuild].
+    #[arg(long, global = true, env = "IMGBUILD_STORE", value_name = "DIR")]
+    store: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build a recipe and export the image.
+    ///
+    /// Every step is looked up in the store by its cache key first; only misses run.
+    /// Outputs land in the output directory as <name>.oci (layout directory),
+    /// <name>.oci.tar, <name>.docker.tar or <name>.rootfs.tar.
+    ///
+    /// Examples:
+    ///   imgbuild build recipes/hello.toml
+    ///   imgbuild build app.toml --format oci-archive --format tar -o dist/
+    ///   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) imgbuild build app.toml --json
+    Build(build::BuildArgs),
+    /// Show a recipe's plan (every step's cache key and whether it is cached), or a built image.
+    ///
+    /// Examples:
+    ///   imgbuild inspect recipes/hello.toml
+    ///   imgbuild inspect hello:latest --json
+    Inspect(inspect::InspectArgs),
+    /// Look after the store: list, measure, verify, collect garbage.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
+}
+
+/// Runs the parsed command line.
+pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
+    let store_dir = store_dir(cli.global.store)?;
+    match cli.command {
+        Command::Build(args) => build::run(&store_dir, args),
+        Command::Inspect(args) => inspect::run(&store_dir, args),
+        Command::Store(cmd) => store_cmd::run(&store_dir, cmd),
+    }
+}
+
+fn store_dir(flag: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    if let Some(dir) = flag {
+        return Ok(dir);
+    }
+    if let Some(cache) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(cache).join("imgbuild"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".cache/imgbuild")),
+        None => Err(Failure::user(
+            "no store directory: pass --store DIR or set IMGBUILD_STORE",
+        )),
+    }
+}
+
+/// Prints one JSON document to stdout.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::internal(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}

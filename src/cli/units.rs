@@ -1,0 +1,76 @@
+//! Parsing durations (`7d`, `12h`) and sizes (`10GiB`, `500M`) from the command line.
+
+/// Parses `90s`, `30m`, `12h`, `7d` or plain seconds.
+pub(crate) fn duration(text: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = split(text);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; write e.g. 7d, 12h, 30m or 90s"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}`; use s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// Parses `512MiB`, `10GiB`, `500M`, `2G` or plain bytes.
+pub(crate) fn size(text: &str) -> Result<u64, String> {
+    let (num, unit) = split(text);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; write e.g. 10GiB or 500MiB"))?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        "t" | "tib" | "tb" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit `{unit}`; use KiB, MiB, GiB or TiB"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+fn split(text: &str) -> (&str, &str) {
+    let text = text.trim();
+    let at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    (&text[..at], text[at..].trim())
+}
+
+/// Formats bytes for people.
+pub(crate) fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(duration("7d").unwrap().as_secs(), 604_800);
+        assert_eq!(size("10GiB").unwrap(), 10 << 30);
+        assert!(size("ten").is_err());
+        assert_eq!(human(1536), "1.5 KiB");
+    }
+}
