@@ -1,1 +1,9 @@
+//! End-to-end tests: every one drives the `imgbuild` binary as a user would and checks the
+//! result with real peers (skopeo, umoci, tar).
 
+mod cache;
+mod common;
+mod crash;
+mod malformed;
+mod oci_output;
+mod reproducible;

@@ -1,0 +1,108 @@
+//! Helpers shared by the end-to-end tests.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A command running the imgbuild binary under test, with a clean environment for the
+/// variables that change its behaviour.
+pub fn imgbuild() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
+    cmd.env_remove("IMGBUILD_STORE")
+        .env_remove("SOURCE_DATE_EPOCH");
+    cmd
+}
+
+/// Panics (never skips) when a tool the test needs is missing.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "`{tool}` is not installed; install the Debian package `{package}` (scripts/install-test-deps.sh does)"
+    );
+}
+
+/// Runs a command and returns its output, panicking with both streams if it failed.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `imgbuild build RECIPE --json` with the given store, output dir and extra arguments.
+pub fn build_json(recipe: &Path, store: &Path, out: &Path, extra: &[&str]) -> Value {
+    let output = run_ok(
+        imgbuild()
+            .arg("build")
+            .arg(recipe)
+            .arg("--store")
+            .arg(store)
+            .arg("-o")
+            .arg(out)
+            .arg("--json")
+            .args(extra),
+    );
+    serde_json::from_slice(&output.stdout).expect("build --json prints one JSON object")
+}
+
+/// The cache outcome of every step in a `--json` report.
+pub fn cache_outcomes(report: &Value) -> Vec<String> {
+    report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["cache"].as_str().expect("cache").to_owned())
+        .collect()
+}
+
+/// Every recipe shipped in `recipes/` that the OCI tests build.
+pub fn shipped_recipes() -> Vec<PathBuf> {
+    let mut all: Vec<PathBuf> = fs_err::read_dir(repo().join("recipes"))
+        .expect("recipes/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    all.sort();
+    all
+}
+
+/// Copies a directory tree (files, dirs, symlinks, modes).
+pub fn copy_tree(from: &Path, to: &Path) {
+    run_ok(Command::new("cp").arg("-a").arg(from).arg(to));
+}
+
+/// Lists a tree as `type mode uid:gid path [-> target]` lines, sorted.
+pub fn describe_tree(root: &Path) -> Vec<String> {
+    let out = run_ok(
+        Command::new("find")
+            .arg(".")
+            .arg("-mindepth")
+            .arg("1")
+            .arg("-printf")
+            .arg("%y %m %U:%G %P %l\n")
+            .current_dir(root),
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end().to_owned())
+        .collect();
+    lines.sort();
+    lines
+}
