@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The repository root.
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A command running the imgbuild binary under test, with a clean environment for the
 /// variables that change its behaviour.
-pub fn imgbuild() -> Command {
+pub(crate) fn imgbuild() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
     cmd.env_remove("IMGBUILD_STORE")
         .env_remove("SOURCE_DATE_EPOCH");
@@ -19,7 +19,7 @@ pub fn imgbuild() -> Command {
 }
 
 /// Panics (never skips) when a tool the test needs is missing.
-pub fn require_tool(tool: &str, package: &str) {
+pub(crate) fn require_tool(tool: &str, package: &str) {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
@@ -32,7 +32,7 @@ pub fn require_tool(tool: &str, package: &str) {
 }
 
 /// Runs a command and returns its output, panicking with both streams if it failed.
-pub fn run_ok(cmd: &mut Command) -> Output {
+pub(crate) fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
@@ -47,7 +47,7 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 }
 
 /// `imgbuild build RECIPE --json` with the given store, output dir and extra arguments.
-pub fn build_json(recipe: &Path, store: &Path, out: &Path, extra: &[&str]) -> Value {
+pub(crate) fn build_json(recipe: &Path, store: &Path, out: &Path, extra: &[&str]) -> Value {
     let output = run_ok(
         imgbuild()
             .arg("build")
@@ -63,7 +63,7 @@ pub fn build_json(recipe: &Path, store: &Path, out: &Path, extra: &[&str]) -> Va
 }
 
 /// The cache outcome of every step in a `--json` report.
-pub fn cache_outcomes(report: &Value) -> Vec<String> {
+pub(crate) fn cache_outcomes(report: &Value) -> Vec<String> {
     report["steps"]
         .as_array()
         .expect("steps")
@@ -73,7 +73,7 @@ pub fn cache_outcomes(report: &Value) -> Vec<String> {
 }
 
 /// Every recipe shipped in `recipes/` that the OCI tests build.
-pub fn shipped_recipes() -> Vec<PathBuf> {
+pub(crate) fn shipped_recipes() -> Vec<PathBuf> {
     let mut all: Vec<PathBuf> = fs_err::read_dir(repo().join("recipes"))
         .expect("recipes/")
         .map(|e| e.expect("entry").path())
@@ -84,12 +84,12 @@ pub fn shipped_recipes() -> Vec<PathBuf> {
 }
 
 /// Copies a directory tree (files, dirs, symlinks, modes).
-pub fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     run_ok(Command::new("cp").arg("-a").arg(from).arg(to));
 }
 
 /// Lists a tree as `type mode uid:gid path [-> target]` lines, sorted.
-pub fn describe_tree(root: &Path) -> Vec<String> {
+pub(crate) fn describe_tree(root: &Path) -> Vec<String> {
     let out = run_ok(
         Command::new("find")
             .arg(".")
