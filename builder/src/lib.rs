@@ -1,1 +1,3 @@
 //! imgbuild builder
+
+pub mod debian;
