@@ -32,23 +32,8 @@ pub enum FetchError {
         source: HttpError,
     },
     /// The bytes do not match the index/lock.
-    #[error("{package} {version}: hash mismatch for {url}: expected sha256 {expected} ({expected_size} bytes), found sha256 {found} ({found_size} bytes); the mirror is corrupt or tampered with, or the lock is stale")]
-    HashMismatch {
-        /// Package name.
-        package: String,
-        /// Version.
-        version: String,
-        /// URL.
-        url: String,
-        /// Expected digest.
-        expected: String,
-        /// Found digest.
-        found: String,
-        /// Expected size.
-        expected_size: u64,
-        /// Found size.
-        found_size: u64,
-    },
+    #[error("{}", .0)]
+    HashMismatch(Box<HashMismatch>),
     /// Moving the verified file into the cache failed.
     #[error("{package}: storing {path} in the blob cache failed: {source}")]
     Cache {
@@ -60,6 +45,26 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Details of [`FetchError::HashMismatch`].
+#[derive(Debug, thiserror::Error)]
+#[error("{package} {version}: hash mismatch for {url}: expected sha256 {expected} ({expected_size} bytes), found sha256 {found} ({found_size} bytes); the mirror is corrupt or tampered with, or the lock is stale")]
+pub struct HashMismatch {
+    /// Package name.
+    pub package: String,
+    /// Version.
+    pub version: String,
+    /// URL.
+    pub url: String,
+    /// Expected digest.
+    pub expected: String,
+    /// Found digest.
+    pub found: String,
+    /// Expected size.
+    pub expected_size: u64,
+    /// Found size.
+    pub found_size: u64,
 }
 
 fn fetch_one(
@@ -75,15 +80,17 @@ fn fetch_one(
             version: p.version.clone(),
             source,
         },
-        FetchVerifiedError::Mismatch { found, found_size } => FetchError::HashMismatch {
-            package: p.name.clone(),
-            version: p.version.clone(),
-            url,
-            expected: p.sha256.clone(),
-            found,
-            expected_size: p.size,
-            found_size,
-        },
+        FetchVerifiedError::Mismatch { found, found_size } => {
+            FetchError::HashMismatch(Box::new(HashMismatch {
+                package: p.name.clone(),
+                version: p.version.clone(),
+                url,
+                expected: p.sha256.clone(),
+                found,
+                expected_size: p.size,
+                found_size,
+            }))
+        }
         FetchVerifiedError::Cache { path, source } => FetchError::Cache {
             package: p.name.clone(),
             path,

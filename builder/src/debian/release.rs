@@ -188,7 +188,7 @@ fn issued_by(sig: &Signature, key: &impl KeyDetails) -> bool {
         || fps.iter().any(|fp| **fp == key.fingerprint())
 }
 
-fn try_key(sig: &Signature, key: &(impl KeyDetails + VerifyingKey), text: &[u8]) -> bool {
+fn try_key(sig: &Signature, key: &impl VerifyingKey, text: &[u8]) -> bool {
     issued_by(sig, key) && sig.verify(key, text).is_ok()
 }
 

@@ -105,25 +105,30 @@ pub enum ResolveError {
         detail: String,
     },
     /// Two selected packages conflict.
-    #[error("conflicting packages: {package} {version} {kind}: {relation}, but {other} {other_version} is selected (needed by {other_chain}; {package} needed by {chain})")]
-    Conflict {
-        /// The declaring package.
-        package: String,
-        /// Its version.
-        version: String,
-        /// `Conflicts` or `Breaks`.
-        kind: &'static str,
-        /// The matching relation.
-        relation: String,
-        /// The package it hits.
-        other: String,
-        /// That package's version.
-        other_version: String,
-        /// Why `package` is selected.
-        chain: String,
-        /// Why `other` is selected.
-        other_chain: String,
-    },
+    #[error("{}", .0)]
+    Conflict(Box<Conflict>),
+}
+
+/// Details of [`ResolveError::Conflict`].
+#[derive(Debug, thiserror::Error)]
+#[error("conflicting packages: {package} {version} {kind}: {relation}, but {other} {other_version} is selected (needed by {other_chain}; {package} needed by {chain})")]
+pub struct Conflict {
+    /// The declaring package.
+    pub package: String,
+    /// Its version.
+    pub version: String,
+    /// `Conflicts` or `Breaks`.
+    pub kind: &'static str,
+    /// The matching relation.
+    pub relation: String,
+    /// The package it hits.
+    pub other: String,
+    /// That package's version.
+    pub other_version: String,
+    /// Why `package` is selected.
+    pub chain: String,
+    /// Why `other` is selected.
+    pub other_chain: String,
 }
 
 /// The packages available for one architecture, indexed for resolution.
@@ -444,7 +449,7 @@ impl<'u> State<'u> {
                     for v in direct.into_iter().chain(provs) {
                         let vp = &self.u.pkgs[v];
                         if v != i && vp.name != p.name && self.u.satisfies(v, r, true) {
-                            return Err(ResolveError::Conflict {
+                            return Err(ResolveError::Conflict(Box::new(Conflict {
                                 package: p.name.clone(),
                                 version: p.version.to_string(),
                                 kind,
@@ -453,7 +458,7 @@ impl<'u> State<'u> {
                                 other_version: vp.version.to_string(),
                                 chain: self.chain(i),
                                 other_chain: self.chain(v),
-                            });
+                            })));
                         }
                     }
                 }
