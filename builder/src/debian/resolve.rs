@@ -517,3 +517,95 @@ pub fn resolve(
         .collect();
     Ok(Resolution { packages, reasons })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::debian::index::parse_packages;
+
+    fn universe(stanzas: &[&str]) -> Universe {
+        let text: String = stanzas
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                format!(
+                    "{s}\nArchitecture: amd64\nFilename: pool/{i}.deb\nSize: 1\nSHA256: {:064x}\n\n",
+                    i
+                )
+            })
+            .collect();
+        Universe::new(
+            parse_packages("t", "main", &text).unwrap(),
+            "amd64",
+            "t main amd64",
+        )
+    }
+
+    fn names(r: &Resolution) -> Vec<&str> {
+        r.packages.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    #[test]
+    fn base_set_conflict_is_reported_with_chains() {
+        let u = universe(&[
+            "Package: a\nVersion: 1\nEssential: yes",
+            "Package: b\nVersion: 1\nPriority: required\nBreaks: a (<< 2)",
+        ]);
+        let e = resolve(&u, Variant::Minbase, &[]).unwrap_err();
+        let ResolveError::Conflict(c) = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            (c.package.as_str(), c.kind, c.other.as_str()),
+            ("b", "Breaks", "a")
+        );
+        assert!(
+            e.to_string().contains("needed by minbase base set -> a"),
+            "{e}"
+        );
+        assert_eq!(names(&resolve(&u, Variant::Essential, &[]).unwrap()), ["a"]);
+    }
+
+    #[test]
+    fn conflict_via_provides_and_self_conflict() {
+        // The usual "Provides + Conflicts" pattern: c conflicts with the virtual it
+        // provides; it must not conflict with itself, but does with another provider.
+        let u = universe(&[
+            "Package: c\nVersion: 1\nProvides: mta\nConflicts: mta",
+            "Package: d\nVersion: 1\nProvides: mta",
+        ]);
+        assert_eq!(
+            names(&resolve(&u, Variant::Custom, &["c".into()]).unwrap()),
+            ["c"]
+        );
+        let e = resolve(&u, Variant::Custom, &["d".into(), "c".into()]).unwrap_err();
+        assert!(e.to_string().contains("c 1 would conflict"), "{e}");
+    }
+
+    #[test]
+    fn dependency_cycles_terminate() {
+        let u = universe(&[
+            "Package: x\nVersion: 1\nDepends: y",
+            "Package: y\nVersion: 1\nPre-Depends: x (= 1)",
+        ]);
+        assert_eq!(
+            names(&resolve(&u, Variant::Custom, &["x".into()]).unwrap()),
+            ["x", "y"]
+        );
+    }
+
+    #[test]
+    fn arch_qualifiers() {
+        let u = universe(&[
+            "Package: p\nVersion: 1\nDepends: q:native, r:amd64",
+            "Package: q\nVersion: 1",
+            "Package: r\nVersion: 1",
+            "Package: s\nVersion: 1\nDepends: q:i386",
+        ]);
+        assert_eq!(
+            names(&resolve(&u, Variant::Custom, &["p".into()]).unwrap()),
+            ["p", "q", "r"]
+        );
+        assert!(resolve(&u, Variant::Custom, &["s".into()]).is_err());
+    }
+}
