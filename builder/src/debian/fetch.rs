@@ -34,6 +34,16 @@ pub enum FetchError {
     /// The bytes do not match the index/lock.
     #[error("{}", .0)]
     HashMismatch(Box<HashMismatch>),
+    /// The index or lock gives a malformed SHA-256.
+    #[error("{package} {version}: {digest:?} is not a SHA-256 digest; the lock file is corrupt, delete it to re-resolve")]
+    BadDigest {
+        /// Package name.
+        package: String,
+        /// Version.
+        version: String,
+        /// The malformed digest.
+        digest: String,
+    },
     /// Moving the verified file into the cache failed.
     #[error("{package}: storing {path} in the blob cache failed: {source}")]
     Cache {
@@ -75,6 +85,11 @@ fn fetch_one(
 ) -> Result<PathBuf, FetchError> {
     let url = http::join(mirror, &p.filename);
     fetch_verified(http, &url, &p.sha256, p.size, cache).map_err(|e| match e {
+        FetchVerifiedError::BadDigest => FetchError::BadDigest {
+            package: p.name.clone(),
+            version: p.version.clone(),
+            digest: p.sha256.clone(),
+        },
         FetchVerifiedError::Http(source) => FetchError::Download {
             package: p.name.clone(),
             version: p.version.clone(),

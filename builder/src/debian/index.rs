@@ -12,6 +12,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -286,11 +287,20 @@ pub(crate) fn fetch_verified(
     expected_size: u64,
     cache: &dyn BlobCache,
 ) -> Result<PathBuf, FetchVerifiedError> {
+    // The digest becomes a file name: never let a malformed one escape the cache.
+    if !is_sha256_hex(expected_sha256) {
+        return Err(FetchVerifiedError::BadDigest);
+    }
+    // A content-addressed cache only holds verified blobs (see `BlobCache::put`).
     if let Some(p) = cache.get(expected_sha256) {
         return Ok(p);
     }
-    let staging = cache.staging_dir();
-    let tmp = staging.join(format!("{expected_sha256}.part.{}", std::process::id()));
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let tmp = cache.staging_dir().join(format!(
+        "{expected_sha256}.part.{}.{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
     let got = http
         .get_to_file(url, &tmp, expected_size.saturating_add(1))
         .inspect_err(|_| {
@@ -315,6 +325,7 @@ pub(crate) fn fetch_verified(
 /// Internal error of [`fetch_verified`], mapped by callers to their own error type.
 #[derive(Debug)]
 pub(crate) enum FetchVerifiedError {
+    BadDigest,
     Http(HttpError),
     Mismatch {
         found: String,
@@ -366,6 +377,14 @@ pub fn fetch_packages(
     let file = match fetch_verified(http, &url, &entry.sha256, entry.size, cache) {
         Ok(p) => p,
         Err(FetchVerifiedError::Http(e)) => return Err(IndexError::Fetch(e)),
+        // Unreachable: `parse_release` validated every digest.
+        Err(FetchVerifiedError::BadDigest) => {
+            return Err(IndexError::NotInRelease {
+                suite: suite.to_owned(),
+                component: component.to_owned(),
+                arch: arch.to_owned(),
+            })
+        }
         Err(FetchVerifiedError::Mismatch { found, found_size }) => {
             return Err(IndexError::Mismatch {
                 url,
@@ -381,6 +400,11 @@ pub fn fetch_packages(
     };
     let text = decompress(&file, comp)?;
     parse_packages(&format!("{suite} {component} {arch}"), component, &text)
+}
+
+/// Whether `s` is a lower-case hex SHA-256 digest.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Lower-case hex SHA-256 of a file.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::index::is_sha256_hex;
 use super::release::Release;
 use super::resolve::Resolution;
 
@@ -96,6 +97,16 @@ pub enum LockError {
         /// Parser error.
         #[source]
         source: Box<toml::de::Error>,
+    },
+    /// A locked package entry is unusable.
+    #[error("lock file {path}: package {package}: {reason}; delete the lock to re-resolve")]
+    Invalid {
+        /// Path.
+        path: PathBuf,
+        /// Package name.
+        package: String,
+        /// What is wrong.
+        reason: &'static str,
     },
     /// Serialization failed (should not happen).
     #[error("cannot serialize lock file")]
@@ -229,6 +240,21 @@ impl Lockfile {
                 found: lock.lock_version,
             });
         }
+        for p in &lock.packages {
+            let invalid = |reason| LockError::Invalid {
+                path: path.to_owned(),
+                package: p.name.clone(),
+                reason,
+            };
+            if !is_sha256_hex(&p.sha256) {
+                return Err(invalid("sha256 is not 64 lower-case hex digits"));
+            }
+            if p.filename.starts_with('/') || p.filename.split('/').any(|c| c == "..") {
+                return Err(invalid(
+                    "filename must be a relative path inside the mirror",
+                ));
+            }
+        }
         Ok(lock)
     }
 
@@ -282,7 +308,7 @@ mod tests {
                     name: "zlib1g".into(),
                     version: "1:1.2.13.dfsg-1".into(),
                     architecture: "amd64".into(),
-                    sha256: "ab".into(),
+                    sha256: "a".repeat(64),
                     size: 1,
                     filename: "pool/z.deb".into(),
                 },
@@ -290,7 +316,7 @@ mod tests {
                     name: "bash".into(),
                     version: "5.2.15-2+b7".into(),
                     architecture: "amd64".into(),
-                    sha256: "cd".into(),
+                    sha256: "c".repeat(64),
                     size: 2,
                     filename: "pool/b.deb".into(),
                 },
@@ -332,6 +358,21 @@ mod tests {
                 field: "packages",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn invalid_entries() {
+        let text = lock().to_toml().unwrap();
+        let bad = text.replace(&"a".repeat(64), "../../etc/passwd");
+        assert!(matches!(
+            Lockfile::from_toml(Path::new("x"), &bad),
+            Err(LockError::Invalid { .. })
+        ));
+        let bad = text.replace("pool/z.deb", "../z.deb");
+        assert!(matches!(
+            Lockfile::from_toml(Path::new("x"), &bad),
+            Err(LockError::Invalid { .. })
         ));
     }
 
