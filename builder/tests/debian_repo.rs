@@ -4,6 +4,7 @@
 //!
 //! Needs the Debian packages dpkg-dev (dpkg-deb, dpkg-scanpackages), gpg and python3.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -142,7 +143,12 @@ fn make_key(home: &Path, uid: &str) -> String {
         .expect("gpg listed no fingerprint")
 }
 
-fn build_deb(work: &Path, pool: &Path, name: &str, version: &str, arch: &str, extra: &str) {
+fn build_deb(
+    work: &Path,
+    pool: &Path,
+    z: &str,
+    (name, version, arch, extra): (&str, &str, &str, &str),
+) {
     let dir = work.join(format!("{name}-{}", version.replace(':', "_")));
     fs_err::create_dir_all(dir.join("DEBIAN")).unwrap();
     fs_err::create_dir_all(dir.join(format!("usr/share/doc/{name}"))).unwrap();
@@ -159,12 +165,6 @@ fn build_deb(work: &Path, pool: &Path, name: &str, version: &str, arch: &str, ex
     )
     .unwrap();
     let out = pool.join(format!("{name}_{}_{arch}.deb", version.replace(':', "%3a")));
-    // Alternate compressions so the .deb reader sees several.
-    let z = if name.len().is_multiple_of(2) {
-        "-Zxz"
-    } else {
-        "-Zgzip"
-    };
     run(
         Command::new("dpkg-deb")
             .args(["--root-owner-group", z, "--build"])
@@ -185,8 +185,10 @@ fn fixture() -> &'static Fixture {
         let pool = repo.join("pool/main");
         fs_err::create_dir_all(&pool).unwrap();
         let work = root.join("work");
-        for (n, v, a, x) in PACKAGES {
-            build_deb(&work, &pool, n, v, a, x);
+        // Rotate compressions so the .deb reader sees all of them (base-a: xz,
+        // apt: gzip, libx: zstd, ...).
+        for (i, p) in PACKAGES.iter().enumerate() {
+            build_deb(&work, &pool, ["-Zxz", "-Zgzip", "-Zzstd"][i % 3], *p);
         }
         let packages = run(
             Command::new("dpkg-scanpackages")
@@ -219,15 +221,28 @@ fn fixture() -> &'static Fixture {
         );
         fs_err::write(dists.join("Release"), &release).unwrap();
 
+        // A second suite whose Release has expired (Valid-Until in the past).
+        let expired = repo.join("dists/expired");
+        fs_err::create_dir_all(&expired).unwrap();
+        fs_err::write(
+            expired.join("Release"),
+            release
+                .replace(&format!("Codename: {SUITE}"), "Codename: expired")
+                .replace("Date:", "Valid-Until: Sat, 01 Jan 2000 00:00:00 UTC\nDate:"),
+        )
+        .unwrap();
+
         let home = root.join("gnupg");
         let fpr = make_key(&home, "imgbuild test archive <archive@imgbuild.invalid>");
-        run(
-            gpg(&home)
-                .args(["--yes", "--local-user", &fpr, "--clearsign", "-o"])
-                .arg(dists.join("InRelease"))
-                .arg(dists.join("Release")),
-            "gpg",
-        );
+        for d in [&dists, &expired] {
+            run(
+                gpg(&home)
+                    .args(["--yes", "--local-user", &fpr, "--clearsign", "-o"])
+                    .arg(d.join("InRelease"))
+                    .arg(d.join("Release")),
+                "gpg",
+            );
+        }
         let keyring = root.join("archive.gpg");
         fs_err::write(&keyring, run(gpg(&home).args(["--export", &fpr]), "gpg")).unwrap();
         let other_home = root.join("gnupg-other");
@@ -333,11 +348,13 @@ fn resolve_fetch_lock_round_trip() {
     assert_eq!(r.release.codename.as_deref(), Some(SUITE));
 
     let paths = fetch::fetch_debs(&http, &f.mirror, &r.lock.packages, &c, 4).unwrap();
+    let mut members = BTreeSet::new();
     for (p, path) in r.lock.packages.iter().zip(&paths) {
         assert_eq!(index::sha256_file(path).unwrap(), p.sha256);
         let deb = debian::deb::Deb::open(path).unwrap();
         assert_eq!(deb.control().get("package"), Some(p.name.as_str()));
         assert_eq!(deb.control().get("Version"), Some(p.version.as_str()));
+        members.insert(deb.data_member().to_owned());
         let mut data = deb.data().unwrap();
         let files: Vec<String> = data
             .entries()
@@ -352,6 +369,11 @@ fn resolve_fetch_lock_round_trip() {
             deb.data_member()
         );
     }
+
+    assert_eq!(
+        members.into_iter().collect::<Vec<_>>(),
+        ["data.tar.gz", "data.tar.xz", "data.tar.zst"]
+    );
 
     // Lock round trip, then fetch by lock alone into an empty cache.
     let lock_path = f.root.join("recipe.lock");
@@ -518,6 +540,11 @@ fn tampered_deb_is_rejected() {
         c.get(&m.expected).is_none(),
         "a bad blob must not enter the cache"
     );
+    // A lock whose digest is not a digest never becomes a path.
+    let mut bad = lock.packages.clone();
+    bad[0].sha256 = "../../escape".into();
+    let err = fetch::fetch_debs(&Http::new(), &f.mirror, &bad, &c, 2).unwrap_err();
+    assert!(matches!(err, FetchError::BadDigest { .. }), "{err}");
     assert!(
         fs_err::read_dir(c.staging_dir()).unwrap().next().is_none(),
         "staging not cleaned"
@@ -557,6 +584,17 @@ fn signatures() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("debian-archive-keyring"), "{err}");
+    // Valid-Until in the past: refused unless allowed (snapshots).
+    let err = release::fetch_release(&http, &f.mirror, "expired", &f.keyring, &opts).unwrap_err();
+    assert!(matches!(err, ReleaseError::Expired { .. }), "{err}");
+    let snapshot = ReleaseOptions {
+        allow_expired: true,
+    };
+    let rel = release::fetch_release(&http, &f.mirror, "expired", &f.keyring, &snapshot).unwrap();
+    assert_eq!(
+        rel.valid_until.as_deref(),
+        Some("Sat, 01 Jan 2000 00:00:00 UTC")
+    );
     // Unknown suite on the mirror.
     let err = release::fetch_release(&http, &f.mirror, "nosuch", &f.keyring, &opts).unwrap_err();
     assert!(
