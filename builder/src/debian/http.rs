@@ -38,6 +38,9 @@ pub enum HttpError {
     },
 }
 
+/// How many times a request is tried before giving up.
+pub const ATTEMPTS: u32 = 3;
+
 /// A shared blocking HTTP client.
 #[derive(Clone)]
 pub struct Http {
@@ -72,16 +75,30 @@ impl Http {
         }
     }
 
+    /// Sends the GET, retrying transient failures (connection errors, timeouts, 5xx)
+    /// up to [`ATTEMPTS`] times with a short backoff; 4xx answers are final.
     fn open(&self, url: &str) -> Result<ureq::Body, HttpError> {
-        match self.agent.get(url).call() {
-            Ok(resp) => Ok(resp.into_body()),
-            Err(ureq::Error::StatusCode(404)) => Err(HttpError::NotFound {
-                url: url.to_owned(),
-            }),
-            Err(e) => Err(HttpError::Request {
-                url: url.to_owned(),
-                source: Box::new(e),
-            }),
+        let mut attempt = 1;
+        loop {
+            match self.agent.get(url).call() {
+                Ok(resp) => return Ok(resp.into_body()),
+                Err(ureq::Error::StatusCode(404)) => {
+                    return Err(HttpError::NotFound {
+                        url: url.to_owned(),
+                    })
+                }
+                Err(e) => {
+                    let final_status = matches!(e, ureq::Error::StatusCode(c) if c < 500);
+                    if final_status || attempt >= ATTEMPTS {
+                        return Err(HttpError::Request {
+                            url: url.to_owned(),
+                            source: Box::new(e),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(500 * u64::from(attempt)));
+                    attempt += 1;
+                }
+            }
         }
     }
 
