@@ -12,9 +12,10 @@ use std::sync::{Mutex, OnceLock};
 
 use imgbuild_builder::debian::{
     self,
+    cache::{sha256_file, BlobCache, DirCache},
     fetch::{self, FetchError},
     http::Http,
-    index::{self, BlobCache, DirCache},
+    index,
     lock::{self, Lockfile},
     release::{self, ReleaseError, ReleaseOptions},
     resolve::{self, ResolveError, Universe, Variant},
@@ -350,7 +351,7 @@ fn resolve_fetch_lock_round_trip() {
     let paths = fetch::fetch_debs(&http, &f.mirror, &r.lock.packages, &c, 4).unwrap();
     let mut members = BTreeSet::new();
     for (p, path) in r.lock.packages.iter().zip(&paths) {
-        assert_eq!(index::sha256_file(path).unwrap(), p.sha256);
+        assert_eq!(sha256_file(path).unwrap(), p.sha256);
         let deb = debian::deb::Deb::open(path).unwrap();
         assert_eq!(deb.control().get("package"), Some(p.name.as_str()));
         assert_eq!(deb.control().get("Version"), Some(p.version.as_str()));

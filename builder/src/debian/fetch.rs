@@ -2,16 +2,15 @@
 //!
 //! Each `.deb` is fetched from `<mirror>/<Filename>` (Debian Repository Format,
 //! "Pool" layout) and must match the `Size` and `SHA256` recorded in the signed
-//! `Packages` index (or in `recipe.lock`, which copies them). Downloads go to the
-//! cache's staging directory and are moved into the cache only once verified, so the
-//! cache never holds a partial or wrong blob. Already-cached blobs are not fetched.
+//! `Packages` index (or in `recipe.lock`, which copies them). See [`super::cache`]:
+//! the cache never holds a partial or wrong blob; already-cached blobs are not fetched.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use super::cache::{fetch_verified, BlobCache, FetchVerifiedError};
 use super::http::{self, Http, HttpError};
-use super::index::{fetch_verified, BlobCache, FetchVerifiedError};
 use super::lock::LockedPackage;
 
 /// Default number of concurrent downloads.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::index::is_sha256_hex;
+use super::cache::is_sha256_hex;
 use super::release::Release;
 use super::resolve::Resolution;
 

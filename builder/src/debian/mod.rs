@@ -8,12 +8,16 @@
 //! 2. [`index`]: fetch each component's `Packages` index, checked against the Release;
 //! 3. [`resolve`]: close the requested set under `Pre-Depends`/`Depends`;
 //! 4. [`lock`]: record the result as `recipe.lock`;
-//! 5. [`fetch`]: download the `.deb`s by hash into a [`index::BlobCache`];
+//! 5. [`fetch`]: download the `.deb`s by hash into a [`cache::BlobCache`];
 //! 6. [`deb`]: read a `.deb`'s control fields and data tarball.
+//!
+//! Downloads are verified before they enter a [`cache::BlobCache`]; [`http`] is a
+//! small blocking client.
 //!
 //! [`control`] (deb822) and [`version`] (Policy §5.6.12 versions, §7 relations)
 //! are the shared parsers.
 
+pub mod cache;
 pub mod control;
 pub mod deb;
 pub mod fetch;
@@ -28,7 +32,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use index::{BlobCache, DirCache, PackageRecord};
+pub use cache::{BlobCache, DirCache};
+pub use index::PackageRecord;
 pub use lock::{DebianRequest, LockedPackage, Lockfile};
 pub use release::Release;
 pub use resolve::{Resolution, Universe, Variant};
