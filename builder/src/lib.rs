@@ -5,6 +5,7 @@
 //! executed, each producing one layer -> the image's config and manifest are written.
 
 pub mod build;
+pub mod debian;
 pub mod plan;
 pub mod recipe;
 mod sources;
