@@ -1,1 +1,3 @@
 //! imgbuild formats
+pub mod disk;
+pub mod initramfs;
