@@ -10,6 +10,7 @@
 //! - [`qcow2`]: a streaming qcow2 v3 writer from a raw image.
 //! - [`ext4`]: deterministic ext4 from a tarball via `mke2fs -d`.
 //! - [`align`]: 1 MiB alignment helpers.
+//! - [`source`]: file contents (bytes, reader, host path).
 //! - [`sparse`]: data extents of sparse files (`SEEK_DATA`/`SEEK_HOLE`).
 
 pub mod align;
@@ -19,6 +20,7 @@ pub mod fat;
 pub mod gpt;
 pub mod guid;
 pub mod qcow2;
+pub mod source;
 pub mod sparse;
 
 #[cfg(test)]

@@ -30,9 +30,9 @@ mod names;
 mod writer;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, Write};
-use std::path::PathBuf;
+use std::io::{Seek, Write};
 
+pub use crate::disk::source::FileData;
 pub use geometry::{min_volume_size, FatGeometry, DEFAULT_RESERVED_SECTORS, MIN_CLUSTERS};
 
 /// Errors while building or writing a FAT32 volume.
@@ -119,58 +119,6 @@ pub enum FatError {
     /// Writing the image failed.
     #[error("writing the FAT32 image failed: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Contents of a file to store.
-pub enum FileData {
-    /// In-memory bytes.
-    Bytes(Vec<u8>),
-    /// A reader that yields exactly `len` bytes.
-    Reader {
-        /// The source.
-        reader: Box<dyn Read + Send>,
-        /// Declared length.
-        len: u64,
-    },
-    /// A host file, opened when the image is written.
-    Path {
-        /// Host path.
-        path: PathBuf,
-        /// Its length (checked when reading).
-        len: u64,
-    },
-}
-
-impl FileData {
-    /// A host file; its length is read now.
-    pub fn from_path(path: impl Into<PathBuf>) -> Result<FileData, std::io::Error> {
-        let path = path.into();
-        let len = fs_err::metadata(&path)?.len();
-        Ok(FileData::Path { path, len })
-    }
-
-    /// Declared length in bytes.
-    pub fn len(&self) -> u64 {
-        match self {
-            FileData::Bytes(b) => b.len() as u64,
-            FileData::Reader { len, .. } | FileData::Path { len, .. } => *len,
-        }
-    }
-
-    /// Whether the file is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl std::fmt::Debug for FileData {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FileData::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
-            FileData::Reader { len, .. } => write!(f, "Reader({len} bytes)"),
-            FileData::Path { path, len } => write!(f, "Path({}, {len} bytes)", path.display()),
-        }
-    }
 }
 
 /// Volume-wide settings.

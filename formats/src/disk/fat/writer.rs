@@ -3,7 +3,7 @@
 //! and file clusters.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 
 use sha2::{Digest, Sha256};
 
@@ -14,6 +14,7 @@ use super::dirent::{
 use super::geometry::{FatGeometry, NUM_FATS, SECTOR};
 use super::names::{assign, EntryName};
 use super::{FatError, FatOptions, FatSummary, FileData, Node};
+use crate::disk::source::{copy_exact, CopyError};
 
 /// End-of-chain marker.
 const EOC: u32 = 0x0FFF_FFFF;
@@ -245,44 +246,22 @@ fn write_zeros<W: Write>(w: &mut W, mut n: u64, buf: &mut [u8]) -> Result<(), Fa
     Ok(())
 }
 
-/// Copies exactly the declared length of `data` into `w`.
+/// Copies a file's contents, mapping failures to [`FatError`].
 fn copy_file<W: Write>(
     path: String,
     data: FileData,
     w: &mut W,
     buf: &mut [u8],
 ) -> Result<(), FatError> {
-    let expected = data.len();
-    let mut reader: Box<dyn Read> = match data {
-        FileData::Bytes(b) => {
-            w.write_all(&b)?;
-            return Ok(());
-        }
-        FileData::Reader { reader, .. } => reader,
-        FileData::Path { path: host, .. } => match fs_err::File::open(&host) {
-            Ok(f) => Box::new(f),
-            Err(source) => return Err(FatError::Source { path, source }),
+    copy_exact(data, w, buf).map_err(|e| match e {
+        CopyError::Short { expected, got } => FatError::ShortRead {
+            path,
+            expected,
+            got,
         },
-    };
-    let mut got = 0u64;
-    while got < expected {
-        let want = (expected - got).min(buf.len() as u64) as usize;
-        let n = match reader.read(&mut buf[..want]) {
-            Ok(0) => {
-                return Err(FatError::ShortRead {
-                    path,
-                    expected,
-                    got,
-                })
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(source) => return Err(FatError::Source { path, source }),
-        };
-        w.write_all(&buf[..n])?;
-        got += n as u64;
-    }
-    Ok(())
+        CopyError::Read(source) => FatError::Source { path, source },
+        CopyError::Write(e) => FatError::Io(e),
+    })
 }
 
 /// Streams one FAT copy: media and EOC reserved entries, then contiguous
