@@ -213,7 +213,9 @@ impl Gpt {
     /// A table for a disk of `disk_size_bytes` (a multiple of 512).
     pub fn new(disk_guid: Guid, disk_size_bytes: u64) -> Result<Gpt, GptError> {
         let min_sectors = FIRST_USABLE_LBA + 1 + ENTRY_ARRAY_SECTORS + 1;
-        if !disk_size_bytes.is_multiple_of(SECTOR_SIZE) || disk_size_bytes / SECTOR_SIZE < min_sectors {
+        if !disk_size_bytes.is_multiple_of(SECTOR_SIZE)
+            || disk_size_bytes / SECTOR_SIZE < min_sectors
+        {
             return Err(GptError::DiskSize {
                 size: disk_size_bytes,
                 min: min_sectors * SECTOR_SIZE,
