@@ -62,6 +62,14 @@ pub enum FatError {
         /// Cluster size.
         cluster_bytes: u64,
     },
+    /// More entries in one directory than FAT allows.
+    #[error("{path}: directory needs {entries} 32-byte entries, FAT allows 65,536; spread the files over subdirectories or use shorter names")]
+    DirectoryTooLarge {
+        /// Directory path.
+        path: String,
+        /// Entries needed (including long-name entries).
+        entries: usize,
+    },
     /// A file larger than 4 GiB - 1.
     #[error("{path}: {size} bytes is over the FAT32 file size limit of 4 GiB - 1")]
     FileTooLarge {
@@ -132,7 +140,8 @@ pub struct FatOptions {
     pub epoch: i64,
     /// Volume label (≤ 11 characters, stored upper case); `None` = "NO NAME".
     pub label: Option<String>,
-    /// Reserved sectors before the first FAT (≥ 8).
+    /// Reserved sectors before the first FAT; values below 8 are raised to 8
+    /// (sectors 0/1 boot sector and FSInfo, 6/7 their backups).
     pub reserved_sectors: u16,
     /// `BPB_HiddSec`: the partition's starting LBA (needed by some boot code).
     pub hidden_sectors: u32,

@@ -104,6 +104,16 @@ impl Planner {
         for n in &names {
             slots += 1 + n.long.as_ref().map_or(0, |l| lfn_entry_count(l.len()));
         }
+        if slots > 65_536 {
+            return Err(FatError::DirectoryTooLarge {
+                path: if path.is_empty() {
+                    "/".into()
+                } else {
+                    path.to_string()
+                },
+                entries: slots,
+            });
+        }
         let clusters = ((slots * DIRENT_SIZE) as u64)
             .div_ceil(self.cluster_bytes)
             .max(1);
