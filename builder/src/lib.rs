@@ -1,1 +1,2 @@
 //! imgbuild builder
+pub mod sandbox;
