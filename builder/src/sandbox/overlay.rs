@@ -21,10 +21,10 @@ pub enum OverlayXattrs {
 }
 
 impl OverlayXattrs {
-    /// The flavour matching the current process: `Trusted` for euid 0,
-    /// `User` otherwise.
+    /// The flavour matching the current process: `Trusted` for euid 0 in
+    /// the initial user namespace, `User` otherwise.
     pub fn for_current_process() -> Self {
-        if rustix::process::geteuid().is_root() {
+        if rustix::process::geteuid().is_root() && super::namespaces::in_initial_user_namespace() {
             Self::Trusted
         } else {
             Self::User

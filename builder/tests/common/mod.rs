@@ -1,0 +1,91 @@
+//! Shared fixtures: a busybox rootfs as the lower dir.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use imgbuild_builder::sandbox::{OutputLine, RunError, Sandbox, SandboxMode, Step};
+
+pub const BUSYBOX: &str = "/bin/busybox";
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Skips (returns false) when the machine cannot run sandbox tests.
+pub fn can_run() -> bool {
+    if !is_root() {
+        eprintln!("skipping: sandbox tests need root (they also set up the rootless case)");
+        return false;
+    }
+    if !Path::new(BUSYBOX).exists() {
+        eprintln!("skipping: {BUSYBOX} missing; apt-get install busybox-static");
+        return false;
+    }
+    true
+}
+
+/// A temp dir with `lower/` (busybox rootfs), `upper/`, `work/`.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("imgbuild-sbx-test-").tempdir().unwrap();
+        let f = Self { dir };
+        make_busybox_rootfs(&f.lower());
+        std::fs::create_dir(f.upper()).unwrap();
+        std::fs::create_dir(f.work()).unwrap();
+        f
+    }
+
+    pub fn lower(&self) -> PathBuf {
+        self.dir.path().join("lower")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.dir.path().join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub fn sandbox(&self, mode: SandboxMode) -> Sandbox {
+        Sandbox {
+            lowers: vec![self.lower()],
+            upper: self.upper(),
+            work: self.work(),
+            mode,
+        }
+    }
+
+    /// Runs a shell step as root mode, collecting output lines.
+    pub fn sh(&self, script: &str) -> (Result<(), RunError>, Vec<String>) {
+        run_collect(&self.sandbox(SandboxMode::Root), &Step::shell("test", script))
+    }
+}
+
+pub fn run_collect(sb: &Sandbox, step: &Step) -> (Result<(), RunError>, Vec<String>) {
+    let mut lines = Vec::new();
+    let r = sb.run(step, None, &mut |l: &OutputLine<'_>| lines.push(l.line.to_owned()));
+    (r, lines)
+}
+
+pub fn make_busybox_rootfs(root: &Path) {
+    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "dev", "run", "var/lib"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
+    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
+    for applet in String::from_utf8(list.stdout).unwrap().lines() {
+        let link = root.join("bin").join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", link).unwrap();
+        }
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    std::fs::write(root.join("etc/motd"), "hello from the lower\n").unwrap();
+}
