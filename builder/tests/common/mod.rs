@@ -7,14 +7,14 @@ use std::process::Command;
 
 use imgbuild_builder::sandbox::{OutputLine, RunError, Sandbox, SandboxMode, Step};
 
-pub const BUSYBOX: &str = "/bin/busybox";
+pub(crate) const BUSYBOX: &str = "/bin/busybox";
 
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
 /// Skips (returns false) when the machine cannot run sandbox tests.
-pub fn can_run() -> bool {
+pub(crate) fn can_run() -> bool {
     if !is_root() {
         eprintln!("skipping: sandbox tests need root (they also set up the rootless case)");
         return false;
@@ -27,12 +27,12 @@ pub fn can_run() -> bool {
 }
 
 /// A temp dir with `lower/` (busybox rootfs), `upper/`, `work/`.
-pub struct Fixture {
-    pub dir: tempfile::TempDir,
+pub(crate) struct Fixture {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Fixture {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::Builder::new().prefix("imgbuild-sbx-test-").tempdir().unwrap();
         let f = Self { dir };
         make_busybox_rootfs(&f.lower());
@@ -41,17 +41,17 @@ impl Fixture {
         f
     }
 
-    pub fn lower(&self) -> PathBuf {
+    pub(crate) fn lower(&self) -> PathBuf {
         self.dir.path().join("lower")
     }
-    pub fn upper(&self) -> PathBuf {
+    pub(crate) fn upper(&self) -> PathBuf {
         self.dir.path().join("upper")
     }
-    pub fn work(&self) -> PathBuf {
+    pub(crate) fn work(&self) -> PathBuf {
         self.dir.path().join("work")
     }
 
-    pub fn sandbox(&self, mode: SandboxMode) -> Sandbox {
+    pub(crate) fn sandbox(&self, mode: SandboxMode) -> Sandbox {
         Sandbox {
             lowers: vec![self.lower()],
             upper: self.upper(),
@@ -61,18 +61,18 @@ impl Fixture {
     }
 
     /// Runs a shell step as root mode, collecting output lines.
-    pub fn sh(&self, script: &str) -> (Result<(), RunError>, Vec<String>) {
+    pub(crate) fn sh(&self, script: &str) -> (Result<(), RunError>, Vec<String>) {
         run_collect(&self.sandbox(SandboxMode::Root), &Step::shell("test", script))
     }
 }
 
-pub fn run_collect(sb: &Sandbox, step: &Step) -> (Result<(), RunError>, Vec<String>) {
+pub(crate) fn run_collect(sb: &Sandbox, step: &Step) -> (Result<(), RunError>, Vec<String>) {
     let mut lines = Vec::new();
     let r = sb.run(step, None, &mut |l: &OutputLine<'_>| lines.push(l.line.to_owned()));
     (r, lines)
 }
 
-pub fn make_busybox_rootfs(root: &Path) {
+pub(crate) fn make_busybox_rootfs(root: &Path) {
     for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "dev", "run", "var/lib"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
