@@ -275,7 +275,7 @@ impl Sandbox {
         };
         let lower = lowers.into_iter().map(check).collect::<Result<Vec<_>, _>>()?.join(":");
         let mut opts = format!(
-            "lowerdir={lower},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
+            "lowerdir={lower},upperdir={},workdir={},redirect_dir=nofollow,metacopy=off,index=off",
             check(&self.upper)?,
             check(&self.work)?
         );

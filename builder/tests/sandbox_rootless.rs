@@ -1,0 +1,140 @@
+//! Rootless mode, really exercised: the test (running as root) creates an
+//! unprivileged user with a subuid/subgid range, prepares a fixture owned by
+//! it and re-runs this test binary as that user (`rootless_inner`), which
+//! runs the sandbox with `SandboxMode::detect()` (user namespace mapped by
+//! newuidmap/newgidmap) and checks the scan. The outer test then checks the
+//! host ids in the upper dir as root.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use imgbuild_builder::sandbox::{OverlayXattrs, SandboxMode, Step, UpperKind};
+
+const USER: &str = "imgbuild-sbx";
+const SUB_START: u32 = 400_000;
+const SUB_COUNT: u32 = 65_536;
+const ENV: &str = "IMGBUILD_SANDBOX_ROOTLESS_FIXTURE";
+
+fn ensure_user() -> Option<(u32, u32)> {
+    let id = |flag: &str| -> Option<u32> {
+        let o = Command::new("id").args([flag, USER]).output().ok()?;
+        String::from_utf8(o.stdout).ok()?.trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        let ok = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok && id("-u").is_none() {
+            eprintln!("skipping: cannot create test user {USER}");
+            return None;
+        }
+    }
+    let range = format!("{}-{}", SUB_START, SUB_START + SUB_COUNT - 1);
+    let has = |file: &str| {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with(&format!("{USER}:")))
+    };
+    if !has("/etc/subuid") || !has("/etc/subgid") {
+        let ok = Command::new("usermod")
+            .args(["--add-subuids", &range, "--add-subgids", &range, USER])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "usermod --add-subuids failed");
+    }
+    Some((id("-u")?, id("-g")?))
+}
+
+fn chown_r(path: &Path, uid: u32, gid: u32) {
+    let st = Command::new("chown").args(["-R", "-h", &format!("{uid}:{gid}")]).arg(path).status().unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn rootless_sandbox_maps_subuids() {
+    if !can_run() {
+        return;
+    }
+    if !Path::new("/usr/bin/newuidmap").exists() {
+        eprintln!("skipping: newuidmap missing; apt-get install uidmap");
+        return;
+    }
+    let Some((uid, gid)) = ensure_user() else { return };
+    let f = Fixture::new();
+    // The fixture belongs to the user: its root becomes the sandbox's root.
+    chown_r(f.dir.path(), uid, gid);
+    std::fs::set_permissions(f.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(&exe)
+        .args(["--exact", "rootless_inner", "--nocapture", "--test-threads=1"])
+        .env_clear()
+        .env(ENV, f.dir.path())
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "inner rootless test failed:\n{text}");
+    assert!(text.contains("ROOTLESS-INNER-RAN"), "inner test did not run:\n{text}");
+
+    // Host view of the upper: sandbox uid 1000 is host SUB_START + 999.
+    let app = std::fs::symlink_metadata(f.upper().join("home/app/f")).unwrap();
+    assert_eq!((app.uid(), app.gid()), (SUB_START + 999, SUB_START + 1000));
+    let x = std::fs::symlink_metadata(f.upper().join("root/x")).unwrap();
+    assert_eq!((x.uid(), x.gid()), (uid, gid), "sandbox root is the invoking user");
+    // Nothing was written with real root's ids.
+    assert_ne!(app.uid(), 0);
+    // The background sleep started in the rootless sandbox is gone.
+    let alive = std::fs::read_dir("/proc").unwrap().filter_map(Result::ok).any(|e| {
+        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"876543"))
+    });
+    assert!(!alive, "rootless sandbox left a process behind");
+}
+
+/// Runs only when started by `rootless_sandbox_maps_subuids` as the user.
+#[test]
+fn rootless_inner() {
+    let Some(dir) = std::env::var_os(ENV).map(PathBuf::from) else { return };
+    assert!(!is_root(), "inner test must run unprivileged");
+    let mode = SandboxMode::detect().expect("subuid range");
+    assert!(matches!(mode, SandboxMode::Rootless(_)));
+    let sb = imgbuild_builder::sandbox::Sandbox {
+        lowers: vec![dir.join("lower")],
+        upper: dir.join("upper"),
+        work: dir.join("work"),
+        mode,
+    };
+    assert_eq!(sb.overlay_xattrs(), OverlayXattrs::User);
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "pssst\n").unwrap();
+    let mut step = Step::shell(
+        "rootless",
+        "id -u; cat /proc/self/uid_map; mkdir -p /home/app && touch /home/app/f && chown -R 1000:1001 /home/app && \
+         echo hi > /root/x && rm /etc/motd && cat /run/secrets/s && (sleep 876543 &) && cat /proc/net/dev",
+    );
+    step.secrets.insert("s".into(), secret);
+    let (r, lines) = run_collect(&sb, &step);
+    r.unwrap_or_else(|e| panic!("{e}\n{lines:#?}"));
+    assert_eq!(lines[0], "0", "{lines:?}");
+    assert!(lines.iter().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "400000", "65536"]), "{lines:?}");
+    assert!(lines.contains(&"pssst".to_string()));
+    assert!(!lines.iter().any(|l| l.trim_start().starts_with("eth")), "{lines:?}");
+
+    let entries = sb.scan_upper().unwrap();
+    let get = |p: &str| entries.iter().find(|e| e.path == p).unwrap_or_else(|| panic!("{p} missing: {entries:#?}"));
+    let f = get("home/app/f");
+    assert_eq!((f.uid, f.gid), (1000, 1001), "ids mapped back to sandbox ids");
+    assert_eq!((get("root/x").uid, get("root/x").gid), (0, 0));
+    assert_eq!(get("etc/motd").kind, UpperKind::Whiteout);
+    assert!(entries.iter().all(|e| !e.path.starts_with("run") && !e.path.starts_with("tmp")));
+    println!("ROOTLESS-INNER-RAN");
+}
