@@ -139,6 +139,7 @@ pub(crate) fn spawn(plan: &ChildPlan, fds: ChildFds) -> Result<Pid, Errno> {
 }
 
 fn run_c(plan: &ChildPlan, fds: ChildFds) -> ! {
+    close_other_fds(&fds);
     let err = &fds.err_w;
     if plan.userns {
         // SAFETY: single-threaded after fork; CLONE_NEWUSER does not unshare
@@ -177,6 +178,33 @@ fn run_c(plan: &ChildPlan, fds: ChildFds) -> ! {
             };
             exit_now(exit_code(status))
         }
+    }
+}
+
+/// Closes every inherited descriptor above 2 except ours, so the sandbox
+/// does not keep pipes of the builder (e.g. of a concurrently running
+/// step) open. Without this, another step's output pipe could stay open
+/// until this sandbox ends.
+fn close_other_fds(fds: &ChildFds) {
+    use std::os::fd::AsRawFd;
+    let mut keep = [
+        fds.ready_w.as_raw_fd(),
+        fds.go_r.as_raw_fd(),
+        fds.err_w.as_raw_fd(),
+        fds.stdin.as_raw_fd(),
+        fds.stdout_w.as_raw_fd(),
+        fds.stderr_w.as_raw_fd(),
+    ];
+    keep.sort_unstable();
+    let mut next: u32 = 3;
+    for fd in keep.iter().map(|&fd| fd as u32).chain([u32::MAX]) {
+        if fd > next {
+            let last = if fd == u32::MAX { u32::MAX } else { fd - 1 };
+            // SAFETY: close_range(2) only closes descriptors; none of the
+            // closed ones is referenced by code running in this child.
+            unsafe { libc::close_range(next, last, 0) };
+        }
+        next = fd.saturating_add(1).max(next);
     }
 }
 
