@@ -8,7 +8,9 @@ use std::io::Read;
 use std::net::TcpListener;
 
 use common::*;
-use imgbuild_builder::sandbox::{RunError, SandboxMode, Step, StepCommand, UpperEntry, UpperKind, User};
+use imgbuild_builder::sandbox::{
+    RunError, SandboxMode, Step, StepCommand, UpperEntry, UpperKind, User,
+};
 
 fn find<'a>(entries: &'a [UpperEntry], path: &str) -> Option<&'a UpperEntry> {
     entries.iter().find(|e| e.path == path)
@@ -23,20 +25,39 @@ fn writes_land_in_upper_and_scan() {
     let (r, lines) = f.sh("echo hi > /root/hello && ln /root/hello /root/hello2 && ln -s hello /root/sym && cat /etc/motd && id -u");
     r.unwrap();
     assert_eq!(lines, vec!["hello from the lower", "0"]);
-    assert_eq!(std::fs::read_to_string(f.upper().join("root/hello")).unwrap(), "hi\n");
+    assert_eq!(
+        std::fs::read_to_string(f.upper().join("root/hello")).unwrap(),
+        "hi\n"
+    );
 
     let entries = f.sandbox(SandboxMode::Root).scan_upper().unwrap();
     let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, vec!["root", "root/hello", "root/hello2", "root/sym"], "{entries:#?}");
-    assert!(matches!(find(&entries, "root").unwrap().kind, UpperKind::Dir { opaque: false }));
+    assert_eq!(
+        paths,
+        vec!["root", "root/hello", "root/hello2", "root/sym"],
+        "{entries:#?}"
+    );
+    assert!(matches!(
+        find(&entries, "root").unwrap().kind,
+        UpperKind::Dir { opaque: false }
+    ));
     let hello = find(&entries, "root/hello").unwrap();
-    assert!(matches!(&hello.kind, UpperKind::File { size: 3, host_path } if host_path == &f.upper().join("root/hello")));
+    assert!(
+        matches!(&hello.kind, UpperKind::File { size: 3, host_path } if host_path == &f.upper().join("root/hello"))
+    );
     assert_eq!((hello.uid, hello.gid), (0, 0));
     assert_eq!(
         find(&entries, "root/hello2").unwrap().kind,
-        UpperKind::Hardlink { target: "root/hello".into() }
+        UpperKind::Hardlink {
+            target: "root/hello".into()
+        }
     );
-    assert_eq!(find(&entries, "root/sym").unwrap().kind, UpperKind::Symlink { target: "hello".into() });
+    assert_eq!(
+        find(&entries, "root/sym").unwrap().kind,
+        UpperKind::Symlink {
+            target: "hello".into()
+        }
+    );
 }
 
 #[test]
@@ -47,13 +68,23 @@ fn deletions_become_whiteouts_and_opaque_dirs() {
     let f = Fixture::new();
     std::fs::create_dir_all(f.lower().join("var/lib/old")).unwrap();
     std::fs::write(f.lower().join("var/lib/old/file"), "x").unwrap();
-    let (r, lines) = f.sh("rm /etc/motd && rm -rf /var/lib && mkdir /var/lib && touch /var/lib/new");
+    let (r, lines) =
+        f.sh("rm /etc/motd && rm -rf /var/lib && mkdir /var/lib && touch /var/lib/new");
     r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
     let entries = f.sandbox(SandboxMode::Root).scan_upper().unwrap();
-    assert_eq!(find(&entries, "etc/motd").unwrap().kind, UpperKind::Whiteout, "{entries:#?}");
-    assert_eq!(find(&entries, "var/lib").unwrap().kind, UpperKind::Dir { opaque: true });
+    assert_eq!(
+        find(&entries, "etc/motd").unwrap().kind,
+        UpperKind::Whiteout,
+        "{entries:#?}"
+    );
+    assert_eq!(
+        find(&entries, "var/lib").unwrap().kind,
+        UpperKind::Dir { opaque: true }
+    );
     assert!(find(&entries, "var/lib/new").is_some());
-    assert!(entries.iter().all(|e| !e.xattrs.keys().any(|k| k.contains("overlay"))));
+    assert!(entries
+        .iter()
+        .all(|e| !e.xattrs.keys().any(|k| k.contains("overlay"))));
     // The lower is untouched.
     assert!(f.lower().join("etc/motd").exists());
     assert!(f.lower().join("var/lib/old/file").exists());
@@ -72,14 +103,31 @@ fn no_network_by_default() {
         "cat /proc/net/dev; ip -o link; echo ping | nc 127.0.0.1 {port} && echo CONNECTED; true"
     ));
     r.unwrap();
-    assert!(lines.iter().any(|l| l.trim_start().starts_with("lo:")), "{lines:?}");
-    assert!(!lines.iter().any(|l| l.trim_start().starts_with("eth") || l.contains("ens")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("lo:") && l.contains("UP")), "lo is up: {lines:?}");
+    assert!(
+        lines.iter().any(|l| l.trim_start().starts_with("lo:")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.trim_start().starts_with("eth") || l.contains("ens")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("lo:") && l.contains("UP")),
+        "lo is up: {lines:?}"
+    );
     assert!(!lines.iter().any(|l| l == "CONNECTED"), "{lines:?}");
-    assert!(listener.accept().is_err(), "sandbox reached the host loopback");
+    assert!(
+        listener.accept().is_err(),
+        "sandbox reached the host loopback"
+    );
 
     // With network = true the host's loopback is reachable.
-    let mut step = Step::shell("net", format!("echo ping | nc 127.0.0.1 {port} && echo CONNECTED"));
+    let mut step = Step::shell(
+        "net",
+        format!("echo ping | nc 127.0.0.1 {port} && echo CONNECTED"),
+    );
     step.network = true;
     listener.set_nonblocking(false).unwrap();
     let t = std::thread::spawn(move || {
@@ -93,7 +141,10 @@ fn no_network_by_default() {
     assert_eq!(t.join().unwrap(), "ping\n");
     // resolv.conf/hosts are bind mounts, not copied into the upper.
     let entries = f.sandbox(SandboxMode::Root).scan_upper().unwrap();
-    assert!(entries.iter().all(|e| !e.path.starts_with("etc/")), "{entries:#?}");
+    assert!(
+        entries.iter().all(|e| !e.path.starts_with("etc/")),
+        "{entries:#?}"
+    );
 }
 
 #[test]
@@ -114,18 +165,27 @@ fn host_is_untouched() {
     r.unwrap();
     assert!(!lines.iter().any(|l| l == "SEES_HOST"), "{lines:?}");
     assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd);
-    assert_eq!(std::fs::read(f.lower().join("etc/passwd")).unwrap(), lower_passwd);
+    assert_eq!(
+        std::fs::read(f.lower().join("etc/passwd")).unwrap(),
+        lower_passwd
+    );
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "keep");
     assert!(!std::path::Path::new("/host-file").exists());
-    assert_eq!(std::fs::read_to_string(f.upper().join("etc/passwd")).unwrap(), "pwned\n");
+    assert_eq!(
+        std::fs::read_to_string(f.upper().join("etc/passwd")).unwrap(),
+        "pwned\n"
+    );
 }
 
 fn host_has_process_with_arg(arg: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().filter_map(Result::ok).any(|e| {
-        std::fs::read(e.path().join("cmdline"))
-            .map(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
-            .unwrap_or(false)
-    })
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+                .unwrap_or(false)
+        })
 }
 
 #[test]
@@ -135,7 +195,9 @@ fn process_tree_dies_with_the_step() {
     }
     let f = Fixture::new();
     let arg = format!("{}", 900_000 + std::process::id() % 90_000);
-    let (r, _) = f.sh(&format!("sleep {arg} & (setsid sleep {arg} &) ; nohup sleep {arg} >/dev/null 2>&1 & echo started"));
+    let (r, _) = f.sh(&format!(
+        "sleep {arg} & (setsid sleep {arg} &) ; nohup sleep {arg} >/dev/null 2>&1 & echo started"
+    ));
     r.unwrap();
     // PID 1 exiting makes the kernel kill the namespace; give it a moment.
     for _ in 0..50 {
@@ -155,9 +217,15 @@ fn failure_reports_code_and_last_lines() {
     let f = Fixture::new();
     let log = f.dir.path().join("step.log");
     let step = Step::shell("failing", "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32; do echo line$i; done; echo boom >&2; exit 3");
-    let r = f.sandbox(SandboxMode::Root).run(&step, Some(&log), &mut |_| {});
+    let r = f
+        .sandbox(SandboxMode::Root)
+        .run(&step, Some(&log), &mut |_| {});
     match r {
-        Err(RunError::CommandFailed { step, code, last_lines }) => {
+        Err(RunError::CommandFailed {
+            step,
+            code,
+            last_lines,
+        }) => {
             assert_eq!(step, "failing");
             assert_eq!(code, 3);
             assert_eq!(last_lines.len(), 30);
@@ -174,7 +242,10 @@ fn failure_reports_code_and_last_lines() {
     assert!(log.contains("[failing] (stderr) boom\n"), "{log}");
 
     let (r, _) = f.sh("kill -9 $$");
-    assert!(matches!(r, Err(RunError::CommandFailed { code: 137, .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(RunError::CommandFailed { code: 137, .. })),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -194,7 +265,9 @@ fn setup_errors_name_the_stage() {
     step.command = StepCommand::Argv(vec!["no-such-tool".into()]);
     let (r, _) = run_collect(&f.sandbox(SandboxMode::Root), &step);
     match r {
-        Err(e @ RunError::Setup { .. }) => assert!(e.to_string().contains("execute the command"), "{e}"),
+        Err(e @ RunError::Setup { .. }) => {
+            assert!(e.to_string().contains("execute the command"), "{e}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -219,21 +292,36 @@ fn env_user_workdir_and_secrets() {
     // Non-root needs to be able to write somewhere; tmp is 1777.
     let (r, lines) = run_collect(&f.sandbox(SandboxMode::Root), &step);
     r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
-    let env: Vec<&String> = lines.iter().filter(|l| l.contains('=') && !l.starts_with("token")).collect();
+    let env: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains('=') && !l.starts_with("token"))
+        .collect();
     let keys: Vec<&str> = env.iter().map(|l| l.split('=').next().unwrap()).collect();
     for k in &keys {
-        assert!(["FOO", "HOME", "PATH", "PWD", "SHLVL"].contains(k), "unexpected env {k}: {env:?}");
+        assert!(
+            ["FOO", "HOME", "PATH", "PWD", "SHLVL"].contains(k),
+            "unexpected env {k}: {env:?}"
+        );
     }
     assert!(lines.contains(&"FOO=bar baz".to_string()));
     assert!(lines.contains(&"HOME=/".to_string()));
     assert!(lines.contains(&format!("PATH={}", imgbuild_builder::sandbox::DEFAULT_PATH)));
-    assert!(lines.contains(&"1000".to_string()) && lines.contains(&"1001".to_string()), "{lines:?}");
+    assert!(
+        lines.contains(&"1000".to_string()) && lines.contains(&"1001".to_string()),
+        "{lines:?}"
+    );
     assert!(lines.contains(&"/tmp".to_string()));
-    assert!(lines.contains(&"token=s3cr3t".to_string()), "secret readable: {lines:?}");
+    assert!(
+        lines.contains(&"token=s3cr3t".to_string()),
+        "secret readable: {lines:?}"
+    );
     assert!(lines.contains(&"READONLY".to_string()), "{lines:?}");
     assert_eq!(std::fs::read_to_string(&secret).unwrap(), "token=s3cr3t\n");
     let entries = f.sandbox(SandboxMode::Root).scan_upper().unwrap();
-    assert!(entries.is_empty(), "secrets, /tmp and /run must not reach the upper: {entries:#?}");
+    assert!(
+        entries.is_empty(),
+        "secrets, /tmp and /run must not reach the upper: {entries:#?}"
+    );
 }
 
 #[test]

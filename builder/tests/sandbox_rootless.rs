@@ -27,7 +27,13 @@ fn ensure_user() -> Option<(u32, u32)> {
     };
     if id("-u").is_none() {
         let ok = Command::new("useradd")
-            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER])
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ])
             .status()
             .is_ok_and(|s| s.success());
         if !ok && id("-u").is_none() {
@@ -53,7 +59,11 @@ fn ensure_user() -> Option<(u32, u32)> {
 }
 
 fn chown_r(path: &Path, uid: u32, gid: u32) {
-    let st = Command::new("chown").args(["-R", "-h", &format!("{uid}:{gid}")]).arg(path).status().unwrap();
+    let st = Command::new("chown")
+        .args(["-R", "-h", &format!("{uid}:{gid}")])
+        .arg(path)
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -66,15 +76,26 @@ fn rootless_sandbox_maps_subuids() {
         eprintln!("skipping: newuidmap missing; apt-get install uidmap");
         return;
     }
-    let Some((uid, gid)) = ensure_user() else { return };
+    let Some((uid, gid)) = ensure_user() else {
+        return;
+    };
     let f = Fixture::new();
     // The fixture belongs to the user: its root becomes the sandbox's root.
     chown_r(f.dir.path(), uid, gid);
-    std::fs::set_permissions(f.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        f.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
 
     let exe = std::env::current_exe().unwrap();
     let out = Command::new(&exe)
-        .args(["--exact", "rootless_inner", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "rootless_inner",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env_clear()
         .env(ENV, f.dir.path())
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -82,28 +103,45 @@ fn rootless_sandbox_maps_subuids() {
         .gid(gid)
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "inner rootless test failed:\n{text}");
-    assert!(text.contains("ROOTLESS-INNER-RAN"), "inner test did not run:\n{text}");
+    assert!(
+        text.contains("ROOTLESS-INNER-RAN"),
+        "inner test did not run:\n{text}"
+    );
 
     // Host view of the upper: sandbox uid 1000 is host SUB_START + 999.
     let app = std::fs::symlink_metadata(f.upper().join("home/app/f")).unwrap();
     assert_eq!((app.uid(), app.gid()), (SUB_START + 999, SUB_START + 1000));
     let x = std::fs::symlink_metadata(f.upper().join("root/x")).unwrap();
-    assert_eq!((x.uid(), x.gid()), (uid, gid), "sandbox root is the invoking user");
+    assert_eq!(
+        (x.uid(), x.gid()),
+        (uid, gid),
+        "sandbox root is the invoking user"
+    );
     // Nothing was written with real root's ids.
     assert_ne!(app.uid(), 0);
     // The background sleep started in the rootless sandbox is gone.
-    let alive = std::fs::read_dir("/proc").unwrap().filter_map(Result::ok).any(|e| {
-        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"876543"))
-    });
+    let alive = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"876543"))
+        });
     assert!(!alive, "rootless sandbox left a process behind");
 }
 
 /// Runs only when started by `rootless_sandbox_maps_subuids` as the user.
 #[test]
 fn rootless_inner() {
-    let Some(dir) = std::env::var_os(ENV).map(PathBuf::from) else { return };
+    let Some(dir) = std::env::var_os(ENV).map(PathBuf::from) else {
+        return;
+    };
     assert!(!is_root(), "inner test must run unprivileged");
     let mode = SandboxMode::detect().expect("subuid range");
     assert!(matches!(mode, SandboxMode::Rootless(_)));
@@ -125,16 +163,35 @@ fn rootless_inner() {
     let (r, lines) = run_collect(&sb, &step);
     r.unwrap_or_else(|e| panic!("{e}\n{lines:#?}"));
     assert_eq!(lines[0], "0", "{lines:?}");
-    assert!(lines.iter().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "400000", "65536"]), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "400000", "65536"]),
+        "{lines:?}"
+    );
     assert!(lines.contains(&"pssst".to_string()));
-    assert!(!lines.iter().any(|l| l.trim_start().starts_with("eth")), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.trim_start().starts_with("eth")),
+        "{lines:?}"
+    );
 
     let entries = sb.scan_upper().unwrap();
-    let get = |p: &str| entries.iter().find(|e| e.path == p).unwrap_or_else(|| panic!("{p} missing: {entries:#?}"));
+    let get = |p: &str| {
+        entries
+            .iter()
+            .find(|e| e.path == p)
+            .unwrap_or_else(|| panic!("{p} missing: {entries:#?}"))
+    };
     let f = get("home/app/f");
-    assert_eq!((f.uid, f.gid), (1000, 1001), "ids mapped back to sandbox ids");
+    assert_eq!(
+        (f.uid, f.gid),
+        (1000, 1001),
+        "ids mapped back to sandbox ids"
+    );
     assert_eq!((get("root/x").uid, get("root/x").gid), (0, 0));
     assert_eq!(get("etc/motd").kind, UpperKind::Whiteout);
-    assert!(entries.iter().all(|e| !e.path.starts_with("run") && !e.path.starts_with("tmp")));
+    assert!(entries
+        .iter()
+        .all(|e| !e.path.starts_with("run") && !e.path.starts_with("tmp")));
     println!("ROOTLESS-INNER-RAN");
 }

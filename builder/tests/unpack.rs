@@ -52,7 +52,11 @@ fn fixture() -> Fixture {
     std::fs::create_dir_all(root.join("sub")).unwrap();
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("victim"), b"original").unwrap();
-    Fixture { _tmp: tmp, root, outside }
+    Fixture {
+        _tmp: tmp,
+        root,
+        outside,
+    }
 }
 
 fn snapshot(dir: &Path) -> Vec<(String, u64, Vec<u8>)> {
@@ -60,8 +64,16 @@ fn snapshot(dir: &Path) -> Vec<(String, u64, Vec<u8>)> {
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
         let md = e.path().symlink_metadata().unwrap();
-        let data = if md.is_file() { std::fs::read(e.path()).unwrap() } else { Vec::new() };
-        out.push((e.file_name().to_string_lossy().into_owned(), md.nlink(), data));
+        let data = if md.is_file() {
+            std::fs::read(e.path()).unwrap()
+        } else {
+            Vec::new()
+        };
+        out.push((
+            e.file_name().to_string_lossy().into_owned(),
+            md.nlink(),
+            data,
+        ));
     }
     out.sort();
     out
@@ -83,10 +95,18 @@ fn assert_unsafe(r: Result<imgbuild_builder::sandbox::UnpackReport, UnpackError>
 fn dotdot_is_refused() {
     let f = fixture();
     let before = snapshot(&f.outside);
-    for name in ["../outside/victim", "../../outside/x", "sub/../../outside/victim", "../../etc/x"] {
+    for name in [
+        "../outside/victim",
+        "../../outside/x",
+        "sub/../../outside/victim",
+        "../../etc/x",
+    ] {
         let t = tar_of(&[(raw_header(name, EntryType::Regular, None, 4), b"evil")]);
         let r = unpack_layer(&t[..], &f.root, &opts());
-        assert!(matches!(r, Err(UnpackError::UnsafePath { .. })), "{name}: {r:?}");
+        assert!(
+            matches!(r, Err(UnpackError::UnsafePath { .. })),
+            "{name}: {r:?}"
+        );
     }
     assert_eq!(snapshot(&f.outside), before);
     assert!(!Path::new("/etc/x").exists());
@@ -99,7 +119,10 @@ fn absolute_path_lands_inside_root() {
     let t = tar_of(&[(raw_header(name, EntryType::Regular, None, 4), b"data")]);
     unpack_layer(&t[..], &f.root, &opts()).unwrap();
     assert!(!Path::new(name).exists(), "wrote to the host's {name}");
-    assert_eq!(std::fs::read(f.root.join("etc/imgbuild-unpack-test-abs")).unwrap(), b"data");
+    assert_eq!(
+        std::fs::read(f.root.join("etc/imgbuild-unpack-test-abs")).unwrap(),
+        b"data"
+    );
 }
 
 #[test]
@@ -134,17 +157,32 @@ fn hardlink_outside_is_refused() {
     let before = snapshot(&f.outside);
     let passwd_links = std::fs::metadata("/etc/passwd").unwrap().nlink();
     let outside_victim = f.outside.join("victim");
-    for target in ["/etc/passwd", "../outside/victim", outside_victim.to_str().unwrap()] {
+    for target in [
+        "/etc/passwd",
+        "../outside/victim",
+        outside_victim.to_str().unwrap(),
+    ] {
         let t = tar_of(&[(raw_header("pw", EntryType::Link, Some(target), 0), b"")]);
         assert_unsafe(unpack_layer(&t[..], &f.root, &opts()));
     }
     // Link through a symlink in the layer.
     let t = tar_of(&[
-        (raw_header("up", EntryType::Symlink, Some(f.outside.to_str().unwrap()), 0), b""),
+        (
+            raw_header(
+                "up",
+                EntryType::Symlink,
+                Some(f.outside.to_str().unwrap()),
+                0,
+            ),
+            b"",
+        ),
         (raw_header("pw", EntryType::Link, Some("up/victim"), 0), b""),
     ]);
     assert_unsafe(unpack_layer(&t[..], &f.root, &opts()));
-    assert_eq!(std::fs::metadata("/etc/passwd").unwrap().nlink(), passwd_links);
+    assert_eq!(
+        std::fs::metadata("/etc/passwd").unwrap().nlink(),
+        passwd_links
+    );
     assert_eq!(snapshot(&f.outside), before);
     assert!(!f.root.join("pw").exists());
 }
@@ -173,7 +211,12 @@ fn metadata_links_devices_xattrs_whiteouts() {
     b.append(&dir, &b""[..]).unwrap();
     b.append_pax_extensions([
         ("SCHILY.xattr.user.demo", &b"hello"[..]),
-        ("SCHILY.xattr.security.capability", &[1u8, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]),
+        (
+            "SCHILY.xattr.security.capability",
+            &[
+                1u8, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ][..],
+        ),
         ("uid", &b"3000000"[..]),
     ])
     .unwrap();
@@ -183,20 +226,45 @@ fn metadata_links_devices_xattrs_whiteouts() {
     file.set_mtime(5555);
     file.set_cksum();
     b.append(&file, &b"ping!"[..]).unwrap();
-    b.append(&raw_header("usr/bin/ping2", EntryType::Link, Some("usr/bin/ping"), 0), &b""[..]).unwrap();
-    b.append(&raw_header("usr/sh", EntryType::Symlink, Some("/bin/busybox"), 0), &b""[..]).unwrap();
+    b.append(
+        &raw_header("usr/bin/ping2", EntryType::Link, Some("usr/bin/ping"), 0),
+        &b""[..],
+    )
+    .unwrap();
+    b.append(
+        &raw_header("usr/sh", EntryType::Symlink, Some("/bin/busybox"), 0),
+        &b""[..],
+    )
+    .unwrap();
     let mut dev = raw_header("dev/null", EntryType::Char, None, 0);
     dev.set_device_major(1).unwrap();
     dev.set_device_minor(3).unwrap();
     dev.set_mode(0o666);
     dev.set_cksum();
     b.append(&dev, &b""[..]).unwrap();
-    b.append(&raw_header("run/fifo", EntryType::Fifo, None, 0), &b""[..]).unwrap();
-    b.append(&raw_header("etc/.wh.gone", EntryType::Regular, None, 0), &b""[..]).unwrap();
-    b.append(&raw_header("var/cache/.wh..wh..opq", EntryType::Regular, None, 0), &b""[..]).unwrap();
+    b.append(&raw_header("run/fifo", EntryType::Fifo, None, 0), &b""[..])
+        .unwrap();
+    b.append(
+        &raw_header("etc/.wh.gone", EntryType::Regular, None, 0),
+        &b""[..],
+    )
+    .unwrap();
+    b.append(
+        &raw_header("var/cache/.wh..wh..opq", EntryType::Regular, None, 0),
+        &b""[..],
+    )
+    .unwrap();
     let t = b.into_inner().unwrap();
 
-    let report = unpack_layer(&t[..], &f.root, &UnpackOptions { overlay: OverlayXattrs::Trusted, chown: is_root() }).unwrap();
+    let report = unpack_layer(
+        &t[..],
+        &f.root,
+        &UnpackOptions {
+            overlay: OverlayXattrs::Trusted,
+            chown: is_root(),
+        },
+    )
+    .unwrap();
     let r = &f.root;
 
     let usr = std::fs::symlink_metadata(r.join("usr")).unwrap();
@@ -206,16 +274,34 @@ fn metadata_links_devices_xattrs_whiteouts() {
     assert_eq!(ping.permissions().mode() & 0o7777, 0o4755, "setuid kept");
     assert_eq!(ping.mtime(), 5555);
     assert_eq!(ping.nlink(), 2);
-    assert_eq!(std::fs::symlink_metadata(r.join("usr/bin/ping2")).unwrap().ino(), ping.ino());
-    assert_eq!(std::fs::read_link(r.join("usr/sh")).unwrap(), Path::new("/bin/busybox"));
-    assert!(std::fs::symlink_metadata(r.join("run/fifo")).unwrap().file_type().is_fifo());
+    assert_eq!(
+        std::fs::symlink_metadata(r.join("usr/bin/ping2"))
+            .unwrap()
+            .ino(),
+        ping.ino()
+    );
+    assert_eq!(
+        std::fs::read_link(r.join("usr/sh")).unwrap(),
+        Path::new("/bin/busybox")
+    );
+    assert!(std::fs::symlink_metadata(r.join("run/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
     let wh = std::fs::symlink_metadata(r.join("etc/gone")).unwrap();
-    assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "whiteout is a 0:0 char device");
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "whiteout is a 0:0 char device"
+    );
     let user = getx(&r.join("usr/bin/ping"), "user.demo");
     assert_eq!(user, b"hello");
     if is_root() {
         assert_eq!((usr.uid(), usr.gid()), (12, 34));
-        assert_eq!((ping.uid(), ping.gid()), (3_000_000, 7), "PAX uid overrides header");
+        assert_eq!(
+            (ping.uid(), ping.gid()),
+            (3_000_000, 7),
+            "PAX uid overrides header"
+        );
         let dev = std::fs::symlink_metadata(r.join("dev/null")).unwrap();
         assert!(dev.file_type().is_char_device());
         assert_eq!(dev.rdev(), rustix::fs::makedev(1, 3));

@@ -111,7 +111,9 @@ fn fork() -> Result<Option<Pid>, Errno> {
     // (raw syscalls on pre-built data) and ends in `execve` or `_exit`.
     let pid = unsafe { libc::fork() };
     match pid {
-        -1 => Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))),
+        -1 => Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        )),
         0 => Ok(None),
         p => Ok(Pid::from_raw(p)),
     }
@@ -291,8 +293,15 @@ fn run_command(plan: &ChildPlan, err: &OwnedFd) -> ! {
     for path in &plan.exec_paths {
         // SAFETY: all pointers come from `CString`s owned by `plan`, which
         // outlives this call; both arrays are NULL-terminated.
-        unsafe { libc::execve(path.as_ptr(), plan.argv_ptrs.as_ptr(), plan.env_ptrs.as_ptr()) };
-        let e = Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+        unsafe {
+            libc::execve(
+                path.as_ptr(),
+                plan.argv_ptrs.as_ptr(),
+                plan.env_ptrs.as_ptr(),
+            )
+        };
+        let e =
+            Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
         if e != Errno::NOENT {
             last = e;
         }
@@ -318,7 +327,9 @@ fn loopback_up() -> Result<(), Errno> {
     // SAFETY: plain socket(2); the fd is wrapped in an OwnedFd right away.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)));
+        return Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ));
     }
     // SAFETY: `fd` is a fresh, valid descriptor we exclusively own.
     let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
@@ -331,11 +342,15 @@ fn loopback_up() -> Result<(), Errno> {
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read/write the `ifreq` we own.
     unsafe {
         if libc::ioctl(raw, libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)));
+            return Err(Errno::from_raw_os_error(
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ));
         }
         req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         if libc::ioctl(raw, libc::SIOCSIFFLAGS, &req) < 0 {
-            return Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)));
+            return Err(Errno::from_raw_os_error(
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ));
         }
     }
     Ok(())

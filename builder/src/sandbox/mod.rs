@@ -25,5 +25,7 @@ pub use namespaces::{IdMap, IdMapError, SandboxMode};
 pub use output::{OutputLine, Stream};
 pub use overlay::OverlayXattrs;
 pub use run::{RunError, Sandbox, Step, StepCommand, User, DEFAULT_PATH};
-pub use unpack::{unpack_layer, UnpackError, UnpackNote, UnpackNoteKind, UnpackOptions, UnpackReport};
+pub use unpack::{
+    unpack_layer, UnpackError, UnpackNote, UnpackNoteKind, UnpackOptions, UnpackReport,
+};
 pub use upper::{scan_upper, ScanError, ScanOptions, UpperEntry, UpperKind};

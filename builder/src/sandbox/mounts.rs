@@ -111,7 +111,10 @@ impl MountPlan {
         let c = |rel: &str| cstr(r.join(rel));
         let nosuid_nodev = MountFlags::NOSUID | MountFlags::NODEV;
 
-        push(Op::MakeRootPrivate, "make / a private mount (rprivate)".into());
+        push(
+            Op::MakeRootPrivate,
+            "make / a private mount (rprivate)".into(),
+        );
         push(
             Op::Mount {
                 source: cstr("overlay"),
@@ -120,10 +123,20 @@ impl MountPlan {
                 flags: MountFlags::empty(),
                 data: Some(cstr(spec.overlay_options)),
             },
-            format!("mount overlay on {} with {}", r.display(), spec.overlay_options),
+            format!(
+                "mount overlay on {} with {}",
+                r.display(),
+                spec.overlay_options
+            ),
         );
         for d in ["proc", "dev", "tmp", "run"] {
-            push(Op::Mkdir { path: c(d), mode: 0o755 }, format!("create mount point /{d}"));
+            push(
+                Op::Mkdir {
+                    path: c(d),
+                    mode: 0o755,
+                },
+                format!("create mount point /{d}"),
+            );
         }
         push(
             Op::Mount {
@@ -135,10 +148,22 @@ impl MountPlan {
             },
             "mount /proc".into(),
         );
-        push(tmpfs(c("dev"), "mode=0755,size=65536k", MountFlags::NOSUID | MountFlags::NOEXEC), "mount tmpfs on /dev".into());
+        push(
+            tmpfs(
+                c("dev"),
+                "mode=0755,size=65536k",
+                MountFlags::NOSUID | MountFlags::NOEXEC,
+            ),
+            "mount tmpfs on /dev".into(),
+        );
         for n in DEV_NODES {
             let target = c(&format!("dev/{n}"));
-            push(Op::Touch { path: target.clone() }, format!("create /dev/{n}"));
+            push(
+                Op::Touch {
+                    path: target.clone(),
+                },
+                format!("create /dev/{n}"),
+            );
             push(
                 Op::Bind {
                     source: cstr(format!("/dev/{n}")),
@@ -148,7 +173,13 @@ impl MountPlan {
                 format!("bind-mount host /dev/{n}"),
             );
         }
-        push(Op::Mkdir { path: c("dev/pts"), mode: 0o755 }, "create /dev/pts".into());
+        push(
+            Op::Mkdir {
+                path: c("dev/pts"),
+                mode: 0o755,
+            },
+            "create /dev/pts".into(),
+        );
         push(
             Op::Mount {
                 source: cstr("devpts"),
@@ -159,8 +190,17 @@ impl MountPlan {
             },
             "mount devpts on /dev/pts".into(),
         );
-        push(Op::Mkdir { path: c("dev/shm"), mode: 0o1777 }, "create /dev/shm".into());
-        push(tmpfs(c("dev/shm"), "mode=1777", nosuid_nodev), "mount tmpfs on /dev/shm".into());
+        push(
+            Op::Mkdir {
+                path: c("dev/shm"),
+                mode: 0o1777,
+            },
+            "create /dev/shm".into(),
+        );
+        push(
+            tmpfs(c("dev/shm"), "mode=1777", nosuid_nodev),
+            "mount tmpfs on /dev/shm".into(),
+        );
         for (link, target) in [
             ("dev/ptmx", "pts/ptmx"),
             ("dev/fd", "/proc/self/fd"),
@@ -168,16 +208,39 @@ impl MountPlan {
             ("dev/stdout", "/proc/self/fd/1"),
             ("dev/stderr", "/proc/self/fd/2"),
         ] {
-            push(Op::Symlink { target: cstr(target), link: c(link) }, format!("create /{link}"));
+            push(
+                Op::Symlink {
+                    target: cstr(target),
+                    link: c(link),
+                },
+                format!("create /{link}"),
+            );
         }
-        push(tmpfs(c("tmp"), "mode=1777", nosuid_nodev), "mount tmpfs on /tmp".into());
-        push(tmpfs(c("run"), "mode=0755", nosuid_nodev), "mount tmpfs on /run".into());
+        push(
+            tmpfs(c("tmp"), "mode=1777", nosuid_nodev),
+            "mount tmpfs on /tmp".into(),
+        );
+        push(
+            tmpfs(c("run"), "mode=0755", nosuid_nodev),
+            "mount tmpfs on /run".into(),
+        );
         if !spec.secrets.is_empty() {
-            push(Op::Mkdir { path: c("run/secrets"), mode: 0o755 }, "create /run/secrets".into());
+            push(
+                Op::Mkdir {
+                    path: c("run/secrets"),
+                    mode: 0o755,
+                },
+                "create /run/secrets".into(),
+            );
         }
         for (id, host) in spec.secrets {
             let target = c(&format!("run/secrets/{id}"));
-            push(Op::Touch { path: target.clone() }, format!("create /run/secrets/{id}"));
+            push(
+                Op::Touch {
+                    path: target.clone(),
+                },
+                format!("create /run/secrets/{id}"),
+            );
             push(
                 Op::Bind {
                     source: cstr(host),
@@ -198,13 +261,18 @@ impl MountPlan {
                 );
             }
         }
-        push(Op::PivotRoot { new_root: cstr(r) }, format!("pivot_root into {}", r.display()));
+        push(
+            Op::PivotRoot { new_root: cstr(r) },
+            format!("pivot_root into {}", r.display()),
+        );
         Self { ops }
     }
 
     /// Description of step `idx` for error messages.
     pub(crate) fn describe(&self, idx: usize) -> &str {
-        self.ops.get(idx).map_or("unknown mount step", |p| p.what.as_str())
+        self.ops
+            .get(idx)
+            .map_or("unknown mount step", |p| p.what.as_str())
     }
 
     /// Applies the plan. Async-signal-safe: only raw syscalls on prepared
@@ -229,21 +297,34 @@ fn tmpfs(target: CString, data: &str, flags: MountFlags) -> Op {
 
 fn apply_op(op: &Op) -> Result<(), Errno> {
     match op {
-        Op::MakeRootPrivate => rmount::mount_change(c"/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC),
+        Op::MakeRootPrivate => rmount::mount_change(
+            c"/",
+            MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+        ),
         Op::Mount {
             source,
             target,
             fstype,
             flags,
             data,
-        } => rmount::mount(source.as_c_str(), target.as_c_str(), fstype.as_c_str(), *flags, data.as_deref()),
+        } => rmount::mount(
+            source.as_c_str(),
+            target.as_c_str(),
+            fstype.as_c_str(),
+            *flags,
+            data.as_deref(),
+        ),
         Op::Mkdir { path, mode } => match rfs::mkdir(path.as_c_str(), Mode::from_raw_mode(*mode)) {
             Err(Errno::EXIST) => Ok(()),
             r => r,
         },
         Op::Touch { path } => touch(path),
         Op::Symlink { target, link } => rfs::symlink(target.as_c_str(), link.as_c_str()),
-        Op::Bind { source, target, readonly } => {
+        Op::Bind {
+            source,
+            target,
+            readonly,
+        } => {
             rmount::mount_bind(source.as_c_str(), target.as_c_str())?;
             if *readonly {
                 remount_readonly(target)?;
@@ -257,7 +338,9 @@ fn apply_op(op: &Op) -> Result<(), Errno> {
                 Ok(_) => {}
             }
             match rfs::statat(rfs::CWD, target.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Symlink => return Ok(()),
+                Ok(st) if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Symlink => {
+                    return Ok(())
+                }
                 Ok(_) => {}
                 // No /etc in the rootfs: nothing to resolve names with anyway.
                 Err(Errno::NOENT) => match touch(target) {
@@ -279,14 +362,23 @@ fn apply_op(op: &Op) -> Result<(), Errno> {
 }
 
 fn touch(path: &CStr) -> Result<(), Errno> {
-    rfs::open(path, OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o644)).map(drop)
+    rfs::open(
+        path,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map(drop)
 }
 
 /// Remounts a bind mount read-only, keeping the flags a user namespace may
 /// not clear (nosuid, nodev, noexec, atime flags) as they are.
 fn remount_readonly(target: &CStr) -> Result<(), Errno> {
     let st = rfs::statvfs(target)?;
-    let mut flags = MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    let mut flags = MountFlags::BIND
+        | MountFlags::RDONLY
+        | MountFlags::NOSUID
+        | MountFlags::NODEV
+        | MountFlags::NOEXEC;
     let f = st.f_flag;
     for (have, want) in [
         (StatVfsMountFlags::NOATIME, MountFlags::NOATIME),

@@ -101,8 +101,10 @@ impl IdMap {
         let uid = rustix::process::getuid().as_raw();
         let gid = rustix::process::getgid().as_raw();
         let name = user_name(uid).unwrap_or_else(|| uid.to_string());
-        let (subuid_start, subuid_count) = lookup_range("/etc/subuid", "subuid", "subuids", &name, uid)?;
-        let (subgid_start, subgid_count) = lookup_range("/etc/subgid", "subgid", "subgids", &name, uid)?;
+        let (subuid_start, subuid_count) =
+            lookup_range("/etc/subuid", "subuid", "subuids", &name, uid)?;
+        let (subgid_start, subgid_count) =
+            lookup_range("/etc/subgid", "subgid", "subgids", &name, uid)?;
         Ok(Self {
             host_uid: uid,
             host_gid: gid,
@@ -136,8 +138,20 @@ impl IdMap {
     /// Writes the maps of process `pid` (which has just unshared its user
     /// namespace) with `newuidmap` and `newgidmap`.
     pub fn install(&self, pid: i32) -> Result<(), IdMapError> {
-        run_helper("newuidmap", pid, self.host_uid, self.subuid_start, self.subuid_count)?;
-        run_helper("newgidmap", pid, self.host_gid, self.subgid_start, self.subgid_count)
+        run_helper(
+            "newuidmap",
+            pid,
+            self.host_uid,
+            self.subuid_start,
+            self.subuid_count,
+        )?;
+        run_helper(
+            "newgidmap",
+            pid,
+            self.host_gid,
+            self.subgid_start,
+            self.subgid_count,
+        )
     }
 }
 
@@ -159,19 +173,33 @@ fn map_back(host_id: u32, host: u32, start: u32, count: u32) -> Option<u32> {
     }
 }
 
-fn run_helper(tool: &'static str, pid: i32, host: u32, start: u32, count: u32) -> Result<(), IdMapError> {
+fn run_helper(
+    tool: &'static str,
+    pid: i32,
+    host: u32,
+    start: u32,
+    count: u32,
+) -> Result<(), IdMapError> {
     let out = Command::new(tool)
         .args([pid.to_string(), "0".into(), host.to_string(), "1".into()])
         .args(["1".to_string(), start.to_string(), count.to_string()])
         .output()
-        .map_err(|e| IdMapError::Helper { tool, pid, detail: e.to_string() })?;
+        .map_err(|e| IdMapError::Helper {
+            tool,
+            pid,
+            detail: e.to_string(),
+        })?;
     if out.status.success() {
         Ok(())
     } else {
         Err(IdMapError::Helper {
             tool,
             pid,
-            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         })
     }
 }

@@ -76,7 +76,11 @@ pub(crate) fn pump(
     let mut last = VecDeque::with_capacity(LAST_LINES);
     let mut log_err = None;
     for (stream, line) in rx {
-        let out = OutputLine { step, stream, line: &line };
+        let out = OutputLine {
+            step,
+            stream,
+            line: &line,
+        };
         on_line(&out);
         if let Some(f) = log.as_deref_mut() {
             if let Err(e) = writeln!(f, "{out}") {
@@ -99,5 +103,8 @@ pub(crate) fn pump(
 
 /// Opens (appending) the step log file.
 pub(crate) fn open_log(path: &Path) -> std::io::Result<fs_err::File> {
-    fs_err::OpenOptions::new().create(true).append(true).open(path)
+    fs_err::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }

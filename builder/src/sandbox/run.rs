@@ -59,7 +59,9 @@ impl std::str::FromStr for User {
 
     /// Parses `uid` or `uid:gid` (numeric; `gid` defaults to `uid`).
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid user {s:?}: expected numeric `uid:gid`, e.g. \"0:0\" or \"1000:1000\"");
+        let bad = || {
+            format!("invalid user {s:?}: expected numeric `uid:gid`, e.g. \"0:0\" or \"1000:1000\"")
+        };
         let (u, g) = s.split_once(':').unwrap_or((s, s));
         Ok(Self {
             uid: u.parse().map_err(|_| bad())?,
@@ -172,9 +174,20 @@ impl Sandbox {
     ///
     /// Returns `Ok(())` for exit code 0 and [`RunError::CommandFailed`]
     /// otherwise. When it returns, every process of the sandbox is gone.
-    pub fn run(&self, step: &Step, log: Option<&Path>, on_line: &mut dyn FnMut(&OutputLine<'_>)) -> Result<(), RunError> {
+    pub fn run(
+        &self,
+        step: &Step,
+        log: Option<&Path>,
+        on_line: &mut dyn FnMut(&OutputLine<'_>),
+    ) -> Result<(), RunError> {
         let name = step.name.as_str();
-        let io_err = |op: String| move |source: io::Error| RunError::Io { step: name.to_owned(), op, source };
+        let io_err = |op: String| {
+            move |source: io::Error| RunError::Io {
+                step: name.to_owned(),
+                op,
+                source,
+            }
+        };
         let errno = |op: &str| {
             let op = op.to_owned();
             move |e: Errno| RunError::Io {
@@ -183,28 +196,47 @@ impl Sandbox {
                 source: e.into(),
             }
         };
-        let invalid = |what: String| RunError::Invalid { step: name.to_owned(), what };
+        let invalid = |what: String| RunError::Invalid {
+            step: name.to_owned(),
+            what,
+        };
 
         let mountpoint = tempfile::Builder::new()
             .prefix("imgbuild-root-")
             .tempdir()
             .map_err(io_err("create a temporary mount point".into()))?;
         let empty_lower = if self.lowers.is_empty() {
-            Some(tempfile::Builder::new().prefix("imgbuild-empty-").tempdir().map_err(io_err("create an empty lower dir".into()))?)
+            Some(
+                tempfile::Builder::new()
+                    .prefix("imgbuild-empty-")
+                    .tempdir()
+                    .map_err(io_err("create an empty lower dir".into()))?,
+            )
         } else {
             None
         };
-        let overlay_options = self.overlay_options(empty_lower.as_ref().map(|d| d.path())).map_err(invalid)?;
+        let overlay_options = self
+            .overlay_options(empty_lower.as_ref().map(|d| d.path()))
+            .map_err(invalid)?;
         let secrets = validate_secrets(&step.secrets).map_err(invalid)?;
-        let plan = self.child_plan(step, mountpoint.path(), &overlay_options, &secrets).map_err(invalid)?;
+        let plan = self
+            .child_plan(step, mountpoint.path(), &overlay_options, &secrets)
+            .map_err(invalid)?;
 
-        let mut log_file = log.map(|p| output::open_log(p).map_err(io_err(format!("open log file {}", p.display())))).transpose()?;
+        let mut log_file = log
+            .map(|p| output::open_log(p).map_err(io_err(format!("open log file {}", p.display()))))
+            .transpose()?;
 
-        let (ready_r, ready_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
-        let (go_r, go_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
-        let (err_r, err_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
-        let (out_r, out_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
-        let (serr_r, serr_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
+        let (ready_r, ready_w) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
+        let (go_r, go_w) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
+        let (err_r, err_w) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
+        let (out_r, out_w) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
+        let (serr_r, serr_w) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
         let stdin = fs_err::File::open("/dev/null").map_err(io_err("open /dev/null".into()))?;
         let fds = ChildFds {
             parent_pid: rustix::process::getpid(),
@@ -225,7 +257,10 @@ impl Sandbox {
             if got == 1 {
                 if let Err(source) = map.install(pid.as_raw_nonzero().get()) {
                     guard.kill();
-                    return Err(RunError::IdMap { step: name.to_owned(), source });
+                    return Err(RunError::IdMap {
+                        step: name.to_owned(),
+                        source,
+                    });
                 }
                 rustix::io::write(&go_w, b"g").map_err(errno("signal the sandbox"))?;
             }
@@ -236,13 +271,20 @@ impl Sandbox {
         let mut rec = [0u8; 8];
         let n = read_full(&err_r, &mut rec);
         let code = guard.wait();
-        let last_lines = last_lines.map_err(io_err(format!("write log file {}", log.unwrap_or(Path::new("")).display())))?;
+        let last_lines = last_lines.map_err(io_err(format!(
+            "write log file {}",
+            log.unwrap_or(Path::new("")).display()
+        )))?;
         drop(mountpoint);
 
         if n == rec.len() {
             let st = u32::from_ne_bytes(rec[..4].try_into().unwrap_or_default());
             let e = i32::from_ne_bytes(rec[4..].try_into().unwrap_or_default());
-            let stage_name = if st >= 1000 { stage::name(st).to_owned() } else { plan.mounts.describe(st as usize).to_owned() };
+            let stage_name = if st >= 1000 {
+                stage::name(st).to_owned()
+            } else {
+                plan.mounts.describe(st as usize).to_owned()
+            };
             return Err(RunError::Setup {
                 step: name.to_owned(),
                 hint: hint(st, e, &self.mode),
@@ -252,7 +294,11 @@ impl Sandbox {
         }
         match code {
             Some(0) => Ok(()),
-            Some(code) => Err(RunError::CommandFailed { step: name.to_owned(), code, last_lines }),
+            Some(code) => Err(RunError::CommandFailed {
+                step: name.to_owned(),
+                code,
+                last_lines,
+            }),
             None => Err(RunError::Io {
                 step: name.to_owned(),
                 op: "wait for the sandbox".into(),
@@ -267,13 +313,19 @@ impl Sandbox {
             lowers.push(e);
         }
         let check = |p: &Path| -> Result<String, String> {
-            let s = p.to_str().ok_or_else(|| format!("path {} is not UTF-8", p.display()))?;
+            let s = p
+                .to_str()
+                .ok_or_else(|| format!("path {} is not UTF-8", p.display()))?;
             if !p.is_absolute() || s.contains([',', ':', '\n', '\0', '\\']) {
                 return Err(format!("overlay path {s:?} must be absolute and free of `,` `:` `\\`; move it to a plainer location"));
             }
             Ok(s.to_owned())
         };
-        let lower = lowers.into_iter().map(check).collect::<Result<Vec<_>, _>>()?.join(":");
+        let lower = lowers
+            .into_iter()
+            .map(check)
+            .collect::<Result<Vec<_>, _>>()?
+            .join(":");
         let mut opts = format!(
             "lowerdir={lower},upperdir={},workdir={},redirect_dir=nofollow,metacopy=off,index=off",
             check(&self.upper)?,
@@ -291,10 +343,21 @@ impl Sandbox {
         Ok(opts)
     }
 
-    fn child_plan(&self, step: &Step, root: &Path, overlay_options: &str, secrets: &[(String, PathBuf)]) -> Result<ChildPlan, String> {
-        let nul = |s: &str, what: &str| -> Result<CString, String> { CString::new(s).map_err(|_| format!("{what} contains a NUL byte")) };
+    fn child_plan(
+        &self,
+        step: &Step,
+        root: &Path,
+        overlay_options: &str,
+        secrets: &[(String, PathBuf)],
+    ) -> Result<ChildPlan, String> {
+        let nul = |s: &str, what: &str| -> Result<CString, String> {
+            CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
+        };
         if !step.workdir.starts_with('/') {
-            return Err(format!("workdir {:?} must be an absolute path inside the image", step.workdir));
+            return Err(format!(
+                "workdir {:?} must be an absolute path inside the image",
+                step.workdir
+            ));
         }
         let argv: Vec<String> = match &step.command {
             StepCommand::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
@@ -307,8 +370,15 @@ impl Sandbox {
                 return Err(format!("invalid environment variable name {k:?}"));
             }
         }
-        env.entry("PATH".into()).or_insert_with(|| DEFAULT_PATH.into());
-        env.entry("HOME".into()).or_insert_with(|| if step.user.uid == 0 { "/root".into() } else { "/".into() });
+        env.entry("PATH".into())
+            .or_insert_with(|| DEFAULT_PATH.into());
+        env.entry("HOME".into()).or_insert_with(|| {
+            if step.user.uid == 0 {
+                "/root".into()
+            } else {
+                "/".into()
+            }
+        });
         let path_var = env["PATH"].clone();
         let exec_paths = if argv[0].contains('/') {
             vec![nul(&argv[0], "command")?]
@@ -316,7 +386,12 @@ impl Sandbox {
             path_var
                 .split(':')
                 .filter(|d| d.starts_with('/'))
-                .map(|d| nul(&format!("{}/{}", d.trim_end_matches('/'), argv[0]), "command"))
+                .map(|d| {
+                    nul(
+                        &format!("{}/{}", d.trim_end_matches('/'), argv[0]),
+                        "command",
+                    )
+                })
                 .collect::<Result<Vec<_>, _>>()?
         };
         let mut strings = Vec::new();
@@ -332,7 +407,10 @@ impl Sandbox {
         let mut env_ptrs: Vec<_> = strings[n_args..].iter().map(|s| s.as_ptr()).collect();
         env_ptrs.push(std::ptr::null());
 
-        let mut unshare = UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
+        let mut unshare = UnshareFlags::NEWNS
+            | UnshareFlags::NEWPID
+            | UnshareFlags::NEWIPC
+            | UnshareFlags::NEWUTS;
         if !step.network {
             unshare |= UnshareFlags::NEWNET;
         }
@@ -364,12 +442,17 @@ fn validate_secrets(secrets: &BTreeMap<String, PathBuf>) -> Result<Vec<(String, 
             let ok = !id.is_empty()
                 && id != "."
                 && id != ".."
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
             if !ok {
                 return Err(format!("secret id {id:?} must match [A-Za-z0-9._-]+"));
             }
             if host.as_os_str().as_bytes().contains(&0) || !host.is_file() {
-                return Err(format!("secret {id}: host file {} does not exist or is not a regular file", host.display()));
+                return Err(format!(
+                    "secret {id}: host file {} does not exist or is not a regular file",
+                    host.display()
+                ));
             }
             let host = fs_err::canonicalize(host).map_err(|e| format!("secret {id}: {e}"))?;
             Ok((id.clone(), host))
@@ -421,7 +504,9 @@ impl KillGuard {
         loop {
             match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
                 Ok(Some((_, st))) => {
-                    return st.exit_status().or_else(|| st.terminating_signal().map(|s| 128 + s));
+                    return st
+                        .exit_status()
+                        .or_else(|| st.terminating_signal().map(|s| 128 + s));
                 }
                 Err(Errno::INTR) => continue,
                 _ => return None,

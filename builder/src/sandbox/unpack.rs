@@ -278,7 +278,12 @@ impl Unpacker {
 
     /// Opens the directory `comps` below the root without following any
     /// symlink, creating missing directories when `create` is set.
-    fn open_dir(&self, comps: &[OsString], create: bool, path: &str) -> Result<OwnedFd, UnpackError> {
+    fn open_dir(
+        &self,
+        comps: &[OsString],
+        create: bool,
+        path: &str,
+    ) -> Result<OwnedFd, UnpackError> {
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mut cur = rfs::openat(&self.root_fd, ".", flags, Mode::empty())
             .map_err(|e| self.write_err(path, "open destination", e))?;
@@ -288,13 +293,16 @@ impl Unpacker {
                 Err(Errno::NOENT) if create => {
                     match rfs::mkdirat(&cur, c.as_os_str(), Mode::from_raw_mode(0o755)) {
                         Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(self.write_err(path, "create parent directory of", e)),
+                        Err(e) => {
+                            return Err(self.write_err(path, "create parent directory of", e))
+                        }
                     }
                     rfs::openat(&cur, c.as_os_str(), flags, Mode::empty())
                         .map_err(|e| self.write_err(path, "open parent directory of", e))?
                 }
                 Err(Errno::NOTDIR | Errno::LOOP) => {
-                    return Err(self.unsafe_path(path, "a parent component is a symlink or not a directory"))
+                    return Err(self
+                        .unsafe_path(path, "a parent component is a symlink or not a directory"))
                 }
                 Err(e) => return Err(self.write_err(path, "open parent directory of", e)),
             };
@@ -303,7 +311,11 @@ impl Unpacker {
         Ok(cur)
     }
 
-    fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, path: &str) -> Result<Meta, UnpackError> {
+    fn meta<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        path: &str,
+    ) -> Result<Meta, UnpackError> {
         let h = entry.header();
         let mode = h.mode().unwrap_or(0o644) & 0o7777;
         let mut uid = h.uid().unwrap_or(0);
@@ -319,7 +331,11 @@ impl Unpacker {
                 let ext = ext.map_err(|e| self.read_err(&Some(path.to_owned()), e))?;
                 let Ok(key) = ext.key() else { continue };
                 let val = ext.value_bytes();
-                let num = || std::str::from_utf8(val).ok().and_then(|s| s.trim().parse::<u64>().ok());
+                let num = || {
+                    std::str::from_utf8(val)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                };
                 if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
                     xattrs.insert(name.to_owned(), val.to_vec());
                 } else if key == "uid" {
@@ -346,11 +362,18 @@ impl Unpacker {
         })
     }
 
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, path: &str) -> Result<(), UnpackError> {
+    fn entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path: &str,
+    ) -> Result<(), UnpackError> {
         use tar::EntryType as T;
         self.report.entries += 1;
         let etype = entry.header().entry_type();
-        if matches!(etype, T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink) {
+        if matches!(
+            etype,
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+        ) {
             return Ok(());
         }
         let raw = entry.path_bytes().into_owned();
@@ -360,8 +383,13 @@ impl Unpacker {
         let Some((leaf, parents)) = comps.split_last() else {
             // The root itself (`./`): only a directory entry makes sense.
             if etype == T::Directory {
-                let fd = rfs::openat(&self.root_fd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(|e| self.write_err(path, "open", e))?;
+                let fd = rfs::openat(
+                    &self.root_fd,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.write_err(path, "open", e))?;
                 self.apply_fd_meta(&fd, &meta, path)?;
                 self.dir_times.push((Vec::new(), times(meta.mtime)));
                 return Ok(());
@@ -373,8 +401,13 @@ impl Unpacker {
 
         // OCI whiteouts.
         if leaf_bytes == OPAQUE_MARKER {
-            let dir = rfs::openat(&parent, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| self.write_err(path, "open opaque directory", e))?;
+            let dir = rfs::openat(
+                &parent,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| self.write_err(path, "open opaque directory", e))?;
             let name = self.opts.overlay.opaque_name();
             return rfs::fsetxattr(&dir, name, b"y", XattrFlags::empty())
                 .map_err(|e| self.write_err(path, "set overlay opaque xattr on the parent of", e));
@@ -385,10 +418,19 @@ impl Unpacker {
                 return Err(self.unsafe_path(path, "whiteout names no file"));
             }
             self.remove_existing(&parent, target, false, path)?;
-            match rfs::mknodat(&parent, target, FileType::CharacterDevice, Mode::empty(), rfs::makedev(0, 0)) {
+            match rfs::mknodat(
+                &parent,
+                target,
+                FileType::CharacterDevice,
+                Mode::empty(),
+                rfs::makedev(0, 0),
+            ) {
                 Ok(()) => {}
                 Err(Errno::PERM | Errno::ACCESS) => {
-                    let mut p = parents.iter().map(|c| c.to_string_lossy()).collect::<Vec<_>>();
+                    let mut p = parents
+                        .iter()
+                        .map(|c| c.to_string_lossy())
+                        .collect::<Vec<_>>();
                     p.push(target.to_string_lossy());
                     self.report.unmaterialised_whiteouts.push(p.join("/"));
                     self.note(path, UnpackNoteKind::WhiteoutRecorded);
@@ -404,7 +446,11 @@ impl Unpacker {
                 let mut f = rfs::openat(
                     &parent,
                     leaf.as_os_str(),
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map(std::fs::File::from)
@@ -416,7 +462,8 @@ impl Unpacker {
                     source: e,
                 })?;
                 self.apply_fd_meta(f.as_fd(), &meta, path)?;
-                rfs::futimens(&f, &times(meta.mtime)).map_err(|e| self.write_err(path, "set mtime of", e))?;
+                rfs::futimens(&f, &times(meta.mtime))
+                    .map_err(|e| self.write_err(path, "set mtime of", e))?;
             }
             T::Directory => {
                 let reuse = self.remove_existing(&parent, leaf, true, path)?;
@@ -463,8 +510,20 @@ impl Unpacker {
                     other => other,
                 })?;
                 self.remove_existing(&parent, leaf, false, path)?;
-                rfs::linkat(&tparent, tleaf.as_os_str(), &parent, leaf.as_os_str(), AtFlags::empty())
-                    .map_err(|e| self.write_err(path, "hard link (target must be an earlier entry of this layer)", e))?;
+                rfs::linkat(
+                    &tparent,
+                    tleaf.as_os_str(),
+                    &parent,
+                    leaf.as_os_str(),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| {
+                    self.write_err(
+                        path,
+                        "hard link (target must be an earlier entry of this layer)",
+                        e,
+                    )
+                })?;
             }
             T::Char | T::Block | T::Fifo => {
                 let (ft, dev) = match etype {
@@ -473,7 +532,13 @@ impl Unpacker {
                     _ => (FileType::Fifo, 0),
                 };
                 self.remove_existing(&parent, leaf, false, path)?;
-                match rfs::mknodat(&parent, leaf.as_os_str(), ft, Mode::from_raw_mode(0o600), dev) {
+                match rfs::mknodat(
+                    &parent,
+                    leaf.as_os_str(),
+                    ft,
+                    Mode::from_raw_mode(0o600),
+                    dev,
+                ) {
                     Ok(()) => self.apply_at_meta(&parent, leaf, &meta, path, true)?,
                     Err(Errno::PERM) if ft != FileType::Fifo => {
                         self.note(path, UnpackNoteKind::DeviceSkipped);
@@ -488,7 +553,13 @@ impl Unpacker {
 
     /// Removes an existing `leaf` so it can be replaced. Returns true when
     /// `leaf` is an existing directory and `keep_dir` asked to reuse it.
-    fn remove_existing(&self, parent: &OwnedFd, leaf: &OsStr, keep_dir: bool, path: &str) -> Result<bool, UnpackError> {
+    fn remove_existing(
+        &self,
+        parent: &OwnedFd,
+        leaf: &OsStr,
+        keep_dir: bool,
+        path: &str,
+    ) -> Result<bool, UnpackError> {
         match rfs::statat(parent, leaf, AtFlags::SYMLINK_NOFOLLOW) {
             Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(self.write_err(path, "stat existing", e)),
@@ -497,8 +568,13 @@ impl Unpacker {
                 if is_dir && keep_dir {
                     return Ok(true);
                 }
-                let flags = if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
-                rfs::unlinkat(parent, leaf, flags).map_err(|e| self.write_err(path, "replace existing", e))?;
+                let flags = if is_dir {
+                    AtFlags::REMOVEDIR
+                } else {
+                    AtFlags::empty()
+                };
+                rfs::unlinkat(parent, leaf, flags)
+                    .map_err(|e| self.write_err(path, "replace existing", e))?;
                 Ok(false)
             }
         }
@@ -508,11 +584,16 @@ impl Unpacker {
     fn apply_fd_meta(&mut self, fd: impl AsFd, meta: &Meta, path: &str) -> Result<(), UnpackError> {
         let fd = fd.as_fd();
         if self.opts.chown {
-            rfs::fchown(fd, Some(rfs::Uid::from_raw(meta.uid)), Some(rfs::Gid::from_raw(meta.gid)))
-                .map_err(|e| self.chown_err(path, meta, e))?;
+            rfs::fchown(
+                fd,
+                Some(rfs::Uid::from_raw(meta.uid)),
+                Some(rfs::Gid::from_raw(meta.gid)),
+            )
+            .map_err(|e| self.chown_err(path, meta, e))?;
         }
         // After chown: chown clears setuid/setgid bits and file capabilities.
-        rfs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(|e| self.write_err(path, "chmod", e))?;
+        rfs::fchmod(fd, Mode::from_raw_mode(meta.mode))
+            .map_err(|e| self.write_err(path, "chmod", e))?;
         for (name, value) in &meta.xattrs {
             let r = rfs::fsetxattr(fd, name.as_str(), value, XattrFlags::empty());
             self.xattr_result(r, name, path)?;
@@ -521,7 +602,14 @@ impl Unpacker {
     }
 
     /// chown, chmod (unless symlink), xattrs, mtime on a non-openable node.
-    fn apply_at_meta(&mut self, parent: &OwnedFd, leaf: &OsStr, meta: &Meta, path: &str, chmod: bool) -> Result<(), UnpackError> {
+    fn apply_at_meta(
+        &mut self,
+        parent: &OwnedFd,
+        leaf: &OsStr,
+        meta: &Meta,
+        path: &str,
+        chmod: bool,
+    ) -> Result<(), UnpackError> {
         if self.opts.chown {
             rfs::chownat(
                 parent,
@@ -535,8 +623,13 @@ impl Unpacker {
         if chmod {
             // The leaf is a device node or fifo we just created; chmodat
             // has no NOFOLLOW on Linux but the node cannot be a symlink.
-            rfs::chmodat(parent, leaf, Mode::from_raw_mode(meta.mode), AtFlags::empty())
-                .map_err(|e| self.write_err(path, "chmod", e))?;
+            rfs::chmodat(
+                parent,
+                leaf,
+                Mode::from_raw_mode(meta.mode),
+                AtFlags::empty(),
+            )
+            .map_err(|e| self.write_err(path, "chmod", e))?;
         }
         if !meta.xattrs.is_empty() {
             let mut p = OsString::from(format!("/proc/self/fd/{}/", parent.as_raw_fd()));
@@ -550,7 +643,12 @@ impl Unpacker {
             .map_err(|e| self.write_err(path, "set mtime of", e))
     }
 
-    fn xattr_result(&mut self, r: rustix::io::Result<()>, name: &str, path: &str) -> Result<(), UnpackError> {
+    fn xattr_result(
+        &mut self,
+        r: rustix::io::Result<()>,
+        name: &str,
+        path: &str,
+    ) -> Result<(), UnpackError> {
         match r {
             Ok(()) => Ok(()),
             Err(e @ (Errno::PERM | Errno::NOTSUP | Errno::ACCESS)) => {
@@ -582,7 +680,12 @@ impl Unpacker {
         for (comps, ts) in list.iter().rev() {
             // Best effort: the directory may have been replaced later.
             if let Ok(fd) = self.open_dir(comps, false, "") {
-                let Ok(dir) = rfs::openat(&fd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else {
+                let Ok(dir) = rfs::openat(
+                    &fd,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) else {
                     continue;
                 };
                 let _ = rfs::futimens(&dir, ts);
@@ -624,8 +727,14 @@ mod tests {
     fn components_reject_dotdot_and_strip_root() {
         assert!(components(b"../../etc/x").is_err());
         assert!(components(b"a/../b").is_err());
-        assert_eq!(components(b"/etc/x").unwrap(), vec![OsString::from("etc"), OsString::from("x")]);
-        assert_eq!(components(b"./a//b/").unwrap(), vec![OsString::from("a"), OsString::from("b")]);
+        assert_eq!(
+            components(b"/etc/x").unwrap(),
+            vec![OsString::from("etc"), OsString::from("x")]
+        );
+        assert_eq!(
+            components(b"./a//b/").unwrap(),
+            vec![OsString::from("a"), OsString::from("b")]
+        );
         assert!(components(b"./").unwrap().is_empty());
     }
 

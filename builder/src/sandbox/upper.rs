@@ -178,7 +178,9 @@ pub fn scan_upper(upper: &Path, opts: &ScanOptions<'_>) -> Result<Vec<UpperEntry
         }
     }
     for r in &raw {
-        if dropped.get(&r.entry.path).is_some_and(|n| *n == r.children) && is_unchanged_copy_up(r, opts.lowers) {
+        if dropped.get(&r.entry.path).is_some_and(|n| *n == r.children)
+            && is_unchanged_copy_up(r, opts.lowers)
+        {
             drop_set.insert(r.entry.path.clone());
         }
     }
@@ -192,7 +194,11 @@ pub fn scan_upper(upper: &Path, opts: &ScanOptions<'_>) -> Result<Vec<UpperEntry
         let mut e = r.entry;
         if let (Some(key), UpperKind::File { .. }) = (r.dev_ino, &e.kind) {
             match first_of.get(&key) {
-                Some(first) => e.kind = UpperKind::Hardlink { target: first.clone() },
+                Some(first) => {
+                    e.kind = UpperKind::Hardlink {
+                        target: first.clone(),
+                    }
+                }
                 None => {
                     first_of.insert(key, e.path.clone());
                 }
@@ -213,7 +219,10 @@ fn is_sandbox_artifact(r: &Raw, lowers: &[PathBuf]) -> bool {
         UpperKind::File { size: 0, .. } => !is_dir,
         _ => false,
     };
-    pristine && !lowers.iter().any(|l| l.join(&e.path).symlink_metadata().is_ok())
+    pristine
+        && !lowers
+            .iter()
+            .any(|l| l.join(&e.path).symlink_metadata().is_ok())
 }
 
 /// A non-opaque directory whose mode and owner equal those of the same
@@ -227,7 +236,12 @@ fn is_unchanged_copy_up(r: &Raw, lowers: &[PathBuf]) -> bool {
         })
 }
 
-fn walk(upper: &Path, dir: &Path, opts: &ScanOptions<'_>, out: &mut Vec<Raw>) -> Result<usize, ScanError> {
+fn walk(
+    upper: &Path,
+    dir: &Path,
+    opts: &ScanOptions<'_>,
+    out: &mut Vec<Raw>,
+) -> Result<usize, ScanError> {
     let io_err = |path: &Path| {
         let path = path.to_owned();
         move |source| ScanError::Io { path, source }
@@ -250,12 +264,17 @@ fn walk(upper: &Path, dir: &Path, opts: &ScanOptions<'_>, out: &mut Vec<Raw>) ->
         let mut children = 0;
         let kind = if ft.is_dir() {
             children = walk(upper, &host, opts, out)?;
-            let opaque = xattrs_all.get(opts.overlay.opaque_name()).is_some_and(|v| v == b"y");
+            let opaque = xattrs_all
+                .get(opts.overlay.opaque_name())
+                .is_some_and(|v| v == b"y");
             UpperKind::Dir { opaque }
         } else if ft.is_char_device() && rdev == 0 {
             UpperKind::Whiteout
         } else if ft.is_file() {
-            if opts.overlay == OverlayXattrs::User && md.len() == 0 && xattrs_all.contains_key("user.overlay.whiteout") {
+            if opts.overlay == OverlayXattrs::User
+                && md.len() == 0
+                && xattrs_all.contains_key("user.overlay.whiteout")
+            {
                 UpperKind::Whiteout
             } else {
                 UpperKind::File {
@@ -265,7 +284,10 @@ fn walk(upper: &Path, dir: &Path, opts: &ScanOptions<'_>, out: &mut Vec<Raw>) ->
             }
         } else if ft.is_symlink() {
             let t = fs_err::read_link(&host).map_err(io_err(&host))?;
-            let target = t.to_str().ok_or_else(|| ScanError::NonUtf8 { path: host.clone() })?.to_owned();
+            let target = t
+                .to_str()
+                .ok_or_else(|| ScanError::NonUtf8 { path: host.clone() })?
+                .to_owned();
             UpperKind::Symlink { target }
         } else if ft.is_char_device() {
             UpperKind::CharDevice {
@@ -285,16 +307,23 @@ fn walk(upper: &Path, dir: &Path, opts: &ScanOptions<'_>, out: &mut Vec<Raw>) ->
         };
         let map_id = |id: u32, f: fn(&IdMap, u32) -> Option<u32>| match opts.id_map {
             None => Ok(id),
-            Some(m) => f(m, id).ok_or(ScanError::UnmappedId { path: host.clone(), id }),
+            Some(m) => f(m, id).ok_or(ScanError::UnmappedId {
+                path: host.clone(),
+                id,
+            }),
         };
-        let dev_ino = (matches!(kind, UpperKind::File { .. }) && md.nlink() > 1).then(|| (md.dev(), md.ino()));
+        let dev_ino = (matches!(kind, UpperKind::File { .. }) && md.nlink() > 1)
+            .then(|| (md.dev(), md.ino()));
         out.push(Raw {
             entry: UpperEntry {
                 path: rel,
                 mode: md.mode() & 0o7777,
                 uid: map_id(md.uid(), IdMap::to_container_uid)?,
                 gid: map_id(md.gid(), IdMap::to_container_gid)?,
-                xattrs: xattrs_all.into_iter().filter(|(k, _)| !is_overlay_private_xattr(k)).collect(),
+                xattrs: xattrs_all
+                    .into_iter()
+                    .filter(|(k, _)| !is_overlay_private_xattr(k))
+                    .collect(),
                 mtime: md.mtime(),
                 kind,
             },
@@ -319,14 +348,18 @@ pub(crate) fn read_xattrs(path: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> 
         }
     };
     for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
-        let Ok(name) = std::str::from_utf8(name) else { continue };
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
         let mut val = vec![0u8; 256];
         let len = loop {
             match rustix::fs::lgetxattr(path, name, &mut val[..]) {
                 Ok(len) => break Some(len),
                 Err(rustix::io::Errno::RANGE) => val.resize(val.len() * 16, 0),
                 // Vanished or not readable for us (e.g. trusted.* as a user).
-                Err(rustix::io::Errno::NODATA | rustix::io::Errno::PERM | rustix::io::Errno::ACCESS) => break None,
+                Err(
+                    rustix::io::Errno::NODATA | rustix::io::Errno::PERM | rustix::io::Errno::ACCESS,
+                ) => break None,
                 Err(e) => return Err(e.into()),
             }
         };

@@ -33,7 +33,10 @@ pub(crate) struct Fixture {
 
 impl Fixture {
     pub(crate) fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("imgbuild-sbx-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("imgbuild-sbx-test-")
+            .tempdir()
+            .unwrap();
         let f = Self { dir };
         make_busybox_rootfs(&f.lower());
         std::fs::create_dir(f.upper()).unwrap();
@@ -62,18 +65,25 @@ impl Fixture {
 
     /// Runs a shell step as root mode, collecting output lines.
     pub(crate) fn sh(&self, script: &str) -> (Result<(), RunError>, Vec<String>) {
-        run_collect(&self.sandbox(SandboxMode::Root), &Step::shell("test", script))
+        run_collect(
+            &self.sandbox(SandboxMode::Root),
+            &Step::shell("test", script),
+        )
     }
 }
 
 pub(crate) fn run_collect(sb: &Sandbox, step: &Step) -> (Result<(), RunError>, Vec<String>) {
     let mut lines = Vec::new();
-    let r = sb.run(step, None, &mut |l: &OutputLine<'_>| lines.push(l.line.to_owned()));
+    let r = sb.run(step, None, &mut |l: &OutputLine<'_>| {
+        lines.push(l.line.to_owned())
+    });
     (r, lines)
 }
 
 pub(crate) fn make_busybox_rootfs(root: &Path) {
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "dev", "run", "var/lib"] {
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "dev", "run", "var/lib",
+    ] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
