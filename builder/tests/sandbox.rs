@@ -342,3 +342,17 @@ fn sandbox_mount_points_do_not_leak() {
     let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, vec!["made"], "{entries:#?}");
 }
+
+#[test]
+fn init_reaps_orphans() {
+    if !can_run() {
+        return;
+    }
+    let f = Fixture::new();
+    // `sh -c '... &'` subshells exit and their children are re-parented to
+    // the sandbox's pid 1, which must reap them (no zombies left).
+    let (r, lines) = f.sh("for i in 1 2 3 4 5; do (true &) ; (sleep 0.05 &) ; done; sleep 0.3; ps -o pid,stat,comm; echo pid1=$(cat /proc/1/comm 2>/dev/null)");
+    r.unwrap();
+    assert!(!lines.iter().any(|l| l.split_whitespace().nth(1).is_some_and(|s| s.starts_with('Z'))), "zombies: {lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("pid1=")), "{lines:?}");
+}
