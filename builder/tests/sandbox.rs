@@ -353,6 +353,12 @@ fn init_reaps_orphans() {
     // the sandbox's pid 1, which must reap them (no zombies left).
     let (r, lines) = f.sh("for i in 1 2 3 4 5; do (true &) ; (sleep 0.05 &) ; done; sleep 0.3; ps -o pid,stat,comm; echo pid1=$(cat /proc/1/comm 2>/dev/null)");
     r.unwrap();
-    assert!(!lines.iter().any(|l| l.split_whitespace().nth(1).is_some_and(|s| s.starts_with('Z'))), "zombies: {lines:?}");
+    assert!(
+        !lines.iter().any(|l| l
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|s| s.starts_with('Z'))),
+        "zombies: {lines:?}"
+    );
     assert!(lines.iter().any(|l| l.starts_with("pid1=")), "{lines:?}");
 }

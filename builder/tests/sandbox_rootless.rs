@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use imgbuild_builder::sandbox::{OverlayXattrs, SandboxMode, Step, UpperKind};
+use imgbuild_builder::sandbox::{
+    apply_owners_in_userns, unpack_layer, OverlayXattrs, Owners, SandboxMode, Step, UnpackOptions,
+    UpperKind,
+};
 
 const USER: &str = "imgbuild-sbx";
 const SUB_START: u32 = 400_000;
@@ -125,6 +128,28 @@ fn rootless_sandbox_maps_subuids() {
     );
     // Nothing was written with real root's ids.
     assert_ne!(app.uid(), 0);
+    // Rootless unpack with deferred owners: host ids are the mapped ones,
+    // modes (setuid, read-only dir) survive the chown.
+    let layer = f.dir.path().join("layer");
+    let opt = std::fs::symlink_metadata(layer.join("opt")).unwrap();
+    assert_eq!(
+        (opt.uid(), opt.gid(), opt.mode() & 0o7777),
+        (SUB_START + 999, SUB_START + 999, 0o555)
+    );
+    let tool = std::fs::symlink_metadata(layer.join("opt/tool")).unwrap();
+    assert_eq!(
+        (tool.uid(), tool.gid(), tool.mode() & 0o7777),
+        (SUB_START + 999, SUB_START + 999, 0o4755)
+    );
+    let mut cap = [0u8; 64];
+    let n = rustix::fs::lgetxattr(layer.join("opt/tool"), "security.capability", &mut cap[..])
+        .expect("file capability restored");
+    assert!(n >= 20, "capability xattr of {n} bytes");
+    let link = std::fs::symlink_metadata(layer.join("opt/link")).unwrap();
+    assert_eq!((link.uid(), link.gid()), (SUB_START + 1, SUB_START + 1));
+    let root_owned = std::fs::symlink_metadata(layer.join("etc/conf")).unwrap();
+    assert_eq!((root_owned.uid(), root_owned.gid()), (uid, gid));
+
     // The background sleep started in the rootless sandbox is gone.
     let alive = std::fs::read_dir("/proc")
         .unwrap()
@@ -193,5 +218,79 @@ fn rootless_inner() {
     assert!(entries
         .iter()
         .all(|e| !e.path.starts_with("run") && !e.path.starts_with("tmp")));
+    // Rootless layer unpack: files keep their (mapped) owners.
+    let mut b = tar::Builder::new(Vec::new());
+    let entry = |b: &mut tar::Builder<Vec<u8>>,
+                 path: &str,
+                 kind: tar::EntryType,
+                 mode: u32,
+                 id: u64,
+                 link: Option<&str>,
+                 data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(id);
+        h.set_gid(id);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1);
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    entry(
+        &mut b,
+        "opt/",
+        tar::EntryType::Directory,
+        0o555,
+        1000,
+        None,
+        b"",
+    );
+    // cap_net_raw+ep (VFS_CAP_REVISION_2).
+    let cap: [u8; 20] = [1, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    b.append_pax_extensions([("SCHILY.xattr.security.capability", &cap[..])])
+        .unwrap();
+    entry(
+        &mut b,
+        "opt/tool",
+        tar::EntryType::Regular,
+        0o4755,
+        1000,
+        None,
+        b"#!/bin/sh\n",
+    );
+    entry(
+        &mut b,
+        "opt/link",
+        tar::EntryType::Symlink,
+        0o777,
+        2,
+        Some("tool"),
+        b"",
+    );
+    entry(
+        &mut b,
+        "etc/conf",
+        tar::EntryType::Regular,
+        0o644,
+        0,
+        None,
+        b"x",
+    );
+    let tar_bytes = b.into_inner().unwrap();
+    let layer = dir.join("layer");
+    std::fs::create_dir(&layer).unwrap();
+    let opts = UnpackOptions {
+        overlay: OverlayXattrs::User,
+        owners: Owners::Defer,
+    };
+    let report = unpack_layer(&tar_bytes[..], &layer, &opts).unwrap();
+    assert_eq!(report.deferred_owners.len(), 4, "{report:?}");
+    let SandboxMode::Rootless(map) = &sb.mode else {
+        unreachable!()
+    };
+    apply_owners_in_userns(&layer, &report.deferred_owners, map).unwrap();
     println!("ROOTLESS-INNER-RAN");
 }

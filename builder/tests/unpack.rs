@@ -4,7 +4,7 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use imgbuild_builder::sandbox::{unpack_layer, OverlayXattrs, UnpackError, UnpackOptions};
+use imgbuild_builder::sandbox::{unpack_layer, OverlayXattrs, Owners, UnpackError, UnpackOptions};
 use tar::{EntryType, Header};
 
 /// Builds a header with raw (unvalidated) name and link bytes, so tests can
@@ -261,7 +261,11 @@ fn metadata_links_devices_xattrs_whiteouts() {
         &f.root,
         &UnpackOptions {
             overlay: OverlayXattrs::Trusted,
-            chown: is_root(),
+            owners: if is_root() {
+                Owners::Apply
+            } else {
+                Owners::Ignore
+            },
         },
     )
     .unwrap();

@@ -100,13 +100,13 @@ pub(crate) struct ChildFds {
     pub(crate) stderr_w: OwnedFd,
 }
 
-fn exit_now(code: i32) -> ! {
+pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` ends the process immediately without running Rust or
     // libc destructors, which is exactly what a forked child must do.
     unsafe { libc::_exit(code) }
 }
 
-fn fork() -> Result<Option<Pid>, Errno> {
+pub(crate) fn fork() -> Result<Option<Pid>, Errno> {
     // SAFETY: the child only runs async-signal-safe code from this module
     // (raw syscalls on pre-built data) and ends in `execve` or `_exit`.
     let pid = unsafe { libc::fork() };
@@ -120,7 +120,7 @@ fn fork() -> Result<Option<Pid>, Errno> {
 }
 
 /// Reports a failure to the parent and exits.
-fn fail(err_w: &OwnedFd, stage: u32, e: Errno) -> ! {
+pub(crate) fn fail(err_w: &OwnedFd, stage: u32, e: Errno) -> ! {
     let mut rec = [0u8; 8];
     rec[..4].copy_from_slice(&stage.to_ne_bytes());
     rec[4..].copy_from_slice(&e.raw_os_error().to_ne_bytes());
@@ -141,7 +141,17 @@ pub(crate) fn spawn(plan: &ChildPlan, fds: ChildFds) -> Result<Pid, Errno> {
 }
 
 fn run_c(plan: &ChildPlan, fds: ChildFds) -> ! {
-    close_other_fds(&fds);
+    {
+        use std::os::fd::AsRawFd;
+        close_other_fds([
+            fds.ready_w.as_raw_fd(),
+            fds.go_r.as_raw_fd(),
+            fds.err_w.as_raw_fd(),
+            fds.stdin.as_raw_fd(),
+            fds.stdout_w.as_raw_fd(),
+            fds.stderr_w.as_raw_fd(),
+        ]);
+    }
     let err = &fds.err_w;
     if plan.userns {
         // SAFETY: single-threaded after fork; CLONE_NEWUSER does not unshare
@@ -187,16 +197,7 @@ fn run_c(plan: &ChildPlan, fds: ChildFds) -> ! {
 /// does not keep pipes of the builder (e.g. of a concurrently running
 /// step) open. Without this, another step's output pipe could stay open
 /// until this sandbox ends.
-fn close_other_fds(fds: &ChildFds) {
-    use std::os::fd::AsRawFd;
-    let mut keep = [
-        fds.ready_w.as_raw_fd(),
-        fds.go_r.as_raw_fd(),
-        fds.err_w.as_raw_fd(),
-        fds.stdin.as_raw_fd(),
-        fds.stdout_w.as_raw_fd(),
-        fds.stderr_w.as_raw_fd(),
-    ];
+pub(crate) fn close_other_fds<const N: usize>(mut keep: [std::os::fd::RawFd; N]) {
     keep.sort_unstable();
     let mut next: u32 = 3;
     for fd in keep.iter().map(|&fd| fd as u32).chain([u32::MAX]) {

@@ -17,6 +17,7 @@ mod mounts;
 pub mod namespaces;
 pub mod output;
 pub mod overlay;
+pub mod owners;
 pub mod run;
 pub mod unpack;
 pub mod upper;
@@ -24,8 +25,10 @@ pub mod upper;
 pub use namespaces::{IdMap, IdMapError, SandboxMode};
 pub use output::{OutputLine, Stream};
 pub use overlay::OverlayXattrs;
+pub use owners::{apply_owners_in_userns, OwnersError};
 pub use run::{RunError, Sandbox, Step, StepCommand, User, DEFAULT_PATH};
 pub use unpack::{
-    unpack_layer, UnpackError, UnpackNote, UnpackNoteKind, UnpackOptions, UnpackReport,
+    unpack_layer, OwnerFix, Owners, UnpackError, UnpackNote, UnpackNoteKind, UnpackOptions,
+    UnpackReport,
 };
 pub use upper::{scan_upper, ScanError, ScanOptions, UpperEntry, UpperKind};

@@ -51,17 +51,46 @@ use super::overlay::OverlayXattrs;
 pub struct UnpackOptions {
     /// Overlay flavour the lower dir will be mounted with (opaque markers).
     pub overlay: OverlayXattrs,
-    /// Apply uid/gid from the tar headers (fails with [`UnpackError::Chown`]
-    /// when the ids are not ours to give, e.g. rootless outside the user
-    /// namespace). When false, files keep the unpacking user's ids.
-    pub chown: bool,
+    /// What to do with the uid/gid of the tar headers.
+    pub owners: Owners,
+}
+
+/// Ownership handling of [`unpack_layer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owners {
+    /// `lchown` every entry now (root, or inside a user namespace with
+    /// the ids mapped); fails with [`UnpackError::Chown`] otherwise.
+    Apply,
+    /// Keep the unpacking user's ids (owners are lost).
+    Ignore,
+    /// Rootless: unpack as the invoking user and record every owner (plus
+    /// the mode and `security.capability`, which a chown clears) in
+    /// [`UnpackReport::deferred_owners`]; then call
+    /// [`super::owners::apply_owners_in_userns`] to apply them from inside
+    /// a user namespace with the sandbox's [`super::IdMap`].
+    Defer,
+}
+
+/// An owner to apply later (see [`Owners::Defer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerFix {
+    /// Relative path ("" is the root itself).
+    pub path: String,
+    /// Sandbox uid.
+    pub uid: u32,
+    /// Sandbox gid.
+    pub gid: u32,
+    /// Mode to restore after the chown (`None` for symlinks).
+    pub mode: Option<u32>,
+    /// `security.capability` to restore after the chown.
+    pub capability: Option<Vec<u8>>,
 }
 
 impl Default for UnpackOptions {
     fn default() -> Self {
         Self {
             overlay: OverlayXattrs::for_current_process(),
-            chown: true,
+            owners: Owners::Apply,
         }
     }
 }
@@ -104,6 +133,8 @@ pub struct UnpackReport {
     /// Whiteout paths (relative, without the `.wh.` prefix) that could not be
     /// created as 0:0 devices; the caller must apply them when merging.
     pub unmaterialised_whiteouts: Vec<String>,
+    /// With [`Owners::Defer`]: owners still to apply, in entry order.
+    pub deferred_owners: Vec<OwnerFix>,
 }
 
 /// Errors of [`unpack_layer`].
@@ -153,7 +184,7 @@ pub enum UnpackError {
         source: io::Error,
     },
     /// Owner could not be applied.
-    #[error("cannot chown {path:?} under {root} to {uid}:{gid}: {source}; unpack as root, inside the build user namespace (ids must be mapped), or with `chown: false`")]
+    #[error("cannot chown {path:?} under {root} to {uid}:{gid}: {source}; unpack as root, inside the build user namespace (ids must be mapped), or with `Owners::Defer` when rootless")]
     Chown {
         /// Destination.
         root: PathBuf,
@@ -170,6 +201,7 @@ pub enum UnpackError {
 }
 
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+const CAPABILITY_XATTR: &str = "security.capability";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 
 /// Unpacks the tar stream `reader` into the existing directory `root`.
@@ -583,7 +615,8 @@ impl Unpacker {
     /// chown, chmod, xattrs on an open file or directory.
     fn apply_fd_meta(&mut self, fd: impl AsFd, meta: &Meta, path: &str) -> Result<(), UnpackError> {
         let fd = fd.as_fd();
-        if self.opts.chown {
+        self.defer_owner(path, meta, Some(meta.mode));
+        if self.opts.owners == Owners::Apply {
             rfs::fchown(
                 fd,
                 Some(rfs::Uid::from_raw(meta.uid)),
@@ -592,9 +625,20 @@ impl Unpacker {
             .map_err(|e| self.chown_err(path, meta, e))?;
         }
         // After chown: chown clears setuid/setgid bits and file capabilities.
-        rfs::fchmod(fd, Mode::from_raw_mode(meta.mode))
-            .map_err(|e| self.write_err(path, "chmod", e))?;
+        let mut mode = meta.mode;
+        if self.opts.owners == Owners::Defer
+            && rfs::fstat(fd)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+        {
+            // Unprivileged: keep directories writable for the entries that
+            // follow; the real mode is restored with the deferred owner.
+            mode |= 0o700;
+        }
+        rfs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(|e| self.write_err(path, "chmod", e))?;
         for (name, value) in &meta.xattrs {
+            if self.deferred(name) {
+                continue;
+            }
             let r = rfs::fsetxattr(fd, name.as_str(), value, XattrFlags::empty());
             self.xattr_result(r, name, path)?;
         }
@@ -610,7 +654,8 @@ impl Unpacker {
         path: &str,
         chmod: bool,
     ) -> Result<(), UnpackError> {
-        if self.opts.chown {
+        self.defer_owner(path, meta, chmod.then_some(meta.mode));
+        if self.opts.owners == Owners::Apply {
             rfs::chownat(
                 parent,
                 leaf,
@@ -635,6 +680,9 @@ impl Unpacker {
             let mut p = OsString::from(format!("/proc/self/fd/{}/", parent.as_raw_fd()));
             p.push(leaf);
             for (name, value) in &meta.xattrs {
+                if self.deferred(name) {
+                    continue;
+                }
                 let r = rfs::lsetxattr(p.as_os_str(), name.as_str(), value, XattrFlags::empty());
                 self.xattr_result(r, name, path)?;
             }
@@ -663,6 +711,30 @@ impl Unpacker {
             }
             Err(e) => Err(self.write_err(path, "set xattr on", e)),
         }
+    }
+
+    /// True for xattrs that [`Owners::Defer`] applies later.
+    fn deferred(&self, name: &str) -> bool {
+        self.opts.owners == Owners::Defer && name == CAPABILITY_XATTR
+    }
+
+    fn defer_owner(&mut self, path: &str, meta: &Meta, mode: Option<u32>) {
+        if self.opts.owners != Owners::Defer {
+            return;
+        }
+        let rel = components(path.as_bytes())
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/");
+        self.report.deferred_owners.push(OwnerFix {
+            path: rel,
+            uid: meta.uid,
+            gid: meta.gid,
+            mode,
+            capability: meta.xattrs.get(CAPABILITY_XATTR).cloned(),
+        });
     }
 
     fn chown_err(&self, path: &str, meta: &Meta, e: Errno) -> UnpackError {
