@@ -362,3 +362,33 @@ fn init_reaps_orphans() {
     );
     assert!(lines.iter().any(|l| l.starts_with("pid1=")), "{lines:?}");
 }
+
+#[test]
+fn capabilities_are_reduced() {
+    if !can_run() {
+        return;
+    }
+    let f = Fixture::new();
+    let (r, lines) = f.sh(
+        "grep -E 'Cap(Bnd|Eff)' /proc/self/status; mount -t tmpfs none /tmp 2>/dev/null && echo MOUNTED; \
+         mknod /root/sda b 8 0 2>/dev/null && echo MKNOD; touch /root/owned && chown 1000:1000 /root/owned && echo CHOWNED",
+    );
+    r.unwrap();
+    // Docker's default set without mknod (see child.rs KEPT_CAPS).
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["CapBnd:", "00000000a00425fb"]),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["CapEff:", "00000000a00425fb"]),
+        "{lines:?}"
+    );
+    assert!(!lines.contains(&"MOUNTED".to_string()), "{lines:?}");
+    assert!(!lines.contains(&"MKNOD".to_string()), "{lines:?}");
+    assert!(lines.contains(&"CHOWNED".to_string()), "{lines:?}");
+    assert!(!f.upper().join("root/sda").exists());
+}

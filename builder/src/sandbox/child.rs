@@ -47,6 +47,7 @@ pub(crate) mod stage {
     pub(crate) const EXEC: u32 = 1011;
     pub(crate) const PDEATHSIG: u32 = 1012;
     pub(crate) const LOOPBACK: u32 = 1013;
+    pub(crate) const CAPS: u32 = 1014;
 
     /// Human name of a non-mount stage.
     pub(crate) fn name(s: u32) -> &'static str {
@@ -65,6 +66,7 @@ pub(crate) mod stage {
             EXEC => "execute the command (not found or not executable in the rootfs?)",
             PDEATHSIG => "set parent-death signal",
             LOOPBACK => "bring up the loopback interface",
+            CAPS => "drop capabilities",
             _ => "unknown stage",
         }
     }
@@ -276,6 +278,9 @@ fn run_init(plan: &ChildPlan, fds: ChildFds) -> ! {
 fn run_command(plan: &ChildPlan, err: &OwnedFd) -> ! {
     reset_signals();
     let _ = rustix::process::setsid();
+    if let Err(e) = drop_capabilities() {
+        fail(err, stage::CAPS, e);
+    }
     if let Err(e) = rustix::thread::set_thread_groups(&[]) {
         fail(err, stage::SETGROUPS, e);
     }
@@ -308,6 +313,56 @@ fn run_command(plan: &ChildPlan, err: &OwnedFd) -> ! {
         }
     }
     fail(err, stage::EXEC, last)
+}
+
+/// Capabilities a step keeps (Docker's default set minus `CAP_MKNOD`):
+/// chown, dac_override, fowner, fsetid, kill, setgid, setuid, setpcap,
+/// net_bind_service, net_raw, sys_chroot, audit_write, setfcap. Everything
+/// else (sys_admin → no mounts, sys_module, sys_rawio, net_admin, mknod →
+/// no device nodes, ...) is removed from the bounding, effective, permitted,
+/// inheritable and ambient sets, in root and rootless mode alike.
+pub(crate) const KEPT_CAPS: u64 = (1 << 0)
+    | (1 << 1)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 6)
+    | (1 << 7)
+    | (1 << 8)
+    | (1 << 10)
+    | (1 << 13)
+    | (1 << 18)
+    | (1 << 29)
+    | (1 << 31);
+
+fn drop_capabilities() -> Result<(), Errno> {
+    for cap in 0..64u32 {
+        if KEPT_CAPS & (1 << cap) != 0 {
+            continue;
+        }
+        // SAFETY: prctl(PR_CAPBSET_DROP) takes plain integers.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if r < 0 {
+            let e = Errno::from_raw_os_error(
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            );
+            if e == Errno::INVAL {
+                break; // past the kernel's last capability
+            }
+            return Err(e);
+        }
+    }
+    rustix::thread::clear_ambient_capability_set()?;
+    let keep = rustix::thread::CapabilitySet::from_bits_retain(KEPT_CAPS);
+    let cur = rustix::thread::capabilities(None)?;
+    rustix::thread::set_capabilities(
+        None,
+        rustix::thread::CapabilitySets {
+            effective: cur.effective & keep,
+            permitted: cur.permitted & keep,
+            inheritable: rustix::thread::CapabilitySet::empty(),
+        },
+    )
 }
 
 /// Undoes what the Rust runtime set up (SIGPIPE ignored) and unblocks all
