@@ -57,10 +57,12 @@ enum Op {
         link: CString,
     },
     /// Bind mount; `readonly` remounts it read-only keeping locked flags.
+    /// `optional` skips it when the source does not exist.
     Bind {
         source: CString,
         target: CString,
         readonly: bool,
+        optional: bool,
     },
     /// Read-only bind of a host file onto `target` inside the root, unless
     /// `target` is a symlink (skipped); a missing target is created empty.
@@ -169,6 +171,8 @@ impl MountPlan {
                     source: cstr(format!("/dev/{n}")),
                     target,
                     readonly: false,
+                    // e.g. no /dev/tty in some CI containers
+                    optional: true,
                 },
                 format!("bind-mount host /dev/{n}"),
             );
@@ -246,6 +250,7 @@ impl MountPlan {
                     source: cstr(host),
                     target,
                     readonly: true,
+                    optional: false,
                 },
                 format!("bind-mount secret {id} from {}", host.display()),
             );
@@ -324,7 +329,16 @@ fn apply_op(op: &Op) -> Result<(), Errno> {
             source,
             target,
             readonly,
+            optional,
         } => {
+            if *optional
+                && matches!(
+                    rfs::statat(rfs::CWD, source.as_c_str(), AtFlags::empty()),
+                    Err(Errno::NOENT)
+                )
+            {
+                return Ok(());
+            }
             rmount::mount_bind(source.as_c_str(), target.as_c_str())?;
             if *readonly {
                 remount_readonly(target)?;

@@ -2,7 +2,7 @@
 //! handed, in arrival order, to the caller's callback and a log file.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::mpsc;
@@ -37,6 +37,9 @@ impl std::fmt::Display for OutputLine<'_> {
     }
 }
 
+/// Longest line handed out in one piece, in bytes.
+const MAX_LINE: u64 = 64 * 1024;
+
 /// How many trailing lines a failure report keeps.
 pub(crate) const LAST_LINES: usize = 30;
 
@@ -57,7 +60,8 @@ pub(crate) fn pump(
             let mut buf = Vec::new();
             loop {
                 buf.clear();
-                match r.read_until(b'\n', &mut buf) {
+                // Over-long lines (binary output) are split, not buffered.
+                match (&mut r).take(MAX_LINE).read_until(b'\n', &mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         if buf.last() == Some(&b'\n') {
