@@ -392,3 +392,43 @@ fn capabilities_are_reduced() {
     assert!(lines.contains(&"CHOWNED".to_string()), "{lines:?}");
     assert!(!f.upper().join("root/sda").exists());
 }
+
+#[test]
+fn unpacked_layers_stack_with_whiteouts_and_opaque_dirs() {
+    if !can_run() {
+        return;
+    }
+    use imgbuild_builder::sandbox::{unpack_layer, UnpackOptions};
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.lower().join("var/lib/old")).unwrap();
+    std::fs::write(f.lower().join("var/lib/old/file"), "x").unwrap();
+    // A second layer (topmost) deleting /etc/motd and replacing /var/lib.
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in [
+        ("etc/.wh.motd", &b""[..]),
+        ("var/lib/.wh..wh..opq", b""),
+        ("var/lib/new", b"new\n"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, path, data).unwrap();
+    }
+    let layer = f.dir.path().join("layer2");
+    std::fs::create_dir(&layer).unwrap();
+    let sb = imgbuild_builder::sandbox::Sandbox {
+        lowers: vec![f.lower(), layer.clone()],
+        ..f.sandbox(SandboxMode::Root)
+    };
+    let opts = UnpackOptions {
+        overlay: sb.overlay_xattrs(),
+        ..UnpackOptions::default()
+    };
+    unpack_layer(&b.into_inner().unwrap()[..], &layer, &opts).unwrap();
+    let (r, lines) = run_collect(
+        &sb,
+        &Step::shell("stack", "test ! -e /etc/motd && ls /var/lib && cat /var/lib/new && test -e /etc/passwd && echo OK"),
+    );
+    r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
+    assert_eq!(lines, vec!["new", "new", "OK"]);
+}

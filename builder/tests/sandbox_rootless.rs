@@ -279,6 +279,14 @@ fn rootless_inner() {
         None,
         b"x",
     );
+    // Whiteout of a lower file and an opaque directory replacing /var.
+    for (path, data) in [
+        ("etc/.wh.motd", &b""[..]),
+        ("var/.wh..wh..opq", b""),
+        ("var/new", b"new\n"),
+    ] {
+        entry(&mut b, path, tar::EntryType::Regular, 0o644, 0, None, data);
+    }
     let tar_bytes = b.into_inner().unwrap();
     let layer = dir.join("layer");
     std::fs::create_dir(&layer).unwrap();
@@ -287,10 +295,33 @@ fn rootless_inner() {
         owners: Owners::Defer,
     };
     let report = unpack_layer(&tar_bytes[..], &layer, &opts).unwrap();
-    assert_eq!(report.deferred_owners.len(), 4, "{report:?}");
+    assert_eq!(report.deferred_owners.len(), 5, "{report:?}");
     let SandboxMode::Rootless(map) = &sb.mode else {
         unreachable!()
     };
     apply_owners_in_userns(&layer, &report.deferred_owners, map).unwrap();
+
+    // The unpacked layer stacks on the base in a rootless sandbox:
+    // whiteout and opaque dir (user.overlay.opaque) take effect, and the
+    // sandbox sees the layer's owners.
+    std::fs::create_dir(dir.join("upper2")).unwrap();
+    std::fs::create_dir(dir.join("work2")).unwrap();
+    let sb2 = imgbuild_builder::sandbox::Sandbox {
+        lowers: vec![dir.join("lower"), layer.clone()],
+        upper: dir.join("upper2"),
+        work: dir.join("work2"),
+        mode: sb.mode.clone(),
+    };
+    let step = Step::shell(
+        "stacked",
+        "test ! -e /etc/motd && test ! -e /var/lib && cat /var/new && stat -c '%u:%g %a' /opt/tool /opt && \
+         chown 1000 /opt/tool && echo CHOWN-COPYUP-OK",
+    );
+    let (r, lines) = run_collect(&sb2, &step);
+    r.unwrap_or_else(|e| panic!("{e}\n{lines:#?}"));
+    assert_eq!(
+        lines,
+        vec!["new", "1000:1000 4755", "1000:1000 555", "CHOWN-COPYUP-OK"]
+    );
     println!("ROOTLESS-INNER-RAN");
 }
