@@ -18,57 +18,7 @@ use imgbuild_builder::sandbox::{
     UpperKind,
 };
 
-const USER: &str = "imgbuild-sbx";
-const SUB_START: u32 = 400_000;
-const SUB_COUNT: u32 = 65_536;
 const ENV: &str = "IMGBUILD_SANDBOX_ROOTLESS_FIXTURE";
-
-fn ensure_user() -> Option<(u32, u32)> {
-    let id = |flag: &str| -> Option<u32> {
-        let o = Command::new("id").args([flag, USER]).output().ok()?;
-        String::from_utf8(o.stdout).ok()?.trim().parse().ok()
-    };
-    if id("-u").is_none() {
-        let ok = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                USER,
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok && id("-u").is_none() {
-            eprintln!("skipping: cannot create test user {USER}");
-            return None;
-        }
-    }
-    let range = format!("{}-{}", SUB_START, SUB_START + SUB_COUNT - 1);
-    let has = |file: &str| {
-        std::fs::read_to_string(file)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with(&format!("{USER}:")))
-    };
-    if !has("/etc/subuid") || !has("/etc/subgid") {
-        let ok = Command::new("usermod")
-            .args(["--add-subuids", &range, "--add-subgids", &range, USER])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "usermod --add-subuids failed");
-    }
-    Some((id("-u")?, id("-g")?))
-}
-
-fn chown_r(path: &Path, uid: u32, gid: u32) {
-    let st = Command::new("chown")
-        .args(["-R", "-h", &format!("{uid}:{gid}")])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
 
 #[test]
 fn rootless_sandbox_maps_subuids() {

@@ -49,7 +49,7 @@ pub mod run;
 pub mod unpack;
 pub mod upper;
 
-pub use namespaces::{IdMap, IdMapError, SandboxMode};
+pub use namespaces::{reexec_in_user_namespace, IdMap, IdMapError, SandboxMode, UsernsError};
 pub use output::{OutputLine, Stream};
 pub use overlay::OverlayXattrs;
 pub use owners::{apply_owners_in_userns, OwnersError};

@@ -279,3 +279,113 @@ mod tests {
         assert_eq!(m.to_host_uid(65537), None);
     }
 }
+
+/// Environment variable carrying the sync pipe fds to the re-executed child.
+const REEXEC_ENV: &str = "_IMGBUILD_USERNS_SYNC";
+
+/// Errors of [`reexec_in_user_namespace`].
+#[derive(Debug, thiserror::Error)]
+pub enum UsernsError {
+    /// No usable subordinate id range.
+    #[error("cannot run rootless")]
+    IdMap(#[from] IdMapError),
+    /// Spawning or synchronising with the re-executed program failed.
+    #[error("cannot re-execute {exe} inside a user namespace: {source}; unprivileged user namespaces may be disabled (sysctl user.max_user_namespaces, kernel.apparmor_restrict_unprivileged_userns)")]
+    Reexec {
+        /// The program.
+        exe: PathBuf,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Makes the rest of the program run as root of a user namespace mapped
+/// like [`SandboxMode::Rootless`] (0 = invoking user, 1.. = subuids) — the
+/// `buildah unshare` model for rootless builds. Call it first thing in
+/// `main`, before any thread exists.
+///
+/// * Already euid 0 (real root, or already re-executed): returns `Ok(())`.
+/// * Unprivileged: re-executes the current program with the same arguments;
+///   the new process unshares its user namespace, this one maps it with
+///   `newuidmap`/`newgidmap`, and then **exits with the child's exit code**
+///   (it never returns).
+///
+/// Inside, [`SandboxMode::detect`] gives `Root`, the overlay flavour is
+/// `User`, layers unpack with [`Owners::Apply`](super::Owners::Apply), and
+/// upper dirs with files of any mapped owner can be scanned and read, which
+/// an unprivileged process outside the namespace cannot do.
+pub fn reexec_in_user_namespace() -> Result<(), UsernsError> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+
+    let exe_err = |source: io::Error| UsernsError::Reexec {
+        exe: std::env::current_exe().unwrap_or_default(),
+        source,
+    };
+    if let Some(fds) = std::env::var_os(REEXEC_ENV) {
+        // Child side. The variable is ours; it is never set by a user.
+        let fds = fds.to_string_lossy().into_owned();
+        // Not for our own children (e.g. a nested re-exec).
+        std::env::remove_var(REEXEC_ENV);
+        let (r, w) = fds.split_once(',').unwrap_or(("", ""));
+        let parse = |s: &str| {
+            s.parse::<i32>()
+                .map_err(|e| exe_err(io::Error::new(io::ErrorKind::InvalidInput, e)))
+        };
+        let (go_fd, ready_fd) = (parse(r)?, parse(w)?);
+        // SAFETY: the parent passed these two inherited pipe ends to us and
+        // nothing else in this process owns them.
+        let (go, ready) = unsafe { (OwnedFd::from_raw_fd(go_fd), OwnedFd::from_raw_fd(ready_fd)) };
+        // SAFETY: called before any thread exists (documented contract; the
+        // kernel refuses CLONE_NEWUSER in a multi-threaded process anyway).
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER) }
+            .map_err(|e| exe_err(e.into()))?;
+        rustix::io::write(&ready, b"r").map_err(|e| exe_err(e.into()))?;
+        let mut b = [0u8; 1];
+        if rustix::io::read(&go, &mut b).map_err(|e| exe_err(e.into()))? != 1 {
+            return Err(exe_err(io::Error::other("parent failed to map ids")));
+        }
+        return Ok(());
+    }
+    if rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let map = IdMap::for_current_user()?;
+    // Child ends without CLOEXEC so they survive the exec; ours with it.
+    let (go_r, go_w) = rustix::pipe::pipe().map_err(|e| exe_err(e.into()))?;
+    let (ready_r, ready_w) = rustix::pipe::pipe().map_err(|e| exe_err(e.into()))?;
+    for fd in [&go_w, &ready_r] {
+        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC).map_err(|e| exe_err(e.into()))?;
+    }
+    let mut args = std::env::args_os();
+    let mut cmd = Command::new("/proc/self/exe");
+    if let Some(arg0) = args.next() {
+        cmd.arg0(arg0);
+    }
+    let mut child = cmd
+        .args(args)
+        .env(
+            REEXEC_ENV,
+            format!("{},{}", go_r.as_raw_fd(), ready_w.as_raw_fd()),
+        )
+        .spawn()
+        .map_err(exe_err)?;
+    drop((go_r, ready_w));
+    let mut b = [0u8; 1];
+    if rustix::io::read(&ready_r, &mut b) == Ok(1) {
+        if let Err(e) = map.install(child.id() as i32) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.into());
+        }
+        rustix::io::write(&go_w, b"g").map_err(|e| exe_err(e.into()))?;
+    }
+    drop(go_w);
+    let status = child.wait().map_err(exe_err)?;
+    std::process::exit(
+        status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+    )
+}

@@ -9,6 +9,12 @@ use imgbuild_builder::sandbox::{OutputLine, RunError, Sandbox, SandboxMode, Step
 
 pub(crate) const BUSYBOX: &str = "/bin/busybox";
 
+/// Unprivileged test user for the rootless tests.
+pub(crate) const USER: &str = "imgbuild-sbx";
+/// Its subuid/subgid range.
+pub(crate) const SUB_START: u32 = 400_000;
+pub(crate) const SUB_COUNT: u32 = 65_536;
+
 pub(crate) fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
@@ -98,4 +104,53 @@ pub(crate) fn make_busybox_rootfs(root: &Path) {
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
     std::fs::write(root.join("etc/motd"), "hello from the lower\n").unwrap();
+}
+
+/// Creates (once) the unprivileged test user with a subuid/subgid range;
+/// returns its uid and gid.
+pub(crate) fn ensure_user() -> Option<(u32, u32)> {
+    let id = |flag: &str| -> Option<u32> {
+        let o = Command::new("id").args([flag, USER]).output().ok()?;
+        String::from_utf8(o.stdout).ok()?.trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        let ok = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok && id("-u").is_none() {
+            eprintln!("skipping: cannot create test user {USER}");
+            return None;
+        }
+    }
+    let range = format!("{}-{}", SUB_START, SUB_START + SUB_COUNT - 1);
+    let has = |file: &str| {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with(&format!("{USER}:")))
+    };
+    if !has("/etc/subuid") || !has("/etc/subgid") {
+        let ok = Command::new("usermod")
+            .args(["--add-subuids", &range, "--add-subgids", &range, USER])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "usermod --add-subuids failed");
+    }
+    Some((id("-u")?, id("-g")?))
+}
+
+pub(crate) fn chown_r(path: &Path, uid: u32, gid: u32) {
+    let st = Command::new("chown")
+        .args(["-R", "-h", &format!("{uid}:{gid}")])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success());
 }
