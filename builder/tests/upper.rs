@@ -52,7 +52,7 @@ fn scan_rules() {
     std::fs::write(u.join("etc/hosts"), "127.0.0.1 x\n").unwrap(); // non-empty: real change
     mknodat(
         CWD,
-        &u.join("gone"),
+        u.join("gone"),
         FileType::CharacterDevice,
         Mode::empty(),
         makedev(0, 0),
@@ -61,7 +61,7 @@ fn scan_rules() {
     std::fs::hard_link(u.join("gone"), u.join("gone2")).unwrap();
     mknodat(
         CWD,
-        &u.join("fifo"),
+        u.join("fifo"),
         FileType::Fifo,
         Mode::from_raw_mode(0o600),
         0,
@@ -69,7 +69,7 @@ fn scan_rules() {
     .unwrap();
     mknodat(
         CWD,
-        &u.join("blk"),
+        u.join("blk"),
         FileType::BlockDevice,
         Mode::from_raw_mode(0o600),
         makedev(8, 1),
