@@ -173,7 +173,17 @@ impl Sandbox {
     /// Runs `step`, streaming output to `on_line` and appending it to `log`.
     ///
     /// Returns `Ok(())` for exit code 0 and [`RunError::CommandFailed`]
-    /// otherwise. When it returns, every process of the sandbox is gone.
+    /// otherwise (a command killed by signal N reports code 128 + N). When
+    /// it returns, every process of the sandbox is gone.
+    ///
+    /// Notes for callers:
+    /// * blocking; there is no timeout (a step that never exits blocks);
+    /// * `on_line` runs on the calling thread, lines of stdout and stderr
+    ///   in arrival order (their relative order is not exact);
+    /// * the sandbox dies with the calling *thread* (`PR_SET_PDEATHSIG`),
+    ///   so do not call it from a thread that exits before it returns;
+    /// * several steps may run concurrently from different threads, each
+    ///   with its own upper/work dirs.
     pub fn run(
         &self,
         step: &Step,
