@@ -432,3 +432,37 @@ fn unpacked_layers_stack_with_whiteouts_and_opaque_dirs() {
     r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
     assert_eq!(lines, vec!["new", "new", "OK"]);
 }
+
+#[test]
+fn concurrent_steps_do_not_wait_for_each_other() {
+    if !can_run() {
+        return;
+    }
+    let fixtures: Vec<Fixture> = (0..4).map(|_| Fixture::new()).collect();
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for (i, f) in fixtures.iter().enumerate() {
+            s.spawn(move || {
+                // Step 0 is slow; the others, run at the same time from
+                // other threads, must not wait for it.
+                let script = if i == 0 {
+                    "sleep 2; echo slow"
+                } else {
+                    "echo fast"
+                };
+                let t = std::time::Instant::now();
+                let (r, lines) = f.sh(script);
+                r.unwrap();
+                if i != 0 {
+                    assert_eq!(lines, vec!["fast"]);
+                    assert!(
+                        t.elapsed() < std::time::Duration::from_millis(1500),
+                        "step {i} took {:?}",
+                        t.elapsed()
+                    );
+                }
+            });
+        }
+    });
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -195,10 +195,11 @@ fn run_c(plan: &ChildPlan, fds: ChildFds) -> ! {
     }
 }
 
-/// Closes every inherited descriptor above 2 except ours, so the sandbox
-/// does not keep pipes of the builder (e.g. of a concurrently running
-/// step) open. Without this, another step's output pipe could stay open
-/// until this sandbox ends.
+/// Closes every inherited descriptor above 2 except ours. C and pid 1 never
+/// exec, so close-on-exec does not help them: without this they would hold
+/// whatever the builder had open (store database, another step's pipes
+/// caught mid-setup, descriptors without `O_CLOEXEC` from C libraries) for
+/// the whole step.
 pub(crate) fn close_other_fds<const N: usize>(mut keep: [std::os::fd::RawFd; N]) {
     keep.sort_unstable();
     let mut next: u32 = 3;
