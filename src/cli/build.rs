@@ -2,7 +2,7 @@
 
 use super::{print_json, Failure};
 use clap::Args;
-use imgbuild_builder::{BuildOptions, CacheOutcome, Progress};
+use imgbuild_builder::{BuildOptions, CacheOutcome, LockMode, Progress};
 use imgbuild_formats::{export, ExportOptions, Format, StoredImage};
 use imgbuild_store::{Compression, Store};
 use std::io::IsTerminal;
@@ -33,6 +33,32 @@ pub(crate) struct BuildArgs {
     /// Print one JSON object (image, digest, artifacts, steps) to stdout.
     #[arg(long)]
     json: bool,
+    /// Fail unless the recipe's lock file exists and matches the recipe (for CI).
+    #[arg(long)]
+    locked: bool,
+    /// A build secret for `run` steps that name it: id=ID,src=FILE. Mounted read-only at
+    /// /run/secrets/ID; never stored in a layer or a cache key.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE", value_parser = parse_secret)]
+    secrets: Vec<(String, PathBuf)>,
+}
+
+fn parse_secret(s: &str) -> Result<(String, PathBuf), String> {
+    let mut id = None;
+    let mut src = None;
+    for part in s.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_owned()),
+            Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+            _ => return Err(format!("`{part}`: write secrets as id=ID,src=FILE")),
+        }
+    }
+    let (Some(id), Some(src)) = (id, src) else {
+        return Err("write secrets as id=ID,src=FILE".into());
+    };
+    if !src.is_file() {
+        return Err(format!("secret file {} does not exist", src.display()));
+    }
+    Ok((id, src))
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -63,6 +89,13 @@ pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
             eprint!("[{number}/{total}] {description} ...");
         }
         Progress::StepStarted { .. } => {}
+        Progress::Output { number, line } => {
+            if tty {
+                eprintln!();
+            }
+            eprintln!("  [{number}] {line}");
+        }
+        Progress::Note(note) => eprintln!("{note}"),
         Progress::StepFinished(step) => {
             let how = match step.cache {
                 CacheOutcome::Hit => "cached".to_owned(),
@@ -79,6 +112,12 @@ pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
         epoch: args.source_date_epoch,
         compression: args.compression,
         progress: &progress,
+        lock_mode: if args.locked {
+            LockMode::Locked
+        } else {
+            LockMode::Update
+        },
+        secrets: args.secrets.iter().cloned().collect(),
     };
     let report = imgbuild_builder::build(&store, &recipe, &options)?;
     let image = StoredImage::load(&store, &report.image, &report.tags, &report.digest)?;
@@ -118,6 +157,7 @@ pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
             "digest": report.digest,
             "artifacts": artifacts,
             "steps": report.steps,
+            "lock": report.lock,
             "seconds": start.elapsed().as_secs_f64(),
         }))?;
     }
