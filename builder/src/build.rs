@@ -282,6 +282,11 @@ fn execute(
             let mut sandbox_step =
                 crate::sandbox::Step::shell(format!("step {number}"), run.script.clone());
             sandbox_step.env = run.env.clone();
+            // Tools that stamp times (useradd's lastchg, man-db, python's pyc) honour it.
+            sandbox_step
+                .env
+                .entry("SOURCE_DATE_EPOCH".into())
+                .or_insert_with(|| options.epoch.to_string());
             sandbox_step.workdir = run.workdir.clone();
             sandbox_step.user = crate::sandbox::User {
                 uid: run.user.uid,

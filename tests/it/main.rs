@@ -4,6 +4,7 @@
 mod cache;
 mod common;
 mod crash;
+mod debian;
 mod malformed;
 mod oci_output;
 mod reproducible;
