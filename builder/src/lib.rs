@@ -12,4 +12,5 @@ mod steps;
 
 pub use build::{build, BuildError, BuildOptions, BuildReport, CacheOutcome, Progress, StepReport};
 pub use plan::{Plan, PlannedStep};
+pub use sources::registry::{resolve_base, ResolvedBase};
 pub use sources::SourceError;

@@ -7,6 +7,7 @@
 //! every step below it.
 
 use crate::recipe::{Base, Recipe, StepOp};
+use crate::sources::registry::ResolvedBase;
 use crate::sources::{self, SourceError};
 use crate::steps::copy::{self, CopyItem};
 use imgbuild_store::Digest;
@@ -41,8 +42,14 @@ pub struct PlannedStep {
     pub(crate) items: Vec<CopyItem>,
 }
 
-/// Computes every key of `recipe`'s build with timestamps at `epoch`.
-pub fn plan(recipe: &Recipe, epoch: u64) -> Result<Plan, SourceError> {
+/// Computes every key of `recipe`'s build with timestamps at `epoch`. A registry base must
+/// have been resolved first ([`crate::resolve_base`]): its manifest
+/// digest, not its tag, enters the key.
+pub fn plan(
+    recipe: &Recipe,
+    epoch: u64,
+    resolved: Option<&ResolvedBase>,
+) -> Result<Plan, SourceError> {
     let platform = recipe.image.platform.to_string();
     let base = match &recipe.base {
         Base::Scratch => json!({"scratch": true}),
@@ -51,6 +58,16 @@ pub fn plan(recipe: &Recipe, epoch: u64) -> Result<Plan, SourceError> {
             json!({"oci": sources::oci::resolve_layout(dir, tag.as_deref(), &recipe.image.platform)?.to_string()})
         }
         Base::OciArchive(path) => json!({"oci_archive": sources::file_digest(path)?.to_string()}),
+        Base::Registry { reference } => match resolved {
+            Some(r) => json!({"registry": r.digest.to_string()}),
+            None => {
+                return Err(SourceError::Unresolved {
+                    reference: reference.clone(),
+                    message: "the registry base was not resolved to a digest before planning"
+                        .into(),
+                })
+            }
+        },
     };
     let base_key = key_of(&json!({
         "v": KEY_FORMAT_VERSION,

@@ -68,6 +68,11 @@ pub enum Base {
     },
     /// An image in an OCI archive (a tarred OCI layout).
     OciArchive(PathBuf),
+    /// An image in a registry: `HOST/REPO:TAG` or `HOST/REPO@sha256:HEX`.
+    Registry {
+        /// The reference as written.
+        reference: String,
+    },
 }
 
 /// One build step.
