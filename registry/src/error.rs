@@ -7,7 +7,7 @@ use imgbuild_store::{Digest, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The registry could not be reached or the connection broke.
-    #[error("cannot talk to registry {host}: {message}; check that it is running and reachable (plain-HTTP registries need --insecure-registry {host})")]
+    #[error("cannot talk to registry {host}: {message}; check that it is running and reachable (a plain-HTTP registry needs --insecure-registry {host}, one with a private CA needs --registry-ca FILE)")]
     Transport {
         /// `host[:port]`.
         host: String,

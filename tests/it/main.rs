@@ -6,4 +6,7 @@ mod common;
 mod crash;
 mod malformed;
 mod oci_output;
+mod registry;
+mod registry_support;
 mod reproducible;
+mod untrusted_layers;
