@@ -121,7 +121,7 @@ impl Client {
 
     /// `https://HOST/v2/REPO/` or `http://` for insecure registries.
     pub(crate) fn base_url(&self, r: &Reference) -> String {
-        let scheme = if self.options.insecure.iter().any(|h| *h == r.registry) {
+        let scheme = if self.options.insecure.contains(&r.registry) {
             "http"
         } else {
             "https"

@@ -147,10 +147,11 @@ fn push_one(
     }
     if let Some(known) = source.known_at(digest) {
         if let Ok(from) = Reference::parse(&known) {
-            if from.registry == target.registry && from.repository != target.repository {
-                if client.mount_blob(target, digest, &from.repository)? {
-                    return Ok(false);
-                }
+            if from.registry == target.registry
+                && from.repository != target.repository
+                && client.mount_blob(target, digest, &from.repository)?
+            {
+                return Ok(false);
             }
         }
     }

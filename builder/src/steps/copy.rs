@@ -182,7 +182,7 @@ mod tests {
         let f = dir.path().join("motd");
         fs_err::write(&f, "x").unwrap();
         assert_eq!(
-            items(&[f.clone()], "/etc/motd.txt", None).unwrap()[0].dest,
+            items(std::slice::from_ref(&f), "/etc/motd.txt", None).unwrap()[0].dest,
             "etc/motd.txt"
         );
         assert_eq!(
