@@ -449,3 +449,70 @@ fn a_blob_whose_bytes_do_not_match_its_digest_is_refused() {
     );
     assert!(String::from_utf8_lossy(&verify.stdout).contains("0 missing, 0 corrupt"));
 }
+
+#[test]
+fn a_digest_pinned_base_builds_offline_and_its_layers_are_mounted_into_another_repo() {
+    let mut registry = Registry::plain();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut extra = vec!["--push".to_owned(), format!("{}/base:1", registry.host())];
+    extra.extend(registry.imgbuild_args());
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let base = build_json(
+        &three_layer_recipe(tmp.path(), "c"),
+        &tmp.path().join("store-base"),
+        &tmp.path().join("out-base"),
+        &extra,
+    );
+    let base_digest = base["digest"].as_str().expect("digest").to_owned();
+    let reference = format!("{}/base@{base_digest}", registry.host());
+    let recipe = tmp.path().join("derived.toml");
+    fs_err::write(
+        &recipe,
+        format!(
+            "[image]\nname = \"derived\"\ntags = [\"1\"]\n[from]\nimage = \"{reference}\"\n\
+             [[step]]\nwrite = \"/d\"\ncontent = \"d\\n\"\n"
+        ),
+    )
+    .expect("recipe");
+    let store = tmp.path().join("store");
+    let target = format!("{}/derived:1", registry.host());
+    let mut extra = vec!["--push".to_owned(), target];
+    extra.extend(registry.imgbuild_args());
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let derived = build_json(&recipe, &store, &tmp.path().join("out"), &extra);
+    assert_eq!(derived["base"]["digest"], base_digest.as_str());
+    assert_eq!(derived["base"]["ref"], reference.as_str());
+    let pushed = &derived["pushed"][0];
+    let base_layers: Vec<String> = base["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["layer"].as_str().expect("layer").to_owned())
+        .collect();
+    assert_eq!(
+        strings(&pushed["skipped"]),
+        base_layers,
+        "the base layers are mounted from base, not uploaded: {pushed}"
+    );
+    assert_eq!(strings(&pushed["uploaded"]).len(), 3, "{pushed}");
+
+    // `imgbuild inspect` shows the resolved base.
+    let inspect = run_ok(
+        imgbuild()
+            .args(["inspect", "derived:1", "--json", "--store"])
+            .arg(&store),
+    );
+    let inspect: Value = serde_json::from_slice(&inspect.stdout).expect("json");
+    assert_eq!(inspect["base"]["digest"], base_digest.as_str());
+
+    // Pinned by digest with every blob in the store: no registry needed.
+    registry.kill();
+    let again = build_json(
+        &recipe,
+        &store,
+        &tmp.path().join("out"),
+        &["--insecure-registry", &registry.host()],
+    );
+    assert_eq!(again["digest"], derived["digest"]);
+    assert!(cache_outcomes(&again).iter().all(|c| c == "hit"));
+}
