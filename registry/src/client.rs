@@ -165,7 +165,8 @@ impl Client {
             let resp = self.send(host, &method, url, headers, auth.as_deref(), body)?;
             let status = resp.status().as_u16();
             if status == 401 {
-                if authenticated || auth.is_some() {
+                // One fresh authentication per request: a cached token may have expired.
+                if authenticated {
                     return Err(RegistryError::Auth {
                         host: host.to_owned(),
                         status,
@@ -235,13 +236,7 @@ impl Client {
                 self.agent.run(req)
             }
         };
-        result.map_err(|e| match e {
-            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::Other => {
-                // Our own reader failed (a store blob vanished): not the network's fault.
-                RegistryError::Io(io)
-            }
-            other => transport(&other),
-        })
+        result.map_err(|e| transport(&e))
     }
 
     fn header_for(&self, host: &str, scope: &str) -> Option<String> {

@@ -516,3 +516,25 @@ fn a_digest_pinned_base_builds_offline_and_its_layers_are_mounted_into_another_r
     assert_eq!(again["digest"], derived["digest"]);
     assert!(cache_outcomes(&again).iter().all(|c| c == "hit"));
 }
+
+#[test]
+fn a_malformed_image_reference_is_a_located_recipe_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let recipe = tmp.path().join("bad.toml");
+    fs_err::write(
+        &recipe,
+        "[image]\nname = \"x\"\ntags = [\"1\"]\n[from]\nimage = \"host.example/Not Valid:tag\"\n",
+    )
+    .expect("recipe");
+    let out = imgbuild()
+        .arg("build")
+        .arg(&recipe)
+        .arg("--store")
+        .arg(tmp.path().join("store"))
+        .output()
+        .expect("imgbuild runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.toml:5"), "{stderr}");
+    assert!(stderr.contains("is not an image reference"), "{stderr}");
+}
