@@ -22,7 +22,7 @@ if [ "${VERSION_CODENAME:-}" = bookworm ]; then BACKPORTS=(-t bookworm-backports
 # a registry, boot tests (qemu, OVMF), Debian tooling (dpkg-dev, gpg, mmdebstrap), rootless (uidmap).
 $SUDO "${APT[@]}" install --no-install-recommends \
   skopeo umoci docker-registry apache2-utils openssl \
-  gdisk dosfstools mtools \
+  gdisk dosfstools mtools libarchive13 syslinux syslinux-common syslinux-efi \
   dpkg-dev gpg gpgv debian-archive-keyring mmdebstrap uidmap \
   zstd cpio busybox-static python3 ca-certificates curl
 $SUDO "${APT[@]}" install --no-install-recommends "${BACKPORTS[@]}" \

@@ -2,11 +2,14 @@
 //!
 //! Data flows one way: [`recipe`] (parse and validate) -> [`plan`] (every step's cache key,
 //! computed before anything runs) -> the store is asked for each key -> the misses are
-//! executed, each producing one layer -> the image's config and manifest are written.
+//! executed (file steps directly, `run` steps in the [`sandbox`]), each producing one
+//! layer -> the image's config and manifest are written.
 
 pub mod build;
+pub mod debian;
 pub mod plan;
 pub mod recipe;
+pub mod sandbox;
 mod sources;
 mod steps;
 

@@ -5,13 +5,17 @@
 //! - [`oci_archive`]: the same layout as one tar file
 //! - [`docker_archive`]: what `docker load` and `podman load` read
 //! - [`rootfs_tar`]: the flattened root filesystem as one tar
+//! - [`disk`]: the pieces of a bootable disk: GPT, FAT32 ESP, ext4 root, qcow2
+//! - [`initramfs`]: a newc cpio of the whole userland
 //!
 //! Every output is written beside its final path and renamed into place when complete,
 //! so a failed or killed export never leaves a half-written artifact.
 
+pub mod disk;
 pub mod docker_archive;
 mod error;
 mod image;
+pub mod initramfs;
 pub mod oci_archive;
 pub mod oci_layout;
 mod output;

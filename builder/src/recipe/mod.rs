@@ -7,5 +7,8 @@ mod parse;
 mod raw;
 
 pub use error::RecipeError;
-pub use model::{Base, ConfigSpec, ImageSpec, Owner, PlatformSpec, Recipe, Step, StepOp};
+pub use model::{
+    Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
+    PlatformSpec, Recipe, Step, StepOp,
+};
 pub use parse::{load, parse};

@@ -18,6 +18,72 @@ pub struct Recipe {
     pub steps: Vec<Step>,
     /// `[config]`.
     pub config: ConfigSpec,
+    /// `[disk]`: how `--format raw|qcow2` lays out the disk.
+    pub disk: DiskSpec,
+    /// `[initramfs]`: how `--format initramfs` packs the userland.
+    pub initramfs: InitramfsSpec,
+}
+
+/// Firmware a disk boots with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootMode {
+    /// UEFI only.
+    Uefi,
+    /// Legacy BIOS only.
+    Bios,
+    /// Both, from one disk (the default).
+    Hybrid,
+}
+
+/// The `[disk]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// Total disk size in bytes; `None` means the content plus headroom.
+    pub size: Option<u64>,
+    /// Which firmware it boots with.
+    pub boot: BootMode,
+    /// The root filesystem (only `ext4` for now).
+    pub filesystem: String,
+    /// The kernel command line (the root= argument is added by imgbuild).
+    pub cmdline: String,
+}
+
+impl Default for DiskSpec {
+    fn default() -> Self {
+        Self {
+            size: None,
+            boot: BootMode::Hybrid,
+            filesystem: "ext4".into(),
+            cmdline: "console=ttyS0".into(),
+        }
+    }
+}
+
+/// Compression of an initramfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitramfsCompression {
+    /// zstd (the default).
+    Zstd,
+    /// gzip.
+    Gzip,
+}
+
+/// The `[initramfs]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitramfsSpec {
+    /// How the cpio is compressed.
+    pub compression: InitramfsCompression,
+    /// What `/init` runs; `None` means the image's own `/init` or `/sbin/init`.
+    pub init: Option<String>,
+}
+
+impl Default for InitramfsSpec {
+    fn default() -> Self {
+        Self {
+            compression: InitramfsCompression::Zstd,
+            init: None,
+        }
+    }
 }
 
 /// The image's name, tags and platform.

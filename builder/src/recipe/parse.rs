@@ -1,8 +1,11 @@
 //! Reading a recipe file and validating it into a [`Recipe`].
 
 use super::error::RecipeError;
-use super::model::{Base, ConfigSpec, ImageSpec, Owner, PlatformSpec, Recipe, Step, StepOp};
-use super::raw::{RawConfig, RawFrom, RawImage, RawRecipe, RawStep, S};
+use super::model::{
+    Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
+    PlatformSpec, Recipe, Step, StepOp,
+};
+use super::raw::{RawConfig, RawDisk, RawFrom, RawImage, RawInitramfs, RawRecipe, RawStep, S};
 use std::path::{Component, Path, PathBuf};
 
 /// Reads and validates the recipe at `path`.
@@ -49,6 +52,14 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
         Some(c) => cx.config(c)?,
         None => ConfigSpec::default(),
     };
+    let disk = match raw.disk {
+        Some(d) => cx.disk(d)?,
+        None => DiskSpec::default(),
+    };
+    let initramfs = match raw.initramfs {
+        Some(i) => cx.initramfs(i)?,
+        None => InitramfsSpec::default(),
+    };
     Ok(Recipe {
         path: path.to_owned(),
         dir,
@@ -56,6 +67,8 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
         base,
         steps,
         config,
+        disk,
+        initramfs,
     })
 }
 
@@ -557,6 +570,63 @@ impl Cx<'_> {
         Ok(matches)
     }
 
+    fn disk(&self, raw: S<RawDisk>) -> Result<DiskSpec, RecipeError> {
+        let d = raw.into_inner();
+        let mut spec = DiskSpec::default();
+        if let Some(size) = &d.size {
+            spec.size = Some(parse_size(size.get_ref()).ok_or_else(|| {
+                self.err_at(size, format!("`{}` is not a disk size", size.get_ref()))
+                    .help("write a size with a unit, e.g. size = \"2GiB\" or \"512MiB\"")
+            })?);
+        }
+        if let Some(boot) = &d.boot {
+            spec.boot = match boot.get_ref().as_str() {
+                "uefi" => BootMode::Uefi,
+                "bios" => BootMode::Bios,
+                "hybrid" => BootMode::Hybrid,
+                other => {
+                    return Err(self
+                        .err_at(boot, format!("unknown boot mode `{other}`"))
+                        .help("use \"uefi\", \"bios\" or \"hybrid\" (both, the default)"))
+                }
+            };
+        }
+        if let Some(fs) = &d.filesystem {
+            if fs.get_ref() != "ext4" {
+                return Err(self
+                    .err_at(
+                        fs,
+                        format!("unsupported root filesystem `{}`", fs.get_ref()),
+                    )
+                    .help("only \"ext4\" is supported"));
+            }
+        }
+        if let Some(cmdline) = d.cmdline {
+            spec.cmdline = cmdline.into_inner();
+        }
+        Ok(spec)
+    }
+
+    fn initramfs(&self, raw: S<RawInitramfs>) -> Result<InitramfsSpec, RecipeError> {
+        let i = raw.into_inner();
+        let mut spec = InitramfsSpec::default();
+        if let Some(c) = &i.compression {
+            spec.compression = match c.get_ref().as_str() {
+                "zstd" => InitramfsCompression::Zstd,
+                "gzip" => InitramfsCompression::Gzip,
+                other => {
+                    return Err(self
+                        .err_at(c, format!("unknown initramfs compression `{other}`"))
+                        .help("use \"zstd\" (the default) or \"gzip\""))
+                }
+            };
+        }
+        if let Some(init) = &i.init {
+            spec.init = Some(self.image_path(init)?);
+        }
+        Ok(spec)
+    }
+
     fn config(&self, raw: S<RawConfig>) -> Result<ConfigSpec, RecipeError> {
         let c = raw.into_inner();
         let workdir = c.workdir.as_ref().map(|w| self.image_path(w)).transpose()?;
@@ -607,4 +677,22 @@ impl Cx<'_> {
             stop_signal: c.stop_signal,
         })
     }
+}
+
+/// Parses `2GiB`, `512MiB`, `1G`, `300M` or plain bytes.
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let n: u64 = text[..at].parse().ok()?;
+    let mult: u64 = match text[at..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }

@@ -14,6 +14,24 @@ pub(crate) struct RawRecipe {
     #[serde(default)]
     pub step: Vec<S<RawStep>>,
     pub config: Option<S<RawConfig>>,
+    pub disk: Option<S<RawDisk>>,
+    pub initramfs: Option<S<RawInitramfs>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDisk {
+    pub size: Option<S<String>>,
+    pub boot: Option<S<String>>,
+    pub filesystem: Option<S<String>>,
+    pub cmdline: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInitramfs {
+    pub compression: Option<S<String>>,
+    pub init: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

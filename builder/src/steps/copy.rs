@@ -9,6 +9,7 @@
 
 use crate::sources::SourceError;
 use imgbuild_store::{Digest, Sha256Writer};
+use rayon::prelude::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -31,6 +32,8 @@ pub(crate) enum CopyKind {
         size: u64,
         digest: Digest,
         mode: u32,
+        /// What the file looked like when it was hashed, to notice a change before copying.
+        stamp: FileStamp,
     },
     Dir,
     Symlink(String),
@@ -51,7 +54,27 @@ impl CopyItem {
     }
 }
 
-/// Maps the matched host paths of a copy step to image entries, hashing every file.
+/// Size, mtime, ctime and inode of a host file: if all are the same at copy time as when it
+/// was hashed, its bytes are taken to be the same too (as make, cargo and git do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileStamp([i64; 6]);
+
+impl FileStamp {
+    pub(crate) fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self([
+            i64::try_from(meta.len()).unwrap_or(i64::MAX),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+            i64::try_from(meta.ino()).unwrap_or(i64::MAX),
+        ])
+    }
+}
+
+/// Maps the matched host paths of a copy step to image entries, hashing every file
+/// (in parallel).
 pub(crate) fn items(
     matches: &[PathBuf],
     to: &str,
@@ -80,7 +103,28 @@ pub(crate) fn items(
             out.insert(dest, item);
         }
     }
-    Ok(out.into_values().collect())
+    let mut items: Vec<CopyItem> = out.into_values().collect();
+    items.par_iter_mut().try_for_each(hash_file)?;
+    Ok(items)
+}
+
+fn hash_file(item: &mut CopyItem) -> Result<(), SourceError> {
+    if let CopyKind::File {
+        host,
+        size,
+        digest,
+        stamp,
+        ..
+    } = &mut item.kind
+    {
+        let mut file = fs_err::File::open(&*host)?;
+        let before = FileStamp::of(&file.metadata()?);
+        let mut hasher = Sha256Writer::new(std::io::sink());
+        std::io::copy(&mut file, &mut hasher)?;
+        let (found, len, _) = hasher.finish();
+        (*digest, *size, *stamp) = (found, len, before);
+    }
+    Ok(())
 }
 
 fn add_tree(
@@ -118,15 +162,14 @@ fn item(
     } else if meta.file_type().is_symlink() {
         CopyKind::Symlink(fs_err::read_link(host)?.to_string_lossy().into_owned())
     } else if meta.is_file() {
-        let mut hasher = Sha256Writer::new(std::io::sink());
-        std::io::copy(&mut fs_err::File::open(host)?, &mut hasher)?;
-        let (digest, size, _) = hasher.finish();
+        // Hashed afterwards, in parallel with the other files.
         let exec = meta.permissions().mode() & 0o111 != 0;
         CopyKind::File {
             host: host.to_owned(),
-            size,
-            digest,
+            size: 0,
+            digest: Digest::of(b""),
             mode: mode.unwrap_or(if exec { 0o755 } else { 0o644 }),
+            stamp: FileStamp::of(meta),
         }
     } else {
         return Err(SourceError::Unsupported {

@@ -4,12 +4,12 @@
 //! Parent directories the image below does not have are created 0755 root:root; parents it
 //! has are left out of the layer, so their metadata stays as it was.
 
-use super::copy::{CopyItem, CopyKind};
+use super::copy::{CopyItem, CopyKind, FileStamp};
 use crate::recipe::{Owner, StepOp};
 use imgbuild_store::tarball::{EntryKind, EntryMeta, MergedTree, TarWriter};
-use imgbuild_store::{Compression, Digest, LayerRecord, Sha256Writer, Store, StoreError};
+use imgbuild_store::{Compression, LayerRecord, Store, StoreError};
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 
 /// A step could not be executed.
@@ -46,7 +46,7 @@ pub enum StepError {
 enum Data {
     None,
     Bytes(Vec<u8>),
-    Host(PathBuf, Digest),
+    Host(PathBuf, FileStamp),
 }
 
 /// Writes the layer of one file step into the store.
@@ -85,13 +85,14 @@ pub(crate) fn write_layer(
                     CopyKind::File {
                         host,
                         size,
-                        digest,
                         mode,
+                        stamp,
+                        ..
                     } => {
                         let mut m =
                             EntryMeta::new(item.dest.clone(), EntryKind::File, *mode, epoch);
                         m.size = *size;
-                        (m, Data::Host(host.clone(), digest.clone()))
+                        (m, Data::Host(host.clone(), stamp.clone()))
                     }
                 };
                 entries.insert(item.dest.clone(), (owned(meta, owner), data));
@@ -146,10 +147,15 @@ pub(crate) fn write_layer(
             match data {
                 Data::None => tar.append(meta, &mut io::empty()).map_err(io_err)?,
                 Data::Bytes(b) => tar.append(meta, &mut b.as_slice()).map_err(io_err)?,
-                Data::Host(host, digest) => {
+                Data::Host(host, stamp) => {
                     let mut file = fs_err::File::open(host).map_err(io_err)?;
-                    let mut hashing = HashingReader(Sha256Writer::new(io::sink()), &mut file);
-                    tar.append(meta, &mut hashing).map_err(|e| {
+                    if FileStamp::of(&file.metadata().map_err(io_err)?) != *stamp {
+                        return Err(StepError::SourceChanged {
+                            step,
+                            path: host.clone(),
+                        });
+                    }
+                    tar.append(meta, &mut file).map_err(|e| {
                         if e.kind() == io::ErrorKind::UnexpectedEof {
                             StepError::SourceChanged {
                                 step,
@@ -159,13 +165,6 @@ pub(crate) fn write_layer(
                             io_err(e)
                         }
                     })?;
-                    let (found, _, _) = hashing.0.finish();
-                    if found != *digest {
-                        return Err(StepError::SourceChanged {
-                            step,
-                            path: host.clone(),
-                        });
-                    }
                 }
             }
         }
@@ -177,17 +176,6 @@ pub(crate) fn write_layer(
         tar.finish().map_err(io_err)?;
     }
     layer.commit(store).map_err(store_err)
-}
-
-/// Reads from the inner reader and hashes what it reads.
-struct HashingReader<'r>(Sha256Writer<io::Sink>, &'r mut dyn Read);
-
-impl Read for HashingReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.1.read(buf)?;
-        io::Write::write_all(&mut self.0, &buf[..n])?;
-        Ok(n)
-    }
 }
 
 fn rel(path: &str) -> String {

@@ -1,0 +1,390 @@
+//! `recipe.lock`: the exact Debian package set a recipe resolved to.
+//!
+//! The lock records where the set came from (mirror, suite, components,
+//! architecture, variant, requested names, and the signed Release's `Date` and
+//! digest) and, per package, what the Debian Repository Format's `Packages` index
+//! said about it (`Package`, `Version`, `Architecture`, `Filename`, `Size`,
+//! `SHA256`). With a lock, [`super::fetch`] needs no index at all: every `.deb` is
+//! fetched by path and checked by hash. Serialization is TOML with packages sorted
+//! by name then architecture, so the file is stable under re-resolution.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::cache::is_sha256_hex;
+use super::release::Release;
+use super::resolve::Resolution;
+
+/// The lock format version written by this code.
+pub const LOCK_VERSION: u32 = 1;
+
+/// What a recipe asks of Debian: everything that determines the resolution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebianRequest {
+    /// Mirror base URL, e.g. `http://deb.debian.org/debian`.
+    pub mirror: String,
+    /// Suite or codename, e.g. `bookworm`.
+    pub suite: String,
+    /// Components, e.g. `["main"]`.
+    pub components: Vec<String>,
+    /// Debian architecture, e.g. `amd64`.
+    pub architecture: String,
+    /// `minbase`, `essential` or `custom`.
+    pub variant: String,
+    /// Requested packages (relations), in recipe order.
+    pub requested: Vec<String>,
+}
+
+/// Where the locked set came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockSource {
+    /// The request that was resolved.
+    #[serde(flatten)]
+    pub request: DebianRequest,
+    /// `Date` of the signed Release used.
+    pub release_date: String,
+    /// SHA-256 of the `InRelease` used.
+    pub inrelease_sha256: String,
+}
+
+/// One locked `.deb`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedPackage {
+    /// Package name.
+    pub name: String,
+    /// Exact version.
+    pub version: String,
+    /// `amd64`, `all`, ...
+    pub architecture: String,
+    /// Lower-case hex SHA-256 of the `.deb`.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Path relative to the mirror root (`pool/main/...`).
+    pub filename: String,
+}
+
+/// The whole lock file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lockfile {
+    /// Format version ([`LOCK_VERSION`]).
+    pub lock_version: u32,
+    /// Provenance.
+    pub source: LockSource,
+    /// The packages, sorted by name then architecture.
+    #[serde(rename = "package", default)]
+    pub packages: Vec<LockedPackage>,
+}
+
+/// Reading, writing or checking a lock failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// I/O on the lock file.
+    #[error("cannot access lock file {path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The lock file is not valid TOML of the expected shape.
+    #[error("lock file {path} is malformed; delete it to re-resolve")]
+    Parse {
+        /// Path.
+        path: PathBuf,
+        /// Parser error.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A locked package entry is unusable.
+    #[error("lock file {path}: package {package}: {reason}; delete the lock to re-resolve")]
+    Invalid {
+        /// Path.
+        path: PathBuf,
+        /// Package name.
+        package: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Serialization failed (should not happen).
+    #[error("cannot serialize lock file")]
+    Serialize(#[source] toml::ser::Error),
+    /// Unknown format version.
+    #[error("lock file {path} has lock_version {found}, this imgbuild understands {LOCK_VERSION}; re-resolve without --locked")]
+    Version {
+        /// Path.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+    },
+    /// The lock was made for a different request.
+    #[error("recipe.lock is out of date: it was resolved with {field} = {locked}, the recipe now says {recipe}; run without --locked to update it")]
+    Mismatch {
+        /// Which setting differs.
+        field: &'static str,
+        /// Locked value.
+        locked: String,
+        /// Recipe value.
+        recipe: String,
+    },
+}
+
+/// Builds the lock for a resolution of `request` against `release`.
+pub fn lock_from_resolution(
+    request: &DebianRequest,
+    release: &Release,
+    resolution: &Resolution,
+) -> Lockfile {
+    let mut packages: Vec<LockedPackage> = resolution
+        .packages
+        .iter()
+        .map(|p| LockedPackage {
+            name: p.name.clone(),
+            version: p.version.to_string(),
+            architecture: p.architecture.clone(),
+            sha256: p.sha256.clone(),
+            size: p.size,
+            filename: p.filename.clone(),
+        })
+        .collect();
+    packages.sort_by(|a, b| {
+        (a.name.as_str(), a.architecture.as_str()).cmp(&(b.name.as_str(), b.architecture.as_str()))
+    });
+    Lockfile {
+        lock_version: LOCK_VERSION,
+        source: LockSource {
+            request: request.clone(),
+            release_date: release.date.clone(),
+            inrelease_sha256: release.inrelease_sha256.clone(),
+        },
+        packages,
+    }
+}
+
+fn normalized(v: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| s.trim().to_owned()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+impl Lockfile {
+    /// Fails with [`LockError::Mismatch`] unless this lock was resolved for `request`
+    /// (requested names and components compared as sets; mirror ignoring a trailing `/`).
+    pub fn check_matches(&self, request: &DebianRequest) -> Result<(), LockError> {
+        let l = &self.source.request;
+        let mismatch = |field, locked: String, recipe: String| {
+            Err(LockError::Mismatch {
+                field,
+                locked,
+                recipe,
+            })
+        };
+        if l.mirror.trim_end_matches('/') != request.mirror.trim_end_matches('/') {
+            return mismatch("mirror", l.mirror.clone(), request.mirror.clone());
+        }
+        if l.suite != request.suite {
+            return mismatch("suite", l.suite.clone(), request.suite.clone());
+        }
+        if l.architecture != request.architecture {
+            return mismatch(
+                "architecture",
+                l.architecture.clone(),
+                request.architecture.clone(),
+            );
+        }
+        if l.variant != request.variant {
+            return mismatch("variant", l.variant.clone(), request.variant.clone());
+        }
+        if normalized(&l.components) != normalized(&request.components) {
+            return mismatch(
+                "components",
+                format!("{:?}", l.components),
+                format!("{:?}", request.components),
+            );
+        }
+        if normalized(&l.requested) != normalized(&request.requested) {
+            return mismatch(
+                "packages",
+                format!("{:?}", normalized(&l.requested)),
+                format!("{:?}", normalized(&request.requested)),
+            );
+        }
+        Ok(())
+    }
+
+    /// Serializes to TOML (packages re-sorted, so output is canonical).
+    pub fn to_toml(&self) -> Result<String, LockError> {
+        let mut me = self.clone();
+        me.packages.sort_by(|a, b| {
+            (a.name.as_str(), a.architecture.as_str())
+                .cmp(&(b.name.as_str(), b.architecture.as_str()))
+        });
+        let body = toml::to_string(&me).map_err(LockError::Serialize)?;
+        Ok(format!(
+            "# Generated by imgbuild from the recipe; do not edit.\n{body}"
+        ))
+    }
+
+    /// Parses TOML text; `path` names it in errors.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Lockfile, LockError> {
+        let lock: Lockfile = toml::from_str(text).map_err(|e| LockError::Parse {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
+        if lock.lock_version != LOCK_VERSION {
+            return Err(LockError::Version {
+                path: path.to_owned(),
+                found: lock.lock_version,
+            });
+        }
+        for p in &lock.packages {
+            let invalid = |reason| LockError::Invalid {
+                path: path.to_owned(),
+                package: p.name.clone(),
+                reason,
+            };
+            if !is_sha256_hex(&p.sha256) {
+                return Err(invalid("sha256 is not 64 lower-case hex digits"));
+            }
+            if p.filename.starts_with('/') || p.filename.split('/').any(|c| c == "..") {
+                return Err(invalid(
+                    "filename must be a relative path inside the mirror",
+                ));
+            }
+        }
+        Ok(lock)
+    }
+
+    /// Reads a lock file.
+    pub fn read(path: &Path) -> Result<Lockfile, LockError> {
+        let text = fs_err::read_to_string(path).map_err(|source| LockError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Lockfile::from_toml(path, &text)
+    }
+
+    /// Writes the lock atomically (temp file + rename in the same directory).
+    pub fn write(&self, path: &Path) -> Result<(), LockError> {
+        let io = |source| LockError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let text = self.to_toml()?;
+        let tmp = path.with_extension("lock.tmp");
+        fs_err::write(&tmp, text).map_err(io)?;
+        fs_err::rename(&tmp, path).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> DebianRequest {
+        DebianRequest {
+            mirror: "http://deb.debian.org/debian".into(),
+            suite: "bookworm".into(),
+            components: vec!["main".into()],
+            architecture: "amd64".into(),
+            variant: "minbase".into(),
+            requested: vec!["b".into(), "a".into()],
+        }
+    }
+
+    fn lock() -> Lockfile {
+        Lockfile {
+            lock_version: LOCK_VERSION,
+            source: LockSource {
+                request: req(),
+                release_date: "Sat, 11 Jul 2026 10:16:37 UTC".into(),
+                inrelease_sha256: "00".into(),
+            },
+            packages: vec![
+                LockedPackage {
+                    name: "zlib1g".into(),
+                    version: "1:1.2.13.dfsg-1".into(),
+                    architecture: "amd64".into(),
+                    sha256: "a".repeat(64),
+                    size: 1,
+                    filename: "pool/z.deb".into(),
+                },
+                LockedPackage {
+                    name: "bash".into(),
+                    version: "5.2.15-2+b7".into(),
+                    architecture: "amd64".into(),
+                    sha256: "c".repeat(64),
+                    size: 2,
+                    filename: "pool/b.deb".into(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip_sorted() {
+        let l = lock();
+        let text = l.to_toml().unwrap();
+        assert!(
+            text.find("bash").unwrap() < text.find("zlib1g").unwrap(),
+            "{text}"
+        );
+        let back = Lockfile::from_toml(Path::new("x"), &text).unwrap();
+        assert_eq!(back.packages[0].name, "bash");
+        assert_eq!(back.source, l.source);
+        assert_eq!(back.to_toml().unwrap(), text);
+    }
+
+    #[test]
+    fn check() {
+        let l = lock();
+        let mut r = req();
+        r.requested = vec!["a".into(), "b".into(), "a".into()];
+        l.check_matches(&r).unwrap();
+        r.suite = "trixie".into();
+        let e = l.check_matches(&r).unwrap_err().to_string();
+        assert!(
+            e.contains("suite = bookworm") && e.contains("trixie"),
+            "{e}"
+        );
+        let mut r = req();
+        r.requested.push("c".into());
+        assert!(matches!(
+            l.check_matches(&r),
+            Err(LockError::Mismatch {
+                field: "packages",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn invalid_entries() {
+        let text = lock().to_toml().unwrap();
+        let bad = text.replace(&"a".repeat(64), "../../etc/passwd");
+        assert!(matches!(
+            Lockfile::from_toml(Path::new("x"), &bad),
+            Err(LockError::Invalid { .. })
+        ));
+        let bad = text.replace("pool/z.deb", "../z.deb");
+        assert!(matches!(
+            Lockfile::from_toml(Path::new("x"), &bad),
+            Err(LockError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn wrong_version() {
+        let text = lock()
+            .to_toml()
+            .unwrap()
+            .replace("lock_version = 1", "lock_version = 9");
+        assert!(matches!(
+            Lockfile::from_toml(Path::new("x"), &text),
+            Err(LockError::Version { found: 9, .. })
+        ));
+    }
+}

@@ -1,0 +1,532 @@
+//! Running one recipe step: validation, the fork, rootless id mapping,
+//! output pumping and result decoding (the child side is in `child.rs`).
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::io::Errno;
+use rustix::pipe::PipeFlags;
+use rustix::process::{Pid, Signal, WaitOptions};
+use rustix::thread::UnshareFlags;
+
+use super::child::{self, stage, ChildFds, ChildPlan};
+use super::mounts::{cstr, MountPlan, MountSpec};
+use super::namespaces::{in_initial_user_namespace, IdMapError, SandboxMode};
+use super::output::{self, OutputLine};
+use super::overlay::OverlayXattrs;
+
+/// Default `PATH` when the step does not set one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The filesystem a step runs on.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// Read-only lower dirs in **layer order: base layer first, topmost
+    /// last** (the order of an OCI manifest). They are passed to overlayfs
+    /// reversed. May be empty (an empty lower is used).
+    pub lowers: Vec<PathBuf>,
+    /// Empty (or previous-step) upper dir; receives the step's changes.
+    pub upper: PathBuf,
+    /// Empty overlay work dir on the same filesystem as `upper`.
+    pub work: PathBuf,
+    /// Root or rootless; see [`SandboxMode::detect`].
+    pub mode: SandboxMode,
+}
+
+/// What to execute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepCommand {
+    /// `/bin/sh -c SCRIPT`.
+    Shell(String),
+    /// Executed directly; `argv[0]` without `/` is searched in `PATH`.
+    Argv(Vec<String>),
+}
+
+/// Numeric `uid:gid` the command runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct User {
+    /// User id inside the sandbox.
+    pub uid: u32,
+    /// Group id inside the sandbox.
+    pub gid: u32,
+}
+
+impl std::str::FromStr for User {
+    type Err = String;
+
+    /// Parses `uid` or `uid:gid` (numeric; `gid` defaults to `uid`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("invalid user {s:?}: expected numeric `uid:gid`, e.g. \"0:0\" or \"1000:1000\"")
+        };
+        let (u, g) = s.split_once(':').unwrap_or((s, s));
+        Ok(Self {
+            uid: u.parse().map_err(|_| bad())?,
+            gid: g.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// One `[[step]]` with `run`.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Name shown in front of every output line.
+    pub name: String,
+    /// The command.
+    pub command: StepCommand,
+    /// Environment; the command gets only this plus `PATH`/`HOME` defaults.
+    pub env: BTreeMap<String, String>,
+    /// Absolute working directory inside the sandbox.
+    pub workdir: String,
+    /// Who runs the command.
+    pub user: User,
+    /// Share the host network (and bind its resolv.conf/hosts).
+    pub network: bool,
+    /// Secret id -> host file, bind-mounted read-only at `/run/secrets/<id>`.
+    pub secrets: BTreeMap<String, PathBuf>,
+}
+
+impl Step {
+    /// A `sh -c` step with defaults: root, `/`, no network, no secrets.
+    pub fn shell(name: impl Into<String>, script: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            command: StepCommand::Shell(script.into()),
+            env: BTreeMap::new(),
+            workdir: "/".into(),
+            user: User::default(),
+            network: false,
+            secrets: BTreeMap::new(),
+        }
+    }
+}
+
+/// Errors of [`Sandbox::run`].
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The step or sandbox description is unusable.
+    #[error("step {step}: {what}")]
+    Invalid {
+        /// Step name.
+        step: String,
+        /// What is wrong and how to fix it.
+        what: String,
+    },
+    /// Host-side I/O around the sandbox failed.
+    #[error("step {step}: cannot {op}: {source}")]
+    Io {
+        /// Step name.
+        step: String,
+        /// The operation, with its path.
+        op: String,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Rootless id mapping failed.
+    #[error("step {step}: cannot map ids into the sandbox")]
+    IdMap {
+        /// Step name.
+        step: String,
+        /// Cause.
+        #[source]
+        source: IdMapError,
+    },
+    /// The sandbox could not be set up (before the command started).
+    #[error("step {step}: sandbox setup failed at \"{stage}\": {source}{hint}")]
+    Setup {
+        /// Step name.
+        step: String,
+        /// The failing stage, e.g. the mount.
+        stage: String,
+        /// Hint on what to do.
+        hint: &'static str,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The command ran and exited non-zero (signals: 128 + signal number).
+    #[error("step {step}: command failed with exit code {code}; last output:\n{}", last_lines.join("\n"))]
+    CommandFailed {
+        /// Step name.
+        step: String,
+        /// Exit code.
+        code: i32,
+        /// Up to 30 last output lines (stdout and stderr interleaved).
+        last_lines: Vec<String>,
+    },
+}
+
+impl Sandbox {
+    /// The overlay flavour this sandbox mounts with; lower dirs must have
+    /// been unpacked with the same one.
+    pub fn overlay_xattrs(&self) -> OverlayXattrs {
+        match self.mode {
+            SandboxMode::Root if in_initial_user_namespace() => OverlayXattrs::Trusted,
+            _ => OverlayXattrs::User,
+        }
+    }
+
+    /// Runs `step`, streaming output to `on_line` and appending it to `log`.
+    ///
+    /// Returns `Ok(())` for exit code 0 and [`RunError::CommandFailed`]
+    /// otherwise (a command killed by signal N reports code 128 + N). When
+    /// it returns, every process of the sandbox is gone.
+    ///
+    /// Notes for callers:
+    /// * blocking; there is no timeout (a step that never exits blocks);
+    /// * `on_line` runs on the calling thread, lines of stdout and stderr
+    ///   in arrival order (their relative order is not exact);
+    /// * the sandbox dies with the calling *thread* (`PR_SET_PDEATHSIG`),
+    ///   so do not call it from a thread that exits before it returns;
+    /// * several steps may run concurrently from different threads, each
+    ///   with its own upper/work dirs.
+    pub fn run(
+        &self,
+        step: &Step,
+        log: Option<&Path>,
+        on_line: &mut dyn FnMut(&OutputLine<'_>),
+    ) -> Result<(), RunError> {
+        let name = step.name.as_str();
+        let io_err = |op: String| {
+            move |source: io::Error| RunError::Io {
+                step: name.to_owned(),
+                op,
+                source,
+            }
+        };
+        let errno = |op: &str| {
+            let op = op.to_owned();
+            move |e: Errno| RunError::Io {
+                step: name.to_owned(),
+                op,
+                source: e.into(),
+            }
+        };
+        let invalid = |what: String| RunError::Invalid {
+            step: name.to_owned(),
+            what,
+        };
+
+        let mountpoint = tempfile::Builder::new()
+            .prefix("imgbuild-root-")
+            .tempdir()
+            .map_err(io_err("create a temporary mount point".into()))?;
+        let empty_lower = if self.lowers.is_empty() {
+            Some(
+                tempfile::Builder::new()
+                    .prefix("imgbuild-empty-")
+                    .tempdir()
+                    .map_err(io_err("create an empty lower dir".into()))?,
+            )
+        } else {
+            None
+        };
+        let overlay_options = self
+            .overlay_options(empty_lower.as_ref().map(|d| d.path()))
+            .map_err(invalid)?;
+        let secrets = validate_secrets(&step.secrets).map_err(invalid)?;
+        let plan = self
+            .child_plan(step, mountpoint.path(), &overlay_options, &secrets)
+            .map_err(invalid)?;
+
+        let mut log_file = log
+            .map(|p| output::open_log(p).map_err(io_err(format!("open log file {}", p.display()))))
+            .transpose()?;
+
+        let (ready_r, ready_w) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
+        let (go_r, go_w) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
+        let (err_r, err_w) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
+        let (out_r, out_w) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
+        let (serr_r, serr_w) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
+        let stdin = fs_err::File::open("/dev/null").map_err(io_err("open /dev/null".into()))?;
+        let fds = ChildFds {
+            parent_pid: rustix::process::getpid(),
+            ready_w,
+            go_r,
+            err_w,
+            stdin: stdin.into_parts().0.into(),
+            stdout_w: out_w,
+            stderr_w: serr_w,
+        };
+
+        let pid = child::spawn(&plan, fds).map_err(errno("fork the sandbox"))?;
+        let mut guard = KillGuard(Some(pid));
+
+        if let SandboxMode::Rootless(map) = &self.mode {
+            let mut b = [0u8; 1];
+            let got = rustix::io::read(&ready_r, &mut b).unwrap_or(0);
+            if got == 1 {
+                if let Err(source) = map.install(pid.as_raw_nonzero().get()) {
+                    guard.kill();
+                    return Err(RunError::IdMap {
+                        step: name.to_owned(),
+                        source,
+                    });
+                }
+                rustix::io::write(&go_w, b"g").map_err(errno("signal the sandbox"))?;
+            }
+        }
+        drop((ready_r, go_w));
+
+        let last_lines = output::pump(name, out_r, serr_r, log_file.as_mut(), on_line);
+        let mut rec = [0u8; 8];
+        let n = read_full(&err_r, &mut rec);
+        let code = guard.wait();
+        let last_lines = last_lines.map_err(io_err(format!(
+            "write log file {}",
+            log.unwrap_or(Path::new("")).display()
+        )))?;
+        drop(mountpoint);
+
+        if n == rec.len() {
+            let st = u32::from_ne_bytes(rec[..4].try_into().unwrap_or_default());
+            let e = i32::from_ne_bytes(rec[4..].try_into().unwrap_or_default());
+            let stage_name = if st >= 1000 {
+                stage::name(st).to_owned()
+            } else {
+                plan.mounts.describe(st as usize).to_owned()
+            };
+            return Err(RunError::Setup {
+                step: name.to_owned(),
+                hint: hint(st, e, &self.mode),
+                stage: stage_name,
+                source: io::Error::from_raw_os_error(e),
+            });
+        }
+        match code {
+            Some(0) => Ok(()),
+            Some(code) => Err(RunError::CommandFailed {
+                step: name.to_owned(),
+                code,
+                last_lines,
+            }),
+            None => Err(RunError::Io {
+                step: name.to_owned(),
+                op: "wait for the sandbox".into(),
+                source: io::Error::other("sandbox process vanished"),
+            }),
+        }
+    }
+
+    fn overlay_options(&self, empty: Option<&Path>) -> Result<String, String> {
+        let mut lowers: Vec<&Path> = self.lowers.iter().rev().map(PathBuf::as_path).collect();
+        if let Some(e) = empty {
+            lowers.push(e);
+        }
+        let check = |p: &Path| -> Result<String, String> {
+            let s = p
+                .to_str()
+                .ok_or_else(|| format!("path {} is not UTF-8", p.display()))?;
+            if !p.is_absolute() || s.contains([',', ':', '\n', '\0', '\\']) {
+                return Err(format!("overlay path {s:?} must be absolute and free of `,` `:` `\\`; move it to a plainer location"));
+            }
+            Ok(s.to_owned())
+        };
+        let lower = lowers
+            .into_iter()
+            .map(check)
+            .collect::<Result<Vec<_>, _>>()?
+            .join(":");
+        let mut opts = format!(
+            "lowerdir={lower},upperdir={},workdir={},redirect_dir=nofollow,metacopy=off,index=off",
+            check(&self.upper)?,
+            check(&self.work)?
+        );
+        if self.overlay_xattrs() == OverlayXattrs::User {
+            opts.push_str(",userxattr");
+        }
+        if opts.len() >= 4000 {
+            return Err(format!(
+                "overlay options are {} bytes, over the kernel's one-page limit; use shorter store paths or fewer layers",
+                opts.len()
+            ));
+        }
+        Ok(opts)
+    }
+
+    fn child_plan(
+        &self,
+        step: &Step,
+        root: &Path,
+        overlay_options: &str,
+        secrets: &[(String, PathBuf)],
+    ) -> Result<ChildPlan, String> {
+        let nul = |s: &str, what: &str| -> Result<CString, String> {
+            CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
+        };
+        if !step.workdir.starts_with('/') {
+            return Err(format!(
+                "workdir {:?} must be an absolute path inside the image",
+                step.workdir
+            ));
+        }
+        let argv: Vec<String> = match &step.command {
+            StepCommand::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+            StepCommand::Argv(a) if a.is_empty() => return Err("empty command".into()),
+            StepCommand::Argv(a) => a.clone(),
+        };
+        let mut env = step.env.clone();
+        for k in env.keys() {
+            if k.is_empty() || k.contains('=') {
+                return Err(format!("invalid environment variable name {k:?}"));
+            }
+        }
+        env.entry("PATH".into())
+            .or_insert_with(|| DEFAULT_PATH.into());
+        env.entry("HOME".into()).or_insert_with(|| {
+            if step.user.uid == 0 {
+                "/root".into()
+            } else {
+                "/".into()
+            }
+        });
+        let path_var = env["PATH"].clone();
+        let exec_paths = if argv[0].contains('/') {
+            vec![nul(&argv[0], "command")?]
+        } else {
+            path_var
+                .split(':')
+                .filter(|d| d.starts_with('/'))
+                .map(|d| {
+                    nul(
+                        &format!("{}/{}", d.trim_end_matches('/'), argv[0]),
+                        "command",
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let mut strings = Vec::new();
+        for a in &argv {
+            strings.push(nul(a, "an argument")?);
+        }
+        let n_args = strings.len();
+        for (k, v) in &env {
+            strings.push(nul(&format!("{k}={v}"), "the environment")?);
+        }
+        let mut argv_ptrs: Vec<_> = strings[..n_args].iter().map(|s| s.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let mut env_ptrs: Vec<_> = strings[n_args..].iter().map(|s| s.as_ptr()).collect();
+        env_ptrs.push(std::ptr::null());
+
+        let mut unshare = UnshareFlags::NEWNS
+            | UnshareFlags::NEWPID
+            | UnshareFlags::NEWIPC
+            | UnshareFlags::NEWUTS;
+        if !step.network {
+            unshare |= UnshareFlags::NEWNET;
+        }
+        Ok(ChildPlan {
+            userns: matches!(self.mode, SandboxMode::Rootless(_)),
+            unshare,
+            new_netns: !step.network,
+            mounts: MountPlan::new(&MountSpec {
+                root,
+                overlay_options,
+                network: step.network,
+                secrets,
+            }),
+            uid: step.user.uid,
+            gid: step.user.gid,
+            workdir: cstr(&step.workdir),
+            exec_paths,
+            _strings: strings,
+            argv_ptrs,
+            env_ptrs,
+        })
+    }
+}
+
+fn validate_secrets(secrets: &BTreeMap<String, PathBuf>) -> Result<Vec<(String, PathBuf)>, String> {
+    secrets
+        .iter()
+        .map(|(id, host)| {
+            let ok = !id.is_empty()
+                && id != "."
+                && id != ".."
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok {
+                return Err(format!("secret id {id:?} must match [A-Za-z0-9._-]+"));
+            }
+            if host.as_os_str().as_bytes().contains(&0) || !host.is_file() {
+                return Err(format!(
+                    "secret {id}: host file {} does not exist or is not a regular file",
+                    host.display()
+                ));
+            }
+            let host = fs_err::canonicalize(host).map_err(|e| format!("secret {id}: {e}"))?;
+            Ok((id.clone(), host))
+        })
+        .collect()
+}
+
+fn hint(stage: u32, errno: i32, mode: &SandboxMode) -> &'static str {
+    let rootless = matches!(mode, SandboxMode::Rootless(_));
+    match (stage, Errno::from_raw_os_error(errno)) {
+        (stage::UNSHARE_USER | stage::UNSHARE, Errno::PERM | Errno::NOSPC) if rootless => {
+            "; unprivileged user namespaces seem disabled: check sysctls user.max_user_namespaces and kernel.apparmor_restrict_unprivileged_userns"
+        }
+        (stage::EXEC, _) => "; check that the command exists in the image and PATH",
+        (stage::CHDIR, _) => "; the workdir must exist in the image",
+        (1, Errno::INVAL) => "; upper and work must be empty-or-previous dirs on the same filesystem (not overlayfs), lowers must exist",
+        (1, Errno::PERM) if rootless => "; rootless overlay needs Linux >= 5.11 (userxattr)",
+        _ => "",
+    }
+}
+
+fn read_full(fd: &std::os::fd::OwnedFd, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match rustix::io::read(fd, &mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(Errno::INTR) => continue,
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+/// Kills and reaps the sandbox's first process if the run is abandoned.
+struct KillGuard(Option<Pid>);
+
+impl KillGuard {
+    fn kill(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+            let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
+        }
+    }
+
+    /// Waits for the sandbox; exit code (128 + signal for signals).
+    fn wait(&mut self) -> Option<i32> {
+        let pid = self.0.take()?;
+        loop {
+            match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+                Ok(Some((_, st))) => {
+                    return st
+                        .exit_status()
+                        .or_else(|| st.terminating_signal().map(|s| 128 + s));
+                }
+                Err(Errno::INTR) => continue,
+                _ => return None,
+            }
+        }
+    }
+}
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,391 @@
+//! Scanning an overlay upper dir after a step into sorted layer entries for
+//! the deterministic tar writer.
+//!
+//! * Order: entries are sorted by `path` (byte-wise string order), which
+//!   puts every directory before its contents. The upper root itself is not
+//!   emitted.
+//! * Whiteouts: 0:0 character devices (both overlay flavours; overlayfs
+//!   creates them, often as hard links to one shared inode) and, for the
+//!   `userxattr` flavour, zero-size files carrying `user.overlay.whiteout`
+//!   become [`UpperKind::Whiteout`]. Directories with `<prefix>opaque = y`
+//!   get `opaque: true`. Overlay's own `trusted.overlay.*` /
+//!   `user.overlay.*` xattrs are dropped from every entry.
+//! * Hard links: regular files sharing `(dev, ino)` are emitted once as
+//!   [`UpperKind::File`] (first path in sorted order) and then as
+//!   [`UpperKind::Hardlink`] to that path.
+//! * Owners: in rootless mode the upper holds host ids; with
+//!   [`ScanOptions::id_map`] they are mapped back to sandbox ids.
+//! * Sandbox mount points: the sandbox creates `/proc`, `/dev`, `/tmp`,
+//!   `/run` (and `/etc/resolv.conf`, `/etc/hosts` with network) in the
+//!   merged root when no lower has them, so they show up in the upper. An
+//!   entry on that list is dropped only if **no lower dir has that path**
+//!   and it is still what the sandbox made: an empty, non-opaque directory
+//!   (resp. an empty regular file). If a lower has the path, the sandbox
+//!   never touched it in the upper (mounting over a directory does not copy
+//!   it up), so an upper entry there is a genuine change and is kept.
+//!   `/sys` is on the list too for images whose base lacks it, and secrets
+//!   live in the `/run` tmpfs, so they never reach the upper.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::namespaces::IdMap;
+use super::overlay::{is_overlay_private_xattr, OverlayXattrs};
+
+/// One entry of the layer diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpperEntry {
+    /// Relative path, no leading slash, `/`-separated.
+    pub path: String,
+    /// What it is.
+    pub kind: UpperKind,
+    /// Permission bits incl. setuid/setgid/sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Owner inside the sandbox.
+    pub uid: u32,
+    /// Group inside the sandbox.
+    pub gid: u32,
+    /// Extended attributes, overlay-private ones removed.
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+}
+
+/// Kind of an [`UpperEntry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpperKind {
+    /// Regular file; read the data from `host_path`.
+    File {
+        /// Absolute path of the file in the upper dir.
+        host_path: PathBuf,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// Directory; `opaque` hides everything below it in lower layers (OCI
+    /// `.wh..wh..opq`).
+    Dir {
+        /// Opaque marker.
+        opaque: bool,
+    },
+    /// Symbolic link.
+    Symlink {
+        /// Link target, verbatim.
+        target: String,
+    },
+    /// Hard link to an earlier entry (relative path).
+    Hardlink {
+        /// Path of the first entry with this inode.
+        target: String,
+    },
+    /// Deletion of this path from lower layers (OCI `.wh.NAME`).
+    Whiteout,
+    /// Character device.
+    CharDevice {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// Block device.
+    BlockDevice {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// Named pipe.
+    Fifo,
+}
+
+/// Inputs of [`scan_upper`] besides the upper dir.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanOptions<'a> {
+    /// Overlay flavour the upper was written with.
+    pub overlay: OverlayXattrs,
+    /// The lower dirs of the run (any order), for the mount point rule.
+    pub lowers: &'a [PathBuf],
+    /// Rootless id map to translate host ids back; `None` in root mode.
+    pub id_map: Option<&'a IdMap>,
+}
+
+/// Errors of [`scan_upper`].
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// Reading the upper dir failed.
+    #[error("cannot scan upper dir entry {path}: {source}; in rootless mode scan from inside the user namespace or as root")]
+    Io {
+        /// The host path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A path is not valid UTF-8 (cannot be put in the layer as `String`).
+    #[error("upper dir entry {path} has a non-UTF-8 name; rename it in the step")]
+    NonUtf8 {
+        /// The host path.
+        path: PathBuf,
+    },
+    /// An owner outside the rootless mapping.
+    #[error("upper dir entry {path} is owned by host id {id}, which is outside the sandbox id map; was the upper dir reused across users?")]
+    UnmappedId {
+        /// The host path.
+        path: PathBuf,
+        /// The host uid or gid.
+        id: u32,
+    },
+}
+
+/// Paths the sandbox may create as mount points, with `true` for dirs.
+const SANDBOX_MOUNT_POINTS: [(&str, bool); 7] = [
+    ("proc", true),
+    ("dev", true),
+    ("tmp", true),
+    ("run", true),
+    ("sys", true),
+    ("etc/resolv.conf", false),
+    ("etc/hosts", false),
+];
+
+struct Raw {
+    entry: UpperEntry,
+    dev_ino: Option<(u64, u64)>,
+    /// Number of direct children in the upper.
+    children: usize,
+    /// (mode, host uid, host gid) as stored on disk.
+    host_meta: (u32, u32, u32),
+}
+
+/// Scans `upper` (see module docs).
+pub fn scan_upper(upper: &Path, opts: &ScanOptions<'_>) -> Result<Vec<UpperEntry>, ScanError> {
+    let mut raw = Vec::new();
+    walk(upper, upper, opts, &mut raw)?;
+    raw.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+
+    // Sandbox-made mount points, and then parents that were copied up only
+    // because such a mount point was created in them (e.g. `etc` for
+    // `etc/resolv.conf`) and are otherwise identical to the lower.
+    let mut dropped: HashMap<String, usize> = HashMap::new();
+    let mut drop_set = std::collections::HashSet::new();
+    for r in &raw {
+        if is_sandbox_artifact(r, opts.lowers) {
+            drop_set.insert(r.entry.path.clone());
+            if let Some((parent, _)) = r.entry.path.rsplit_once('/') {
+                *dropped.entry(parent.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    for r in &raw {
+        if dropped.get(&r.entry.path).is_some_and(|n| *n == r.children)
+            && is_unchanged_copy_up(r, opts.lowers)
+        {
+            drop_set.insert(r.entry.path.clone());
+        }
+    }
+
+    let mut first_of: HashMap<(u64, u64), String> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for r in raw {
+        if drop_set.contains(&r.entry.path) {
+            continue;
+        }
+        let mut e = r.entry;
+        if let (Some(key), UpperKind::File { .. }) = (r.dev_ino, &e.kind) {
+            match first_of.get(&key) {
+                Some(first) => {
+                    e.kind = UpperKind::Hardlink {
+                        target: first.clone(),
+                    }
+                }
+                None => {
+                    first_of.insert(key, e.path.clone());
+                }
+            }
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+fn is_sandbox_artifact(r: &Raw, lowers: &[PathBuf]) -> bool {
+    let e = &r.entry;
+    let Some(&(_, is_dir)) = SANDBOX_MOUNT_POINTS.iter().find(|(p, _)| *p == e.path) else {
+        return false;
+    };
+    let pristine = match &e.kind {
+        UpperKind::Dir { opaque: false } => is_dir && r.children == 0,
+        UpperKind::File { size: 0, .. } => !is_dir,
+        _ => false,
+    };
+    pristine
+        && !lowers
+            .iter()
+            .any(|l| l.join(&e.path).symlink_metadata().is_ok())
+}
+
+/// A non-opaque directory whose mode and owner equal those of the same
+/// directory in some lower.
+fn is_unchanged_copy_up(r: &Raw, lowers: &[PathBuf]) -> bool {
+    matches!(r.entry.kind, UpperKind::Dir { opaque: false })
+        && lowers.iter().any(|l| {
+            l.join(&r.entry.path)
+                .symlink_metadata()
+                .is_ok_and(|m| m.is_dir() && (m.mode() & 0o7777, m.uid(), m.gid()) == r.host_meta)
+        })
+}
+
+fn walk(
+    upper: &Path,
+    dir: &Path,
+    opts: &ScanOptions<'_>,
+    out: &mut Vec<Raw>,
+) -> Result<usize, ScanError> {
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ScanError::Io { path, source }
+    };
+    let mut count = 0;
+    for de in fs_err::read_dir(dir).map_err(io_err(dir))? {
+        count += 1;
+        let de = de.map_err(io_err(dir))?;
+        let host = de.path();
+        let md = fs_err::symlink_metadata(&host).map_err(io_err(&host))?;
+        let rel = host
+            .strip_prefix(upper)
+            .ok()
+            .and_then(Path::to_str)
+            .ok_or_else(|| ScanError::NonUtf8 { path: host.clone() })?
+            .to_owned();
+        let xattrs_all = read_xattrs(&host).map_err(io_err(&host))?;
+        let ft = md.file_type();
+        let rdev = md.rdev();
+        let mut children = 0;
+        let kind = if ft.is_dir() {
+            children = walk(upper, &host, opts, out)?;
+            let opaque = xattrs_all
+                .get(opts.overlay.opaque_name())
+                .is_some_and(|v| v == b"y");
+            UpperKind::Dir { opaque }
+        } else if ft.is_char_device() && rdev == 0 {
+            UpperKind::Whiteout
+        } else if ft.is_file() {
+            if opts.overlay == OverlayXattrs::User
+                && md.len() == 0
+                && xattrs_all.contains_key("user.overlay.whiteout")
+            {
+                UpperKind::Whiteout
+            } else {
+                UpperKind::File {
+                    host_path: host.clone(),
+                    size: md.len(),
+                }
+            }
+        } else if ft.is_symlink() {
+            let t = fs_err::read_link(&host).map_err(io_err(&host))?;
+            let target = t
+                .to_str()
+                .ok_or_else(|| ScanError::NonUtf8 { path: host.clone() })?
+                .to_owned();
+            UpperKind::Symlink { target }
+        } else if ft.is_char_device() {
+            UpperKind::CharDevice {
+                major: rustix::fs::major(rdev),
+                minor: rustix::fs::minor(rdev),
+            }
+        } else if ft.is_block_device() {
+            UpperKind::BlockDevice {
+                major: rustix::fs::major(rdev),
+                minor: rustix::fs::minor(rdev),
+            }
+        } else if ft.is_fifo() {
+            UpperKind::Fifo
+        } else {
+            // Sockets cannot go into a layer; skip them.
+            continue;
+        };
+        let map_id = |id: u32, f: fn(&IdMap, u32) -> Option<u32>| match opts.id_map {
+            None => Ok(id),
+            Some(m) => f(m, id).ok_or(ScanError::UnmappedId {
+                path: host.clone(),
+                id,
+            }),
+        };
+        let dev_ino = (matches!(kind, UpperKind::File { .. }) && md.nlink() > 1)
+            .then(|| (md.dev(), md.ino()));
+        out.push(Raw {
+            entry: UpperEntry {
+                path: rel,
+                mode: md.mode() & 0o7777,
+                uid: map_id(md.uid(), IdMap::to_container_uid)?,
+                gid: map_id(md.gid(), IdMap::to_container_gid)?,
+                xattrs: xattrs_all
+                    .into_iter()
+                    .filter(|(k, _)| !is_overlay_private_xattr(k))
+                    .collect(),
+                mtime: md.mtime(),
+                kind,
+            },
+            dev_ino,
+            children,
+            host_meta: (md.mode() & 0o7777, md.uid(), md.gid()),
+        });
+    }
+    Ok(count)
+}
+
+/// All xattrs of `path` (not following symlinks).
+pub(crate) fn read_xattrs(path: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut names = vec![0u8; 4096];
+    let n = loop {
+        match rustix::fs::llistxattr(path, &mut names[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 4, 0),
+            Err(rustix::io::Errno::NOTSUP) => return Ok(out),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
+        let mut val = vec![0u8; 256];
+        let len = loop {
+            match rustix::fs::lgetxattr(path, name, &mut val[..]) {
+                Ok(len) => break Some(len),
+                Err(rustix::io::Errno::RANGE) => val.resize(val.len() * 16, 0),
+                // Vanished or not readable for us (e.g. trusted.* as a user).
+                Err(
+                    rustix::io::Errno::NODATA | rustix::io::Errno::PERM | rustix::io::Errno::ACCESS,
+                ) => break None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if let Some(len) = len {
+            val.truncate(len);
+            out.insert(name.to_owned(), val);
+        }
+    }
+    Ok(out)
+}
+
+impl super::Sandbox {
+    /// [`scan_upper`] of this sandbox's upper dir with matching options
+    /// (its overlay flavour, lowers and, when rootless, id map).
+    pub fn scan_upper(&self) -> Result<Vec<UpperEntry>, ScanError> {
+        let id_map = match &self.mode {
+            super::SandboxMode::Rootless(m) => Some(m),
+            super::SandboxMode::Root => None,
+        };
+        scan_upper(
+            &self.upper,
+            &ScanOptions {
+                overlay: self.overlay_xattrs(),
+                lowers: &self.lowers,
+                id_map,
+            },
+        )
+    }
+}

@@ -1,0 +1,27 @@
+//! Low-level disk image writers.
+//!
+//! Every writer here is pure library code: it never mounts, loops or
+//! partitions a real device, and given the same inputs it produces the same
+//! bytes. The CLI wires them into `--format raw|qcow2|initramfs`.
+//!
+//! - [`gpt`]: GUID partition table plus protective (or hybrid) MBR.
+//! - [`guid`]: GUIDs with the GPT mixed-endian encoding, seeded GUIDs.
+//! - [`fat`]: a FAT32 filesystem writer (for the EFI system partition).
+//! - [`qcow2`]: a streaming qcow2 v3 writer from a raw image.
+//! - [`ext4`]: deterministic ext4 from a tarball via `mke2fs -d`.
+//! - [`align`]: 1 MiB alignment helpers.
+//! - [`source`]: file contents (bytes, reader, host path).
+//! - [`sparse`]: data extents of sparse files (`SEEK_DATA`/`SEEK_HOLE`).
+
+pub mod align;
+mod crc32;
+pub mod ext4;
+pub mod fat;
+pub mod gpt;
+pub mod guid;
+pub mod qcow2;
+pub mod source;
+pub mod sparse;
+
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -1,0 +1,3 @@
+//! Initramfs archive writers.
+
+pub mod cpio;
