@@ -2,7 +2,7 @@
 //! build cache, interrupted pushes, corrupted blobs, and untrusted base layers.
 
 use crate::common::{build_json, cache_outcomes, imgbuild, repo, require_tool, run_ok};
-use crate::registry_support::{CorruptingProxy, Registry, PASSWORD, USER};
+use crate::registry_support::{Mischief, Proxy, Registry, PASSWORD, USER};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -203,6 +203,46 @@ fn tls_registry_with_basic_auth_accepts_the_right_password_and_explains_a_wrong_
         strings(&report["uploaded"]).len(),
         1,
         "only the manifest: {report}"
+    );
+
+    // And from a credential helper named in `credHelpers`.
+    let bin = tmp.path().join("bin");
+    fs_err::create_dir_all(&bin).expect("mkdir");
+    let helper = bin.join("docker-credential-imgtest");
+    fs_err::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread host\n[ \"$host\" = \"{}\" ] || exit 1\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$host\"\n",
+            registry.host()
+        ),
+    )
+    .expect("helper");
+    run_ok(Command::new("chmod").arg("+x").arg(&helper));
+    fs_err::write(
+        docker.join("config.json"),
+        format!(
+            "{{\"credHelpers\":{{\"{}\":\"imgtest\"}}}}",
+            registry.host()
+        ),
+    )
+    .expect("config.json");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run_ok(
+        imgbuild()
+            .arg("push")
+            .arg("app:1")
+            .arg(format!("{}/app:helper", registry.host()))
+            .arg("--store")
+            .arg(tmp.path().join("store"))
+            .args(registry.imgbuild_args())
+            .env_remove("IMGBUILD_REGISTRY_USER")
+            .env_remove("IMGBUILD_REGISTRY_PASSWORD")
+            .env("DOCKER_CONFIG", &docker)
+            .env("PATH", path),
     );
 }
 
@@ -411,7 +451,7 @@ fn a_blob_whose_bytes_do_not_match_its_digest_is_refused() {
         &tmp.path().join("out1"),
         &extra,
     );
-    let proxy = CorruptingProxy::start(registry.port());
+    let proxy = Proxy::start(registry.port(), Mischief::CorruptBlobs);
     let recipe = tmp.path().join("derived.toml");
     fs_err::write(
         &recipe,
@@ -537,4 +577,30 @@ fn a_malformed_image_reference_is_a_located_recipe_error() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("bad.toml:5"), "{stderr}");
     assert!(stderr.contains("is not an image reference"), "{stderr}");
+}
+
+#[test]
+fn transient_registry_failures_are_retried_with_backoff() {
+    let registry = Registry::plain();
+    let proxy = Proxy::start(registry.port(), Mischief::FailEachOnce);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let target = format!("{}/app:1", proxy.host());
+    let report = build_json(
+        &three_layer_recipe(tmp.path(), "c"),
+        &tmp.path().join("store"),
+        &tmp.path().join("out"),
+        &["--push", &target, "--insecure-registry", &proxy.host()],
+    );
+    assert!(
+        proxy.failed() >= 5,
+        "the proxy failed {} requests",
+        proxy.failed()
+    );
+    let pushed = &report["pushed"][0];
+    assert_eq!(strings(&pushed["uploaded"]).len(), 5, "{pushed}");
+    let direct = format!("{}/app:1", registry.host());
+    assert_eq!(
+        sha256(&remote_manifest(&registry, &direct)),
+        report["digest"].as_str().expect("digest")
+    );
 }

@@ -3,10 +3,13 @@
 //! `openssl`, an htpasswd file made with `htpasswd -B`), killed when dropped.
 
 use crate::common::{require_tool, run_ok};
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The user the TLS registry accepts.
@@ -204,46 +207,65 @@ impl Drop for Registry {
     }
 }
 
-/// A one-request-per-connection HTTP proxy in front of a registry that flips the last byte
-/// of every blob it serves (manifests pass untouched). Stops when dropped.
-pub(crate) struct CorruptingProxy {
-    port: u16,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+/// What a [`Proxy`] does to the traffic.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Mischief {
+    /// Flips the last byte of every blob it serves (manifests pass untouched).
+    CorruptBlobs,
+    /// Answers the first of each kind of request (method and path, upload session ids left
+    /// out) with `503 Service Unavailable` without forwarding it.
+    FailEachOnce,
 }
 
-impl CorruptingProxy {
+/// A one-request-per-connection HTTP proxy in front of a registry that misbehaves as told.
+/// Stops when dropped.
+pub(crate) struct Proxy {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    failed: Arc<AtomicUsize>,
+}
+
+impl Proxy {
     /// Starts forwarding to `upstream_port`.
-    pub(crate) fn start(upstream_port: u16) -> Self {
+    pub(crate) fn start(upstream_port: u16, mischief: Mischief) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (stop.clone(), failed.clone());
         std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(120);
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+            let seen = Arc::new(Mutex::new(HashSet::new()));
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match listener.accept() {
                     Ok((client, _)) => {
+                        let (seen, count) = (seen.clone(), count.clone());
                         std::thread::spawn(move || {
-                            let _ = serve_one(client, upstream_port);
+                            let _ = serve_one(client, upstream_port, mischief, &seen, &count);
                         });
                     }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
             }
         });
-        Self { port, stop }
+        Self { port, stop, failed }
     }
 
     /// `127.0.0.1:PORT`.
     pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// How many requests were answered with 503.
+    pub(crate) fn failed(&self) -> usize {
+        self.failed.load(Ordering::Relaxed)
+    }
 }
 
-impl Drop for CorruptingProxy {
+impl Drop for Proxy {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -259,9 +281,46 @@ fn read_head(stream: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
     Ok((String::from_utf8_lossy(&buf).into_owned(), buf))
 }
 
-fn serve_one(mut client: TcpStream, upstream_port: u16) -> std::io::Result<()> {
+fn serve_one(
+    mut client: TcpStream,
+    upstream_port: u16,
+    mischief: Mischief,
+    seen: &Mutex<HashSet<String>>,
+    failed: &AtomicUsize,
+) -> std::io::Result<()> {
     client.set_nonblocking(false)?;
     let (head, _) = read_head(&mut client)?;
+    let request_line = head.lines().next().unwrap_or("");
+    let kind = request_line.split('?').next().unwrap_or("");
+    let kind = match kind.find("/uploads/") {
+        Some(i) => kind[..i + "/uploads/".len()].to_owned(),
+        None => kind.to_owned(),
+    };
+    let fail = matches!(mischief, Mischief::FailEachOnce)
+        && seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(kind);
+    if fail {
+        failed.fetch_add(1, Ordering::Relaxed);
+    }
+    let length: u64 = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    let mut body = Vec::new();
+    (&mut client).take(length).read_to_end(&mut body)?;
+    if fail {
+        client.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return Ok(());
+    }
     let is_blob = head
         .lines()
         .next()
@@ -273,9 +332,13 @@ fn serve_one(mut client: TcpStream, upstream_port: u16) -> std::io::Result<()> {
         .collect();
     let mut upstream = TcpStream::connect(("127.0.0.1", upstream_port))?;
     upstream.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes())?;
+    upstream.write_all(&body)?;
     let mut response = Vec::new();
     upstream.read_to_end(&mut response)?;
-    if is_blob && response.starts_with(b"HTTP/1.1 200") {
+    if matches!(mischief, Mischief::CorruptBlobs)
+        && is_blob
+        && response.starts_with(b"HTTP/1.1 200")
+    {
         if let Some(last) = response.last_mut() {
             *last ^= 0xff;
         }
