@@ -361,10 +361,10 @@ fn a_registry_killed_mid_push_fails_clearly_and_the_rerun_completes() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ctx = tmp.path().join("ctx");
     fs_err::create_dir_all(&ctx).expect("mkdir");
-    // 48 MiB of incompressible bytes: long enough to kill the registry mid-upload.
+    // 80 MiB of incompressible bytes: long enough to kill the registry mid-upload.
     run_ok(
         Command::new("head")
-            .args(["-c", "50331648", "/dev/urandom"])
+            .args(["-c", "83886080", "/dev/urandom"])
             .stdout(
                 fs_err::File::create(ctx.join("blob.bin"))
                     .expect("file")
