@@ -8,6 +8,7 @@ use crate::recipe::{Step, StepOp};
 use crate::sandbox::OutputLine;
 use crate::sources::debian::{prepare, LockMode, PackageSets};
 use crate::sources::oci::{import_layout, resolve_layout, unpack_archive, BaseImage};
+use crate::sources::registry::{self, resolve_base, ResolvedBase};
 use crate::sources::{rootfs, SourceError};
 use crate::steps::install::{bootstrap_layer, dpkg_layer, unpack_layer, Install};
 use crate::steps::{run_to_layer, write_layer, StepError};
@@ -33,6 +34,8 @@ pub struct BuildOptions<'a> {
     pub lock_mode: LockMode,
     /// Build secrets: id -> host file, mounted for the `run` steps that name them.
     pub secrets: BTreeMap<String, PathBuf>,
+    /// Pulls registry bases.
+    pub registry: &'a imgbuild_registry::Client,
 }
 
 /// What a build is doing.
@@ -110,6 +113,9 @@ pub struct BuildReport {
     pub steps: Vec<StepReport>,
     /// The Debian lock file, when the recipe has a Debian base.
     pub lock: Option<PathBuf>,
+    /// The registry base and the manifest digest it resolved to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<ResolvedBase>,
 }
 
 /// Why a build failed.
@@ -156,8 +162,16 @@ pub fn build(
         )));
     }
     let packages = resolve_packages(store, recipe, options.lock_mode)?;
-    let plan = plan(recipe, options.epoch, packages.as_ref())?;
-    let base = import_base(store, recipe, &plan, packages.as_ref(), options)?;
+    let resolved = resolve_base(store, options.registry, recipe)?;
+    let plan = plan(recipe, options.epoch, resolved.as_ref(), packages.as_ref())?;
+    let base = import_base(
+        store,
+        recipe,
+        &plan,
+        resolved.as_ref(),
+        packages.as_ref(),
+        options,
+    )?;
     let mut diff_ids = base.diff_ids.clone();
     let mut tree: Option<MergedTree> = None;
     let mut reports = Vec::new();
@@ -216,15 +230,28 @@ pub fn build(
         (options.progress)(&Progress::StepFinished(&report));
         reports.push(report);
     }
-    let layers: Vec<LayerRecord> = diff_ids
-        .par_iter()
-        .map(|d| store.layer_as(d, options.compression))
-        .collect::<Result<_, _>>()?;
+    // A registry base's layers are reused exactly as pulled; everything else is compressed
+    // as asked.
+    let kept = base.layers.as_deref().unwrap_or_default();
+    let mut layers: Vec<LayerRecord> = kept.to_vec();
+    layers.extend(
+        diff_ids[kept.len()..]
+            .par_iter()
+            .map(|d| store.layer_as(d, options.compression))
+            .collect::<Result<Vec<_>, _>>()?,
+    );
     for (report, layer) in reports.iter_mut().zip(&layers[base.diff_ids.len()..]) {
         report.layer = layer.digest.clone();
     }
-    let (manifest, manifest_size, config) =
-        write_image(store, recipe, &plan, &base, &layers, options)?;
+    let (manifest, manifest_size, config) = write_image(
+        store,
+        recipe,
+        &plan,
+        &base,
+        &layers,
+        resolved.as_ref(),
+        options,
+    )?;
     for tag in &recipe.image.tags {
         store.set_ref(&format!("{}:{tag}", recipe.image.name), &manifest)?;
     }
@@ -235,6 +262,7 @@ pub fn build(
         manifest_size,
         config,
         steps: reports,
+        base: resolved,
         lock: packages.map(|p| p.lock_path),
     })
 }
@@ -358,6 +386,7 @@ fn import_base(
     store: &Store,
     recipe: &Recipe,
     plan: &Plan,
+    resolved: Option<&ResolvedBase>,
     packages: Option<&PackageSets>,
     options: &BuildOptions<'_>,
 ) -> Result<BaseImage, BuildError> {
@@ -396,6 +425,7 @@ fn import_base(
             BaseImage {
                 diff_ids: vec![diff_id],
                 config: None,
+                layers: None,
             }
         }
         Base::Scratch => BaseImage::default(),
@@ -415,6 +445,7 @@ fn import_base(
             BaseImage {
                 diff_ids: vec![diff_id],
                 config: None,
+                layers: None,
             }
         }
         Base::OciLayout { dir, tag } => {
@@ -427,6 +458,13 @@ fn import_base(
             let manifest = resolve_layout(tmp.path(), None, &recipe.image.platform)?;
             import_layout(store, tmp.path(), &manifest)?
         }
+        Base::Registry { reference } => {
+            let resolved = resolved.ok_or_else(|| SourceError::Unresolved {
+                reference: reference.clone(),
+                message: "not resolved to a digest".into(),
+            })?;
+            registry::import(store, options.registry, resolved)?
+        }
     })
 }
 
@@ -436,6 +474,7 @@ fn write_image(
     plan: &Plan,
     base: &BaseImage,
     layers: &[LayerRecord],
+    resolved: Option<&ResolvedBase>,
     options: &BuildOptions<'_>,
 ) -> Result<(Digest, u64, Digest), BuildError> {
     let created = rfc3339(options.epoch);
@@ -487,12 +526,29 @@ fn write_image(
                 annotations: BTreeMap::new(),
             })
             .collect(),
-        annotations: BTreeMap::from([("org.opencontainers.image.created".to_owned(), created)]),
+        annotations: annotations(created, resolved),
     };
     let manifest_bytes =
         serde_json::to_vec(&manifest).map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
     let manifest_blob = store.put_bytes(&manifest_bytes)?;
     Ok((manifest_blob.digest, manifest_blob.size, config_blob.digest))
+}
+
+/// The manifest's annotations: the creation date, and for a registry base the standard
+/// `org.opencontainers.image.base.*` pair naming it and its resolved digest.
+fn annotations(created: String, resolved: Option<&ResolvedBase>) -> BTreeMap<String, String> {
+    let mut all = BTreeMap::from([("org.opencontainers.image.created".to_owned(), created)]);
+    if let Some(base) = resolved {
+        all.insert(
+            "org.opencontainers.image.base.name".to_owned(),
+            base.reference.clone(),
+        );
+        all.insert(
+            "org.opencontainers.image.base.digest".to_owned(),
+            base.digest.to_string(),
+        );
+    }
+    all
 }
 
 fn history(created: &str, what: &str) -> History {

@@ -19,4 +19,5 @@ pub use build::{
 };
 pub use plan::{Plan, PlannedStep};
 pub use sources::debian::{lock_path, LockMode, PackageSets};
+pub use sources::registry::{resolve_base, ResolvedBase};
 pub use sources::SourceError;

@@ -8,6 +8,7 @@
 
 use crate::recipe::{Base, Recipe, StepOp};
 use crate::sources::debian::PackageSets;
+use crate::sources::registry::ResolvedBase;
 use crate::sources::{self, SourceError};
 use crate::steps::copy::{self, CopyItem};
 use imgbuild_store::Digest;
@@ -42,11 +43,13 @@ pub struct PlannedStep {
     pub(crate) items: Vec<CopyItem>,
 }
 
-/// Computes every key of `recipe`'s build with timestamps at `epoch`; `packages` is the
-/// resolved Debian package set when the recipe has a Debian base.
+/// Computes every key of `recipe`'s build with timestamps at `epoch`. A registry base must
+/// have been resolved first ([`crate::resolve_base`]): its manifest digest, not its tag,
+/// enters the key; `packages` is the resolved Debian package set of a Debian base.
 pub fn plan(
     recipe: &Recipe,
     epoch: u64,
+    resolved: Option<&ResolvedBase>,
     packages: Option<&PackageSets>,
 ) -> Result<Plan, SourceError> {
     let debs = |list: &[crate::debian::LockedPackage]| -> Vec<String> {
@@ -66,6 +69,16 @@ pub fn plan(
             "architecture": from.architecture,
             "debs": packages.map(|p| debs(&p.base)).unwrap_or_default(),
         }}),
+        Base::Registry { reference } => match resolved {
+            Some(r) => json!({"registry": r.digest.to_string()}),
+            None => {
+                return Err(SourceError::Unresolved {
+                    reference: reference.clone(),
+                    message: "the registry base was not resolved to a digest before planning"
+                        .into(),
+                })
+            }
+        },
     };
     let base_key = key_of(&json!({
         "v": KEY_FORMAT_VERSION,

@@ -53,6 +53,8 @@ pub fn write(store: &Store, image: &StoredImage, dir: &Path) -> Result<(), Expor
     fs_err::write(dir.join("oci-layout"), OCI_LAYOUT)?;
     for digest in blobs(image) {
         let target = blob_dir.join(digest.hex());
+        // A layer imported with --cache-from may still be in its registry: fetch it first.
+        store.ensure_local(&digest)?;
         let source = store.blob_path(&digest);
         if !source.exists() {
             return Err(imgbuild_store::StoreError::MissingBlob(digest).into());

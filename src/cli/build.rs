@@ -1,12 +1,19 @@
 //! `imgbuild build`.
 
+use super::registry_args::{reference, RegistryArgs};
 use super::{print_json, Failure};
 use clap::Args;
-use imgbuild_builder::{BuildOptions, CacheOutcome, LockMode, Progress};
+use imgbuild_builder::{BuildOptions, BuildReport, CacheOutcome, LockMode, Progress};
 use imgbuild_formats::{export, ExportOptions, Format, StoredImage};
+use imgbuild_registry::{
+    export_cache, import_cache, push_image, CacheImport, CacheRecord, Client, Reference,
+    RegistryFetcher,
+};
+use imgbuild_store::oci::OciDescriptor;
 use imgbuild_store::{Compression, Store};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Debug, Args)]
@@ -30,9 +37,24 @@ pub(crate) struct BuildArgs {
         default_value_t = 0
     )]
     source_date_epoch: u64,
-    /// Print one JSON object (image, digest, artifacts, steps) to stdout.
+    /// Print one JSON object (image, digest, artifacts, steps, pushed) to stdout.
     #[arg(long)]
     json: bool,
+    /// After building, push the image to this reference (HOST[:PORT]/REPO:TAG); repeat
+    /// for several.
+    #[arg(long = "push", value_name = "REF")]
+    push: Vec<String>,
+    /// Export this build's step cache entries and their layers to this reference as an
+    /// imgbuild cache artifact.
+    #[arg(long = "cache-to", value_name = "REF")]
+    cache_to: Option<String>,
+    /// Import step cache entries from a cache artifact before building (layers are only
+    /// downloaded when an output needs them); repeat for several. A missing cache is a
+    /// warning, not an error.
+    #[arg(long = "cache-from", value_name = "REF")]
+    cache_from: Vec<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Fail unless the recipe's lock file exists and matches the recipe (for CI).
     #[arg(long)]
     locked: bool,
@@ -78,7 +100,21 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
 pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
     let start = Instant::now();
     let recipe = imgbuild_builder::recipe::load(&args.recipe)?;
-    let store = Store::open(store_dir)?;
+    let push_to = args
+        .push
+        .iter()
+        .map(|r| reference(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cache_to = args.cache_to.as_deref().map(reference).transpose()?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|r| reference(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let client = Arc::new(args.registry.client()?);
+    let mut store = Store::open(store_dir)?;
+    store.set_fetcher(Box::new(RegistryFetcher::new(Arc::clone(&client))));
+    let imported = import_caches(&client, &store, &cache_from);
     let tty = std::io::stderr().is_terminal();
     let progress = |event: &Progress<'_>| match event {
         Progress::StepStarted {
@@ -118,6 +154,7 @@ pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
             LockMode::Update
         },
         secrets: args.secrets.iter().cloned().collect(),
+        registry: &client,
     };
     let report = imgbuild_builder::build(&store, &recipe, &options)?;
     let image = StoredImage::load(&store, &report.image, &report.tags, &report.digest)?;
@@ -150,16 +187,89 @@ pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
         start.elapsed().as_secs_f64(),
         report.steps.len()
     );
+    let mut pushed = Vec::new();
+    for target in &push_to {
+        let done = push_image(
+            &client,
+            &store,
+            &report.digest,
+            imgbuild_store::oci::MEDIA_TYPE_MANIFEST,
+            target,
+        )?;
+        eprintln!(
+            "pushed {} ({} blobs uploaded, {} already there)",
+            done.reference,
+            done.uploaded.len(),
+            done.skipped.len()
+        );
+        pushed.push(done);
+    }
+    let cache_pushed = match &cache_to {
+        Some(target) => {
+            let records = cache_records(&store, &report)?;
+            let done = export_cache(&client, &store, &records, target)?;
+            eprintln!(
+                "exported {} cache entries to {}",
+                records.len(),
+                done.reference
+            );
+            Some(done)
+        }
+        None => None,
+    };
     if args.json {
         print_json(&serde_json::json!({
             "image": report.image,
             "tags": report.tags,
             "digest": report.digest,
+            "base": report.base,
             "artifacts": artifacts,
             "steps": report.steps,
             "lock": report.lock,
+            "pushed": pushed,
+            "cache_from": imported,
+            "cache_to": cache_pushed,
             "seconds": start.elapsed().as_secs_f64(),
         }))?;
     }
     Ok(())
+}
+
+/// Imports every `--cache-from`; a cache that cannot be read is a warning (the first CI
+/// run has none yet).
+fn import_caches(client: &Client, store: &Store, refs: &[Reference]) -> Vec<CacheImport> {
+    let mut imported = Vec::new();
+    for r in refs {
+        match import_cache(client, store, r) {
+            Ok(done) => {
+                eprintln!("imported {} cache entries from {r}", done.entries);
+                imported.push(done);
+            }
+            Err(e) => eprintln!("warning: not using cache {r}: {e}"),
+        }
+    }
+    imported
+}
+
+/// The build's step cache entries, each with its layer's compressed descriptor.
+fn cache_records(store: &Store, report: &BuildReport) -> Result<Vec<CacheRecord>, Failure> {
+    let mut records = Vec::new();
+    for step in &report.steps {
+        let layer = store.layer_by_digest(&step.layer)?.ok_or_else(|| {
+            Failure::internal(format!("layer {} is not in the store", step.layer))
+        })?;
+        records.push(CacheRecord {
+            key: step.key.clone(),
+            diff_id: step.diff_id.clone(),
+            created_by: step.description.clone(),
+            layer: OciDescriptor {
+                media_type: layer.media_type,
+                digest: layer.digest,
+                size: layer.size,
+                platform: None,
+                annotations: std::collections::BTreeMap::new(),
+            },
+        });
+    }
+    Ok(records)
 }

@@ -69,8 +69,13 @@ impl From<StoreError> for Failure {
 impl From<BuildError> for Failure {
     fn from(e: BuildError) -> Self {
         use imgbuild_builder::build::BuildError as B;
-        let user =
-            matches!(&e, B::Source(s) if !matches!(s, imgbuild_builder::SourceError::Store(_)));
+        use imgbuild_builder::SourceError as S;
+        let user = match &e {
+            B::Source(S::Store(_)) => false,
+            B::Source(S::Pull(p)) => p.is_user_error(),
+            B::Source(_) => true,
+            _ => false,
+        };
         Self {
             message: chain(&e),
             code: if user { 2 } else { 1 },
@@ -88,6 +93,33 @@ impl From<ExportError> for Failure {
         Self {
             message: chain(&e),
             code,
+        }
+    }
+}
+
+impl From<imgbuild_registry::PushError> for Failure {
+    fn from(e: imgbuild_registry::PushError) -> Self {
+        Self {
+            code: if e.is_user_error() { 2 } else { 1 },
+            message: chain(&e),
+        }
+    }
+}
+
+impl From<imgbuild_registry::PullError> for Failure {
+    fn from(e: imgbuild_registry::PullError) -> Self {
+        Self {
+            code: if e.is_user_error() { 2 } else { 1 },
+            message: chain(&e),
+        }
+    }
+}
+
+impl From<imgbuild_registry::RegistryError> for Failure {
+    fn from(e: imgbuild_registry::RegistryError) -> Self {
+        Self {
+            code: if e.is_user_error() { 2 } else { 1 },
+            message: chain(&e),
         }
     }
 }

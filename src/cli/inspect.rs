@@ -21,6 +21,8 @@ pub(crate) struct InspectArgs {
     /// Print JSON to stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    registry: super::registry_args::RegistryArgs,
 }
 
 pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
@@ -28,11 +30,19 @@ pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
     let store = Store::open(store_dir)?;
     if as_path.is_file() {
         let recipe = imgbuild_builder::recipe::load(&as_path)?;
+        let client = args.registry.client()?;
+        let base = imgbuild_builder::resolve_base(&store, &client, &recipe)
+            .map_err(|e| Failure::user(e.to_string()))?;
         let packages =
             imgbuild_builder::resolve_packages(&store, &recipe, imgbuild_builder::LockMode::Update)
                 .map_err(|e| Failure::user(e.to_string()))?;
-        let plan = imgbuild_builder::plan::plan(&recipe, args.source_date_epoch, packages.as_ref())
-            .map_err(|e| Failure::user(e.to_string()))?;
+        let plan = imgbuild_builder::plan::plan(
+            &recipe,
+            args.source_date_epoch,
+            base.as_ref(),
+            packages.as_ref(),
+        )
+        .map_err(|e| Failure::user(e.to_string()))?;
         let mut steps = Vec::new();
         for s in &plan.steps {
             let cached = store.cache_get(&s.key)?.is_some();
@@ -45,7 +55,7 @@ pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
             return print_json(&serde_json::json!({
                 "image": recipe.image.name, "tags": recipe.image.tags,
                 "platform": recipe.image.platform.to_string(),
-                "base_key": plan.base_key, "steps": steps,
+                "base_key": plan.base_key, "base": base, "steps": steps,
             }));
         }
         println!(
@@ -54,6 +64,9 @@ pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
             recipe.image.platform,
             recipe.image.tags.join(", ")
         );
+        if let Some(b) = &base {
+            println!("  base: {} resolved to {}", b.reference, b.digest);
+        }
         for s in &steps {
             let mark = if s["cached"] == true {
                 "cached"
@@ -84,10 +97,21 @@ pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
     if args.json {
         return print_json(&serde_json::json!({
             "name": found.name, "digest": found.manifest,
+            "base": image.manifest.annotations.get("org.opencontainers.image.base.digest").map(|d| serde_json::json!({
+                "ref": image.manifest.annotations.get("org.opencontainers.image.base.name"),
+                "digest": d,
+            })),
             "manifest": image.manifest, "config": image.config,
         }));
     }
     println!("{} {}", found.name, found.manifest);
+    let base_of = |k: &str| image.manifest.annotations.get(k);
+    if let (Some(name), Some(digest)) = (
+        base_of("org.opencontainers.image.base.name"),
+        base_of("org.opencontainers.image.base.digest"),
+    ) {
+        println!("  base: {name} @ {digest}");
+    }
     println!(
         "  platform: {}/{}",
         image.config.os, image.config.architecture

@@ -4,6 +4,8 @@ mod build;
 mod failure;
 mod inspect;
 mod lock;
+mod push;
+mod registry_args;
 mod store_cmd;
 mod units;
 
@@ -53,6 +55,8 @@ enum Command {
     ///   imgbuild build recipes/hello.toml
     ///   imgbuild build app.toml --format oci-archive --format tar -o dist/
     ///   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) imgbuild build app.toml --json
+    ///   imgbuild build app.toml --push registry.example.com/team/app:1.0
+    ///   imgbuild build app.toml --cache-from reg.example/app:cache --cache-to reg.example/app:cache
     Build(build::BuildArgs),
     /// Show a recipe's plan (every step's cache key and whether it is cached), or a built image.
     ///
@@ -70,6 +74,15 @@ enum Command {
     ///   imgbuild lock recipes/debian-minimal.toml
     ///   imgbuild lock recipes/debian-minimal.toml --update     # take newer packages
     Lock(lock::LockArgs),
+    /// Push an image from the store or an OCI layout directory to a registry.
+    ///
+    /// Blobs the registry already has are not sent again; uploads stream from disk.
+    /// Credentials: IMGBUILD_REGISTRY_USER/IMGBUILD_REGISTRY_PASSWORD, else the Docker config.
+    ///
+    /// Examples:
+    ///   imgbuild push hello:1.0 registry.example.com/team/hello:1.0
+    ///   imgbuild push out/hello.oci:1.0 localhost:5000/hello:1.0 --insecure-registry localhost:5000
+    Push(push::PushArgs),
     /// Look after the store: list, measure, verify, collect garbage.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
@@ -82,6 +95,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         Command::Build(args) => build::run(&store_dir, args),
         Command::Inspect(args) => inspect::run(&store_dir, args),
         Command::Lock(args) => lock::run(&store_dir, args),
+        Command::Push(args) => push::run(&store_dir, args),
         Command::Store(cmd) => store_cmd::run(&store_dir, cmd),
     }
 }

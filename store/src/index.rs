@@ -34,6 +34,17 @@ const MIGRATIONS: &[&str] = &[
         manifest TEXT NOT NULL REFERENCES blobs(digest),
         updated INTEGER NOT NULL
      );",
+    // 2: layer blobs known by digest but kept in a registry until something needs their
+    // bytes (layers named by a `--cache-from` import), and where pulled layers came from.
+    "CREATE TABLE remote_layers (
+        digest TEXT PRIMARY KEY,
+        diff_id TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        added INTEGER NOT NULL
+     );
+     CREATE INDEX remote_layers_diff_id ON remote_layers (diff_id);",
 ];
 
 /// A compressed form of a layer.
@@ -356,6 +367,76 @@ impl Index {
             .execute("DELETE FROM cache WHERE key = ?1", [key.to_string()])
             .map(drop)
             .map_err(self.err())
+    }
+
+    pub(crate) fn add_remote_layer(
+        &self,
+        layer: &LayerRecord,
+        source: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO remote_layers (digest, diff_id, media_type, size, source, added)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    layer.digest.to_string(),
+                    layer.diff_id.to_string(),
+                    layer.media_type,
+                    size_param(layer.size),
+                    source,
+                    now()
+                ],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    /// A remote layer blob and where it can be fetched from.
+    pub(crate) fn remote_layer(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<(LayerRecord, String)>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT diff_id, media_type, size, source FROM remote_layers WHERE digest = ?1",
+                [digest.to_string()],
+                |r| {
+                    Ok((
+                        LayerRecord {
+                            diff_id: digest_col(r.get(0)?)?,
+                            media_type: r.get(1)?,
+                            digest: digest.clone(),
+                            size: size_col(r.get(2)?),
+                        },
+                        r.get(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Remote forms of a layer whose blob is not in the store.
+    pub(crate) fn remote_forms(&self, diff_id: &Digest) -> Result<Vec<LayerRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT media_type, digest, size FROM remote_layers
+                 WHERE diff_id = ?1 AND digest NOT IN (SELECT digest FROM layers)
+                 ORDER BY media_type",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([diff_id.to_string()], |r| {
+                Ok(LayerRecord {
+                    diff_id: diff_id.clone(),
+                    media_type: r.get(0)?,
+                    digest: digest_col(r.get(1)?)?,
+                    size: size_col(r.get(2)?),
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
     pub(crate) fn all_layers(&self) -> Result<Vec<LayerRecord>, StoreError> {

@@ -11,7 +11,7 @@
 //!   CACHEDIR.TAG            marks the tree as a cache for backup tools
 //!   v1/
 //!     lock                  flock: shared for builds, exclusive for gc
-//!     index.sqlite          the index (WAL mode)
+//!     index.sqlite          the index (WAL mode); `remote_blobs` lists blobs kept in a registry
 //!     blobs/sha256/<hex>    immutable blobs, read-only files
 //!     tmp/                  blobs being written; emptied by gc
 //! ```
@@ -28,6 +28,7 @@ pub mod layer;
 mod lock;
 mod maintenance;
 pub mod oci;
+mod remote;
 mod store;
 pub mod tarball;
 
@@ -37,4 +38,5 @@ pub use error::StoreError;
 pub use index::{CacheEntry, ImageRef, LayerRecord};
 pub use layer::{Compression, LayerWriter};
 pub use maintenance::{GcOptions, GcReport, StoreUsage, VerifyReport};
+pub use remote::BlobFetcher;
 pub use store::Store;

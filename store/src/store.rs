@@ -16,6 +16,7 @@ pub struct Store {
     root: PathBuf,
     pub(crate) data: PathBuf,
     index: Mutex<Index>,
+    pub(crate) fetcher: Option<Box<dyn crate::BlobFetcher>>,
     _lock: StoreLock,
 }
 
@@ -50,6 +51,7 @@ impl Store {
             root: root.to_owned(),
             data,
             index: Mutex::new(index),
+            fetcher: None,
             _lock: lock,
         })
     }
@@ -163,8 +165,9 @@ impl Store {
         w.commit_verified(expected)
     }
 
-    /// Opens a blob for reading.
+    /// Opens a blob for reading, downloading it first when it is only known remotely.
     pub fn open_blob(&self, digest: &Digest) -> Result<fs_err::File, StoreError> {
+        self.ensure_local(digest)?;
         fs_err::File::open(self.blob_path(digest)).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 StoreError::MissingBlob(digest.clone())
@@ -202,14 +205,21 @@ impl Store {
         self.with_index(|ix| ix.add_layer(record))
     }
 
-    /// The layer whose compressed blob is `digest`, if known.
+    /// The layer whose compressed blob is `digest`, if known (locally or remotely).
     pub fn layer_by_digest(&self, digest: &Digest) -> Result<Option<LayerRecord>, StoreError> {
-        self.with_index(|ix| ix.layer_by_digest(digest))
+        match self.with_index(|ix| ix.layer_by_digest(digest))? {
+            Some(found) => Ok(Some(found)),
+            None => Ok(self
+                .with_index(|ix| ix.remote_layer(digest))?
+                .map(|(l, _)| l)),
+        }
     }
 
-    /// Every stored form of a layer.
+    /// Every form of a layer: the stored ones, then those only known remotely.
     pub fn layer_forms(&self, diff_id: &Digest) -> Result<Vec<LayerRecord>, StoreError> {
-        self.with_index(|ix| ix.layer_forms(diff_id))
+        let mut forms = self.with_index(|ix| ix.layer_forms(diff_id))?;
+        forms.extend(self.with_index(|ix| ix.remote_forms(diff_id))?);
+        Ok(forms)
     }
 
     /// Opens a layer's uncompressed tar stream, from whichever form the store holds.
@@ -218,7 +228,7 @@ impl Store {
         let form = forms
             .iter()
             .find(|f| {
-                self.blob_path(&f.digest).exists()
+                self.blob_available(&f.digest).unwrap_or(false)
                     && Compression::from_media_type(&f.media_type).is_some()
             })
             .ok_or_else(|| StoreError::MissingBlob(diff_id.clone()))?;
@@ -242,7 +252,7 @@ impl Store {
         let forms = self.layer_forms(diff_id)?;
         if let Some(found) = forms.iter().find(|f| {
             Compression::from_media_type(&f.media_type) == Some(compression)
-                && self.blob_path(&f.digest).exists()
+                && self.blob_available(&f.digest).unwrap_or(false)
         }) {
             return Ok(found.clone());
         }
@@ -260,7 +270,7 @@ impl Store {
                 if self
                     .layer_forms(&e.diff_id)?
                     .iter()
-                    .any(|f| self.blob_path(&f.digest).exists()) =>
+                    .any(|f| self.blob_available(&f.digest).unwrap_or(false)) =>
             {
                 Ok(Some(e))
             }

@@ -7,4 +7,7 @@ mod crash;
 mod debian;
 mod malformed;
 mod oci_output;
+mod registry;
+mod registry_support;
 mod reproducible;
+mod untrusted_layers;

@@ -136,6 +136,11 @@ pub enum Base {
     OciArchive(PathBuf),
     /// A Debian userland bootstrapped from a mirror.
     Debian(crate::debian::DebianFrom),
+    /// An image in a registry: `HOST/REPO:TAG` or `HOST/REPO@sha256:HEX`.
+    Registry {
+        /// The reference as written.
+        reference: String,
+    },
 }
 
 /// One build step.

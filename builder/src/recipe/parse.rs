@@ -199,7 +199,7 @@ impl Cx<'_> {
                 kinds.push((name, v.span()));
             }
         }
-        let help = "name exactly one of: scratch = true, rootfs = \"file.tar.zst\", oci = \"layout:tag\", oci_archive = \"image.tar\"";
+        let help = "name exactly one of: scratch = true, rootfs = \"file.tar.zst\", image = \"host/repo:tag\", oci = \"layout:tag\", oci_archive = \"image.tar\"";
         match kinds.as_slice() {
             [] => return Err(self.err(Some(span), "[from] names no base").help(help)),
             [_] => {}
@@ -212,13 +212,20 @@ impl Cx<'_> {
                     .help(help))
             }
         }
-        if let Some(v) = from.image.as_ref() {
-            return Err(self
-                .err_at(
-                    v,
-                    "`from.image` is not supported by this version of imgbuild",
-                )
-                .help("use scratch, rootfs, oci, oci_archive or debian for now"));
+        if let Some(v) = &from.image {
+            let Some(text) = v.get_ref().as_str() else {
+                return Err(self
+                    .err_at(v, "`from.image` must be a string")
+                    .help("write it as image = \"registry.example.com/library/debian:bookworm\""));
+            };
+            if let Err(e) = imgbuild_registry::Reference::parse(text) {
+                return Err(self.err_at(v, e.to_string()).help(
+                    "name the registry host, the repository and a tag or digest, e.g. \"registry.example.com/library/debian:bookworm\"",
+                ));
+            }
+            return Ok(Base::Registry {
+                reference: text.to_owned(),
+            });
         }
         if let Some(v) = from.debian {
             let span = v.span();

@@ -1,8 +1,9 @@
 //! Where an image's base and inputs come from: rootfs tarballs, local OCI layouts and
-//! archives, and host files for `copy` steps.
+//! archives, registries, and host files for `copy` steps.
 
 pub(crate) mod debian;
 pub(crate) mod oci;
+pub(crate) mod registry;
 pub(crate) mod rootfs;
 
 use imgbuild_store::tarball::LayerReadError;
@@ -45,6 +46,17 @@ pub enum SourceError {
         /// What is wrong.
         #[source]
         source: LayerReadError,
+    },
+    /// A registry base could not be pulled.
+    #[error(transparent)]
+    Pull(#[from] imgbuild_registry::PullError),
+    /// A registry base was not resolved to a digest before planning.
+    #[error("base image {reference}: {message}")]
+    Unresolved {
+        /// The reference.
+        reference: String,
+        /// What is wrong.
+        message: String,
     },
     /// The store failed.
     #[error(transparent)]

@@ -15,6 +15,8 @@ pub(crate) struct BaseImage {
     pub diff_ids: Vec<Digest>,
     /// Its config, when it came from an image.
     pub config: Option<ImageConfig>,
+    /// The exact layer blobs to reuse (registry bases keep their layers as served).
+    pub layers: Option<Vec<LayerRecord>>,
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> SourceError {
@@ -134,6 +136,7 @@ pub(crate) fn import_layout(
     Ok(BaseImage {
         diff_ids: config.rootfs.diff_ids.clone(),
         config: Some(config),
+        layers: None,
     })
 }
 

@@ -4,6 +4,14 @@
 //! layer's entries, whiteouts and opaque markers to an ordered map of paths; the second
 //! streams the surviving entries with their bytes to a [`TreeSink`], directories first
 //! (sorted), then every other entry in the order its layer holds it.
+//!
+//! Layers from registries are untrusted. Besides what the reader refuses (`..`) and
+//! normalises (absolute paths become relative to the root), the merged tree drops two kinds
+//! of entries so that unpacking the flattened tree can never write outside its root:
+//! an entry below a symlink (or any non-directory) of the merged tree — `a -> /` then
+//! `a/etc/x` — and a hard link whose target is not a regular file of the merged tree
+//! (`x` linked to `/etc/passwd` of an image that has none). Symlinks themselves are kept
+//! as they are: an absolute target resolves inside the image at run time.
 
 use super::entry::{parent_of, EntryKind, EntryMeta};
 use super::read::{read_meta, LayerReadError};
@@ -53,6 +61,7 @@ impl MergedTree {
         let layer = self.layers;
         self.apply_layer(layer, reader)?;
         self.layers += 1;
+        self.drop_unsafe_entries();
         self.add_missing_parents();
         Ok(())
     }
@@ -97,6 +106,43 @@ impl MergedTree {
             .map(|(p, _)| p.clone())
             .collect();
         for p in doomed {
+            self.entries.remove(&p);
+        }
+    }
+
+    /// Drops entries below a non-directory and hard links to anything but a regular file.
+    fn drop_unsafe_entries(&mut self) {
+        let below_non_dir: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|path| {
+                let mut parent = parent_of(path);
+                while !parent.is_empty() {
+                    if self.entries.get(parent).is_some_and(|w| !w.meta.is_dir()) {
+                        return true;
+                    }
+                    parent = parent_of(parent);
+                }
+                false
+            })
+            .cloned()
+            .collect();
+        for p in below_non_dir {
+            self.entries.remove(&p);
+        }
+        let dangling: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, w)| match &w.meta.kind {
+                EntryKind::Hardlink(target) => self
+                    .entries
+                    .get(target.as_str())
+                    .is_none_or(|t| t.meta.kind != EntryKind::File),
+                _ => false,
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in dangling {
             self.entries.remove(&p);
         }
     }
@@ -235,6 +281,23 @@ mod tests {
         assert_eq!(files["etc/a"], "a1");
         assert_eq!(files["keep"], "k");
         assert!(!files.contains_key("etc/b") && !files.contains_key("var/cache/x"));
+    }
+
+    #[test]
+    fn entries_below_symlinks_and_dangling_hard_links_are_dropped() {
+        let l0 = layer(|w| {
+            let link = EntryMeta::new("a", EntryKind::Symlink("/".into()), 0o777, 0);
+            w.append(&link, &mut io::empty()).unwrap();
+            file(w, "a/etc/x", "escape");
+            file(w, "f", "file");
+            let hard = EntryMeta::new("h", EntryKind::Hardlink("etc/passwd".into()), 0o644, 0);
+            w.append(&hard, &mut io::empty()).unwrap();
+            let good = EntryMeta::new("g", EntryKind::Hardlink("f".into()), 0o644, 0);
+            w.append(&good, &mut io::empty()).unwrap();
+        });
+        let tree = MergedTree::build([l0.as_slice()]).unwrap();
+        let paths: Vec<&str> = tree.iter().map(|m| m.path.as_str()).collect();
+        assert_eq!(paths, ["a", "f", "g"]);
     }
 
     #[test]
