@@ -1,8 +1,8 @@
 //! Running a build: plan, look every step up in the store, execute the misses, and write
 //! the image config and manifest.
 
-use crate::plan::PlannedStep;
 use crate::plan::{plan, Plan};
+use crate::plan::{PlanInputs, PlannedStep};
 use crate::recipe::{Base, ConfigSpec, Recipe};
 use crate::recipe::{Step, StepOp};
 use crate::sandbox::OutputLine;
@@ -10,6 +10,7 @@ use crate::sources::debian::{prepare, LockMode, PackageSets};
 use crate::sources::oci::{import_layout, resolve_layout, unpack_archive, BaseImage};
 use crate::sources::registry::{self, resolve_base, ResolvedBase};
 use crate::sources::{rootfs, SourceError};
+use crate::steps::from_stage::{stage_copy_layer, StageCopy};
 use crate::steps::install::{bootstrap_layer, dpkg_layer, unpack_layer, Install};
 use crate::steps::{run_to_layer, write_layer, StepError};
 use imgbuild_store::oci::{
@@ -155,81 +156,15 @@ pub fn build(
     recipe: &Recipe,
     options: &BuildOptions<'_>,
 ) -> Result<BuildReport, BuildError> {
-    if let Base::Debian(from) = &recipe.base {
-        (options.progress)(&Progress::Note(&format!(
-            "resolving Debian packages ({} {})",
-            from.suite, from.variant
-        )));
-    }
-    let packages = resolve_packages(store, recipe, options.lock_mode)?;
-    let resolved = resolve_base(store, options.registry, recipe)?;
-    let plan = plan(recipe, options.epoch, resolved.as_ref(), packages.as_ref())?;
-    let base = import_base(
-        store,
-        recipe,
-        &plan,
-        resolved.as_ref(),
-        packages.as_ref(),
-        options,
-    )?;
-    let mut diff_ids = base.diff_ids.clone();
-    let mut tree: Option<MergedTree> = None;
-    let mut reports = Vec::new();
-    let total = plan.steps.len();
-    for (step, planned) in recipe.steps.iter().zip(&plan.steps) {
-        (options.progress)(&Progress::StepStarted {
-            number: planned.number,
-            total,
-            description: &planned.description,
-        });
-        let start = Instant::now();
-        let (diff_id, cache) = match store.cache_get(&planned.key)? {
-            Some(entry) => (entry.diff_id, CacheOutcome::Hit),
-            None => {
-                if tree.is_none() {
-                    tree = Some(merged_tree(store, &diff_ids)?);
-                }
-                let below = tree.as_ref().unwrap_or_else(|| unreachable!());
-                let record = execute(
-                    store,
-                    step,
-                    planned,
-                    below,
-                    &diff_ids,
-                    packages.as_ref(),
-                    options,
-                )?;
-                store.cache_put(&planned.key, &record.diff_id, &planned.description)?;
-                (record.diff_id, CacheOutcome::Miss)
-            }
-        };
-        if let Some(t) = tree.as_mut() {
-            t.push_layer(store.open_layer(&diff_id)?)
-                .map_err(|source| BuildError::Layer {
-                    diff_id: diff_id.clone(),
-                    source,
-                })?;
-        }
-        let layer = store
-            .layer_forms(&diff_id)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| StoreError::MissingBlob(diff_id.clone()))?;
-        diff_ids.push(diff_id.clone());
-        let report = StepReport {
-            index: planned.number,
-            kind: planned.kind,
-            description: planned.description.clone(),
-            cache,
-            seconds: start.elapsed().as_secs_f64(),
-            layer: layer.digest,
-            diff_id,
-            key: planned.key.clone(),
-            hermetic: !matches!(&step.op, StepOp::Run(run) if run.network),
-        };
-        (options.progress)(&Progress::StepFinished(&report));
-        reports.push(report);
-    }
+    let stages = build_stages(store, recipe, options)?;
+    let Built {
+        base,
+        plan,
+        diff_ids,
+        mut reports,
+        resolved,
+        packages,
+    } = build_layers(store, recipe, options, &stages)?;
     // A registry base's layers are reused exactly as pulled; everything else is compressed
     // as asked.
     let kept = base.layers.as_deref().unwrap_or_default();
@@ -267,6 +202,169 @@ pub fn build(
     })
 }
 
+/// The layers of a built recipe or stage.
+struct Built {
+    base: BaseImage,
+    plan: Plan,
+    diff_ids: Vec<Digest>,
+    reports: Vec<StepReport>,
+    resolved: Option<ResolvedBase>,
+    packages: Option<PackageSets>,
+}
+
+/// A built stage: its final key and its layers.
+struct StageOutput {
+    key: Digest,
+    diff_ids: Vec<Digest>,
+}
+
+/// Builds every stage, in the order the recipe gives (each after those it copies from).
+fn build_stages(
+    store: &Store,
+    recipe: &Recipe,
+    options: &BuildOptions<'_>,
+) -> Result<BTreeMap<String, StageOutput>, BuildError> {
+    let mut outputs = BTreeMap::new();
+    let stem = recipe
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for stage in &recipe.stages {
+        (options.progress)(&Progress::Note(&format!("stage {}", stage.name)));
+        let sub = Recipe {
+            // A stage with a Debian base keeps its own lock: `<recipe>.<stage>.lock`.
+            path: recipe
+                .path
+                .with_file_name(format!("{stem}.{}.toml", stage.name)),
+            dir: recipe.dir.clone(),
+            image: recipe.image.clone(),
+            base: stage.base.clone(),
+            steps: stage.steps.clone(),
+            config: ConfigSpec::default(),
+            disk: crate::recipe::DiskSpec::default(),
+            initramfs: crate::recipe::InitramfsSpec::default(),
+            stages: Vec::new(),
+        };
+        let built = build_layers(store, &sub, options, &outputs)?;
+        let key = built
+            .plan
+            .steps
+            .last()
+            .map_or(built.plan.base_key.clone(), |s| s.key.clone());
+        outputs.insert(
+            stage.name.clone(),
+            StageOutput {
+                key,
+                diff_ids: built.diff_ids,
+            },
+        );
+    }
+    Ok(outputs)
+}
+
+/// Plans `recipe` and produces its layers: base import, cache look-ups, the misses run.
+fn build_layers(
+    store: &Store,
+    recipe: &Recipe,
+    options: &BuildOptions<'_>,
+    stages: &BTreeMap<String, StageOutput>,
+) -> Result<Built, BuildError> {
+    if let Base::Debian(from) = &recipe.base {
+        (options.progress)(&Progress::Note(&format!(
+            "resolving Debian packages ({} {})",
+            from.suite, from.variant
+        )));
+    }
+    let packages = resolve_packages(store, recipe, options.lock_mode)?;
+    let resolved = resolve_base(store, options.registry, recipe)?;
+    let stage_keys: BTreeMap<String, Digest> = stages
+        .iter()
+        .map(|(n, o)| (n.clone(), o.key.clone()))
+        .collect();
+    let inputs = PlanInputs {
+        resolved: resolved.as_ref(),
+        packages: packages.as_ref(),
+        stages: &stage_keys,
+    };
+    let plan = plan(recipe, options.epoch, &inputs)?;
+    let base = import_base(
+        store,
+        recipe,
+        &plan,
+        resolved.as_ref(),
+        packages.as_ref(),
+        options,
+    )?;
+    let mut diff_ids = base.diff_ids.clone();
+    let mut tree: Option<MergedTree> = None;
+    let mut reports = Vec::new();
+    let total = plan.steps.len();
+    for (step, planned) in recipe.steps.iter().zip(&plan.steps) {
+        (options.progress)(&Progress::StepStarted {
+            number: planned.number,
+            total,
+            description: &planned.description,
+        });
+        let start = Instant::now();
+        let (diff_id, cache) = match store.cache_get(&planned.key)? {
+            Some(entry) => (entry.diff_id, CacheOutcome::Hit),
+            None => {
+                if tree.is_none() {
+                    tree = Some(merged_tree(store, &diff_ids)?);
+                }
+                let below = tree.as_ref().unwrap_or_else(|| unreachable!());
+                let record = execute(
+                    store,
+                    step,
+                    planned,
+                    below,
+                    &diff_ids,
+                    packages.as_ref(),
+                    stages,
+                    options,
+                )?;
+                store.cache_put(&planned.key, &record.diff_id, &planned.description)?;
+                (record.diff_id, CacheOutcome::Miss)
+            }
+        };
+        if let Some(t) = tree.as_mut() {
+            t.push_layer(store.open_layer(&diff_id)?)
+                .map_err(|source| BuildError::Layer {
+                    diff_id: diff_id.clone(),
+                    source,
+                })?;
+        }
+        let layer = store
+            .layer_forms(&diff_id)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::MissingBlob(diff_id.clone()))?;
+        diff_ids.push(diff_id.clone());
+        let report = StepReport {
+            index: planned.number,
+            kind: planned.kind,
+            description: planned.description.clone(),
+            cache,
+            seconds: start.elapsed().as_secs_f64(),
+            layer: layer.digest,
+            diff_id,
+            key: planned.key.clone(),
+            hermetic: !matches!(&step.op, StepOp::Run(run) if run.network),
+        };
+        (options.progress)(&Progress::StepFinished(&report));
+        reports.push(report);
+    }
+    Ok(Built {
+        base,
+        plan,
+        diff_ids,
+        reports,
+        resolved,
+        packages,
+    })
+}
+
 /// Resolves (or reads from the lock) and fetches the Debian packages of a recipe with a
 /// Debian base; `None` for other bases.
 pub fn resolve_packages(
@@ -296,6 +394,7 @@ fn execute(
     below_tree: &MergedTree,
     below: &[Digest],
     packages: Option<&PackageSets>,
+    stages: &BTreeMap<String, StageOutput>,
     options: &BuildOptions<'_>,
 ) -> Result<LayerRecord, BuildError> {
     let number = step.number;
@@ -357,6 +456,30 @@ fn execute(
             } else {
                 unpack_layer(store, number, &install, below_tree.get("usr").is_none())?
             }
+        }
+        StepOp::Copy {
+            source,
+            to,
+            mode,
+            owner,
+            from_stage: Some(stage),
+            ..
+        } => {
+            let copy = StageCopy {
+                layers: &stages[stage].diff_ids,
+                source,
+                to,
+                mode: *mode,
+                owner: *owner,
+            };
+            stage_copy_layer(
+                store,
+                number,
+                &copy,
+                below_tree,
+                options.epoch,
+                options.compression,
+            )?
         }
         op => write_layer(
             store,

@@ -17,7 +17,7 @@ pub use build::{
     build, resolve_packages, BuildError, BuildOptions, BuildReport, CacheOutcome, Progress,
     StepReport,
 };
-pub use plan::{Plan, PlannedStep};
+pub use plan::{Plan, PlanInputs, PlannedStep};
 pub use sources::debian::{lock_path, LockMode, PackageSets};
 pub use sources::registry::{resolve_base, ResolvedBase};
 pub use sources::SourceError;

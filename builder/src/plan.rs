@@ -43,15 +43,26 @@ pub struct PlannedStep {
     pub(crate) items: Vec<CopyItem>,
 }
 
+/// What a plan needs besides the recipe: what was resolved before planning.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInputs<'a> {
+    /// The registry base, resolved to a digest.
+    pub resolved: Option<&'a ResolvedBase>,
+    /// The Debian packages, resolved from the lock or the mirror.
+    pub packages: Option<&'a PackageSets>,
+    /// The final key of every stage the steps copy from.
+    pub stages: &'a std::collections::BTreeMap<String, Digest>,
+}
+
 /// Computes every key of `recipe`'s build with timestamps at `epoch`. A registry base must
 /// have been resolved first ([`crate::resolve_base`]): its manifest digest, not its tag,
 /// enters the key; `packages` is the resolved Debian package set of a Debian base.
-pub fn plan(
-    recipe: &Recipe,
-    epoch: u64,
-    resolved: Option<&ResolvedBase>,
-    packages: Option<&PackageSets>,
-) -> Result<Plan, SourceError> {
+pub fn plan(recipe: &Recipe, epoch: u64, inputs: &PlanInputs<'_>) -> Result<Plan, SourceError> {
+    let PlanInputs {
+        resolved,
+        packages,
+        stages,
+    } = *inputs;
     let debs = |list: &[crate::debian::LockedPackage]| -> Vec<String> {
         list.iter().map(|p| p.sha256.clone()).collect()
     };
@@ -96,6 +107,18 @@ pub fn plan(
             _ => Vec::new(),
         };
         let mut definition = definition(&step.op);
+        if let StepOp::Copy {
+            source,
+            from_stage: Some(stage),
+            ..
+        } = &step.op
+        {
+            // The stage's final key stands for everything in it.
+            definition["from_stage"] = json!({
+                "path": source,
+                "key": stages.get(stage).map(ToString::to_string),
+            });
+        }
         if let (StepOp::Packages { .. }, Some(sets)) = (&step.op, packages) {
             definition["debs"] = json!(sets
                 .steps

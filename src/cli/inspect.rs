@@ -36,13 +36,18 @@ pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
         let packages =
             imgbuild_builder::resolve_packages(&store, &recipe, imgbuild_builder::LockMode::Update)
                 .map_err(|e| Failure::user(e.to_string()))?;
-        let plan = imgbuild_builder::plan::plan(
-            &recipe,
-            args.source_date_epoch,
-            base.as_ref(),
-            packages.as_ref(),
-        )
-        .map_err(|e| Failure::user(e.to_string()))?;
+        if !recipe.stages.is_empty() {
+            return Err(Failure::user(
+                "inspect does not plan recipes with [stage.*] tables yet; `build --json` reports every key",
+            ));
+        }
+        let inputs = imgbuild_builder::PlanInputs {
+            resolved: base.as_ref(),
+            packages: packages.as_ref(),
+            stages: &std::collections::BTreeMap::new(),
+        };
+        let plan = imgbuild_builder::plan::plan(&recipe, args.source_date_epoch, &inputs)
+            .map_err(|e| Failure::user(e.to_string()))?;
         let mut steps = Vec::new();
         for s in &plan.steps {
             let cached = store.cache_get(&s.key)?.is_some();

@@ -106,3 +106,25 @@ pub(crate) fn describe_tree(root: &Path) -> Vec<String> {
     lines.sort();
     lines
 }
+
+/// One store shared by every test that builds Debian recipes (each test runs in its own
+/// process under nextest), warmed with the minbase bootstrap by whichever test comes first
+/// while the others wait on a lock.
+pub(crate) fn shared_store() -> &'static Path {
+    static STORE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    STORE.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("debian-store");
+        fs_err::create_dir_all(&dir).unwrap();
+        let lock = fs_err::File::create(dir.join("warm.lock")).unwrap();
+        lock.file().lock().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        build_json(
+            &repo().join("recipes/debian-minimal.toml"),
+            &dir,
+            out.path(),
+            &["--locked"],
+        );
+        drop(lock);
+        dir
+    })
+}

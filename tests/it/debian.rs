@@ -5,28 +5,6 @@
 use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
-
-/// One store for every test here (each runs in its own process under nextest), warmed
-/// with the minbase bootstrap by whichever test comes first while the others wait.
-fn shared_store() -> &'static Path {
-    static STORE: OnceLock<PathBuf> = OnceLock::new();
-    STORE.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("debian-store");
-        fs_err::create_dir_all(&dir).unwrap();
-        let lock = fs_err::File::create(dir.join("warm.lock")).unwrap();
-        lock.file().lock().unwrap();
-        let out = tempfile::tempdir().unwrap();
-        build_json(
-            &repo().join("recipes/debian-minimal.toml"),
-            &dir,
-            out.path(),
-            &["--locked"],
-        );
-        drop(lock);
-        dir
-    })
-}
 
 /// Copies the shipped debian-minimal recipe and its lock into `dir`, with extra steps.
 fn recipe_with(dir: &Path, extra_steps: &str) -> PathBuf {
@@ -282,4 +260,55 @@ fn network_steps_are_reported_as_not_hermetic_and_have_no_network_by_default() {
     let steps = report["steps"].as_array().unwrap();
     assert_eq!(steps[1]["hermetic"], true);
     assert_eq!(steps[2]["hermetic"], false);
+}
+
+#[test]
+fn a_stage_builds_a_binary_and_the_image_takes_only_that() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let report = build_json(
+        &repo().join("recipes/multistage.toml"),
+        shared_store(),
+        &out,
+        &["-f", "tar", "--locked"],
+    );
+    let listing = run_ok(
+        Command::new("tar")
+            .arg("-tf")
+            .arg(out.join("hello-static.rootfs.tar")),
+    );
+    let mut paths: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "usr/",
+            "usr/local/",
+            "usr/local/bin/",
+            "usr/local/bin/hello"
+        ]
+    );
+    let rootfs = tmp.path().join("rootfs");
+    fs_err::create_dir_all(&rootfs).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(out.join("hello-static.rootfs.tar"))
+            .arg("-C")
+            .arg(&rootfs),
+    );
+    let ran = run_ok(&mut Command::new(rootfs.join("usr/local/bin/hello")));
+    assert!(String::from_utf8_lossy(&ran.stdout).contains("built in an imgbuild stage"));
+    // Rebuilt: the stage and the copy are both cache hits.
+    let again = build_json(
+        &repo().join("recipes/multistage.toml"),
+        shared_store(),
+        &out,
+        &["--locked"],
+    );
+    assert_eq!(again["digest"], report["digest"]);
+    assert!(cache_outcomes(&again).iter().all(|c| c == "hit"));
 }

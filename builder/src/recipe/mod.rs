@@ -7,8 +7,9 @@ mod parse;
 mod raw;
 
 pub use error::RecipeError;
+pub use model::stage_refs;
 pub use model::{
     Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
-    PlatformSpec, Recipe, RunSpec, Step, StepOp,
+    PlatformSpec, Recipe, RunSpec, Stage, Step, StepOp,
 };
 pub use parse::{load, parse};

@@ -22,6 +22,38 @@ pub struct Recipe {
     pub disk: DiskSpec,
     /// `[initramfs]`: how `--format initramfs` packs the userland.
     pub initramfs: InitramfsSpec,
+    /// `[stage.NAME]`: other images built first, for `copy ... from_stage = NAME`, in an
+    /// order where every stage comes after the stages it copies from.
+    pub stages: Vec<Stage>,
+}
+
+/// A build stage: an image of its own whose files later steps can copy.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// The stage's name.
+    pub name: String,
+    /// What it starts from.
+    pub base: Base,
+    /// Its steps.
+    pub steps: Vec<Step>,
+}
+
+impl Stage {
+    /// The stages this one copies from.
+    pub fn depends_on(&self) -> impl Iterator<Item = &str> {
+        stage_refs(&self.steps)
+    }
+}
+
+/// The stages a list of steps copies from.
+pub fn stage_refs(steps: &[Step]) -> impl Iterator<Item = &str> {
+    steps.iter().filter_map(|s| match &s.op {
+        StepOp::Copy {
+            from_stage: Some(stage),
+            ..
+        } => Some(stage.as_str()),
+        _ => None,
+    })
 }
 
 /// Firmware a disk boots with.
@@ -178,6 +210,8 @@ pub enum StepOp {
         mode: Option<u32>,
         /// Owner for everything copied.
         owner: Owner,
+        /// Copy from this stage's image instead of the host (`source` is then a path in it).
+        from_stage: Option<String>,
     },
     /// Write a file with the given content.
     Write {
@@ -256,6 +290,12 @@ impl StepOp {
     /// A one-line description for progress output and image history.
     pub fn describe(&self) -> String {
         match self {
+            Self::Copy {
+                source,
+                to,
+                from_stage: Some(stage),
+                ..
+            } => format!("copy {stage}:{source} {to}"),
             Self::Copy { source, to, .. } => format!("copy {source} {to}"),
             Self::Write { path, .. } => format!("write {path}"),
             Self::Mkdir { path, .. } => format!("mkdir {path}"),

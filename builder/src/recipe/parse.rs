@@ -3,7 +3,7 @@
 use super::error::RecipeError;
 use super::model::{
     Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
-    PlatformSpec, Recipe, RunSpec, Step, StepOp,
+    PlatformSpec, Recipe, RunSpec, Stage, Step, StepOp,
 };
 use super::raw::{RawConfig, RawDisk, RawFrom, RawImage, RawInitramfs, RawRecipe, RawStep, S};
 use std::path::{Component, Path, PathBuf};
@@ -47,7 +47,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
         .into_iter()
         .enumerate()
         .map(|(i, step)| cx.step(i + 1, step, &dir, matches!(base, Base::Debian(_))))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let config = match raw.config {
         Some(c) => cx.config(c)?,
         None => ConfigSpec::default(),
@@ -60,6 +60,26 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
         Some(i) => cx.initramfs(i)?,
         None => InitramfsSpec::default(),
     };
+    let mut stages = Vec::new();
+    let mut stage_spans = std::collections::BTreeMap::new();
+    for (name, raw_stage) in raw.stage.unwrap_or_default() {
+        let span = raw_stage.span();
+        let raw_stage = raw_stage.into_inner();
+        let base = match raw_stage.from {
+            Some(from) => cx.base(from, &dir)?,
+            None => Base::Scratch,
+        };
+        let debian = matches!(base, Base::Debian(_));
+        let steps = raw_stage
+            .step
+            .into_iter()
+            .enumerate()
+            .map(|(i, step)| cx.step(i + 1, step, &dir, debian))
+            .collect::<Result<Vec<_>, _>>()?;
+        stage_spans.insert(name.clone(), span);
+        stages.push(Stage { name, base, steps });
+    }
+    let stages = cx.order_stages(stages, &steps, &stage_spans)?;
     Ok(Recipe {
         path: path.to_owned(),
         dir,
@@ -69,6 +89,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
         config,
         disk,
         initramfs,
+        stages,
     })
 }
 
@@ -387,15 +408,22 @@ impl Cx<'_> {
                     .help("add `to = \"/path/in/image\"`")
                 })?;
                 if let Some(stage) = &s.from_stage {
-                    return Err(self
-                        .err_at(
-                            stage,
-                            "`from_stage` is not supported by this version of imgbuild",
-                        )
-                        .help("copy from the recipe's directory for now"));
+                    return Ok(Step {
+                        number,
+                        line,
+                        op: StepOp::Copy {
+                            source: self.image_path(copy)?,
+                            matches: Vec::new(),
+                            to: self.image_path(to)?,
+                            mode: s.mode.as_ref().map(|m| self.mode(m)).transpose()?,
+                            owner,
+                            from_stage: Some(stage.get_ref().clone()),
+                        },
+                    });
                 }
                 let matches = self.copy_sources(copy, dir)?;
                 StepOp::Copy {
+                    from_stage: None,
                     source,
                     matches,
                     to: self.image_path(to)?,
@@ -631,6 +659,68 @@ impl Cx<'_> {
                 .help("check the pattern; it is matched against paths relative to the recipe"));
         }
         Ok(matches)
+    }
+
+    /// Checks every `from_stage` names a stage and orders stages so that each comes after
+    /// the stages it copies from; a cycle is an error.
+    fn order_stages(
+        &self,
+        stages: Vec<Stage>,
+        steps: &[Step],
+        spans: &std::collections::BTreeMap<String, std::ops::Range<usize>>,
+    ) -> Result<Vec<Stage>, RecipeError> {
+        let known: std::collections::BTreeSet<&str> =
+            stages.iter().map(|s| s.name.as_str()).collect();
+        let all_refs = stages
+            .iter()
+            .flat_map(|s| s.steps.iter())
+            .chain(steps)
+            .filter_map(|s| match &s.op {
+                StepOp::Copy {
+                    from_stage: Some(stage),
+                    ..
+                } => Some((stage, s.line)),
+                _ => None,
+            });
+        for (stage, line) in all_refs {
+            if !known.contains(stage.as_str()) {
+                let offset = self
+                    .source
+                    .lines()
+                    .take(line.saturating_sub(1))
+                    .map(|l| l.len() + 1)
+                    .sum::<usize>();
+                return Err(self
+                    .err(
+                        Some(offset..offset + 1),
+                        format!("no stage named `{stage}`"),
+                    )
+                    .help(format!(
+                        "define it as [stage.{stage}] with its own `from` and `step`s"
+                    )));
+            }
+        }
+        let mut ordered: Vec<Stage> = Vec::new();
+        let mut pending = stages;
+        while !pending.is_empty() {
+            let done: std::collections::BTreeSet<String> =
+                ordered.iter().map(|s| s.name.clone()).collect();
+            let (ready, waiting): (Vec<Stage>, Vec<Stage>) = pending
+                .into_iter()
+                .partition(|s| s.depends_on().all(|d| done.contains(d)));
+            if ready.is_empty() {
+                let name = &waiting[0].name;
+                return Err(self
+                    .err(
+                        spans.get(name).cloned(),
+                        format!("stages copy from each other in a cycle (through `{name}`)"),
+                    )
+                    .help("a stage may only copy from stages that do not copy from it"));
+            }
+            ordered.extend(ready);
+            pending = waiting;
+        }
+        Ok(ordered)
     }
 
     fn disk(&self, raw: S<RawDisk>) -> Result<DiskSpec, RecipeError> {

@@ -16,6 +16,15 @@ pub(crate) struct RawRecipe {
     pub config: Option<S<RawConfig>>,
     pub disk: Option<S<RawDisk>>,
     pub initramfs: Option<S<RawInitramfs>>,
+    pub stage: Option<BTreeMap<String, S<RawStage>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStage {
+    pub from: Option<S<RawFrom>>,
+    #[serde(default)]
+    pub step: Vec<S<RawStep>>,
 }
 
 #[derive(Debug, Deserialize)]

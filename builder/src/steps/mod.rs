@@ -3,6 +3,7 @@
 
 pub(crate) mod copy;
 mod files;
+pub(crate) mod from_stage;
 pub(crate) mod install;
 mod sandboxed;
 

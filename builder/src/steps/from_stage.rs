@@ -1,0 +1,127 @@
+//! `copy ... from_stage = NAME`: files from another stage's image, streamed from its merged
+//! layers into this step's layer under their new path.
+
+use super::StepError;
+use crate::recipe::Owner;
+use imgbuild_store::tarball::{EntryKind, EntryMeta, MergedTree, TarWriter, TreeSink};
+use imgbuild_store::{Compression, Digest, LayerRecord, Store};
+use std::io::{self, Read, Write};
+
+/// What to copy out of a stage.
+pub(crate) struct StageCopy<'a> {
+    /// The stage's layers, lowest first.
+    pub layers: &'a [Digest],
+    /// Absolute path in the stage.
+    pub source: &'a str,
+    /// Absolute destination in the image.
+    pub to: &'a str,
+    /// Mode for copied files.
+    pub mode: Option<u32>,
+    /// Owner of everything copied.
+    pub owner: Owner,
+}
+
+/// Writes the layer of a copy from a stage.
+pub(crate) fn stage_copy_layer(
+    store: &Store,
+    number: usize,
+    copy: &StageCopy<'_>,
+    below: &MergedTree,
+    epoch: u64,
+    compression: Compression,
+) -> Result<LayerRecord, StepError> {
+    let store_err = |source| StepError::Store {
+        step: number,
+        source,
+    };
+    let io_err = |source| StepError::Io {
+        step: number,
+        source,
+    };
+    let read_err = |e: imgbuild_store::tarball::LayerReadError| StepError::Sandbox {
+        step: number,
+        message: e.to_string(),
+    };
+    let open = || -> Result<Vec<Box<dyn Read + Send>>, StepError> {
+        copy.layers
+            .iter()
+            .map(|d| store.open_layer(d).map_err(store_err))
+            .collect()
+    };
+    let tree = MergedTree::build(open()?).map_err(read_err)?;
+    let source = copy.source.trim_matches('/').to_owned();
+    let found = tree.get(&source).ok_or_else(|| StepError::Sandbox {
+        step: number,
+        message: format!("the stage has nothing at {}", copy.source),
+    })?;
+    let to = copy.to.trim_matches('/');
+    let dest = if found.is_dir() || !copy.to.ends_with('/') {
+        to.to_owned()
+    } else {
+        format!("{to}/{}", found.name())
+    };
+    let mut layer = store.layer_writer(compression).map_err(store_err)?;
+    {
+        let mut tar = TarWriter::new(&mut layer);
+        let mut parents = Vec::new();
+        let mut parent = dest.rsplit_once('/').map_or("", |(p, _)| p);
+        while !parent.is_empty() && below.get(parent).is_none() {
+            parents.push(parent.to_owned());
+            parent = parent.rsplit_once('/').map_or("", |(p, _)| p);
+        }
+        for dir in parents.iter().rev() {
+            tar.append(&EntryMeta::dir(dir.clone(), epoch), &mut io::empty())
+                .map_err(io_err)?;
+        }
+        let mut sink = Renaming {
+            tar: &mut tar,
+            source: &source,
+            dest: &dest,
+            copy,
+            epoch,
+        };
+        tree.stream(open()?, &mut sink).map_err(read_err)?;
+        tar.finish().map_err(io_err)?;
+    }
+    layer.commit(store).map_err(store_err)
+}
+
+/// Passes on the entries at or below `source`, moved to `dest`.
+struct Renaming<'a, W: Write> {
+    tar: &'a mut TarWriter<W>,
+    source: &'a str,
+    dest: &'a str,
+    copy: &'a StageCopy<'a>,
+    epoch: u64,
+}
+
+impl<W: Write> Renaming<'_, W> {
+    fn rename(&self, path: &str) -> Option<String> {
+        let rest = path.strip_prefix(self.source)?;
+        (rest.is_empty() || rest.starts_with('/')).then(|| format!("{}{rest}", self.dest))
+    }
+}
+
+impl<W: Write> TreeSink for Renaming<'_, W> {
+    fn entry(&mut self, meta: &EntryMeta, data: &mut dyn Read) -> io::Result<()> {
+        let Some(path) = self.rename(&meta.path) else {
+            return Ok(());
+        };
+        let mut m = meta.clone();
+        m.path = path;
+        m.uid = self.copy.owner.uid;
+        m.gid = self.copy.owner.gid;
+        m.mtime = self.epoch;
+        if let EntryKind::Hardlink(target) = &m.kind {
+            // A link to a file outside what is copied becomes nothing rather than dangling.
+            let Some(target) = self.rename(target) else {
+                return Ok(());
+            };
+            m.kind = EntryKind::Hardlink(target);
+        }
+        if let (EntryKind::File, Some(mode)) = (&m.kind, self.copy.mode) {
+            m.mode = mode;
+        }
+        self.tar.append(&m, data)
+    }
+}
