@@ -318,8 +318,10 @@ fn build_layers(
                     store,
                     step,
                     planned,
-                    below,
-                    &diff_ids,
+                    &Below {
+                        tree: below,
+                        layers: &diff_ids,
+                    },
                     packages.as_ref(),
                     stages,
                     options,
@@ -386,17 +388,23 @@ pub fn resolve_packages(
     prepare(store, &recipe.path, from, &steps, mode).map(Some)
 }
 
+/// The image below a step: its layers and their merged tree.
+struct Below<'a> {
+    tree: &'a MergedTree,
+    layers: &'a [Digest],
+}
+
 /// Runs one step that missed the cache.
 fn execute(
     store: &Store,
     step: &Step,
     planned: &PlannedStep,
-    below_tree: &MergedTree,
-    below: &[Digest],
+    below: &Below<'_>,
     packages: Option<&PackageSets>,
     stages: &BTreeMap<String, StageOutput>,
     options: &BuildOptions<'_>,
 ) -> Result<LayerRecord, BuildError> {
+    let (below_tree, below) = (below.tree, below.layers);
     let number = step.number;
     let mut on_line = |line: &OutputLine<'_>| {
         (options.progress)(&Progress::Output {
