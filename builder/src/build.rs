@@ -218,7 +218,8 @@ struct StageOutput {
     diff_ids: Vec<Digest>,
 }
 
-/// Builds every stage, in the order the recipe gives (each after those it copies from).
+/// Builds every stage, each after the stages it copies from; stages that do not depend on
+/// each other build in parallel.
 fn build_stages(
     store: &Store,
     recipe: &Recipe,
@@ -230,35 +231,47 @@ fn build_stages(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    for stage in &recipe.stages {
-        (options.progress)(&Progress::Note(&format!("stage {}", stage.name)));
-        let sub = Recipe {
-            // A stage with a Debian base keeps its own lock: `<recipe>.<stage>.lock`.
-            path: recipe
-                .path
-                .with_file_name(format!("{stem}.{}.toml", stage.name)),
-            dir: recipe.dir.clone(),
-            image: recipe.image.clone(),
-            base: stage.base.clone(),
-            steps: stage.steps.clone(),
-            config: ConfigSpec::default(),
-            disk: crate::recipe::DiskSpec::default(),
-            initramfs: crate::recipe::InitramfsSpec::default(),
-            stages: Vec::new(),
-        };
-        let built = build_layers(store, &sub, options, &outputs)?;
-        let key = built
-            .plan
-            .steps
-            .last()
-            .map_or(built.plan.base_key.clone(), |s| s.key.clone());
-        outputs.insert(
-            stage.name.clone(),
-            StageOutput {
-                key,
-                diff_ids: built.diff_ids,
-            },
-        );
+    let mut pending: Vec<&crate::recipe::Stage> = recipe.stages.iter().collect();
+    while !pending.is_empty() {
+        // Every stage whose inputs are built goes now, in parallel with the others.
+        let (ready, waiting): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|s| s.depends_on().all(|d| outputs.contains_key(d)));
+        let built: Vec<(String, StageOutput)> = ready
+            .par_iter()
+            .map(|stage| -> Result<_, BuildError> {
+                (options.progress)(&Progress::Note(&format!("stage {}", stage.name)));
+                let sub = Recipe {
+                    // A stage with a Debian base keeps its own lock: `<recipe>.<stage>.lock`.
+                    path: recipe
+                        .path
+                        .with_file_name(format!("{stem}.{}.toml", stage.name)),
+                    dir: recipe.dir.clone(),
+                    image: recipe.image.clone(),
+                    base: stage.base.clone(),
+                    steps: stage.steps.clone(),
+                    config: ConfigSpec::default(),
+                    disk: crate::recipe::DiskSpec::default(),
+                    initramfs: crate::recipe::InitramfsSpec::default(),
+                    stages: Vec::new(),
+                };
+                let built = build_layers(store, &sub, options, &outputs)?;
+                let key = built
+                    .plan
+                    .steps
+                    .last()
+                    .map_or(built.plan.base_key.clone(), |s| s.key.clone());
+                Ok((
+                    stage.name.clone(),
+                    StageOutput {
+                        key,
+                        diff_ids: built.diff_ids,
+                    },
+                ))
+            })
+            .collect::<Result<_, _>>()?;
+        outputs.extend(built);
+        pending = waiting;
     }
     Ok(outputs)
 }

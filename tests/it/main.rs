@@ -10,4 +10,5 @@ mod oci_output;
 mod registry;
 mod registry_support;
 mod reproducible;
+mod stages;
 mod untrusted_layers;
