@@ -3,7 +3,7 @@
 //! layer uncompressed as `<diff_id hex>/layer.tar`.
 
 use crate::{ExportError, StoredImage};
-use imgbuild_store::tarball::{EntryKind, EntryMeta, TarWriter};
+use imgbuild_store::tarball::{EntryMeta, TarWriter};
 use imgbuild_store::Store;
 use std::io::{self, Write};
 
@@ -11,11 +11,7 @@ use std::io::{self, Write};
 pub fn write(store: &Store, image: &StoredImage, out: &mut dyn Write) -> Result<(), ExportError> {
     let epoch = image.epoch();
     let mut tar = TarWriter::new(out);
-    let file = |path: &str, size: u64| {
-        let mut m = EntryMeta::new(path, EntryKind::File, 0o644, epoch);
-        m.size = size;
-        m
-    };
+    let file = |path: &str, size: u64| EntryMeta::file(path, size, epoch);
     let config_name = format!("{}.json", image.manifest.config.digest.hex());
     let config = store.read_blob(&image.manifest.config.digest)?;
     tar.append(

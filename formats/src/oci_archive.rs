@@ -2,7 +2,7 @@
 
 use crate::oci_layout::{blobs, index_json, OCI_LAYOUT};
 use crate::{ExportError, StoredImage};
-use imgbuild_store::tarball::{EntryKind, EntryMeta, TarWriter};
+use imgbuild_store::tarball::{EntryMeta, TarWriter};
 use imgbuild_store::Store;
 use std::io::{self, Write};
 
@@ -10,11 +10,7 @@ use std::io::{self, Write};
 pub fn write(store: &Store, image: &StoredImage, out: &mut dyn Write) -> Result<(), ExportError> {
     let epoch = image.epoch();
     let mut tar = TarWriter::new(out);
-    let file = |path: &str, size: u64| {
-        let mut m = EntryMeta::new(path, EntryKind::File, 0o644, epoch);
-        m.size = size;
-        m
-    };
+    let file = |path: &str, size: u64| EntryMeta::file(path, size, epoch);
     for dir in ["blobs", "blobs/sha256"] {
         tar.append(&EntryMeta::dir(dir, epoch), &mut io::empty())?;
     }

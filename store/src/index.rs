@@ -199,10 +199,15 @@ impl Index {
 
     /// Every compressed form of a layer, newest media types first by name.
     pub(crate) fn layer_forms(&self, diff_id: &Digest) -> Result<Vec<LayerRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT media_type, digest, size FROM layers WHERE diff_id = ?1 ORDER BY media_type")
-            .map_err(self.err())?;
+        self.forms(
+            "SELECT media_type, digest, size FROM layers WHERE diff_id = ?1 ORDER BY media_type",
+            diff_id,
+        )
+    }
+
+    /// Runs a query that selects `media_type, digest, size` rows of one layer.
+    fn forms(&self, sql: &str, diff_id: &Digest) -> Result<Vec<LayerRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(sql).map_err(self.err())?;
         let rows = stmt
             .query_map([diff_id.to_string()], |r| {
                 Ok(LayerRecord {
@@ -418,25 +423,12 @@ impl Index {
 
     /// Remote forms of a layer whose blob is not in the store.
     pub(crate) fn remote_forms(&self, diff_id: &Digest) -> Result<Vec<LayerRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT media_type, digest, size FROM remote_layers
-                 WHERE diff_id = ?1 AND digest NOT IN (SELECT digest FROM layers)
-                 ORDER BY media_type",
-            )
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map([diff_id.to_string()], |r| {
-                Ok(LayerRecord {
-                    diff_id: diff_id.clone(),
-                    media_type: r.get(0)?,
-                    digest: digest_col(r.get(1)?)?,
-                    size: size_col(r.get(2)?),
-                })
-            })
-            .map_err(self.err())?;
-        rows.collect::<Result<_, _>>().map_err(self.err())
+        self.forms(
+            "SELECT media_type, digest, size FROM remote_layers
+             WHERE diff_id = ?1 AND digest NOT IN (SELECT digest FROM layers)
+             ORDER BY media_type",
+            diff_id,
+        )
     }
 
     pub(crate) fn all_layers(&self) -> Result<Vec<LayerRecord>, StoreError> {

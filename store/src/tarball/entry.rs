@@ -53,6 +53,14 @@ impl EntryMeta {
         Self::new(path, EntryKind::Dir, 0o755, mtime)
     }
 
+    /// A regular file of `size` bytes owned by root with mode 0644.
+    pub fn file(path: impl Into<String>, size: u64, mtime: u64) -> Self {
+        Self {
+            size,
+            ..Self::new(path, EntryKind::File, 0o644, mtime)
+        }
+    }
+
     /// An entry of `kind` owned by root.
     pub fn new(path: impl Into<String>, kind: EntryKind, mode: u32, mtime: u64) -> Self {
         Self {
