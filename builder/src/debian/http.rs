@@ -69,9 +69,17 @@ impl Http {
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_global(Some(Duration::from_secs(600)))
             .user_agent("imgbuild")
+            // Keep a connection per download thread: a new one costs a DNS look-up, and a
+            // slow resolver makes that seconds.
+            .max_idle_connections(32)
+            .max_idle_connections_per_host(16)
             .build();
         Http {
-            agent: config.into(),
+            agent: ureq::Agent::with_parts(
+                config,
+                ureq::unversioned::transport::DefaultConnector::default(),
+                CachingResolver::default(),
+            ),
         }
     }
 
@@ -169,5 +177,45 @@ mod tests {
             super::join("http://m/debian", "pool/a.deb"),
             "http://m/debian/pool/a.deb"
         );
+    }
+}
+
+/// Resolves each host once per client. ureq looks the host up for every request, even one
+/// that reuses a pooled connection, and a resolver that drops the odd UDP query turns
+/// that into seconds per package.
+#[derive(Debug, Default)]
+struct CachingResolver {
+    inner: ureq::unversioned::resolver::DefaultResolver,
+    seen: std::sync::Mutex<
+        std::collections::HashMap<String, ureq::unversioned::resolver::ResolvedSocketAddrs>,
+    >,
+}
+
+impl ureq::unversioned::resolver::Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let key = uri
+            .authority()
+            .map(|a| format!("{}|{a}", uri.scheme_str().unwrap_or("")))
+            .unwrap_or_default();
+        let cached = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(addrs) = cached {
+            return Ok(addrs);
+        }
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, addrs.clone());
+        Ok(addrs)
     }
 }
