@@ -226,12 +226,17 @@ pub(crate) fn bootstrap_layer(
     install: &Install<'_>,
     on_line: &mut dyn FnMut(&OutputLine<'_>),
 ) -> Result<LayerRecord, StepError> {
-    let unpacked = unpack_layer(store, 0, install, true)?;
+    // The two intermediate layers are read back at once and never exported: not worth compressing.
+    let scratch = Install {
+        compression: Compression::None,
+        ..*install
+    };
+    let unpacked = unpack_layer(store, 0, &scratch, true)?;
     let configured = dpkg_layer(
         store,
         0,
         std::slice::from_ref(&unpacked.diff_id),
-        install,
+        &scratch,
         on_line,
     )?;
     squash(
