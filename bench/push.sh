@@ -3,7 +3,7 @@
 # same local registry (a fresh docker-registry on a loopback port for every run), printed
 # as MB/s for each and the ratio of imgbuild's time to skopeo's (goal: at most 1.0).
 #
-# Usage: scripts/bench-push.sh [LAYERS] [MIB_PER_LAYER] [RUNS]   (defaults: 4 64 3)
+# Usage: bench/push.sh [LAYERS] [MIB_PER_LAYER] [RUNS]   (defaults: 4 64 3)
 # IMGBUILD=path/to/imgbuild picks the binary (default: target/release/imgbuild, built if
 # missing).
 set -euo pipefail
