@@ -20,14 +20,21 @@ use std::path::PathBuf;
 /// content-addressed store, step by cached step, and exports the same image as an OCI
 /// layout, an OCI or docker archive, or a flattened rootfs tar.
 ///
-/// Example:
+/// Bases come from scratch, rootfs tarballs, OCI layouts, registries or the Debian
+/// archive (resolved by imgbuild itself and pinned in a lock file); `run` steps execute in
+/// a namespace sandbox without network.
+///
+/// Examples:
 ///   imgbuild build recipes/hello.toml --format oci --format docker-archive
+///   imgbuild build recipes/debian-minimal.toml --locked --json
+///   imgbuild store gc --keep-recent 7d
 #[derive(Debug, Parser)]
 #[command(
     name = "imgbuild",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    verbatim_doc_comment
 )]
 pub(crate) struct Cli {
     #[command(flatten)]
@@ -57,12 +64,14 @@ enum Command {
     ///   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) imgbuild build app.toml --json
     ///   imgbuild build app.toml --push registry.example.com/team/app:1.0
     ///   imgbuild build app.toml --cache-from reg.example/app:cache --cache-to reg.example/app:cache
+    #[command(verbatim_doc_comment)]
     Build(build::BuildArgs),
     /// Show a recipe's plan (every step's cache key and whether it is cached), or a built image.
     ///
     /// Examples:
     ///   imgbuild inspect recipes/hello.toml
     ///   imgbuild inspect hello:latest --json
+    #[command(verbatim_doc_comment)]
     Inspect(inspect::InspectArgs),
     /// Resolve a recipe's Debian packages and write its lock file (RECIPE with .lock).
     ///
@@ -73,6 +82,7 @@ enum Command {
     /// Examples:
     ///   imgbuild lock recipes/debian-minimal.toml
     ///   imgbuild lock recipes/debian-minimal.toml --update     # take newer packages
+    #[command(verbatim_doc_comment)]
     Lock(lock::LockArgs),
     /// Push an image from the store or an OCI layout directory to a registry.
     ///
@@ -82,6 +92,7 @@ enum Command {
     /// Examples:
     ///   imgbuild push hello:1.0 registry.example.com/team/hello:1.0
     ///   imgbuild push out/hello.oci:1.0 localhost:5000/hello:1.0 --insecure-registry localhost:5000
+    #[command(verbatim_doc_comment)]
     Push(push::PushArgs),
     /// Look after the store: list, measure, verify, collect garbage.
     #[command(subcommand)]
