@@ -3,6 +3,8 @@
 mod build;
 mod failure;
 mod inspect;
+mod kvm;
+mod run;
 mod store_cmd;
 mod units;
 
@@ -15,7 +17,8 @@ use std::path::PathBuf;
 ///
 /// One TOML recipe describes a Linux userland as ordered steps; imgbuild builds it into a
 /// content-addressed store, step by cached step, and exports the same image as an OCI
-/// layout, an OCI or docker archive, or a flattened rootfs tar.
+/// layout, an OCI or docker archive, a flattened rootfs tar, a bootable raw or qcow2 disk, or an
+/// initramfs; `imgbuild run` boots the last three in QEMU.
 ///
 /// Example:
 ///   imgbuild build recipes/hello.toml --format oci --format docker-archive
@@ -59,6 +62,18 @@ enum Command {
     ///   imgbuild inspect recipes/hello.toml
     ///   imgbuild inspect hello:latest --json
     Inspect(inspect::InspectArgs),
+    /// Boot a qcow2, raw or initramfs in QEMU with the serial console on this terminal.
+    ///
+    /// Given a recipe, builds it first (--format qcow2 by default). Uses KVM when it
+    /// really works here, else TCG; OVMF (UEFI) for UEFI-only disks or with --uefi, SeaBIOS
+    /// otherwise. The disk is opened with snapshot=on: the artifact is never modified.
+    /// Ctrl-A X quits QEMU.
+    ///
+    /// Examples:
+    ///   imgbuild run recipes/debian-vm.toml
+    ///   imgbuild run out/debian-vm.qcow2 --uefi
+    ///   imgbuild run out/busybox.initramfs.cpio.zst --timeout 60 --expect "login:"
+    Run(run::RunArgs),
     /// Look after the store: list, measure, verify, collect garbage.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
@@ -70,6 +85,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Build(args) => build::run(&store_dir, args),
         Command::Inspect(args) => inspect::run(&store_dir, args),
+        Command::Run(args) => run::run(&store_dir, args),
         Command::Store(cmd) => store_cmd::run(&store_dir, cmd),
     }
 }

@@ -1,6 +1,8 @@
 //! End-to-end tests: every one drives the `imgbuild` binary as a user would and checks the
 //! result with real peers (skopeo, umoci, tar).
 
+mod boot_fixture;
+mod bootable;
 mod cache;
 mod common;
 mod crash;

@@ -8,7 +8,7 @@ mod raw;
 
 pub use error::RecipeError;
 pub use model::{
-    Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner, PlatformSpec, Recipe,
-    Step, StepOp,
+    Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
+    PlatformSpec, Recipe, Step, StepOp,
 };
 pub use parse::{load, parse};

@@ -2,8 +2,8 @@
 
 use super::error::RecipeError;
 use super::model::{
-    Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner, PlatformSpec,
-    Recipe, Step, StepOp,
+    Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
+    PlatformSpec, Recipe, Step, StepOp,
 };
 use super::raw::{RawConfig, RawDisk, RawFrom, RawImage, RawInitramfs, RawRecipe, RawStep, S};
 use std::path::{Component, Path, PathBuf};
@@ -584,7 +584,10 @@ impl Cx<'_> {
         if let Some(fs) = &d.filesystem {
             if fs.get_ref() != "ext4" {
                 return Err(self
-                    .err_at(fs, format!("unsupported root filesystem `{}`", fs.get_ref()))
+                    .err_at(
+                        fs,
+                        format!("unsupported root filesystem `{}`", fs.get_ref()),
+                    )
                     .help("only \"ext4\" is supported"));
             }
         }
@@ -669,7 +672,9 @@ impl Cx<'_> {
 /// Parses `2GiB`, `512MiB`, `1G`, `300M` or plain bytes.
 fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
-    let at = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let n: u64 = text[..at].parse().ok()?;
     let mult: u64 = match text[at..].trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
