@@ -17,6 +17,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+/// 1980-01-01, the first time FAT can store; mtools turns earlier times into 2098.
+const FAT_EPOCH: u64 = 315_532_800;
+
 /// What goes into the ESP besides the bootloader binaries.
 #[derive(Debug)]
 pub struct EspContent<'a> {
@@ -121,7 +124,7 @@ pub fn install_syslinux(
     let out = Command::new(&bin)
         .args(["--install", "--offset", &part.byte_offset().to_string()])
         .arg(disk)
-        .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .env("SOURCE_DATE_EPOCH", epoch.max(FAT_EPOCH).to_string())
         .env("HOME", dir.path())
         .env("MTOOLS_SKIP_CHECK", "1")
         .env("TZ", "UTC")
