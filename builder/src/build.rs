@@ -1,11 +1,16 @@
 //! Running a build: plan, look every step up in the store, execute the misses, and write
 //! the image config and manifest.
 
+use crate::plan::PlannedStep;
 use crate::plan::{plan, Plan};
 use crate::recipe::{Base, ConfigSpec, Recipe};
+use crate::recipe::{Step, StepOp};
+use crate::sandbox::OutputLine;
+use crate::sources::debian::{prepare, LockMode, PackageSets};
 use crate::sources::oci::{import_layout, resolve_layout, unpack_archive, BaseImage};
 use crate::sources::{rootfs, SourceError};
-use crate::steps::{write_layer, StepError};
+use crate::steps::install::{bootstrap_layer, dpkg_layer, unpack_layer, Install};
+use crate::steps::{run_to_layer, write_layer, StepError};
 use imgbuild_store::oci::{
     rfc3339, History, Manifest, OciDescriptor, RootFs, MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST,
 };
@@ -13,6 +18,7 @@ use imgbuild_store::tarball::MergedTree;
 use imgbuild_store::{Compression, Digest, LayerRecord, Store, StoreError};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// How to build.
@@ -21,8 +27,12 @@ pub struct BuildOptions<'a> {
     pub epoch: u64,
     /// How layers are compressed in the image.
     pub compression: Compression,
-    /// Told about each step as it starts and ends.
+    /// Told about each step as it starts and ends, and each line a command prints.
     pub progress: &'a (dyn Fn(&Progress<'_>) + Sync),
+    /// How the Debian lock file is used.
+    pub lock_mode: LockMode,
+    /// Build secrets: id -> host file, mounted for the `run` steps that name them.
+    pub secrets: BTreeMap<String, PathBuf>,
 }
 
 /// What a build is doing.
@@ -39,6 +49,15 @@ pub enum Progress<'a> {
     },
     /// A step is done.
     StepFinished(&'a StepReport),
+    /// A line a step's command printed.
+    Output {
+        /// Step number (0 for the base).
+        number: usize,
+        /// The line.
+        line: &'a str,
+    },
+    /// Something worth telling that is not a step (resolving packages, bootstrapping).
+    Note(&'a str),
 }
 
 /// Whether a step came from the cache.
@@ -70,6 +89,8 @@ pub struct StepReport {
     pub diff_id: Digest,
     /// The step's cache key.
     pub key: Digest,
+    /// False when the step had network access, so its result may not be reproducible.
+    pub hermetic: bool,
 }
 
 /// The outcome of a build.
@@ -87,6 +108,8 @@ pub struct BuildReport {
     pub config: Digest,
     /// Each step.
     pub steps: Vec<StepReport>,
+    /// The Debian lock file, when the recipe has a Debian base.
+    pub lock: Option<PathBuf>,
 }
 
 /// Why a build failed.
@@ -101,6 +124,14 @@ pub enum BuildError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A `run` step names a secret the build was not given.
+    #[error("step {step} needs the secret `{id}`: pass it with --secret id={id},src=FILE")]
+    MissingSecret {
+        /// The step number.
+        step: usize,
+        /// The secret id.
+        id: String,
+    },
     /// Reading a layer back failed.
     #[error("reading layer {diff_id}: {source}")]
     Layer {
@@ -118,8 +149,15 @@ pub fn build(
     recipe: &Recipe,
     options: &BuildOptions<'_>,
 ) -> Result<BuildReport, BuildError> {
-    let plan = plan(recipe, options.epoch)?;
-    let base = import_base(store, recipe, &plan, options)?;
+    if let Base::Debian(from) = &recipe.base {
+        (options.progress)(&Progress::Note(&format!(
+            "resolving Debian packages ({} {})",
+            from.suite, from.variant
+        )));
+    }
+    let packages = resolve_packages(store, recipe, options.lock_mode)?;
+    let plan = plan(recipe, options.epoch, packages.as_ref())?;
+    let base = import_base(store, recipe, &plan, packages.as_ref(), options)?;
     let mut diff_ids = base.diff_ids.clone();
     let mut tree: Option<MergedTree> = None;
     let mut reports = Vec::new();
@@ -138,14 +176,14 @@ pub fn build(
                     tree = Some(merged_tree(store, &diff_ids)?);
                 }
                 let below = tree.as_ref().unwrap_or_else(|| unreachable!());
-                let record = write_layer(
+                let record = execute(
                     store,
-                    planned.number,
-                    &step.op,
-                    &planned.items,
+                    step,
+                    planned,
                     below,
-                    options.epoch,
-                    options.compression,
+                    &diff_ids,
+                    packages.as_ref(),
+                    options,
                 )?;
                 store.cache_put(&planned.key, &record.diff_id, &planned.description)?;
                 (record.diff_id, CacheOutcome::Miss)
@@ -173,6 +211,7 @@ pub fn build(
             layer: layer.digest,
             diff_id,
             key: planned.key.clone(),
+            hermetic: !matches!(&step.op, StepOp::Run(run) if run.network),
         };
         (options.progress)(&Progress::StepFinished(&report));
         reports.push(report);
@@ -196,6 +235,105 @@ pub fn build(
         manifest_size,
         config,
         steps: reports,
+        lock: packages.map(|p| p.lock_path),
+    })
+}
+
+/// Resolves (or reads from the lock) and fetches the Debian packages of a recipe with a
+/// Debian base; `None` for other bases.
+pub fn resolve_packages(
+    store: &Store,
+    recipe: &Recipe,
+    mode: LockMode,
+) -> Result<Option<PackageSets>, SourceError> {
+    let Base::Debian(from) = &recipe.base else {
+        return Ok(None);
+    };
+    let steps: Vec<(usize, Vec<String>)> = recipe
+        .steps
+        .iter()
+        .filter_map(|s| match &s.op {
+            StepOp::Packages { names } => Some((s.number, names.clone())),
+            _ => None,
+        })
+        .collect();
+    prepare(store, &recipe.path, from, &steps, mode).map(Some)
+}
+
+/// Runs one step that missed the cache.
+fn execute(
+    store: &Store,
+    step: &Step,
+    planned: &PlannedStep,
+    below_tree: &MergedTree,
+    below: &[Digest],
+    packages: Option<&PackageSets>,
+    options: &BuildOptions<'_>,
+) -> Result<LayerRecord, BuildError> {
+    let number = step.number;
+    let mut on_line = |line: &OutputLine<'_>| {
+        (options.progress)(&Progress::Output {
+            number,
+            line: line.line,
+        });
+    };
+    Ok(match &step.op {
+        StepOp::Run(run) => {
+            let mut sandbox_step =
+                crate::sandbox::Step::shell(format!("step {number}"), run.script.clone());
+            sandbox_step.env = run.env.clone();
+            sandbox_step.workdir = run.workdir.clone();
+            sandbox_step.user = crate::sandbox::User {
+                uid: run.user.uid,
+                gid: run.user.gid,
+            };
+            sandbox_step.network = run.network;
+            for id in &run.secrets {
+                let file = options
+                    .secrets
+                    .get(id)
+                    .ok_or_else(|| BuildError::MissingSecret {
+                        step: number,
+                        id: id.clone(),
+                    })?;
+                sandbox_step.secrets.insert(id.clone(), file.clone());
+            }
+            run_to_layer(
+                store,
+                number,
+                below,
+                &sandbox_step,
+                options.epoch,
+                options.compression,
+                &mut on_line,
+            )?
+        }
+        StepOp::Packages { .. } => {
+            let sets = packages
+                .ok_or_else(|| SourceError::Debian("packages step without a Debian base".into()))?;
+            let list = sets.steps.get(&number).cloned().unwrap_or_default();
+            let install = Install {
+                packages: &list,
+                debs: &sets.debs,
+                essential: &sets.essential,
+                epoch: options.epoch,
+                compression: options.compression,
+            };
+            if below_tree.get("usr/bin/dpkg").is_some() {
+                dpkg_layer(store, number, below, &install, &mut on_line)?
+            } else {
+                unpack_layer(store, number, &install, below_tree.get("usr").is_none())?
+            }
+        }
+        op => write_layer(
+            store,
+            number,
+            op,
+            &planned.items,
+            below_tree,
+            options.epoch,
+            options.compression,
+        )?,
     })
 }
 
@@ -215,9 +353,46 @@ fn import_base(
     store: &Store,
     recipe: &Recipe,
     plan: &Plan,
+    packages: Option<&PackageSets>,
     options: &BuildOptions<'_>,
 ) -> Result<BaseImage, BuildError> {
     Ok(match &recipe.base {
+        Base::Debian(_) => {
+            let sets = packages
+                .ok_or_else(|| SourceError::Debian("Debian base without packages".into()))?;
+            if sets.base.is_empty() {
+                return Ok(BaseImage::default());
+            }
+            let diff_id = match store.cache_get(&plan.base_key)? {
+                Some(hit) => hit.diff_id,
+                None => {
+                    (options.progress)(&Progress::Note(&format!(
+                        "bootstrapping {} Debian packages",
+                        sets.base.len()
+                    )));
+                    let install = Install {
+                        packages: &sets.base,
+                        debs: &sets.debs,
+                        essential: &sets.essential,
+                        epoch: options.epoch,
+                        compression: options.compression,
+                    };
+                    let mut on_line = |line: &OutputLine<'_>| {
+                        (options.progress)(&Progress::Output {
+                            number: 0,
+                            line: line.line,
+                        })
+                    };
+                    let record = bootstrap_layer(store, &install, &mut on_line)?;
+                    store.cache_put(&plan.base_key, &record.diff_id, "debian bootstrap")?;
+                    record.diff_id
+                }
+            };
+            BaseImage {
+                diff_ids: vec![diff_id],
+                config: None,
+            }
+        }
         Base::Scratch => BaseImage::default(),
         Base::Rootfs(path) => {
             let diff_id = match store.cache_get(&plan.base_key)? {

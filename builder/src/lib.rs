@@ -14,6 +14,10 @@ pub mod sandbox;
 mod sources;
 mod steps;
 
-pub use build::{build, BuildError, BuildOptions, BuildReport, CacheOutcome, Progress, StepReport};
+pub use build::{
+    build, resolve_packages, BuildError, BuildOptions, BuildReport, CacheOutcome, Progress,
+    StepReport,
+};
 pub use plan::{Plan, PlannedStep};
+pub use sources::debian::{lock_path, LockMode, PackageSets};
 pub use sources::SourceError;

@@ -7,6 +7,7 @@
 //! every step below it.
 
 use crate::recipe::{Base, Recipe, StepOp};
+use crate::sources::debian::PackageSets;
 use crate::sources::{self, SourceError};
 use crate::steps::copy::{self, CopyItem};
 use imgbuild_store::Digest;
@@ -41,8 +42,16 @@ pub struct PlannedStep {
     pub(crate) items: Vec<CopyItem>,
 }
 
-/// Computes every key of `recipe`'s build with timestamps at `epoch`.
-pub fn plan(recipe: &Recipe, epoch: u64) -> Result<Plan, SourceError> {
+/// Computes every key of `recipe`'s build with timestamps at `epoch`; `packages` is the
+/// resolved Debian package set when the recipe has a Debian base.
+pub fn plan(
+    recipe: &Recipe,
+    epoch: u64,
+    packages: Option<&PackageSets>,
+) -> Result<Plan, SourceError> {
+    let debs = |list: &[crate::debian::LockedPackage]| -> Vec<String> {
+        list.iter().map(|p| p.sha256.clone()).collect()
+    };
     let platform = recipe.image.platform.to_string();
     let base = match &recipe.base {
         Base::Scratch => json!({"scratch": true}),
@@ -51,6 +60,12 @@ pub fn plan(recipe: &Recipe, epoch: u64) -> Result<Plan, SourceError> {
             json!({"oci": sources::oci::resolve_layout(dir, tag.as_deref(), &recipe.image.platform)?.to_string()})
         }
         Base::OciArchive(path) => json!({"oci_archive": sources::file_digest(path)?.to_string()}),
+        Base::Debian(from) => json!({"debian": {
+            "suite": from.suite,
+            "variant": from.variant,
+            "architecture": from.architecture,
+            "debs": packages.map(|p| debs(&p.base)).unwrap_or_default(),
+        }}),
     };
     let base_key = key_of(&json!({
         "v": KEY_FORMAT_VERSION,
@@ -67,10 +82,18 @@ pub fn plan(recipe: &Recipe, epoch: u64) -> Result<Plan, SourceError> {
             } => copy::items(matches, to, *mode)?,
             _ => Vec::new(),
         };
+        let mut definition = definition(&step.op);
+        if let (StepOp::Packages { .. }, Some(sets)) = (&step.op, packages) {
+            definition["debs"] = json!(sets
+                .steps
+                .get(&step.number)
+                .map(|l| debs(l))
+                .unwrap_or_default());
+        }
         let key = key_of(&json!({
             "v": KEY_FORMAT_VERSION,
             "parent": parent.to_string(),
-            "step": definition(&step.op),
+            "step": definition,
             "inputs": items.iter().map(CopyItem::key_value).collect::<Vec<_>>(),
         }));
         parent = key.clone();
@@ -118,6 +141,16 @@ fn definition(op: &StepOp) -> Value {
             json!({"symlink": {"path": path, "target": target, "owner": owner(o)}})
         }
         StepOp::Remove { paths } => json!({"remove": paths}),
+        StepOp::Packages { names } => json!({"packages": names}),
+        StepOp::Run(run) => json!({"run": {
+            "script": run.script,
+            "network": run.network,
+            "env": run.env,
+            "workdir": run.workdir,
+            "user": owner(&run.user),
+            // Only the ids: a secret's content never enters a key or a layer.
+            "secrets": run.secrets,
+        }}),
     }
 }
 

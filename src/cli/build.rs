@@ -2,8 +2,8 @@
 
 use super::{print_json, Failure};
 use clap::Args;
-use imgbuild_builder::recipe::{BootMode, InitramfsCompression, Recipe};
-use imgbuild_builder::{BuildOptions, CacheOutcome, Progress};
+use imgbuild_builder::recipe::{Base, BootMode, InitramfsCompression, Recipe};
+use imgbuild_builder::{BuildOptions, CacheOutcome, LockMode, Progress};
 use imgbuild_formats::bootdisk::{BootAssets, DiskOptions, Firmware, SyslinuxAssets};
 use imgbuild_formats::initramfs::export::{Compression as CpioCompression, InitramfsOptions};
 use imgbuild_formats::{export, Artifact, ExportOptions, Format, StoredImage};
@@ -37,6 +37,32 @@ pub(crate) struct BuildArgs {
     /// Print one JSON object (image, digest, artifacts, steps) to stdout.
     #[arg(long)]
     json: bool,
+    /// Fail unless the recipe's lock file exists and matches the recipe (for CI).
+    #[arg(long)]
+    locked: bool,
+    /// A build secret for `run` steps that name it: id=ID,src=FILE. Mounted read-only at
+    /// /run/secrets/ID; never stored in a layer or a cache key.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE", value_parser = parse_secret)]
+    secrets: Vec<(String, PathBuf)>,
+}
+
+fn parse_secret(s: &str) -> Result<(String, PathBuf), String> {
+    let mut id = None;
+    let mut src = None;
+    for part in s.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_owned()),
+            Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+            _ => return Err(format!("`{part}`: write secrets as id=ID,src=FILE")),
+        }
+    }
+    let (Some(id), Some(src)) = (id, src) else {
+        return Err("write secrets as id=ID,src=FILE".into());
+    };
+    if !src.is_file() {
+        return Err(format!("secret file {} does not exist", src.display()));
+    }
+    Ok((id, src))
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -75,6 +101,13 @@ pub(crate) fn build_and_export(
             eprint!("[{number}/{total}] {description} ...");
         }
         Progress::StepStarted { .. } => {}
+        Progress::Output { number, line } => {
+            if tty {
+                eprintln!();
+            }
+            eprintln!("  [{number}] {line}");
+        }
+        Progress::Note(note) => eprintln!("{note}"),
         Progress::StepFinished(step) => {
             let how = match step.cache {
                 CacheOutcome::Hit => "cached".to_owned(),
@@ -91,6 +124,12 @@ pub(crate) fn build_and_export(
         epoch: args.source_date_epoch,
         compression: args.compression,
         progress: &progress,
+        lock_mode: if args.locked {
+            LockMode::Locked
+        } else {
+            LockMode::Update
+        },
+        secrets: args.secrets.iter().cloned().collect(),
     };
     let report = imgbuild_builder::build(&store, &recipe, &options)?;
     let image = StoredImage::load(&store, &report.image, &report.tags, &report.digest)?;
@@ -99,7 +138,11 @@ pub(crate) fn build_and_export(
     formats.dedup();
     let mut options = export_options(&recipe, &args.out);
     if formats.iter().any(|f| f.is_disk()) {
-        options.boot_assets = boot_assets(&store, options.disk.firmware)?;
+        let from = match &recipe.base {
+            Base::Debian(from) => Some(from),
+            _ => None,
+        };
+        options.boot_assets = boot_assets(&store, from, options.disk.firmware)?;
     }
     let mut artifacts = Vec::new();
     for format in formats {
@@ -127,6 +170,7 @@ pub(crate) fn build_and_export(
             "digest": report.digest,
             "artifacts": artifacts,
             "steps": report.steps,
+            "lock": report.lock,
             "seconds": start.elapsed().as_secs_f64(),
         }))?;
     }
@@ -146,6 +190,8 @@ impl BuildArgs {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
             json: false,
+            locked: false,
+            secrets: Vec::new(),
         }
     }
 }
@@ -173,9 +219,13 @@ fn export_options(recipe: &Recipe, out: &Path) -> ExportOptions {
 }
 
 /// Fetches the bootloaders `firmware` needs from Debian into the store.
-fn boot_assets(store: &Store, firmware: Firmware) -> Result<BootAssets, Failure> {
+fn boot_assets(
+    store: &Store,
+    from: Option<&imgbuild_builder::debian::DebianFrom>,
+    firmware: Firmware,
+) -> Result<BootAssets, Failure> {
     let fetched =
-        imgbuild_builder::boot_assets::fetch(store, None, firmware.uefi(), firmware.bios())
+        imgbuild_builder::boot_assets::fetch(store, from, firmware.uefi(), firmware.bios())
             .map_err(|e| Failure::internal(super::failure::chain(&e)))?;
     for p in &fetched.packages {
         eprintln!(

@@ -28,7 +28,10 @@ pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
     let store = Store::open(store_dir)?;
     if as_path.is_file() {
         let recipe = imgbuild_builder::recipe::load(&as_path)?;
-        let plan = imgbuild_builder::plan::plan(&recipe, args.source_date_epoch)
+        let packages =
+            imgbuild_builder::resolve_packages(&store, &recipe, imgbuild_builder::LockMode::Update)
+                .map_err(|e| Failure::user(e.to_string()))?;
+        let plan = imgbuild_builder::plan::plan(&recipe, args.source_date_epoch, packages.as_ref())
             .map_err(|e| Failure::user(e.to_string()))?;
         let mut steps = Vec::new();
         for s in &plan.steps {

@@ -4,6 +4,7 @@ mod build;
 mod failure;
 mod inspect;
 mod kvm;
+mod lock;
 mod run;
 mod store_cmd;
 mod units;
@@ -62,6 +63,16 @@ enum Command {
     ///   imgbuild inspect recipes/hello.toml
     ///   imgbuild inspect hello:latest --json
     Inspect(inspect::InspectArgs),
+    /// Resolve a recipe's Debian packages and write its lock file (RECIPE with .lock).
+    ///
+    /// A build uses the lock when it matches the recipe and rewrites it when the recipe
+    /// changed; `build --locked` fails instead, for CI. With a lock, packages are fetched
+    /// by hash and no index is read, so the result is the same on any machine.
+    ///
+    /// Examples:
+    ///   imgbuild lock recipes/debian-minimal.toml
+    ///   imgbuild lock recipes/debian-minimal.toml --update     # take newer packages
+    Lock(lock::LockArgs),
     /// Boot a qcow2, raw or initramfs in QEMU with the serial console on this terminal.
     ///
     /// Given a recipe, builds it first (--format qcow2 by default). Uses KVM when it
@@ -85,6 +96,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Build(args) => build::run(&store_dir, args),
         Command::Inspect(args) => inspect::run(&store_dir, args),
+        Command::Lock(args) => lock::run(&store_dir, args),
         Command::Run(args) => run::run(&store_dir, args),
         Command::Store(cmd) => store_cmd::run(&store_dir, cmd),
     }

@@ -164,6 +164,24 @@ impl Store {
         for entry in fs_err::read_dir(self.tmp_dir())? {
             remove_if_present(&entry?.path())?;
         }
+        // Unpacked lower dirs of layers that are gone, and unpacks a killed build left.
+        let live_layers: BTreeSet<String> = self
+            .with_index(crate::index::Index::all_layers)?
+            .into_iter()
+            .map(|l| l.diff_id.hex())
+            .collect();
+        let unpacked = self.data.join("unpacked");
+        if unpacked.is_dir() {
+            for flavour in fs_err::read_dir(&unpacked)? {
+                for entry in fs_err::read_dir(flavour?.path())? {
+                    let entry = entry?;
+                    if !live_layers.contains(&*entry.file_name().to_string_lossy()) {
+                        make_writable(&entry.path());
+                        fs_err::remove_dir_all(entry.path())?;
+                    }
+                }
+            }
+        }
         report.bytes_kept = kept_bytes;
         Ok(report)
     }
@@ -233,10 +251,27 @@ impl Store {
     }
 }
 
+/// Unpacked layers may hold read-only directories (0555); make them removable.
+fn make_writable(root: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+}
+
 fn remove_if_present(path: &std::path::Path) -> io::Result<()> {
     match fs_err::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
             if path.is_dir() {
+                make_writable(path);
                 fs_err::remove_dir_all(path)
             } else {
                 Err(e)

@@ -14,7 +14,7 @@ const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 /// An open store. Holds a shared lock (exclusive for maintenance) until dropped.
 pub struct Store {
     root: PathBuf,
-    data: PathBuf,
+    pub(crate) data: PathBuf,
     index: Mutex<Index>,
     _lock: StoreLock,
 }
@@ -52,6 +52,51 @@ impl Store {
             index: Mutex::new(index),
             _lock: lock,
         })
+    }
+
+    /// The directory where `diff_id` is (or will be) unpacked as an overlay lower dir, in
+    /// the given flavour (`trusted` or `user` overlay xattrs), and whether it is complete.
+    ///
+    /// Unpacking goes through [`Store::unpack_layer_with`], which fills a temp dir and
+    /// renames it into place, so a complete directory is never half-written.
+    pub fn unpacked_dir(&self, diff_id: &Digest, flavour: &str) -> PathBuf {
+        self.data.join("unpacked").join(flavour).join(diff_id.hex())
+    }
+
+    /// Unpacks `diff_id` once (per flavour) with `unpack(reader, dir)` and returns its directory.
+    pub fn unpack_layer_with<E: From<StoreError> + From<io::Error>>(
+        &self,
+        diff_id: &Digest,
+        flavour: &str,
+        unpack: impl FnOnce(&mut dyn Read, &Path) -> Result<(), E>,
+    ) -> Result<PathBuf, E> {
+        let dir = self.unpacked_dir(diff_id, flavour);
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let parent = dir.parent().unwrap_or(&self.data).to_owned();
+        fs_err::create_dir_all(&parent)?;
+        let staging = tempfile::Builder::new()
+            .prefix(".unpacking-")
+            .tempdir_in(&parent)?;
+        let root = staging.path().join("root");
+        fs_err::create_dir(&root)?;
+        let mut reader = self.open_layer(diff_id)?;
+        unpack(&mut reader, &root)?;
+        match fs_err::rename(&root, &dir) {
+            Ok(()) => {}
+            // Another build unpacked it at the same time: theirs is as good as ours.
+            Err(_) if dir.is_dir() => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(dir)
+    }
+
+    /// A scratch directory inside the store (same filesystem as unpacked layers), removed on drop.
+    pub fn scratch_dir(&self) -> Result<tempfile::TempDir, StoreError> {
+        Ok(tempfile::Builder::new()
+            .prefix("scratch-")
+            .tempdir_in(self.tmp_dir())?)
     }
 
     /// The store's root directory.

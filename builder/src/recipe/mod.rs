@@ -9,6 +9,6 @@ mod raw;
 pub use error::RecipeError;
 pub use model::{
     Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
-    PlatformSpec, Recipe, Step, StepOp,
+    PlatformSpec, Recipe, RunSpec, Step, StepOp,
 };
 pub use parse::{load, parse};

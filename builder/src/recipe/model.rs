@@ -134,6 +134,8 @@ pub enum Base {
     },
     /// An image in an OCI archive (a tarred OCI layout).
     OciArchive(PathBuf),
+    /// A Debian userland bootstrapped from a mirror.
+    Debian(crate::debian::DebianFrom),
 }
 
 /// One build step.
@@ -206,6 +208,30 @@ pub enum StepOp {
         /// Paths in the image.
         paths: Vec<String>,
     },
+    /// Install Debian packages (with their dependencies).
+    Packages {
+        /// Package names (or relations such as `foo (>= 1.2)`).
+        names: Vec<String>,
+    },
+    /// Run a shell command in the sandbox.
+    Run(RunSpec),
+}
+
+/// A `run` step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSpec {
+    /// The `sh -c` script.
+    pub script: String,
+    /// Share the host's network (not hermetic).
+    pub network: bool,
+    /// Environment variables (besides PATH and HOME defaults).
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub workdir: String,
+    /// Numeric user.
+    pub user: Owner,
+    /// Ids of build secrets mounted at `/run/secrets/<id>`.
+    pub secrets: Vec<String>,
 }
 
 impl StepOp {
@@ -217,6 +243,8 @@ impl StepOp {
             Self::Mkdir { .. } => "mkdir",
             Self::Symlink { .. } => "symlink",
             Self::Remove { .. } => "remove",
+            Self::Packages { .. } => "packages",
+            Self::Run(_) => "run",
         }
     }
 
@@ -228,6 +256,16 @@ impl StepOp {
             Self::Mkdir { path, .. } => format!("mkdir {path}"),
             Self::Symlink { path, target, .. } => format!("symlink {path} -> {target}"),
             Self::Remove { paths } => format!("remove {}", paths.join(" ")),
+            Self::Packages { names } => format!("packages {}", names.join(" ")),
+            Self::Run(run) => {
+                let first = run.script.lines().next().unwrap_or_default();
+                let more = if run.script.trim_end().contains('\n') {
+                    " ..."
+                } else {
+                    ""
+                };
+                format!("run {first}{more}")
+            }
         }
     }
 }

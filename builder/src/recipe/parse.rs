@@ -3,7 +3,7 @@
 use super::error::RecipeError;
 use super::model::{
     Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
-    PlatformSpec, Recipe, Step, StepOp,
+    PlatformSpec, Recipe, RunSpec, Step, StepOp,
 };
 use super::raw::{RawConfig, RawDisk, RawFrom, RawImage, RawInitramfs, RawRecipe, RawStep, S};
 use std::path::{Component, Path, PathBuf};
@@ -46,7 +46,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
         .step
         .into_iter()
         .enumerate()
-        .map(|(i, step)| cx.step(i + 1, step, &dir))
+        .map(|(i, step)| cx.step(i + 1, step, &dir, matches!(base, Base::Debian(_))))
         .collect::<Result<_, _>>()?;
     let config = match raw.config {
         Some(c) => cx.config(c)?,
@@ -77,7 +77,7 @@ struct Cx<'a> {
     source: &'a str,
 }
 
-const STEP_KINDS: &str = "copy, write, mkdir, symlink or remove";
+const STEP_KINDS: &str = "copy, write, mkdir, symlink, remove, packages or run";
 
 impl Cx<'_> {
     fn err(&self, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> RecipeError {
@@ -212,18 +212,30 @@ impl Cx<'_> {
                     .help(help))
             }
         }
-        if let Some(v) = from.image.as_ref().or(from.debian.as_ref()) {
-            let which = if from.image.is_some() {
-                "image"
-            } else {
-                "debian"
-            };
+        if let Some(v) = from.image.as_ref() {
             return Err(self
                 .err_at(
                     v,
-                    format!("`from.{which}` is not supported by this version of imgbuild"),
+                    "`from.image` is not supported by this version of imgbuild",
                 )
-                .help("use scratch, rootfs, oci or oci_archive for now"));
+                .help("use scratch, rootfs, oci, oci_archive or debian for now"));
+        }
+        if let Some(v) = from.debian {
+            let span = v.span();
+            let mut debian: crate::debian::DebianFrom = v.into_inner().try_into().map_err(|e: toml::de::Error| {
+                self.err(Some(span.clone()), format!("[from] debian: {}", e.message().trim_end()))
+                    .help("write e.g. debian = { suite = \"bookworm\", variant = \"minbase\" }; keys: suite, variant, mirror, components, keyring, architecture")
+            })?;
+            if !["minbase", "essential", "custom"].contains(&debian.variant.as_str()) {
+                return Err(self
+                    .err(Some(span), format!("unknown Debian variant `{}`", debian.variant))
+                    .help("use \"minbase\" (the default), \"essential\" or \"custom\" (only what packages steps ask for)"));
+            }
+            if let Some(keyring) = &debian.keyring {
+                debian.keyring =
+                    Some(self.host_file(&S::new(span, keyring.display().to_string()), dir)?);
+            }
+            return Ok(Base::Debian(debian));
         }
         if from.scratch.is_some() {
             return Ok(Base::Scratch);
@@ -281,7 +293,13 @@ impl Cx<'_> {
         Ok(full)
     }
 
-    fn step(&self, number: usize, raw: S<RawStep>, dir: &Path) -> Result<Step, RecipeError> {
+    fn step(
+        &self,
+        number: usize,
+        raw: S<RawStep>,
+        dir: &Path,
+        debian_base: bool,
+    ) -> Result<Step, RecipeError> {
         let span = raw.span();
         let line = self.line_of(span.start);
         let s = raw.into_inner();
@@ -316,6 +334,7 @@ impl Cx<'_> {
             "symlink" => &["target", "owner"],
             "remove" => &[],
             "packages" => &[],
+            "run" => &["network", "env", "workdir", "user", "secrets"],
             _ => &["network", "env", "workdir", "user", "secrets"],
         };
         let mut options: Vec<(&str, std::ops::Range<usize>)> = Vec::new();
@@ -448,14 +467,61 @@ impl Cx<'_> {
                     .collect::<Result<_, _>>()?;
                 StepOp::Remove { paths }
             }
-            other => {
-                let v = kinds[0].1.clone();
-                return Err(self
-                    .err(
-                        Some(v),
-                        format!("`{other}` steps are not supported by this version of imgbuild"),
-                    )
-                    .help(format!("use one of: {STEP_KINDS}")));
+            "packages" => {
+                let list = s
+                    .packages
+                    .ok_or_else(|| self.err(Some(span.clone()), "packages"))?;
+                if !debian_base {
+                    return Err(self
+                        .err_at(&list, "`packages` steps need a Debian base")
+                        .help("start from Debian: [from] debian = { suite = \"bookworm\" } (variant \"custom\" installs only what packages steps ask for)"));
+                }
+                if list.get_ref().is_empty() {
+                    return Err(self
+                        .err_at(&list, "`packages` lists no packages")
+                        .help("name at least one Debian package, e.g. packages = [\"curl\"]"));
+                }
+                StepOp::Packages {
+                    names: list.into_inner(),
+                }
+            }
+            _ => {
+                let script = s.run.ok_or_else(|| self.err(Some(span.clone()), "run"))?;
+                if script.get_ref().trim().is_empty() {
+                    return Err(self
+                        .err_at(&script, "`run` is empty")
+                        .help("give the shell command to run"));
+                }
+                let user = match &s.user {
+                    Some(u) => self.owner(u)?,
+                    None => Owner::default(),
+                };
+                let secrets = s.secrets.map(S::into_inner).unwrap_or_default();
+                let valid = |id: &String| {
+                    !id.is_empty()
+                        && id
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                };
+                if let Some(bad) = secrets.iter().find(|id| !valid(id)) {
+                    return Err(self
+                        .err(
+                            Some(span.clone()),
+                            format!("secret id `{bad}` is not valid"),
+                        )
+                        .help("secret ids are letters, digits, `.`, `_` and `-`"));
+                }
+                StepOp::Run(RunSpec {
+                    script: script.into_inner(),
+                    network: s.network.map(S::into_inner).unwrap_or(false),
+                    env: s.env.map(S::into_inner).unwrap_or_default(),
+                    workdir: match &s.workdir {
+                        Some(w) => self.image_path(w)?,
+                        None => "/".into(),
+                    },
+                    user,
+                    secrets,
+                })
             }
         };
         Ok(Step { number, line, op })

@@ -1,6 +1,7 @@
 //! Where an image's base and inputs come from: rootfs tarballs, local OCI layouts and
 //! archives, and host files for `copy` steps.
 
+pub(crate) mod debian;
 pub(crate) mod oci;
 pub(crate) mod rootfs;
 
@@ -48,6 +49,17 @@ pub enum SourceError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Resolving, verifying or fetching Debian packages failed.
+    #[error("{0}")]
+    Debian(String),
+    /// `--locked` and the lock is missing or out of date.
+    #[error("--locked: {message}\n  = help: run `imgbuild lock {}` (or build without --locked) and commit the lock", path.with_extension("toml").display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// How it disagrees with the recipe.
+        message: String,
+    },
 }
 
 /// sha256 of a file's bytes.

@@ -33,6 +33,24 @@ pub enum StepError {
         #[source]
         source: StoreError,
     },
+    /// The sandbox could not run the step.
+    #[error("step {step}: {message}")]
+    Sandbox {
+        /// The step number.
+        step: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// The step's command exited with a failure.
+    #[error("step {step}: the command failed with exit code {code}; its last lines:\n{}", last_lines.join("\n"))]
+    CommandFailed {
+        /// The step number.
+        step: usize,
+        /// Its exit code.
+        code: i32,
+        /// The last lines it printed.
+        last_lines: Vec<String>,
+    },
     /// A copied file changed between planning and copying.
     #[error("step {step}: {path} changed while the build read it; run the build again")]
     SourceChanged {
@@ -124,6 +142,9 @@ pub(crate) fn write_layer(
             entries.insert(rel(path), (owned(m, owner), Data::None));
         }
         StepOp::Remove { paths } => whiteouts.extend(paths.iter().map(|p| rel(p))),
+        StepOp::Packages { .. } | StepOp::Run(_) => {
+            unreachable!("packages and run steps run in the sandbox")
+        }
     }
     let paths: Vec<String> = entries
         .keys()

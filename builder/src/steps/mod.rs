@@ -1,6 +1,10 @@
-//! Executing the steps that need no sandbox: each writes one deterministic layer.
+//! Executing steps: file steps write their layer directly; `run` and `packages` steps run
+//! in the sandbox over the layers below.
 
 pub(crate) mod copy;
 mod files;
+pub(crate) mod install;
+mod sandboxed;
 
 pub(crate) use files::{write_layer, StepError};
+pub(crate) use sandboxed::run_to_layer;

@@ -1,0 +1,226 @@
+//! Debian packages as build inputs: the lock beside the recipe, `.deb`s fetched into the
+//! store by hash, and the package set split into the base and each `packages` step.
+//!
+//! With a lock that matches the recipe, no index is read: every `.deb` is fetched by its
+//! locked path and checked against its locked sha256, and the split is computed from the
+//! packages' own control fields, so the result is the same on any machine.
+
+use super::SourceError;
+use crate::debian::{
+    self, fetch, http::Http, lock::LockError, release::ReleaseOptions, BlobCache, DebianFrom,
+    LockedPackage, Lockfile, Universe, Variant,
+};
+use imgbuild_store::{Digest, Store};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// How the build treats the lock file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LockMode {
+    /// Use the lock when it matches the recipe; otherwise resolve and rewrite it.
+    #[default]
+    Update,
+    /// Fail unless the lock exists and matches the recipe (for CI).
+    Locked,
+    /// Resolve again from the mirror and rewrite the lock even if it matches.
+    Refresh,
+}
+
+/// The resolved package sets of a recipe.
+#[derive(Debug, Clone)]
+pub struct PackageSets {
+    /// Packages of the base (the variant's set).
+    pub base: Vec<LockedPackage>,
+    /// Packages each `packages` step adds, by step number.
+    pub steps: BTreeMap<usize, Vec<LockedPackage>>,
+    /// Where each `.deb` is in the store, by sha256.
+    pub debs: BTreeMap<String, PathBuf>,
+    /// The lock file and whether this build wrote it.
+    pub lock_path: PathBuf,
+    /// True when the lock was (re)written by this build.
+    pub lock_written: bool,
+    /// Packages with `Essential: yes`, installed first.
+    pub essential: BTreeSet<String>,
+}
+
+/// A [`BlobCache`] backed by the store.
+pub(crate) struct StoreCache<'s>(pub &'s Store);
+
+impl BlobCache for StoreCache<'_> {
+    fn get(&self, sha256: &str) -> Option<PathBuf> {
+        let digest = Digest::from_hex(sha256).ok()?;
+        self.0
+            .has_blob(&digest)
+            .ok()?
+            .then(|| self.0.blob_path(&digest))
+    }
+
+    fn put(&self, sha256: &str, from: &Path) -> std::io::Result<PathBuf> {
+        let digest = Digest::from_hex(sha256).map_err(std::io::Error::other)?;
+        let mut file = fs_err::File::open(from)?;
+        self.0
+            .put_verified(&mut file, &digest)
+            .map_err(std::io::Error::other)?;
+        let _ = fs_err::remove_file(from);
+        Ok(self.0.blob_path(&digest))
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.0.root().join("v1/tmp")
+    }
+}
+
+/// The lock file of a recipe: `<recipe stem>.lock` beside it.
+pub fn lock_path(recipe: &Path) -> PathBuf {
+    recipe.with_extension("lock")
+}
+
+/// Resolves (or reads from the lock) and fetches every package the recipe needs.
+pub(crate) fn prepare(
+    store: &Store,
+    recipe_path: &Path,
+    from: &DebianFrom,
+    steps: &[(usize, Vec<String>)],
+    mode: LockMode,
+) -> Result<PackageSets, SourceError> {
+    let all_names: Vec<String> = steps
+        .iter()
+        .flat_map(|(_, names)| names.iter().cloned())
+        .collect();
+    let request = from.request(&all_names);
+    let lock_path = lock_path(recipe_path);
+    let cache = StoreCache(store);
+    let http = Http::new();
+    let existing = if lock_path.exists() {
+        Some(Lockfile::read(&lock_path).map_err(lock_err)?)
+    } else {
+        None
+    };
+    let matching = existing.filter(|l| l.check_matches(&request).is_ok());
+    let (lock, lock_written) = match (matching, mode) {
+        (Some(lock), LockMode::Update | LockMode::Locked) => (lock, false),
+        (None, LockMode::Locked) => {
+            let why = match Lockfile::read(&lock_path) {
+                Ok(old) => old
+                    .check_matches(&request)
+                    .err()
+                    .map_or_else(String::new, |e| e.to_string()),
+                Err(_) => format!("{} does not exist", lock_path.display()),
+            };
+            return Err(SourceError::Locked {
+                path: lock_path,
+                message: why,
+            });
+        }
+        _ => {
+            let resolved = debian::resolve_from_mirror(
+                &http,
+                from,
+                &all_names,
+                &cache,
+                &ReleaseOptions::default(),
+            )
+            .map_err(|e| SourceError::Debian(e.to_string()))?;
+            resolved.lock.write(&lock_path).map_err(lock_err)?;
+            (resolved.lock, true)
+        }
+    };
+    let paths = fetch::fetch_debs(
+        &http,
+        &lock.source.request.mirror,
+        &lock.packages,
+        &cache,
+        fetch::DEFAULT_JOBS,
+    )
+    .map_err(|e| SourceError::Debian(e.to_string()))?;
+    let debs: BTreeMap<String, PathBuf> = lock
+        .packages
+        .iter()
+        .map(|p| p.sha256.clone())
+        .zip(paths)
+        .collect();
+    let (universe, essential) = universe_from_debs(&lock, &debs, &from.architecture)?;
+    let variant: Variant = from
+        .variant
+        .parse()
+        .map_err(|e: debian::resolve::ResolveError| SourceError::Debian(e.to_string()))?;
+    let by_name: BTreeMap<&str, &LockedPackage> =
+        lock.packages.iter().map(|p| (p.name.as_str(), p)).collect();
+    let resolve = |names: &[String]| -> Result<BTreeSet<String>, SourceError> {
+        let r = debian::resolve::resolve(&universe, variant, names)
+            .map_err(|e| SourceError::Debian(e.to_string()))?;
+        Ok(r.packages.into_iter().map(|p| p.name).collect())
+    };
+    let mut installed = resolve(&[])?;
+    let pick = |names: &BTreeSet<String>| -> Vec<LockedPackage> {
+        names
+            .iter()
+            .filter_map(|n| by_name.get(n.as_str()).map(|p| (*p).clone()))
+            .collect()
+    };
+    let base = pick(&installed);
+    let mut step_sets = BTreeMap::new();
+    let mut asked = Vec::new();
+    for (number, names) in steps {
+        asked.extend(names.iter().cloned());
+        let now = resolve(&asked)?;
+        let added: BTreeSet<String> = now.difference(&installed).cloned().collect();
+        step_sets.insert(*number, pick(&added));
+        installed.extend(added);
+    }
+    Ok(PackageSets {
+        base,
+        steps: step_sets,
+        debs,
+        lock_path,
+        lock_written,
+        essential,
+    })
+}
+
+fn lock_err(e: LockError) -> SourceError {
+    SourceError::Debian(e.to_string())
+}
+
+/// A resolver universe made of exactly the locked packages, from their own control fields.
+fn universe_from_debs(
+    lock: &Lockfile,
+    debs: &BTreeMap<String, PathBuf>,
+    arch: &str,
+) -> Result<(Universe, BTreeSet<String>), SourceError> {
+    const FIELDS: [&str; 10] = [
+        "Version",
+        "Architecture",
+        "Multi-Arch",
+        "Essential",
+        "Priority",
+        "Pre-Depends",
+        "Depends",
+        "Provides",
+        "Conflicts",
+        "Breaks",
+    ];
+    let mut text = String::new();
+    let mut essential = BTreeSet::new();
+    for p in &lock.packages {
+        let path = &debs[&p.sha256];
+        let deb = debian::deb::Deb::open(path).map_err(|e| SourceError::Debian(e.to_string()))?;
+        let control = deb.control();
+        text.push_str(&format!("Package: {}\n", p.name));
+        for field in FIELDS {
+            if let Some(v) = control.get(field) {
+                text.push_str(&format!("{field}: {}\n", v.replace('\n', " ")));
+            }
+        }
+        if control.get("Essential") == Some("yes") {
+            essential.insert(p.name.clone());
+        }
+        text.push_str(&format!(
+            "Filename: {}\nSize: {}\nSHA256: {}\n\n",
+            p.filename, p.size, p.sha256
+        ));
+    }
+    let records = debian::index::parse_packages("recipe.lock", "main", &text)
+        .map_err(|e| SourceError::Debian(e.to_string()))?;
+    Ok((Universe::new(records, arch, "the lock"), essential))
+}

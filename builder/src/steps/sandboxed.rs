@@ -1,0 +1,159 @@
+//! Steps that run commands: the layers below are unpacked once each (kept in the store as
+//! overlay lower dirs), the command runs in the [`crate::sandbox`], and the overlay's upper
+//! dir becomes the step's layer, with removals as whiteouts and opaque directories marked.
+
+use super::StepError;
+use crate::sandbox::{self, OutputLine, Sandbox, SandboxMode, UnpackOptions, UpperKind};
+use imgbuild_store::tarball::{EntryKind, EntryMeta, TarWriter};
+use imgbuild_store::{Compression, Digest, LayerRecord, Store, StoreError};
+use std::io;
+use std::path::PathBuf;
+
+/// Runs `step` on top of the layers `below` and stores what it changed as a layer.
+pub(crate) fn run_to_layer(
+    store: &Store,
+    number: usize,
+    below: &[Digest],
+    step: &sandbox::Step,
+    epoch: u64,
+    compression: Compression,
+    on_line: &mut dyn FnMut(&OutputLine<'_>),
+) -> Result<LayerRecord, StepError> {
+    let store_err = |source| StepError::Store {
+        step: number,
+        source,
+    };
+    let io_err = |source| StepError::Io {
+        step: number,
+        source,
+    };
+    let mode = SandboxMode::detect().map_err(|e| StepError::Sandbox {
+        step: number,
+        message: e.to_string(),
+    })?;
+    let scratch = store.scratch_dir().map_err(store_err)?;
+    let (upper, work) = (scratch.path().join("upper"), scratch.path().join("work"));
+    fs_err::create_dir(&upper).map_err(io_err)?;
+    fs_err::create_dir(&work).map_err(io_err)?;
+    let mut sandbox = Sandbox {
+        lowers: Vec::new(),
+        upper,
+        work,
+        mode,
+    };
+    sandbox.lowers = unpack_all(store, number, below, &sandbox)?;
+    let log = scratch.path().join("log");
+    sandbox
+        .run(step, Some(&log), on_line)
+        .map_err(|e| match e {
+            sandbox::RunError::CommandFailed {
+                code, last_lines, ..
+            } => StepError::CommandFailed {
+                step: number,
+                code,
+                last_lines,
+            },
+            other => StepError::Sandbox {
+                step: number,
+                message: other.to_string(),
+            },
+        })?;
+    let entries = sandbox.scan_upper().map_err(|e| StepError::Sandbox {
+        step: number,
+        message: e.to_string(),
+    })?;
+    let mut layer = store.layer_writer(compression).map_err(store_err)?;
+    {
+        let mut tar = TarWriter::new(&mut layer);
+        for entry in entries {
+            let mut meta = EntryMeta::new(entry.path.clone(), EntryKind::Dir, entry.mode, 0);
+            meta.uid = entry.uid;
+            meta.gid = entry.gid;
+            meta.mtime = u64::try_from(entry.mtime).unwrap_or(0).min(epoch);
+            meta.xattrs = entry.xattrs;
+            match entry.kind {
+                UpperKind::Whiteout => {
+                    tar.whiteout(&entry.path, epoch).map_err(io_err)?;
+                    continue;
+                }
+                UpperKind::Dir { opaque } => {
+                    tar.append(&meta, &mut io::empty()).map_err(io_err)?;
+                    if opaque {
+                        tar.opaque(&entry.path, epoch).map_err(io_err)?;
+                    }
+                    continue;
+                }
+                UpperKind::File { host_path, size } => {
+                    meta.kind = EntryKind::File;
+                    meta.size = size;
+                    let mut file = fs_err::File::open(&host_path).map_err(io_err)?;
+                    tar.append(&meta, &mut file).map_err(io_err)?;
+                    continue;
+                }
+                UpperKind::Symlink { target } => meta.kind = EntryKind::Symlink(target),
+                UpperKind::Hardlink { target } => meta.kind = EntryKind::Hardlink(target),
+                UpperKind::CharDevice { major, minor } => {
+                    meta.kind = EntryKind::CharDevice(major, minor)
+                }
+                UpperKind::BlockDevice { major, minor } => {
+                    meta.kind = EntryKind::BlockDevice(major, minor)
+                }
+                UpperKind::Fifo => meta.kind = EntryKind::Fifo,
+            }
+            tar.append(&meta, &mut io::empty()).map_err(io_err)?;
+        }
+        tar.finish().map_err(io_err)?;
+    }
+    layer.commit(store).map_err(store_err)
+}
+
+/// Unpacks every layer below (once per store) and returns their directories, lowest first.
+fn unpack_all(
+    store: &Store,
+    number: usize,
+    below: &[Digest],
+    sandbox: &Sandbox,
+) -> Result<Vec<PathBuf>, StepError> {
+    let overlay = sandbox.overlay_xattrs();
+    let flavour = match overlay {
+        sandbox::OverlayXattrs::Trusted => "trusted",
+        sandbox::OverlayXattrs::User => "user",
+    };
+    below
+        .iter()
+        .map(|diff_id| {
+            store
+                .unpack_layer_with(
+                    diff_id,
+                    flavour,
+                    |reader, dir| -> Result<(), UnpackFailure> {
+                        let opts = UnpackOptions {
+                            overlay,
+                            owners: sandbox::Owners::Apply,
+                        };
+                        sandbox::unpack_layer(reader, dir, &opts)
+                            .map_err(|e| UnpackFailure(e.to_string()))?;
+                        Ok(())
+                    },
+                )
+                .map_err(|e| StepError::Sandbox {
+                    step: number,
+                    message: format!("unpacking layer {diff_id}: {}", e.0),
+                })
+        })
+        .collect()
+}
+
+struct UnpackFailure(String);
+
+impl From<StoreError> for UnpackFailure {
+    fn from(e: StoreError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<io::Error> for UnpackFailure {
+    fn from(e: io::Error) -> Self {
+        Self(e.to_string())
+    }
+}
