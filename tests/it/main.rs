@@ -8,4 +8,5 @@ mod common;
 mod crash;
 mod malformed;
 mod oci_output;
+mod recipes_boot;
 mod reproducible;
