@@ -252,37 +252,42 @@ pub(crate) fn boot(target: &Path, marker: &str, extra: &[&str]) -> String {
     console
 }
 
+/// Builds the fixture as qcow2 and raw with `[disk]` settings, validates both and
+/// returns (raw, qcow2).
+fn validated_disks(dir: &Path, name: &str, disk: &str) -> (PathBuf, PathBuf) {
+    let r = build(&recipe(dir, name, disk), dir, "o", &["qcow2", "raw"]);
+    let (raw, qcow2) = (artifact(&r, "raw"), artifact(&r, "qcow2"));
+    validate_raw(&raw, dir, Some("/bin/ash"));
+    validate_qcow2(&raw, &qcow2, dir);
+    (raw, qcow2)
+}
+
 #[test]
 fn qcow2_boots_under_seabios() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let r = build(
-        &recipe(tmp.path(), "bootfix", ""),
-        tmp.path(),
-        "o",
-        &["qcow2"],
-    );
-    boot(&artifact(&r, "qcow2"), MARKER, &[]);
+    let (_, qcow2) = validated_disks(tmp.path(), "bootfix", "");
+    boot(&qcow2, MARKER, &[]);
 }
 
 #[test]
 fn qcow2_boots_under_ovmf() {
-    require_tool("sgdisk", "gdisk");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let r = build(
-        &recipe(tmp.path(), "bootfix", ""),
-        tmp.path(),
-        "o",
-        &["qcow2"],
-    );
-    boot(&artifact(&r, "qcow2"), MARKER, &["--uefi"]);
+    let (_, qcow2) = validated_disks(tmp.path(), "bootfix", "");
+    boot(&qcow2, MARKER, &["--uefi"]);
 }
 
 #[test]
 fn uefi_only_raw_boots_with_ovmf_chosen_automatically() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let recipe = recipe(tmp.path(), "uefionly", "[disk]\nboot = \"uefi\"\n");
-    let r = build(&recipe, tmp.path(), "o", &["raw"]);
-    boot(&artifact(&r, "raw"), MARKER, &[]);
+    let (raw, _) = validated_disks(tmp.path(), "uefionly", "[disk]\nboot = \"uefi\"\n");
+    boot(&raw, MARKER, &[]);
+}
+
+#[test]
+fn bios_only_raw_boots_under_seabios() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (raw, _) = validated_disks(tmp.path(), "biosonly", "[disk]\nboot = \"bios\"\n");
+    boot(&raw, MARKER, &[]);
 }
 
 #[test]
