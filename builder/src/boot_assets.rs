@@ -12,10 +12,15 @@
 //! else from bookworm on [`DEFAULT_MIRROR`](crate::debian::DEFAULT_MIRROR).
 //! [`FetchedBootFiles::packages`] lists exactly what was used, for `recipe.lock`;
 //! [`fetch_locked`] fetches such a list again without touching the indices.
+//!
+//! Resolving means parsing the suite's whole `Packages` index (over a second), so the
+//! result is remembered in the store under `v1/boot-assets/`, keyed by the request and the
+//! SHA-256 of the verified `InRelease`: a new Release resolves again, an unchanged one
+//! costs one small signed download.
 
 use crate::debian::fetch::{fetch_debs, FetchError};
 use crate::debian::http::Http;
-use crate::debian::release::ReleaseOptions;
+use crate::debian::release::{fetch_release, ReleaseOptions};
 use crate::debian::{
     deb::{Deb, DebError},
     resolve_from_mirror, BlobCache, DebianError, DebianFrom, LockedPackage, DEFAULT_MIRROR,
@@ -125,18 +130,73 @@ pub fn fetch(
     let src = source(from);
     let cache = StoreCache { store };
     let http = Http::new();
+    let resolve_err = |source| BootAssetsError::Resolve {
+        packages: wanted.clone(),
+        source,
+    };
+    let release = fetch_release(
+        &http,
+        &src.mirror,
+        &src.suite,
+        src.keyring_path(),
+        &ReleaseOptions::default(),
+    )
+    .map_err(|e| resolve_err(DebianError::Release(e)))?;
+    let remembered = remembered_path(store, &src, &wanted, &release.inrelease_sha256);
+    if let Some(locked) = fs_err::read(&remembered)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<LockedPackage>>(&b).ok())
+    {
+        return fetch_locked(store, &src.mirror, &locked);
+    }
     let resolved = resolve_from_mirror(&http, &src, &wanted, &cache, &ReleaseOptions::default())
-        .map_err(|source| BootAssetsError::Resolve {
-            packages: wanted.clone(),
-            source,
-        })?;
+        .map_err(resolve_err)?;
     let locked: Vec<LockedPackage> = resolved
         .lock
         .packages
         .into_iter()
         .filter(|p| wanted.contains(&p.name))
         .collect();
-    fetch_locked(store, &src.mirror, &locked)
+    let fetched = fetch_locked(store, &src.mirror, &locked)?;
+    remember(&remembered, &locked);
+    Ok(fetched)
+}
+
+/// Where the resolution of `wanted` against the Release `inrelease_sha256` is remembered.
+fn remembered_path(
+    store: &Store,
+    src: &DebianFrom,
+    wanted: &[String],
+    inrelease_sha256: &str,
+) -> PathBuf {
+    let key = format!(
+        "{}\n{}\n{}\n{}\n{}\n{inrelease_sha256}",
+        src.mirror,
+        src.suite,
+        src.components.join(" "),
+        src.architecture,
+        wanted.join(" ")
+    );
+    store
+        .root()
+        .join("v1/boot-assets")
+        .join(format!("{}.json", Digest::of(key.as_bytes()).hex()))
+}
+
+/// Remembers a resolution; a failure only costs a resolution next time.
+fn remember(path: &Path, locked: &[LockedPackage]) {
+    let Ok(json) = serde_json::to_vec_pretty(locked) else {
+        return;
+    };
+    let Some(dir) = path.parent() else { return };
+    if fs_err::create_dir_all(dir).is_err() {
+        return;
+    }
+    if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
+        if std::io::Write::write_all(&mut tmp, &json).is_ok() {
+            let _ = tmp.persist(path);
+        }
+    }
 }
 
 /// Fetches exactly `locked` (as recorded in a lock) and unpacks the bootloaders.
