@@ -292,3 +292,31 @@ impl BlobCache for StoreCache<'_> {
         self.store.root().join("v1/tmp")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packages_follow_the_firmware() {
+        assert_eq!(packages(true, false), ["systemd-boot-efi"]);
+        assert_eq!(packages(false, true), ["syslinux", "syslinux-common"]);
+        assert_eq!(packages(true, true).len(), 3);
+        assert!(packages(false, false).is_empty());
+    }
+
+    #[test]
+    fn the_recipes_mirror_is_used_without_its_base_set() {
+        assert_eq!(source(None).suite, DEFAULT_SUITE);
+        let mut from = source(None);
+        from.suite = "trixie".into();
+        from.mirror = "http://mirror.example/debian".into();
+        from.variant = "minbase".into();
+        let src = source(Some(&from));
+        assert_eq!(
+            (src.suite.as_str(), src.variant.as_str()),
+            ("trixie", "custom")
+        );
+        assert_eq!(src.mirror, "http://mirror.example/debian");
+    }
+}
