@@ -5,6 +5,7 @@
 //! executed (file steps directly, `run` steps in the [`sandbox`]), each producing one
 //! layer -> the image's config and manifest are written.
 
+pub mod boot_assets;
 pub mod build;
 pub mod debian;
 pub mod plan;

@@ -28,4 +28,47 @@ pub enum ExportError {
         /// What the format writes there.
         expected: &'static str,
     },
+    /// The image has no kernel in `/boot`.
+    #[error(
+        "the image has no kernel (no /boot/vmlinuz-*): add `linux-image-amd64` to a packages step"
+    )]
+    NoKernel,
+    /// An initramfs has nothing to run as `/init`.
+    #[error("the image has neither /init nor /sbin/init: set `[initramfs] init = \"/path/to/init\"` or add an init to the image")]
+    NoInit,
+    /// The requested disk size cannot hold the content.
+    #[error("[disk] size is {requested} bytes ({} MiB) but the content needs at least {needed} bytes ({} MiB); raise [disk] size or remove it to size the disk automatically", requested / 1048576, needed.div_ceil(1048576))]
+    DiskTooSmall {
+        /// The requested size, rounded down to a MiB.
+        requested: u64,
+        /// The smallest size that holds the ESP and the root filesystem.
+        needed: u64,
+    },
+    /// A bootloader binary the firmware choice needs was not provided.
+    #[error("no {what} was provided for this disk; the CLI fetches it from Debian, check the mirror is reachable")]
+    MissingBootAssets {
+        /// What is missing.
+        what: &'static str,
+    },
+    /// Installing a bootloader failed.
+    #[error("installing the bootloader: {reason}")]
+    Bootloader {
+        /// What went wrong.
+        reason: String,
+    },
+    /// Writing the partition table failed.
+    #[error("writing the partition table: {0}")]
+    Gpt(#[from] crate::disk::gpt::GptError),
+    /// Writing the EFI system partition failed.
+    #[error("writing the EFI system partition: {0}")]
+    Fat(#[from] crate::disk::fat::FatError),
+    /// Making the root filesystem failed.
+    #[error("making the ext4 root filesystem: {0}")]
+    Ext4(#[from] crate::disk::ext4::Ext4Error),
+    /// Converting to qcow2 failed.
+    #[error("converting the disk to qcow2: {0}")]
+    Qcow2(#[from] crate::disk::qcow2::Qcow2Error),
+    /// Writing the initramfs archive failed.
+    #[error("writing the initramfs: {0}")]
+    Cpio(#[from] crate::initramfs::cpio::CpioError),
 }

@@ -5,12 +5,14 @@
 //! - [`oci_archive`]: the same layout as one tar file
 //! - [`docker_archive`]: what `docker load` and `podman load` read
 //! - [`rootfs_tar`]: the flattened root filesystem as one tar
+//! - [`bootdisk`]: bootable raw/qcow2 disks (GPT, ESP with systemd-boot and syslinux, ext4 root)
 //! - [`disk`]: the pieces of a bootable disk: GPT, FAT32 ESP, ext4 root, qcow2
-//! - [`initramfs`]: a newc cpio of the whole userland
+//! - [`initramfs`]: a newc cpio of the whole userland, with the kernel beside it
 //!
 //! Every output is written beside its final path and renamed into place when complete,
 //! so a failed or killed export never leaves a half-written artifact.
 
+pub mod bootdisk;
 pub mod disk;
 pub mod docker_archive;
 mod error;

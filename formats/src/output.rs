@@ -1,5 +1,8 @@
 //! Choosing an exporter and writing its output atomically.
 
+use crate::bootdisk::{raw, BootAssets, DiskOptions};
+use crate::disk::qcow2::convert_file;
+use crate::initramfs::export::{self as initramfs, InitramfsOptions};
 use crate::{docker_archive, oci_archive, oci_layout, rootfs_tar, ExportError, StoredImage};
 use imgbuild_store::Store;
 use std::io::{BufWriter, Write};
@@ -16,15 +19,24 @@ pub enum Format {
     DockerArchive,
     /// The flattened root filesystem as a tar.
     Tar,
+    /// A bootable raw disk image (GPT, ESP, ext4 root).
+    Raw,
+    /// The same bootable disk as qcow2.
+    Qcow2,
+    /// A compressed newc cpio of the userland, with the kernel beside it.
+    Initramfs,
 }
 
 impl Format {
     /// Every format, for `--help` and error messages.
-    pub const ALL: [Format; 4] = [
+    pub const ALL: [Format; 7] = [
         Format::Oci,
         Format::OciArchive,
         Format::DockerArchive,
         Format::Tar,
+        Format::Raw,
+        Format::Qcow2,
+        Format::Initramfs,
     ];
 
     /// The name users type.
@@ -34,6 +46,9 @@ impl Format {
             Self::OciArchive => "oci-archive",
             Self::DockerArchive => "docker-archive",
             Self::Tar => "tar",
+            Self::Raw => "raw",
+            Self::Qcow2 => "qcow2",
+            Self::Initramfs => "initramfs",
         }
     }
 
@@ -44,7 +59,20 @@ impl Format {
             Self::OciArchive => format!("{stem}.oci.tar"),
             Self::DockerArchive => format!("{stem}.docker.tar"),
             Self::Tar => format!("{stem}.rootfs.tar"),
+            Self::Raw => format!("{stem}.raw"),
+            Self::Qcow2 => format!("{stem}.qcow2"),
+            Self::Initramfs => format!("{stem}.initramfs.cpio.zst"),
         }
+    }
+
+    /// True for the formats that boot (and need a kernel in the image).
+    pub fn is_bootable(self) -> bool {
+        matches!(self, Self::Raw | Self::Qcow2 | Self::Initramfs)
+    }
+
+    /// True for the disk formats (they need bootloader binaries).
+    pub fn is_disk(self) -> bool {
+        matches!(self, Self::Raw | Self::Qcow2)
     }
 }
 
@@ -68,6 +96,24 @@ impl std::str::FromStr for Format {
 pub struct ExportOptions {
     /// The output directory (created if missing).
     pub out_dir: PathBuf,
+    /// Disk layout for `raw` and `qcow2`.
+    pub disk: DiskOptions,
+    /// Bootloader binaries for `raw` and `qcow2`.
+    pub boot_assets: BootAssets,
+    /// Compression and `/init` for `initramfs`.
+    pub initramfs: InitramfsOptions,
+}
+
+impl ExportOptions {
+    /// Defaults for everything but the output directory.
+    pub fn new(out_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            out_dir: out_dir.into(),
+            disk: DiskOptions::default(),
+            boot_assets: BootAssets::default(),
+            initramfs: InitramfsOptions::default(),
+        }
+    }
 }
 
 /// A written output.
@@ -77,6 +123,9 @@ pub struct Artifact {
     pub format: &'static str,
     /// Where it is.
     pub path: PathBuf,
+    /// The kernel written beside it (initramfs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<PathBuf>,
 }
 
 /// Writes `image` as `format` into the output directory.
@@ -87,7 +136,9 @@ pub fn export(
     options: &ExportOptions,
 ) -> Result<Artifact, ExportError> {
     fs_err::create_dir_all(&options.out_dir)?;
-    let path = options.out_dir.join(format.file_name(image.file_stem()));
+    let stem = image.file_stem();
+    let mut path = options.out_dir.join(format.file_name(stem));
+    let mut kernel = None;
     match format {
         Format::Oci => write_dir_atomically(&path, |dir| oci_layout::write(store, image, dir))?,
         Format::OciArchive => {
@@ -97,11 +148,60 @@ pub fn export(
             write_file_atomically(&path, |out| docker_archive::write(store, image, out))?
         }
         Format::Tar => write_file_atomically(&path, |out| rootfs_tar::write(store, image, out))?,
+        Format::Raw => {
+            let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
+            write_path_atomically(&path, |tmp| disk.write(tmp))?;
+        }
+        Format::Qcow2 => {
+            let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
+            let raw = tempfile::Builder::new()
+                .prefix(".imgbuild-raw-")
+                .tempfile_in(&options.out_dir)?;
+            disk.write(raw.path())?;
+            write_path_atomically(&path, |tmp| {
+                convert_file(raw.path(), tmp)?;
+                Ok(())
+            })?;
+        }
+        Format::Initramfs => {
+            let ext = options.initramfs.compression.extension();
+            path = options.out_dir.join(format!("{stem}.initramfs.cpio.{ext}"));
+            let built = initramfs::build(store, image, &options.initramfs)?;
+            let vmlinuz = options.out_dir.join(format!("{stem}.vmlinuz"));
+            let kernel_bytes = built.kernel.clone();
+            write_file_atomically(&path, |out| built.write_archive(out))?;
+            write_file_atomically(&vmlinuz, |out| Ok(out.write_all(&kernel_bytes)?))?;
+            kernel = Some(vmlinuz);
+        }
     }
     Ok(Artifact {
         format: format.name(),
         path,
+        kernel,
     })
+}
+
+/// Lets `fill` write a file by path next to `path`, fsyncs it and renames it into place.
+pub(crate) fn write_path_atomically(
+    path: &Path,
+    fill: impl FnOnce(&Path) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    if path.is_dir() {
+        return Err(ExportError::OutputInTheWay {
+            path: path.to_owned(),
+            expected: "file",
+        });
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".imgbuild-")
+        .tempfile_in(dir)?;
+    fill(tmp.path())?;
+    let file = fs_err::File::open(tmp.path())?;
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    file.sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Writes a file next to `path`, fsyncs it and renames it into place.

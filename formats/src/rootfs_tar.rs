@@ -12,6 +12,16 @@ pub fn stream(
     sink: &mut dyn TreeSink,
 ) -> Result<(), ExportError> {
     let tree = merged_tree(store, image)?;
+    stream_tree(store, image, &tree, sink)
+}
+
+/// Streams `tree` (the [`merged_tree`] of `image`) into `sink`.
+pub fn stream_tree(
+    store: &Store,
+    image: &StoredImage,
+    tree: &MergedTree,
+    sink: &mut dyn TreeSink,
+) -> Result<(), ExportError> {
     let readers = image
         .diff_ids()
         .iter()

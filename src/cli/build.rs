@@ -3,8 +3,11 @@
 use super::registry_args::{reference, RegistryArgs};
 use super::{print_json, Failure};
 use clap::Args;
+use imgbuild_builder::recipe::{Base, BootMode, InitramfsCompression, Recipe};
 use imgbuild_builder::{BuildOptions, BuildReport, CacheOutcome, LockMode, Progress};
-use imgbuild_formats::{export, ExportOptions, Format, StoredImage};
+use imgbuild_formats::bootdisk::{BootAssets, DiskOptions, Firmware, SyslinuxAssets};
+use imgbuild_formats::initramfs::export::{Compression as CpioCompression, InitramfsOptions};
+use imgbuild_formats::{export, Artifact, ExportOptions, Format, StoredImage};
 use imgbuild_registry::{
     export_cache, import_cache, push_image, CacheImport, CacheRecord, Client, Reference,
     RegistryFetcher,
@@ -20,7 +23,8 @@ use std::time::Instant;
 pub(crate) struct BuildArgs {
     /// The recipe file.
     recipe: PathBuf,
-    /// Output format; repeat for several: oci, oci-archive, docker-archive, tar.
+    /// Output format; repeat for several: oci, oci-archive, docker-archive, tar, raw, qcow2,
+    /// initramfs.
     #[arg(short, long = "format", value_name = "FORMAT", default_value = "oci", value_parser = parse_format)]
     formats: Vec<Format>,
     /// Output directory.
@@ -98,6 +102,14 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
 }
 
 pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
+    build_and_export(store_dir, &args).map(drop)
+}
+
+/// Builds the recipe, exports every requested format and returns the artifacts.
+pub(crate) fn build_and_export(
+    store_dir: &Path,
+    args: &BuildArgs,
+) -> Result<Vec<Artifact>, Failure> {
     let start = Instant::now();
     let recipe = imgbuild_builder::recipe::load(&args.recipe)?;
     let push_to = args
@@ -161,16 +173,17 @@ pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
     let mut formats = args.formats.clone();
     formats.sort();
     formats.dedup();
+    let mut options = export_options(&recipe, &args.out);
+    if formats.iter().any(|f| f.is_disk()) {
+        let from = match &recipe.base {
+            Base::Debian(from) => Some(from),
+            _ => None,
+        };
+        options.boot_assets = boot_assets(&store, from, options.disk.firmware)?;
+    }
     let mut artifacts = Vec::new();
     for format in formats {
-        let artifact = export(
-            &store,
-            &image,
-            format,
-            &ExportOptions {
-                out_dir: args.out.clone(),
-            },
-        )?;
+        let artifact = export(&store, &image, format, &options)?;
         eprintln!("wrote {} ({})", artifact.path.display(), artifact.format);
         artifacts.push(artifact);
     }
@@ -232,7 +245,85 @@ pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
             "seconds": start.elapsed().as_secs_f64(),
         }))?;
     }
-    Ok(())
+    Ok(artifacts)
+}
+
+impl BuildArgs {
+    /// Arguments for building `recipe` into `out` as `format`, for `imgbuild run`.
+    pub(crate) fn for_run(recipe: PathBuf, format: Format, out: PathBuf) -> Self {
+        Self {
+            recipe,
+            formats: vec![format],
+            out,
+            compression: Compression::Zstd,
+            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            json: false,
+            locked: false,
+            secrets: Vec::new(),
+            push: Vec::new(),
+            cache_to: None,
+            cache_from: Vec::new(),
+            registry: RegistryArgs::default(),
+        }
+    }
+}
+
+/// Maps the recipe's `[disk]` and `[initramfs]` sections to the exporters' options.
+fn export_options(recipe: &Recipe, out: &Path) -> ExportOptions {
+    let mut options = ExportOptions::new(out);
+    options.disk = DiskOptions {
+        size: recipe.disk.size,
+        firmware: match recipe.disk.boot {
+            BootMode::Uefi => Firmware::Uefi,
+            BootMode::Bios => Firmware::Bios,
+            BootMode::Hybrid => Firmware::Hybrid,
+        },
+        cmdline: recipe.disk.cmdline.clone(),
+    };
+    options.initramfs = InitramfsOptions {
+        compression: match recipe.initramfs.compression {
+            InitramfsCompression::Zstd => CpioCompression::Zstd,
+            InitramfsCompression::Gzip => CpioCompression::Gzip,
+        },
+        init: recipe.initramfs.init.clone(),
+    };
+    options
+}
+
+/// Fetches the bootloaders `firmware` needs from Debian into the store.
+fn boot_assets(
+    store: &Store,
+    from: Option<&imgbuild_builder::debian::DebianFrom>,
+    firmware: Firmware,
+) -> Result<BootAssets, Failure> {
+    let fetched =
+        imgbuild_builder::boot_assets::fetch(store, from, firmware.uefi(), firmware.bios())
+            .map_err(|e| Failure::internal(super::failure::chain(&e)))?;
+    for p in &fetched.packages {
+        eprintln!(
+            "bootloader package {} {} ({})",
+            p.name, p.version, p.architecture
+        );
+    }
+    let syslinux = match (
+        fetched.gptmbr,
+        fetched.ldlinux_c32,
+        fetched.syslinux_installer,
+    ) {
+        (Some(gptmbr), Some(ldlinux_c32), Some(installer)) => Some(SyslinuxAssets {
+            gptmbr,
+            ldlinux_c32,
+            installer,
+        }),
+        _ => None,
+    };
+    Ok(BootAssets {
+        systemd_boot: fetched.systemd_boot,
+        syslinux,
+    })
 }
 
 /// Imports every `--cache-from`; a cache that cannot be read is a warning (the first CI

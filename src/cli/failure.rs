@@ -29,7 +29,7 @@ impl Failure {
     }
 }
 
-fn chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
@@ -85,7 +85,13 @@ impl From<BuildError> for Failure {
 
 impl From<ExportError> for Failure {
     fn from(e: ExportError) -> Self {
-        let code = if matches!(e, ExportError::OutputInTheWay { .. }) {
+        let code = if matches!(
+            e,
+            ExportError::OutputInTheWay { .. }
+                | ExportError::DiskTooSmall { .. }
+                | ExportError::NoKernel
+                | ExportError::NoInit
+        ) {
             2
         } else {
             1

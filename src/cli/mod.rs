@@ -3,9 +3,11 @@
 mod build;
 mod failure;
 mod inspect;
+mod kvm;
 mod lock;
 mod push;
 mod registry_args;
+mod run;
 mod store_cmd;
 mod units;
 
@@ -18,7 +20,8 @@ use std::path::PathBuf;
 ///
 /// One TOML recipe describes a Linux userland as ordered steps; imgbuild builds it into a
 /// content-addressed store, step by cached step, and exports the same image as an OCI
-/// layout, an OCI or docker archive, or a flattened rootfs tar.
+/// layout, an OCI or docker archive, a flattened rootfs tar, a bootable raw or qcow2 disk, or an
+/// initramfs; `imgbuild run` boots the last three in QEMU.
 ///
 /// Bases come from scratch, rootfs tarballs, OCI layouts, registries or the Debian
 /// archive (resolved by imgbuild itself and pinned in a lock file); `run` steps execute in
@@ -94,6 +97,19 @@ enum Command {
     ///   imgbuild push out/hello.oci:1.0 localhost:5000/hello:1.0 --insecure-registry localhost:5000
     #[command(verbatim_doc_comment)]
     Push(push::PushArgs),
+    /// Boot a qcow2, raw or initramfs in QEMU with the serial console on this terminal.
+    ///
+    /// Given a recipe, builds it first (--format qcow2 by default). Uses KVM when it
+    /// really works here, else TCG; OVMF (UEFI) for UEFI-only disks or with --uefi, SeaBIOS
+    /// otherwise. The disk is opened with snapshot=on: the artifact is never modified.
+    /// Ctrl-A X quits QEMU.
+    ///
+    /// Examples:
+    ///   imgbuild run recipes/debian-vm.toml
+    ///   imgbuild run out/debian-vm.qcow2 --uefi
+    ///   imgbuild run out/busybox.initramfs.cpio.zst --timeout 60 --expect "login:"
+    #[command(verbatim_doc_comment)]
+    Run(run::RunArgs),
     /// Look after the store: list, measure, verify, collect garbage.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
@@ -107,13 +123,16 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         Command::Inspect(args) => inspect::run(&store_dir, args),
         Command::Lock(args) => lock::run(&store_dir, args),
         Command::Push(args) => push::run(&store_dir, args),
+        Command::Run(args) => run::run(&store_dir, args),
         Command::Store(cmd) => store_cmd::run(&store_dir, cmd),
     }
 }
 
 fn store_dir(flag: Option<PathBuf>) -> Result<PathBuf, Failure> {
     if let Some(dir) = flag {
-        return Ok(dir);
+        // Overlay mounts and sandboxes need absolute paths.
+        return std::path::absolute(&dir)
+            .map_err(|e| Failure::user(format!("--store {}: {e}", dir.display())));
     }
     if let Some(cache) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(cache).join("imgbuild"));

@@ -5,7 +5,7 @@ use clap::Args;
 use imgbuild_registry::{Client, RegistryOptions};
 use std::path::PathBuf;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub(crate) struct RegistryArgs {
     /// Speak plain HTTP to this registry (HOST[:PORT]); repeat for several. Everything else
     /// is HTTPS.

@@ -1,12 +1,15 @@
 //! End-to-end tests: every one drives the `imgbuild` binary as a user would and checks the
 //! result with real peers (skopeo, umoci, tar).
 
+mod boot_fixture;
+mod bootable;
 mod cache;
 mod common;
 mod crash;
 mod debian;
 mod malformed;
 mod oci_output;
+mod recipes_boot;
 mod registry;
 mod registry_support;
 mod reproducible;

@@ -1,3 +1,4 @@
-//! Initramfs archive writers.
+//! Initramfs: the newc cpio writer and the `--format initramfs` exporter.
 
 pub mod cpio;
+pub mod export;

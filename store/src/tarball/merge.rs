@@ -12,6 +12,10 @@
 //! `a/etc/x` — and a hard link whose target is not a regular file of the merged tree
 //! (`x` linked to `/etc/passwd` of an image that has none). Symlinks themselves are kept
 //! as they are: an absolute target resolves inside the image at run time.
+//! What the stream guarantees (and `mke2fs -d tar` and cpio writers rely on): every
+//! parent directory comes before its children (a path sorts after its prefixes), and a
+//! hard link comes after its target and carries the target's mode, owner, mtime and
+//! xattrs, since a hard link's header describes the shared inode.
 
 use super::entry::{parent_of, EntryKind, EntryMeta};
 use super::read::{read_meta, LayerReadError};
@@ -198,6 +202,21 @@ impl MergedTree {
             .sum()
     }
 
+    /// A hard link's metadata as the merged tree says: the link's path and target with the
+    /// target's mode, owner, mtime and xattrs (they describe one inode).
+    fn link_meta(&self, link: &EntryMeta, target: &str) -> EntryMeta {
+        let mut meta = link.clone();
+        if let Some(t) = self.entries.get(target) {
+            meta.mode = t.meta.mode;
+            meta.uid = t.meta.uid;
+            meta.gid = t.meta.gid;
+            meta.mtime = t.meta.mtime;
+            meta.xattrs = t.meta.xattrs.clone();
+        }
+        meta.size = 0;
+        meta
+    }
+
     /// Streams the merged tree to `sink`, reading the same layers (same order) again.
     pub fn stream<R: Read>(
         &self,
@@ -216,6 +235,11 @@ impl MergedTree {
                     continue;
                 };
                 if w.layer != layer || w.ordinal != ordinal || w.meta.is_dir() {
+                    continue;
+                }
+                if let EntryKind::Hardlink(target) = &w.meta.kind {
+                    let meta = self.link_meta(&w.meta, target);
+                    sink.entry(&meta, &mut io::empty())?;
                     continue;
                 }
                 sink.entry(&w.meta, &mut entry)?;
@@ -298,6 +322,39 @@ mod tests {
         let tree = MergedTree::build([l0.as_slice()]).unwrap();
         let paths: Vec<&str> = tree.iter().map(|m| m.path.as_str()).collect();
         assert_eq!(paths, ["a", "f", "g"]);
+    }
+
+    #[test]
+    fn hard_links_repeat_their_target_and_parents_come_first() {
+        let l0 = layer(|w| {
+            let mut f = EntryMeta::new("usr/bin/a", EntryKind::File, 0o4755, 9);
+            f.uid = 7;
+            f.size = 1;
+            f.xattrs.insert("user.x".into(), b"1".to_vec());
+            w.append(&f, &mut &b"a"[..]).unwrap();
+            let link = EntryMeta::new(
+                "usr/bin/b",
+                EntryKind::Hardlink("usr/bin/a".into()),
+                0o644,
+                0,
+            );
+            w.append(&link, &mut io::empty()).unwrap();
+        });
+        let tree = MergedTree::build([l0.as_slice()]).unwrap();
+        let mut out = TarWriter::new(Vec::new());
+        tree.stream([l0.as_slice()], &mut out).unwrap();
+        let bytes = out.finish().unwrap();
+        let metas: Vec<EntryMeta> = tar::Archive::new(bytes.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| read_meta(&mut e.unwrap()).unwrap())
+            .collect();
+        let paths: Vec<&str> = metas.iter().map(|m| m.path.as_str()).collect();
+        assert_eq!(paths, ["usr", "usr/bin", "usr/bin/a", "usr/bin/b"]);
+        let (a, b) = (&metas[2], &metas[3]);
+        assert_eq!(b.kind, EntryKind::Hardlink("usr/bin/a".into()));
+        assert_eq!((b.mode, b.uid, b.mtime), (a.mode, a.uid, a.mtime));
+        assert_eq!(b.xattrs, a.xattrs);
     }
 
     #[test]

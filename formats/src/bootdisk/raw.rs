@@ -1,0 +1,189 @@
+//! A whole raw disk: plan (metadata only, so size errors come first), then GPT, ESP,
+//! bootloaders and the ext4 root, written into one file.
+
+use super::esp::{install_syslinux, write_esp, EspContent};
+use super::kernel::{find_kernel, KernelFiles};
+use super::layout::{plan, DiskLayout};
+use super::options::{BootAssets, DiskOptions};
+use super::rootfs::{fstab, RootSink};
+use crate::disk::ext4::{make_ext4, Ext4Options};
+use crate::disk::gpt::{attr, Gpt, PartitionSpec};
+use crate::disk::guid::{guid_from_seed, Guid};
+use crate::{rootfs_tar, ExportError, StoredImage};
+use imgbuild_store::tarball::{MergedTree, TarWriter};
+use imgbuild_store::Store;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+/// A disk whose layout has been checked; nothing has been written yet.
+#[derive(Debug)]
+pub struct PreparedDisk<'a> {
+    store: &'a Store,
+    image: &'a StoredImage,
+    options: &'a DiskOptions,
+    assets: &'a BootAssets,
+    tree: MergedTree,
+    kernel: KernelFiles,
+    /// The sizes.
+    pub layout: DiskLayout,
+}
+
+/// The identifiers of one disk, all derived from the manifest digest.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskIds {
+    /// The GPT disk GUID.
+    pub disk: Guid,
+    /// The ESP's PARTUUID.
+    pub esp: Guid,
+    /// The root partition's PARTUUID.
+    pub root: Guid,
+    /// The root filesystem's UUID.
+    pub root_fs: Guid,
+    /// The ext4 directory hash seed.
+    pub hash_seed: Guid,
+}
+
+impl DiskIds {
+    /// The identifiers for `image`.
+    pub fn for_image(image: &StoredImage) -> Self {
+        let seed = |role: &str| {
+            guid_from_seed(format!("imgbuild:{}:{role}", image.manifest_digest).as_bytes())
+        };
+        Self {
+            disk: seed("disk"),
+            esp: seed("esp"),
+            root: seed("root"),
+            root_fs: seed("root-fs"),
+            hash_seed: seed("root-hash-seed"),
+        }
+    }
+}
+
+/// Reads the image's metadata, finds its kernel and lays out the disk.
+pub fn prepare<'a>(
+    store: &'a Store,
+    image: &'a StoredImage,
+    options: &'a DiskOptions,
+    assets: &'a BootAssets,
+) -> Result<PreparedDisk<'a>, ExportError> {
+    let tree = rootfs_tar::merged_tree(store, image)?;
+    let kernel = find_kernel(&tree)?;
+    let layout = plan(
+        kernel.bytes() + assets.esp_bytes(),
+        tree.file_bytes(),
+        tree.len() as u64,
+        options.size,
+    )?;
+    Ok(PreparedDisk {
+        store,
+        image,
+        options,
+        assets,
+        tree,
+        kernel,
+        layout,
+    })
+}
+
+impl PreparedDisk<'_> {
+    /// Writes the disk to `path` (created or truncated).
+    pub fn write(&self, path: &Path) -> Result<(), ExportError> {
+        let ids = DiskIds::for_image(self.image);
+        let epoch = self.image.epoch();
+        let firmware = self.options.firmware;
+        let lower = |g: Guid| g.to_string().to_lowercase();
+
+        // The root tree as a tar beside the output, the kernel and initrd kept aside.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tar = tempfile::Builder::new()
+            .prefix(".imgbuild-root-")
+            .suffix(".tar")
+            .tempfile_in(dir)?;
+        let mut wanted = vec![self.kernel.kernel.as_str()];
+        wanted.extend(self.kernel.initrd.as_deref());
+        let files = {
+            let mut writer = TarWriter::new(BufWriter::with_capacity(1 << 20, tar.as_file()));
+            let mut sink = RootSink::new(&mut writer, fstab(&lower(ids.root_fs)), epoch, &wanted);
+            rootfs_tar::stream_tree(self.store, self.image, &self.tree, &mut sink)?;
+            let files = sink.finish()?;
+            writer
+                .finish()?
+                .into_inner()
+                .map_err(std::io::IntoInnerError::into_error)?
+                .flush()?;
+            files
+        };
+
+        let mut gpt = Gpt::new(ids.disk, self.layout.disk_size)?;
+        let esp = gpt
+            .add_partition(PartitionSpec {
+                name: "esp".into(),
+                type_guid: Guid::ESP,
+                unique_guid: ids.esp,
+                size_bytes: Some(self.layout.esp_size),
+                attributes: if firmware.bios() {
+                    attr::LEGACY_BIOS_BOOTABLE
+                } else {
+                    0
+                },
+            })?
+            .clone();
+        let root = gpt
+            .add_partition(PartitionSpec {
+                name: "root".into(),
+                type_guid: Guid::LINUX_ROOT_X86_64,
+                unique_guid: ids.root,
+                size_bytes: None,
+                attributes: 0,
+            })?
+            .clone();
+        if firmware.bios() {
+            let s = self
+                .assets
+                .syslinux
+                .as_ref()
+                .ok_or(ExportError::MissingBootAssets {
+                    what: "syslinux (packages syslinux and syslinux-common)",
+                })?;
+            gpt.mbr.boot_code = Some(s.gptmbr.clone());
+        }
+        {
+            let mut f = fs_err::File::create(path)?;
+            f.set_len(self.layout.disk_size)?;
+            gpt.write(&mut f)?;
+            f.flush()?;
+        }
+        let cmdline = format!(
+            "root=PARTUUID={} ro {}",
+            lower(ids.root),
+            self.options.cmdline
+        );
+        let content = EspContent {
+            kernel: &self.kernel,
+            files: &files,
+            cmdline: cmdline.trim_end(),
+            title: &self.image.name,
+        };
+        let seed = format!("imgbuild:{}:esp-fat", self.image.manifest_digest);
+        write_esp(
+            path,
+            &esp,
+            firmware,
+            self.assets,
+            &content,
+            seed.as_bytes(),
+            epoch,
+        )?;
+        if let Some(s) = self.assets.syslinux.as_ref().filter(|_| firmware.bios()) {
+            install_syslinux(path, &esp, &s.installer, epoch)?;
+        }
+
+        // e2fsprogs reads E2FSPROGS_FAKE_TIME=0 as "not set" and uses the clock, so the
+        // epoch 0 (the default SOURCE_DATE_EPOCH) becomes 1.
+        let mut ext = Ext4Options::new(root.byte_len(), ids.root_fs, "root", epoch.max(1));
+        ext.hash_seed = Some(ids.hash_seed);
+        ext.inodes = Some(self.layout.root_inodes.max(root.byte_len() / 16384));
+        make_ext4(tar.path(), path, root.byte_offset(), &ext)?;
+        Ok(())
+    }
+}
