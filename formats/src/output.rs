@@ -209,27 +209,13 @@ pub(crate) fn write_file_atomically(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
-    if path.is_dir() {
-        return Err(ExportError::OutputInTheWay {
-            path: path.to_owned(),
-            expected: "file",
-        });
-    }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".imgbuild-")
-        .tempfile_in(dir)?;
-    let mut out = BufWriter::with_capacity(1 << 20, tmp);
-    fill(&mut out)?;
-    let tmp = out
-        .into_inner()
-        .map_err(std::io::IntoInnerError::into_error)?;
-    // Temp files are created 0600; an artifact is as readable as any other output.
-    tmp.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    write_path_atomically(path, |tmp| {
+        let file = fs_err::OpenOptions::new().write(true).open(tmp)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        fill(&mut out)?;
+        out.flush()?;
+        Ok(())
+    })
 }
 
 /// Fills a directory next to `path` and swaps it into place.
