@@ -2,6 +2,8 @@
 //! name entries and DOS date/time stamps (fatgen103 §6 "Directory
 //! Structure", §6.1 date/time format, §7 "Long File Name Implementation").
 
+use imgbuild_store::oci::civil_from_days;
+
 /// Attribute: directory.
 pub(crate) const ATTR_DIRECTORY: u8 = 0x10;
 /// Attribute: archive (set on regular files).
@@ -41,20 +43,6 @@ impl DosTime {
             tenths: ((s % 2) * 100) as u8,
         }
     }
-}
-
-/// Proleptic Gregorian (year, month, day) for days since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// A short (8.3) directory entry.
