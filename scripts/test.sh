@@ -11,9 +11,10 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust >= 1.89 (ht
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked --doc
+# The full suite last, so its summary closes the run.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"
 else
   cargo test --workspace --locked --no-fail-fast "$@"
 fi
-cargo test --workspace --locked --doc
