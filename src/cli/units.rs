@@ -74,3 +74,19 @@ mod tests {
         assert_eq!(human(1536), "1.5 KiB");
     }
 }
+
+/// The last time an image can record: 9999-12-31T23:59:59Z (RFC 3339 has four-digit years).
+pub(crate) const MAX_EPOCH: u64 = 253_402_300_799;
+
+/// Parses `SOURCE_DATE_EPOCH` / `--source-date-epoch`: seconds since 1970, up to [`MAX_EPOCH`].
+pub(crate) fn epoch(text: &str) -> Result<u64, String> {
+    let n: u64 = text.trim().parse().map_err(|_| {
+        format!("SOURCE_DATE_EPOCH (--source-date-epoch) `{text}` is not a whole number of seconds since 1970")
+    })?;
+    if n > MAX_EPOCH {
+        return Err(format!(
+            "SOURCE_DATE_EPOCH (--source-date-epoch) {n} is after 9999-12-31T23:59:59Z ({MAX_EPOCH}), the last time an image can record"
+        ));
+    }
+    Ok(n)
+}
