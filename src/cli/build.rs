@@ -146,7 +146,10 @@ fn check_secrets(recipe: &Recipe, given: &[(String, PathBuf)]) -> Result<(), Fai
                 .step_error(
                     step,
                     &format!("\"{id}\""),
-                    format!("step {} needs the secret `{id}`, which was not given", step.number),
+                    format!(
+                        "step {} needs the secret `{id}`, which was not given",
+                        step.number
+                    ),
                 )
                 .help(format!("pass it with --secret id={id},src=FILE"));
             return Err(e.into());

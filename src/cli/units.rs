@@ -62,19 +62,6 @@ pub(crate) fn human(bytes: u64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_units() {
-        assert_eq!(duration("7d").unwrap().as_secs(), 604_800);
-        assert_eq!(size("10GiB").unwrap(), 10 << 30);
-        assert!(size("ten").is_err());
-        assert_eq!(human(1536), "1.5 KiB");
-    }
-}
-
 /// The last time an image can record: 9999-12-31T23:59:59Z (RFC 3339 has four-digit years).
 pub(crate) const MAX_EPOCH: u64 = 253_402_300_799;
 
@@ -89,4 +76,29 @@ pub(crate) fn epoch(text: &str) -> Result<u64, String> {
         ));
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(duration("7d").unwrap().as_secs(), 604_800);
+        assert_eq!(size("10GiB").unwrap(), 10 << 30);
+        assert!(size("ten").is_err());
+        assert_eq!(human(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn epochs_end_with_year_9999() {
+        assert_eq!(epoch("0"), Ok(0));
+        assert_eq!(epoch("253402300799"), Ok(MAX_EPOCH));
+        let e = epoch("253402300800").unwrap_err();
+        assert!(
+            e.contains("SOURCE_DATE_EPOCH") && e.contains("9999-12-31"),
+            "{e}"
+        );
+        assert!(epoch("-1").is_err());
+    }
 }

@@ -234,7 +234,7 @@ fn generated_bad_inputs_fail_located_and_change_nothing() {
             args: vec![],
             env: vec![],
             expect: vec!["step 2 needs the secret `token`", "--secret id=token,src=FILE"],
-            at: Some("8:12"),
+            at: Some("7:12"),
         },
         Generated {
             name: "from-stage-missing-path",
@@ -311,15 +311,25 @@ fn generated_bad_inputs_fail_located_and_change_nothing() {
         let name = case.name;
         assert_eq!(output.status.code(), Some(2), "{name}: {stderr}");
         for phrase in &case.expect {
-            assert!(stderr.contains(phrase), "{name}: expected `{phrase}` in:\n{stderr}");
+            assert!(
+                stderr.contains(phrase),
+                "{name}: expected `{phrase}` in:\n{stderr}"
+            );
         }
         if let Some(at) = case.at {
             let located = format!("{}:{at}\n", path.display());
-            assert!(stderr.contains(&located), "{name}: expected `{located}` in:\n{stderr}");
+            assert!(
+                stderr.contains(&located),
+                "{name}: expected `{located}` in:\n{stderr}"
+            );
             assert!(stderr.contains("help:"), "{name}: no advice in:\n{stderr}");
         }
         // Short, and no file bytes dumped.
-        assert!(stderr.len() < 2_000, "{name}: {} bytes of message", stderr.len());
+        assert!(
+            stderr.len() < 2_000,
+            "{name}: {} bytes of message",
+            stderr.len()
+        );
         assert!(
             !stderr.contains("secret words") && !stderr.contains('\u{ab}'),
             "{name}: the message quotes the input file:\n{stderr}"
@@ -335,7 +345,9 @@ fn inspect_plans_100k_steps_quickly() {
     let tmp = tempfile::tempdir().unwrap();
     let mut text = String::from("[image]\nname = \"many\"\n");
     for i in 0..100_000 {
-        text.push_str(&format!("[[step]]\nwrite = \"/f/{i}\"\ncontent = \"{i}\"\n"));
+        text.push_str(&format!(
+            "[[step]]\nwrite = \"/f/{i}\"\ncontent = \"{i}\"\n"
+        ));
     }
     let path = tmp.path().join("many.toml");
     fs_err::write(&path, text).unwrap();
@@ -353,6 +365,7 @@ fn inspect_plans_100k_steps_quickly() {
     let steps = plan["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 100_000);
     assert_eq!(steps[99_999]["description"], "write /f/99999");
-    // Generous: a quadratic plan takes minutes; a linear one about a second.
-    assert!(seconds < 30.0, "planning 100,000 steps took {seconds:.1}s");
+    // Generous, for loaded CI machines: linear planning took 17 s in a debug build on a
+    // 2-core machine with a load of 11; the quadratic one took over 120 s for 25,000 steps.
+    assert!(seconds < 60.0, "planning 100,000 steps took {seconds:.1}s");
 }

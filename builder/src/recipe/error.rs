@@ -60,7 +60,15 @@ impl RecipeError {
 const WINDOW: usize = 100;
 
 fn locate(source: &str, span: Range<usize>) -> (usize, usize, String, usize) {
-    let start = span.start.min(source.len());
+    // Spans from elsewhere may fall inside a character: widen them to whole ones.
+    let mut start = span.start.min(source.len());
+    while !source.is_char_boundary(start) {
+        start -= 1;
+    }
+    let mut end = span.end.clamp(start, source.len());
+    while !source.is_char_boundary(end) {
+        end += 1;
+    }
     let before = &source[..start];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -74,10 +82,7 @@ fn locate(source: &str, span: Range<usize>) -> (usize, usize, String, usize) {
         .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
         .collect();
     let column = source[line_start..start].chars().count() + 1;
-    let width = source[start..span.end.clamp(start, line_end)]
-        .chars()
-        .count()
-        .max(1);
+    let width = source[start..end.min(line_end)].chars().count().max(1);
     (line, column, line_text, width)
 }
 
@@ -97,7 +102,9 @@ impl fmt::Display for RecipeError {
             )?;
             // A long line is shown as a window around the column, marked with `...`.
             let chars: Vec<char> = self.line_text.chars().collect();
-            let from = (self.column - 1).saturating_sub(WINDOW / 2).min(chars.len());
+            let from = (self.column - 1)
+                .saturating_sub(WINDOW / 2)
+                .min(chars.len());
             let to = (from + WINDOW).min(chars.len());
             let lead = if from > 0 { "..." } else { "" };
             let tail = if to < chars.len() { "..." } else { "" };
@@ -146,7 +153,10 @@ mod tests {
         assert!(text.lines().all(|l| l.len() < 200), "{text}");
         let lines: Vec<&str> = text.lines().collect();
         let (shown, caret) = (lines[3], lines[4]);
-        assert!(shown.starts_with("1 | ...") && shown.contains("a?x"), "{text}");
+        assert!(
+            shown.starts_with("1 | ...") && shown.contains("a?x"),
+            "{text}"
+        );
         let col = caret.find('^').unwrap();
         assert_eq!(shown.as_bytes()[col], b'x', "{text}");
     }

@@ -5,9 +5,7 @@ use super::model::{
     Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
     PlatformSpec, Recipe, RunSpec, Stage, Step, StepOp,
 };
-use super::raw::{
-    Env, RawConfig, RawDisk, RawFrom, RawImage, RawInitramfs, RawRecipe, RawStep, S,
-};
+use super::raw::{Env, RawConfig, RawDisk, RawFrom, RawImage, RawInitramfs, RawRecipe, RawStep, S};
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
@@ -148,7 +146,12 @@ fn check_image_name(name: &str) -> Result<(), String> {
             ));
         }
         for run in part.split(|c: char| c.is_ascii_alphanumeric()) {
-            if !(run.is_empty() || run == "." || run == "_" || run == "__" || run.bytes().all(|b| b == b'-')) {
+            if !(run.is_empty()
+                || run == "."
+                || run == "_"
+                || run == "__"
+                || run.bytes().all(|b| b == b'-'))
+            {
                 return Err(format!("component `{part}` has `{run}` between letters (use one `.`, `_`, `__` or dashes)"));
             }
         }
@@ -185,10 +188,9 @@ fn check_secret_id(id: &str) -> Result<(), &'static str> {
 
 /// Signal names a stop signal may use (Linux, as Docker accepts them), without `SIG`.
 const SIGNALS: &[&str] = &[
-    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
-    "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
-    "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
-    "RTMIN", "RTMAX",
+    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
+    "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP",
+    "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ", "RTMIN", "RTMAX",
 ];
 
 /// A stop signal as the OCI image spec and Docker take it: `SIGTERM`, `TERM`, `SIGRTMIN+3`,
@@ -205,7 +207,8 @@ fn valid_signal(text: &str) -> bool {
     let offset = |rest: &str| {
         !rest.starts_with('0') && rest.parse::<u32>().is_ok_and(|n| (1..=15).contains(&n))
     };
-    name.strip_prefix("RTMIN+").is_some_and(offset) || name.strip_prefix("RTMAX-").is_some_and(offset)
+    name.strip_prefix("RTMIN+").is_some_and(offset)
+        || name.strip_prefix("RTMAX-").is_some_and(offset)
 }
 
 /// A user as the OCI image spec takes it: `user`, `uid`, `user:group`, `uid:gid`,
@@ -253,7 +256,11 @@ impl Cx<'_> {
         })?;
         if let Err(why) = check_image_name(name.get_ref()) {
             let shown: String = name.get_ref().chars().take(64).collect();
-            let more = if shown.len() < name.get_ref().len() { "..." } else { "" };
+            let more = if shown.len() < name.get_ref().len() {
+                "..."
+            } else {
+                ""
+            };
             return Err(self
                 .err_at(&name, format!("`{}{more}` is not a valid image name: {why}", shown.escape_debug()))
                 .help(format!("use lowercase letters and digits, separated by `.`, `_`, `__` or `-`, and `/` between components, at most {MAX_NAME} characters, e.g. `name = \"team/app\"`")));
@@ -451,7 +458,12 @@ impl Cx<'_> {
     }
 
     /// Validates the steps on `base`.
-    fn steps(&self, raw: Vec<S<RawStep>>, base: &Base, dir: &Path) -> Result<Vec<Step>, RecipeError> {
+    fn steps(
+        &self,
+        raw: Vec<S<RawStep>>,
+        base: &Base,
+        dir: &Path,
+    ) -> Result<Vec<Step>, RecipeError> {
         let mut steps = Vec::with_capacity(raw.len());
         // True while the image is known to hold nothing that could run (scratch, and only
         // directories, symlinks and removals so far).
@@ -994,7 +1006,10 @@ impl Cx<'_> {
             }
         }
         Ok(ConfigSpec {
-            entrypoint: c.entrypoint.map(|v| self.argv(v, "entrypoint")).transpose()?,
+            entrypoint: c
+                .entrypoint
+                .map(|v| self.argv(v, "entrypoint"))
+                .transpose()?,
             cmd: c.cmd.map(|v| self.argv(v, "cmd")).transpose()?,
             env: self.env(c.env.unwrap_or_default(), "env")?,
             workdir,
@@ -1023,8 +1038,13 @@ impl Cx<'_> {
             };
             if let Some(why) = why {
                 return Err(self
-                    .err_at(&key, format!("`{}` is not a valid {what} name: {why}", k.escape_debug()))
-                    .help("names are non-empty and hold no `=` or NUL, e.g. PATH = \"/usr/bin:/bin\""));
+                    .err_at(
+                        &key,
+                        format!("`{}` is not a valid {what} name: {why}", k.escape_debug()),
+                    )
+                    .help(
+                        "names are non-empty and hold no `=` or NUL, e.g. PATH = \"/usr/bin:/bin\"",
+                    ));
             }
             if value.get_ref().contains('\0') {
                 return Err(self
@@ -1054,17 +1074,23 @@ impl Cx<'_> {
                     } else {
                         text.split_whitespace().map(str::to_owned).collect()
                     };
-                    toml::Value::Array(words.into_iter().map(toml::Value::String).collect()).to_string()
+                    toml::Value::Array(words.into_iter().map(toml::Value::String).collect())
+                        .to_string()
                 }
                 _ => "[\"/usr/bin/app\", \"--flag\"]".into(),
             };
             return Err(self
                 .err_at(&value, format!("`{key}` must be a list of strings"))
-                .help(format!("write the program and its arguments as a list: {key} = {example}")));
+                .help(format!(
+                    "write the program and its arguments as a list: {key} = {example}"
+                )));
         };
         if list.iter().any(|a| a.contains('\0')) {
             return Err(self
-                .err_at(&value, format!("an argument in `{key}` contains a NUL byte"))
+                .err_at(
+                    &value,
+                    format!("an argument in `{key}` contains a NUL byte"),
+                )
                 .help("remove the \\u0000; a process cannot receive it"));
         }
         Ok(list)
@@ -1121,7 +1147,13 @@ fn tar_checksum_ok(block: &[u8]) -> bool {
     let sum: u32 = block
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
         .sum();
     stored == sum
 }
@@ -1197,20 +1229,56 @@ mod tests {
 
     #[test]
     fn signals_as_docker_takes_them() {
-        for good in ["SIGTERM", "term", "KILL", "9", "64", "SIGRTMIN+3", "rtmax-15", "SIGRTMIN"] {
+        for good in [
+            "SIGTERM",
+            "term",
+            "KILL",
+            "9",
+            "64",
+            "SIGRTMIN+3",
+            "rtmax-15",
+            "SIGRTMIN",
+        ] {
             assert!(valid_signal(good), "{good}");
         }
-        for bad in ["SIGFOO", "", "0", "65", "09", "-1", "SIGRTMIN+16", "RTMIN+0", "SIG", "TERM "] {
+        for bad in [
+            "SIGFOO",
+            "",
+            "0",
+            "65",
+            "09",
+            "-1",
+            "SIGRTMIN+16",
+            "RTMIN+0",
+            "SIG",
+            "TERM ",
+        ] {
             assert!(!valid_signal(bad), "{bad}");
         }
     }
 
     #[test]
     fn users_as_the_oci_config_takes_them() {
-        for good in ["root", "1000", "app:app", "1000:1000", "1000:staff", "www-data:33"] {
+        for good in [
+            "root",
+            "1000",
+            "app:app",
+            "1000:1000",
+            "1000:staff",
+            "www-data:33",
+        ] {
             assert_eq!(check_user(good), Ok(()), "{good}");
         }
-        for bad in ["", ":", "root:", ":root", "root:root:root", "a b", "99999999999", "a\0"] {
+        for bad in [
+            "",
+            ":",
+            "root:",
+            ":root",
+            "root:root:root",
+            "a b",
+            "99999999999",
+            "a\0",
+        ] {
             assert!(check_user(bad).is_err(), "{bad}");
         }
     }
@@ -1254,9 +1322,15 @@ mod tests {
     #[test]
     fn entrypoint_as_a_string_gets_the_list_form_as_help() {
         let e = parse_err("[image]\nname = \"x\"\n[config]\nentrypoint = \"/bin/sh\"\n");
-        assert_eq!(e.help.as_deref(), Some("write the program and its arguments as a list: entrypoint = [\"/bin/sh\"]"));
+        assert_eq!(
+            e.help.as_deref(),
+            Some("write the program and its arguments as a list: entrypoint = [\"/bin/sh\"]")
+        );
         let e = parse_err("[image]\nname = \"x\"\n[config]\ncmd = \"echo $HOME\"\n");
-        assert!(e.help.unwrap().contains(r#"cmd = ["/bin/sh", "-c", "echo $HOME"]"#));
+        assert!(e
+            .help
+            .unwrap()
+            .contains(r#"cmd = ["/bin/sh", "-c", "echo $HOME"]"#));
     }
 
     #[test]
@@ -1270,6 +1344,9 @@ mod tests {
         header[0] = b'b';
         assert!(!tar_checksum_ok(&header));
         assert_eq!(sniff(b""), "the file is empty");
-        assert_eq!(sniff(b"\xfd7zXZ\0rest"), "xz-compressed data (use tar, tar.gz or tar.zst)");
+        assert_eq!(
+            sniff(b"\xfd7zXZ\0rest"),
+            "xz-compressed data (use tar, tar.gz or tar.zst)"
+        );
     }
 }
