@@ -43,12 +43,19 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
     };
     let raw: RawRecipe = toml::from_str(source).map_err(|e| {
         let message = e.message().trim_end().to_owned();
+        let written = e
+            .span()
+            .and_then(|span| source.get(span))
+            .map(str::trim)
+            .filter(|w| !w.is_empty() && w.len() <= 200 && !w.contains('\n'));
         let help = if message.starts_with("unknown field") {
-            "remove the key or fix its spelling; docs/recipe.md lists every key"
+            "remove the key or fix its spelling; docs/recipe.md lists every key".to_owned()
         } else if message.starts_with("missing field") {
-            "add the key; docs/recipe.md lists what each table needs"
+            "add the key; docs/recipe.md lists what each table needs".to_owned()
+        } else if let (true, Some(w)) = (message.contains("expected a sequence"), written) {
+            format!("this key takes a list: write [{w}]")
         } else {
-            "see docs/recipe.md for the recipe format"
+            "see docs/recipe.md for the recipe format".to_owned()
         };
         cx.err(e.span(), message).help(help)
     })?;
@@ -1317,6 +1324,16 @@ mod tests {
             &format!("{head}[[step]]\nwrite = \"/bin/sh\"\n[[step]]\nrun = \"true\"\n"),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_string_where_a_list_belongs_gets_the_list_as_help() {
+        let e = parse_err("[image]\nname = \"x\"\ntags = \"1.0\"\n");
+        assert_eq!(
+            e.help.as_deref(),
+            Some("this key takes a list: write [\"1.0\"]")
+        );
+        assert_eq!((e.line, e.column), (3, 8));
     }
 
     #[test]
