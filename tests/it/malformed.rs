@@ -219,6 +219,15 @@ fn generated_bad_inputs_fail_located_and_change_nothing() {
             at: Some("4:10"),
         },
         Generated {
+            name: "oci-archive-text",
+            recipe: recipe("[image]\nname = \"x\"\n[from]\noci_archive = \"img.tar\"\n"),
+            files: vec![("img.tar", b"secret words, not an archive\n".to_vec())],
+            args: vec![],
+            env: vec![],
+            expect: vec!["`img.tar` is not a tar archive: a short text file"],
+            at: Some("4:15"),
+        },
+        Generated {
             name: "name-200k",
             recipe: recipe(&long_name),
             files: vec![],

@@ -415,7 +415,13 @@ impl Cx<'_> {
             return Ok(Base::Rootfs(file));
         }
         if let Some(a) = from.oci_archive {
-            return Ok(Base::OciArchive(self.host_file(&a, dir)?));
+            let file = self.host_file(&a, dir)?;
+            if let Err(kind) = check_tarball(&file) {
+                return Err(self
+                    .err_at(&a, format!("`{}` is not a tar archive: {kind}", a.get_ref()))
+                    .help("`oci_archive` takes an OCI archive, e.g. made with `imgbuild build --format oci-archive` or `skopeo copy ... oci-archive:FILE`"));
+            }
+            return Ok(Base::OciArchive(file));
         }
         let oci = from
             .oci
