@@ -233,7 +233,7 @@ fn generated_bad_inputs_fail_located_and_change_nothing() {
             files: vec![],
             args: vec![],
             env: vec![],
-            expect: vec!["is not a valid image name: it has 200000 characters"],
+            expect: vec!["is not a valid image name: it is 200000 characters long"],
             at: Some("2:8"),
         },
         Generated {

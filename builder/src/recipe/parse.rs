@@ -130,7 +130,10 @@ fn check_image_name(name: &str) -> Result<(), String> {
         return Err("it is empty".into());
     }
     if name.len() > MAX_NAME {
-        return Err(format!("it has {} characters", name.len()));
+        return Err(format!(
+            "it is {} characters long (at most {MAX_NAME})",
+            name.chars().count()
+        ));
     }
     for part in name.split('/') {
         if part.is_empty() {
