@@ -246,6 +246,7 @@ fn build_stages(
                     path: recipe
                         .path
                         .with_file_name(format!("{stem}.{}.toml", stage.name)),
+                    source: recipe.source.clone(),
                     dir: recipe.dir.clone(),
                     image: recipe.image.clone(),
                     base: stage.base.clone(),

@@ -22,3 +22,4 @@ pub use plan::{Plan, PlanInputs, PlannedStep};
 pub use sources::debian::{lock_path, LockMode, PackageSets};
 pub use sources::registry::{resolve_base, ResolvedBase};
 pub use sources::SourceError;
+pub use steps::StepError;

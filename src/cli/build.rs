@@ -38,7 +38,8 @@ pub(crate) struct BuildArgs {
         long,
         env = "SOURCE_DATE_EPOCH",
         value_name = "SECONDS",
-        default_value_t = 0
+        default_value = "0",
+        value_parser = super::units::epoch
     )]
     source_date_epoch: u64,
     /// Print one JSON object (image, digest, artifacts, steps, pushed) to stdout.
@@ -81,10 +82,80 @@ fn parse_secret(s: &str) -> Result<(String, PathBuf), String> {
     let (Some(id), Some(src)) = (id, src) else {
         return Err("write secrets as id=ID,src=FILE".into());
     };
+    let simple = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id.len() <= 255
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !simple {
+        return Err(format!(
+            "secret id `{}` is not a simple file name: use letters, digits, `.`, `_` and `-`, not `.` or `..`",
+            id.escape_debug()
+        ));
+    }
     if !src.is_file() {
         return Err(format!("secret file {} does not exist", src.display()));
     }
     Ok((id, src))
+}
+
+/// A build error that is a mistake in the recipe, pointed at in it (exit 2); any other
+/// as it is.
+fn located_build_error(recipe: &Recipe, e: imgbuild_builder::BuildError) -> Failure {
+    use imgbuild_builder::recipe::StepOp;
+    use imgbuild_builder::{BuildError, StepError};
+    if let BuildError::Step(StepError::NothingInStage { step, path }) = &e {
+        let found = recipe.all_steps().find_map(|(_, s)| match &s.op {
+            StepOp::Copy {
+                source,
+                from_stage: Some(stage),
+                ..
+            } if s.number == *step && source == path => Some((s, stage)),
+            _ => None,
+        });
+        if let Some((s, stage)) = found {
+            return recipe
+                .step_error(
+                    s,
+                    "",
+                    format!("step {step} copies {path}, but stage `{stage}` has nothing there"),
+                )
+                .help(format!(
+                    "check the path, or make an earlier step of [stage.{stage}] create it"
+                ))
+                .into();
+        }
+    }
+    e.into()
+}
+
+/// Every secret a `run` step names must be given with `--secret`, before anything runs.
+fn check_secrets(recipe: &Recipe, given: &[(String, PathBuf)]) -> Result<(), Failure> {
+    for (_, step) in recipe.all_steps() {
+        let imgbuild_builder::recipe::StepOp::Run(run) = &step.op else {
+            continue;
+        };
+        if let Some(id) = run
+            .secrets
+            .iter()
+            .find(|id| !given.iter().any(|(g, _)| g == *id))
+        {
+            let e = recipe
+                .step_error(
+                    step,
+                    &format!("\"{id}\""),
+                    format!(
+                        "step {} needs the secret `{id}`, which was not given",
+                        step.number
+                    ),
+                )
+                .help(format!("pass it with --secret id={id},src=FILE"));
+            return Err(e.into());
+        }
+    }
+    Ok(())
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -112,6 +183,7 @@ pub(crate) fn build_and_export(
 ) -> Result<Vec<Artifact>, Failure> {
     let start = Instant::now();
     let recipe = imgbuild_builder::recipe::load(&args.recipe)?;
+    check_secrets(&recipe, &args.secrets)?;
     let push_to = args
         .push
         .iter()
@@ -168,7 +240,8 @@ pub(crate) fn build_and_export(
         secrets: args.secrets.iter().cloned().collect(),
         registry: &client,
     };
-    let report = imgbuild_builder::build(&store, &recipe, &options)?;
+    let report = imgbuild_builder::build(&store, &recipe, &options)
+        .map_err(|e| located_build_error(&recipe, e))?;
     let image = StoredImage::load(&store, &report.image, &report.tags, &report.digest)?;
     let mut formats = args.formats.clone();
     formats.sort();
@@ -250,16 +323,17 @@ pub(crate) fn build_and_export(
 
 impl BuildArgs {
     /// Arguments for building `recipe` into `out` as `format`, for `imgbuild run`.
-    pub(crate) fn for_run(recipe: PathBuf, format: Format, out: PathBuf) -> Self {
-        Self {
+    pub(crate) fn for_run(recipe: PathBuf, format: Format, out: PathBuf) -> Result<Self, Failure> {
+        let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) if !v.is_empty() => super::units::epoch(&v).map_err(Failure::user)?,
+            _ => 0,
+        };
+        Ok(Self {
             recipe,
             formats: vec![format],
             out,
             compression: Compression::Zstd,
-            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
+            source_date_epoch,
             json: false,
             locked: false,
             secrets: Vec::new(),
@@ -267,7 +341,7 @@ impl BuildArgs {
             cache_to: None,
             cache_from: Vec::new(),
             registry: RegistryArgs::default(),
-        }
+        })
     }
 }
 

@@ -15,7 +15,8 @@ pub(crate) struct InspectArgs {
         long,
         env = "SOURCE_DATE_EPOCH",
         value_name = "SECONDS",
-        default_value_t = 0
+        default_value = "0",
+        value_parser = super::units::epoch
     )]
     source_date_epoch: u64,
     /// Print JSON to stdout.

@@ -65,7 +65,7 @@ enum Bootable {
 
 pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
     let target = if args.target.extension().is_some_and(|e| e == "toml") {
-        let build = BuildArgs::for_run(args.target.clone(), args.format, args.out.clone());
+        let build = BuildArgs::for_run(args.target.clone(), args.format, args.out.clone())?;
         let artifacts = build_and_export(store_dir, &build)?;
         let a = artifacts
             .into_iter()

@@ -62,6 +62,22 @@ pub(crate) fn human(bytes: u64) -> String {
     }
 }
 
+/// The last time an image can record: 9999-12-31T23:59:59Z (RFC 3339 has four-digit years).
+pub(crate) const MAX_EPOCH: u64 = 253_402_300_799;
+
+/// Parses `SOURCE_DATE_EPOCH` / `--source-date-epoch`: seconds since 1970, up to [`MAX_EPOCH`].
+pub(crate) fn epoch(text: &str) -> Result<u64, String> {
+    let n: u64 = text.trim().parse().map_err(|_| {
+        format!("SOURCE_DATE_EPOCH (--source-date-epoch) `{text}` is not a whole number of seconds since 1970")
+    })?;
+    if n > MAX_EPOCH {
+        return Err(format!(
+            "SOURCE_DATE_EPOCH (--source-date-epoch) {n} is after 9999-12-31T23:59:59Z ({MAX_EPOCH}), the last time an image can record"
+        ));
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +88,17 @@ mod tests {
         assert_eq!(size("10GiB").unwrap(), 10 << 30);
         assert!(size("ten").is_err());
         assert_eq!(human(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn epochs_end_with_year_9999() {
+        assert_eq!(epoch("0"), Ok(0));
+        assert_eq!(epoch("253402300799"), Ok(MAX_EPOCH));
+        let e = epoch("253402300800").unwrap_err();
+        assert!(
+            e.contains("SOURCE_DATE_EPOCH") && e.contains("9999-12-31"),
+            "{e}"
+        );
+        assert!(epoch("-1").is_err());
     }
 }

@@ -56,22 +56,33 @@ impl RecipeError {
     }
 }
 
+/// How many characters of a long line are shown.
+const WINDOW: usize = 100;
+
 fn locate(source: &str, span: Range<usize>) -> (usize, usize, String, usize) {
-    let start = span.start.min(source.len());
+    // Spans from elsewhere may fall inside a character: widen them to whole ones.
+    let mut start = span.start.min(source.len());
+    while !source.is_char_boundary(start) {
+        start -= 1;
+    }
+    let mut end = span.end.clamp(start, source.len());
+    while !source.is_char_boundary(end) {
+        end += 1;
+    }
     let before = &source[..start];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line_end = source[start..]
         .find('\n')
         .map_or(source.len(), |i| start + i);
+    // Control characters (a binary file's) would garble the terminal: one `?` each.
     let line_text = source[line_start..line_end]
         .trim_end_matches('\r')
-        .to_owned();
-    let column = source[line_start..start].chars().count() + 1;
-    let width = source[start..span.end.clamp(start, line_end)]
         .chars()
-        .count()
-        .max(1);
+        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+        .collect();
+    let column = source[line_start..start].chars().count() + 1;
+    let width = source[start..end.min(line_end)].chars().count().max(1);
     (line, column, line_text, width)
 }
 
@@ -89,14 +100,24 @@ impl fmt::Display for RecipeError {
                 self.line,
                 self.column
             )?;
+            // A long line is shown as a window around the column, marked with `...`.
+            let chars: Vec<char> = self.line_text.chars().collect();
+            let from = (self.column - 1)
+                .saturating_sub(WINDOW / 2)
+                .min(chars.len());
+            let to = (from + WINDOW).min(chars.len());
+            let lead = if from > 0 { "..." } else { "" };
+            let tail = if to < chars.len() { "..." } else { "" };
+            let shown: String = chars[from..to].iter().collect();
+            let width = self.width.min(to.saturating_sub(self.column - 1)).max(1);
             writeln!(f, "{:gutter$} |", "")?;
-            writeln!(f, "{} | {}", self.line, self.line_text)?;
+            writeln!(f, "{} | {lead}{shown}{tail}", self.line)?;
             write!(
                 f,
                 "{:gutter$} | {}{}",
                 "",
-                " ".repeat(self.column - 1),
-                "^".repeat(self.width)
+                " ".repeat(lead.len() + self.column - 1 - from),
+                "^".repeat(width)
             )?;
         }
         if let Some(help) = &self.help {
@@ -120,5 +141,23 @@ mod tests {
         assert!(text.contains("r.toml:2:8"), "{text}");
         assert!(text.contains("2 | name = 3"), "{text}");
         assert!(text.contains("help: use a string"), "{text}");
+    }
+
+    #[test]
+    fn long_lines_and_control_characters_are_shown_briefly() {
+        let src = format!("name = \"{}\u{1}x\"\n", "a".repeat(5000));
+        let at = src.find('x').unwrap();
+        let e = RecipeError::at(Path::new("r.toml"), &src, Some(at..at + 1), "bad");
+        assert_eq!((e.line, e.column), (1, at + 1));
+        let text = e.to_string();
+        assert!(text.lines().all(|l| l.len() < 200), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        let (shown, caret) = (lines[3], lines[4]);
+        assert!(
+            shown.starts_with("1 | ...") && shown.contains("a?x"),
+            "{text}"
+        );
+        let col = caret.find('^').unwrap();
+        assert_eq!(shown.as_bytes()[col], b'x', "{text}");
     }
 }

@@ -1,13 +1,19 @@
 //! A validated recipe: every path checked, every default filled in.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::RecipeError;
 
 /// A recipe that passed validation.
 #[derive(Debug, Clone)]
 pub struct Recipe {
     /// The recipe file.
     pub path: PathBuf,
+    /// Its text, for errors found after parsing ([`Recipe::step_error`]).
+    pub source: Arc<str>,
     /// The directory `copy` sources are relative to.
     pub dir: PathBuf,
     /// `[image]`.
@@ -25,6 +31,31 @@ pub struct Recipe {
     /// `[stage.NAME]`: other images built first, for `copy ... from_stage = NAME`, in an
     /// order where every stage comes after the stages it copies from.
     pub stages: Vec<Stage>,
+}
+
+impl Recipe {
+    /// An error found after parsing about `step` (of the recipe or one of its stages),
+    /// pointing at the first occurrence of `needle` in the step's table, else at its kind.
+    pub fn step_error(&self, step: &Step, needle: &str, message: impl Into<String>) -> RecipeError {
+        let table = step.table.start.min(self.source.len())..step.table.end.min(self.source.len());
+        let span = self
+            .source
+            .get(table.clone())
+            .and_then(|t| t.find(needle))
+            .filter(|_| !needle.is_empty())
+            .map_or(step.span.clone(), |at| {
+                table.start + at..table.start + at + needle.len()
+            });
+        RecipeError::at(&self.path, &self.source, Some(span), message)
+    }
+
+    /// Every step, the recipe's and its stages', with the stage's name.
+    pub fn all_steps(&self) -> impl Iterator<Item = (Option<&str>, &Step)> {
+        self.stages
+            .iter()
+            .flat_map(|s| s.steps.iter().map(move |st| (Some(s.name.as_str()), st)))
+            .chain(self.steps.iter().map(|st| (None, st)))
+    }
 }
 
 /// A build stage: an image of its own whose files later steps can copy.
@@ -182,6 +213,10 @@ pub struct Step {
     pub number: usize,
     /// The line of its `[[step]]` table.
     pub line: usize,
+    /// Byte range of its kind's value (`copy = "..."`) in [`Recipe::source`].
+    pub span: Range<usize>,
+    /// Byte range of its whole table in [`Recipe::source`].
+    pub table: Range<usize>,
     /// What it does.
     pub op: StepOp,
 }

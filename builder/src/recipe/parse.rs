@@ -5,14 +5,28 @@ use super::model::{
     Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
     PlatformSpec, Recipe, RunSpec, Stage, Step, StepOp,
 };
-use super::raw::{RawConfig, RawDisk, RawFrom, RawImage, RawInitramfs, RawRecipe, RawStep, S};
+use super::raw::{Env, RawConfig, RawDisk, RawFrom, RawImage, RawInitramfs, RawRecipe, RawStep, S};
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 /// Reads and validates the recipe at `path`.
 pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
-    let source = fs_err::read_to_string(path).map_err(|e| {
+    let bytes = fs_err::read(path).map_err(|e| {
         RecipeError::at(path, "", None, format!("cannot read recipe: {e}"))
             .help("pass the path of a recipe file, e.g. `imgbuild build recipes/hello.toml`")
+    })?;
+    let source = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let byte = e.as_bytes()[at];
+        // Lossy decoding keeps every byte before the first bad one where it was.
+        let text = String::from_utf8_lossy(e.as_bytes());
+        RecipeError::at(
+            path,
+            &text,
+            Some(at..at + 1),
+            format!("the recipe is not UTF-8 text: byte 0x{byte:02x} at offset {at}"),
+        )
+        .help("a recipe is a TOML text file; save it as UTF-8 (is this the right file?)")
     })?;
     parse(path, &source)
 }
@@ -20,15 +34,28 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
 /// Validates recipe text as if it were read from `path` (copy sources are looked up
 /// relative to `path`'s directory).
 pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
-    let cx = Cx { path, source };
+    let cx = Cx {
+        path,
+        source,
+        line_starts: std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(i, _)| i + 1))
+            .collect(),
+    };
     let raw: RawRecipe = toml::from_str(source).map_err(|e| {
         let message = e.message().trim_end().to_owned();
+        let written = e
+            .span()
+            .and_then(|span| source.get(span))
+            .map(str::trim)
+            .filter(|w| !w.is_empty() && w.len() <= 200 && !w.contains('\n'));
         let help = if message.starts_with("unknown field") {
-            "remove the key or fix its spelling; docs/recipe.md lists every key"
+            "remove the key or fix its spelling; docs/recipe.md lists every key".to_owned()
         } else if message.starts_with("missing field") {
-            "add the key; docs/recipe.md lists what each table needs"
+            "add the key; docs/recipe.md lists what each table needs".to_owned()
+        } else if let (true, Some(w)) = (message.contains("expected a sequence"), written) {
+            format!("this key takes a list: write [{w}]")
         } else {
-            "see docs/recipe.md for the recipe format"
+            "see docs/recipe.md for the recipe format".to_owned()
         };
         cx.err(e.span(), message).help(help)
     })?;
@@ -42,12 +69,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
         Some(from) => cx.base(from, &dir)?,
         None => Base::Scratch,
     };
-    let steps = raw
-        .step
-        .into_iter()
-        .enumerate()
-        .map(|(i, step)| cx.step(i + 1, step, &dir, matches!(base, Base::Debian(_))))
-        .collect::<Result<Vec<_>, _>>()?;
+    let steps = cx.steps(raw.step, &base, &dir)?;
     let config = match raw.config {
         Some(c) => cx.config(c)?,
         None => ConfigSpec::default(),
@@ -69,19 +91,14 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
             Some(from) => cx.base(from, &dir)?,
             None => Base::Scratch,
         };
-        let debian = matches!(base, Base::Debian(_));
-        let steps = raw_stage
-            .step
-            .into_iter()
-            .enumerate()
-            .map(|(i, step)| cx.step(i + 1, step, &dir, debian))
-            .collect::<Result<Vec<_>, _>>()?;
+        let steps = cx.steps(raw_stage.step, &base, &dir)?;
         stage_spans.insert(name.clone(), span);
         stages.push(Stage { name, base, steps });
     }
     let stages = cx.order_stages(stages, &steps, &stage_spans)?;
     Ok(Recipe {
         path: path.to_owned(),
+        source: source.into(),
         dir,
         image,
         base,
@@ -96,6 +113,133 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
 struct Cx<'a> {
     path: &'a Path,
     source: &'a str,
+    /// Byte offset of every line's start, so finding a step's line stays O(log n).
+    line_starts: Vec<usize>,
+}
+
+/// Longest image name, as Docker's reference grammar allows.
+const MAX_NAME: usize = 255;
+/// Longest last name component: it becomes the output's file name with a suffix such as
+/// `.initramfs.cpio.zst`, and a file name has at most 255 bytes.
+const MAX_STEM: usize = 200;
+
+/// Checks an image name against the OCI distribution grammar for repository names:
+/// components of `[a-z0-9]+` joined by `.`, `_`, `__` or dashes, separated by `/`.
+fn check_image_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!(
+            "it is {} characters long (at most {MAX_NAME})",
+            name.chars().count()
+        ));
+    }
+    for part in name.split('/') {
+        if part.is_empty() {
+            return Err("it has an empty component (`//`, or `/` at an end)".into());
+        }
+        if part == "." || part == ".." {
+            return Err(format!("it has a `{part}` component"));
+        }
+        if let Some(c) = part
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(*c)))
+        {
+            return Err(format!("it contains `{}`", c.escape_debug()));
+        }
+        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        let bytes = part.as_bytes();
+        if !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+            return Err(format!(
+                "component `{part}` must start and end with a letter or digit"
+            ));
+        }
+        for run in part.split(|c: char| c.is_ascii_alphanumeric()) {
+            if !(run.is_empty()
+                || run == "."
+                || run == "_"
+                || run == "__"
+                || run.bytes().all(|b| b == b'-'))
+            {
+                return Err(format!("component `{part}` has `{run}` between letters (use one `.`, `_`, `__` or dashes)"));
+            }
+        }
+    }
+    let stem = name.rsplit('/').next().unwrap_or(name);
+    if stem.len() > MAX_STEM {
+        return Err(format!(
+            "its last component, the output's file name, has {} characters (at most {MAX_STEM})",
+            stem.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A secret id becomes a file name under `/run/secrets`.
+fn check_secret_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("it is empty");
+    }
+    if id == "." || id == ".." {
+        return Err("it is not a file name");
+    }
+    if id.len() > 255 {
+        return Err("it is longer than 255 characters");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err("it may only contain letters, digits, `.`, `_` and `-`");
+    }
+    Ok(())
+}
+
+/// Signal names a stop signal may use (Linux, as Docker accepts them), without `SIG`.
+const SIGNALS: &[&str] = &[
+    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
+    "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP",
+    "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ", "RTMIN", "RTMAX",
+];
+
+/// A stop signal as the OCI image spec and Docker take it: `SIGTERM`, `TERM`, `SIGRTMIN+3`,
+/// `RTMAX-2` (any case) or a number from 1 to 64.
+fn valid_signal(text: &str) -> bool {
+    if let Ok(n) = text.parse::<u32>() {
+        return (1..=64).contains(&n) && !text.starts_with('0');
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if SIGNALS.contains(&name) {
+        return true;
+    }
+    let offset = |rest: &str| {
+        !rest.starts_with('0') && rest.parse::<u32>().is_ok_and(|n| (1..=15).contains(&n))
+    };
+    name.strip_prefix("RTMIN+").is_some_and(offset)
+        || name.strip_prefix("RTMAX-").is_some_and(offset)
+}
+
+/// A user as the OCI image spec takes it: `user`, `uid`, `user:group`, `uid:gid`,
+/// `uid:group` or `user:gid`.
+fn check_user(text: &str) -> Result<(), String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() > 2 {
+        return Err("it has more than one `:`".into());
+    }
+    for part in parts {
+        if part.is_empty() {
+            return Err("a user or group is empty".into());
+        }
+        if let Some(c) = part.chars().find(|c| c.is_control() || c.is_whitespace()) {
+            return Err(format!("it contains `{}`", c.escape_debug()));
+        }
+        if part.bytes().all(|b| b.is_ascii_digit()) && part.parse::<u32>().is_err() {
+            return Err(format!("`{part}` is not a 32-bit id"));
+        }
+    }
+    Ok(())
 }
 
 const STEP_KINDS: &str = "copy, write, mkdir, symlink, remove, packages or run";
@@ -110,10 +254,7 @@ impl Cx<'_> {
     }
 
     fn line_of(&self, offset: usize) -> usize {
-        self.source[..offset.min(self.source.len())]
-            .matches('\n')
-            .count()
-            + 1
+        self.line_starts.partition_point(|&start| start <= offset)
     }
 
     fn image(&self, raw: S<RawImage>) -> Result<ImageSpec, RecipeError> {
@@ -123,17 +264,16 @@ impl Cx<'_> {
             self.err(Some(span.clone()), "[image] needs a `name`")
                 .help("add `name = \"myimage\"` under [image]")
         })?;
-        let valid_name = !name.get_ref().is_empty()
-            && name.get_ref().split('/').all(|part| {
-                !part.is_empty()
-                    && part.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
-                    })
-            });
-        if !valid_name {
+        if let Err(why) = check_image_name(name.get_ref()) {
+            let shown: String = name.get_ref().chars().take(64).collect();
+            let more = if shown.len() < name.get_ref().len() {
+                "..."
+            } else {
+                ""
+            };
             return Err(self
-                .err_at(&name, format!("`{}` is not a valid image name", name.get_ref()))
-                .help("use lowercase letters, digits, `.`, `_`, `-` and `/`, e.g. `name = \"team/app\"`"));
+                .err_at(&name, format!("`{}{more}` is not a valid image name: {why}", shown.escape_debug()))
+                .help(format!("use lowercase letters and digits, separated by `.`, `_`, `__` or `-`, and `/` between components, at most {MAX_NAME} characters, e.g. `name = \"team/app\"`")));
         }
         let tags = match raw.tags {
             None => vec!["latest".to_owned()],
@@ -269,10 +409,22 @@ impl Cx<'_> {
             return Ok(Base::Scratch);
         }
         if let Some(r) = from.rootfs {
-            return Ok(Base::Rootfs(self.host_file(&r, dir)?));
+            let file = self.host_file(&r, dir)?;
+            if let Err(kind) = check_tarball(&file) {
+                return Err(self
+                    .err_at(&r, format!("`{}` is not a tar archive: {kind}", r.get_ref()))
+                    .help("`rootfs` takes a tar, tar.gz or tar.zst file, e.g. made with `tar -C rootfs -czf rootfs.tar.gz .`"));
+            }
+            return Ok(Base::Rootfs(file));
         }
         if let Some(a) = from.oci_archive {
-            return Ok(Base::OciArchive(self.host_file(&a, dir)?));
+            let file = self.host_file(&a, dir)?;
+            if let Err(kind) = check_tarball(&file) {
+                return Err(self
+                    .err_at(&a, format!("`{}` is not a tar archive: {kind}", a.get_ref()))
+                    .help("`oci_archive` takes an OCI archive, e.g. made with `imgbuild build --format oci-archive` or `skopeo copy ... oci-archive:FILE`"));
+            }
+            return Ok(Base::OciArchive(file));
         }
         let oci = from
             .oci
@@ -321,12 +473,35 @@ impl Cx<'_> {
         Ok(full)
     }
 
+    /// Validates the steps on `base`.
+    fn steps(
+        &self,
+        raw: Vec<S<RawStep>>,
+        base: &Base,
+        dir: &Path,
+    ) -> Result<Vec<Step>, RecipeError> {
+        let mut steps = Vec::with_capacity(raw.len());
+        // True while the image is known to hold nothing that could run (scratch, and only
+        // directories, symlinks and removals so far).
+        let mut empty = matches!(base, Base::Scratch);
+        for (i, step) in raw.into_iter().enumerate() {
+            let step = self.step(i + 1, step, dir, matches!(base, Base::Debian(_)), empty)?;
+            empty &= matches!(
+                step.op,
+                StepOp::Mkdir { .. } | StepOp::Symlink { .. } | StepOp::Remove { .. }
+            );
+            steps.push(step);
+        }
+        Ok(steps)
+    }
+
     fn step(
         &self,
         number: usize,
         raw: S<RawStep>,
         dir: &Path,
         debian_base: bool,
+        empty_image: bool,
     ) -> Result<Step, RecipeError> {
         let span = raw.span();
         let line = self.line_of(span.start);
@@ -339,13 +514,13 @@ impl Cx<'_> {
         }
         kind!(copy, write, mkdir, symlink, remove, packages, run);
         kinds.sort_by_key(|(_, span)| span.start);
-        let kind = match kinds.as_slice() {
+        let (kind, kind_span) = match kinds.as_slice() {
             [] => {
                 return Err(self
                     .err(Some(span), format!("step {number} has no kind"))
                     .help(format!("give the step exactly one of: {STEP_KINDS}")))
             }
-            [(k, _)] => *k,
+            [(k, span)] => (*k, span.clone()),
             [(a, _), (b, span), ..] => {
                 return Err(self
                     .err(
@@ -411,6 +586,8 @@ impl Cx<'_> {
                     return Ok(Step {
                         number,
                         line,
+                        span: kind_span,
+                        table: span,
                         op: StepOp::Copy {
                             source: self.image_path(copy)?,
                             matches: Vec::new(),
@@ -420,6 +597,11 @@ impl Cx<'_> {
                             from_stage: Some(stage.get_ref().clone()),
                         },
                     });
+                }
+                if copy.get_ref().trim().is_empty() {
+                    return Err(self.err_at(copy, "`copy` is empty").help(
+                        "name a file, directory or glob relative to the recipe, e.g. copy = \"app/\" (copy = \".\" copies the recipe's whole directory)",
+                    ));
                 }
                 let matches = self.copy_sources(copy, dir)?;
                 StepOp::Copy {
@@ -511,6 +693,11 @@ impl Cx<'_> {
                         .err_at(&list, "`packages` steps need a Debian base")
                         .help("start from Debian: [from] debian = { suite = \"bookworm\" } (variant \"custom\" installs only what packages steps ask for)"));
                 }
+                if list.get_ref().iter().any(|p| p.contains('\0')) {
+                    return Err(self
+                        .err_at(&list, "a package name contains a NUL byte")
+                        .help("remove the \\u0000"));
+                }
                 if list.get_ref().is_empty() {
                     return Err(self
                         .err_at(&list, "`packages` lists no packages")
@@ -527,29 +714,37 @@ impl Cx<'_> {
                         .err_at(&script, "`run` is empty")
                         .help("give the shell command to run"));
                 }
+                if script.get_ref().contains('\0') {
+                    return Err(self
+                        .err_at(&script, "`run` contains a NUL byte")
+                        .help("remove the \\u0000 from the command"));
+                }
+                if empty_image {
+                    return Err(self
+                        .err_at(&script, format!("step {number} runs a shell command, but the image has no shell: it starts from scratch and no step before this one adds files"))
+                        .help("start from a base with /bin/sh (e.g. [from] debian = { suite = \"bookworm\" }), or copy a statically linked /bin/sh into the image in an earlier step"));
+                }
                 let user = match &s.user {
                     Some(u) => self.owner(u)?,
                     None => Owner::default(),
                 };
-                let secrets = s.secrets.map(S::into_inner).unwrap_or_default();
-                let valid = |id: &String| {
-                    !id.is_empty()
-                        && id
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-                };
-                if let Some(bad) = secrets.iter().find(|id| !valid(id)) {
-                    return Err(self
-                        .err(
-                            Some(span.clone()),
-                            format!("secret id `{bad}` is not valid"),
-                        )
-                        .help("secret ids are letters, digits, `.`, `_` and `-`"));
+                let mut secrets = Vec::new();
+                for id in s.secrets.map(S::into_inner).unwrap_or_default() {
+                    if let Err(why) = check_secret_id(id.get_ref()) {
+                        return Err(self
+                            .err_at(&id, format!("secret id `{}` is not valid: {why}", id.get_ref().escape_debug()))
+                            .help("a secret id is a file name under /run/secrets: letters, digits, `.`, `_` and `-`, not `.` or `..`, e.g. secrets = [\"npmrc\"]"));
+                    }
+                    secrets.push(id.into_inner());
                 }
+                let env = match s.env {
+                    Some(env) => self.env(env.into_inner(), "env")?,
+                    None => Default::default(),
+                };
                 StepOp::Run(RunSpec {
                     script: script.into_inner(),
                     network: s.network.map(S::into_inner).unwrap_or(false),
-                    env: s.env.map(S::into_inner).unwrap_or_default(),
+                    env,
                     workdir: match &s.workdir {
                         Some(w) => self.image_path(w)?,
                         None => "/".into(),
@@ -559,7 +754,13 @@ impl Cx<'_> {
                 })
             }
         };
-        Ok(Step { number, line, op })
+        Ok(Step {
+            number,
+            line,
+            span: kind_span,
+            table: span,
+            op,
+        })
     }
 
     /// An absolute path inside the image, normalised (no `.`, `..` or doubled `/`).
@@ -755,6 +956,11 @@ impl Cx<'_> {
             }
         }
         if let Some(cmdline) = d.cmdline {
+            if cmdline.get_ref().contains('\0') {
+                return Err(self
+                    .err_at(&cmdline, "`cmdline` contains a NUL byte")
+                    .help("remove the \\u0000"));
+            }
             spec.cmdline = cmdline.into_inner();
         }
         Ok(spec)
@@ -802,33 +1008,186 @@ impl Cx<'_> {
             .map(|v| self.image_path(v))
             .collect::<Result<_, _>>()?;
         if let Some(user) = &c.user {
-            if user.get_ref().is_empty() {
+            if let Err(why) = check_user(user.get_ref()) {
                 return Err(self
-                    .err_at(user, "`user` is empty")
-                    .help("write \"uid:gid\", \"uid\" or a user name"));
+                    .err_at(user, format!("`{}` is not a user: {why}", user.get_ref().escape_debug()))
+                    .help("write \"user\", \"uid\", \"user:group\" or \"uid:gid\", e.g. user = \"1000:1000\""));
             }
         }
-        for key in c.env.iter().flat_map(|e| e.keys()) {
-            if key.is_empty() || key.contains('=') {
+        if let Some(signal) = &c.stop_signal {
+            if !valid_signal(signal.get_ref()) {
                 return Err(self
-                    .err(
-                        None,
-                        format!("environment variable name `{key}` is not valid"),
-                    )
-                    .help("names may not be empty or contain `=`"));
+                    .err_at(signal, format!("`{}` is not a signal", signal.get_ref().escape_debug()))
+                    .help("name a signal such as \"SIGTERM\", \"SIGQUIT\" or \"SIGRTMIN+3\", or give its number (1 to 64)"));
             }
         }
         Ok(ConfigSpec {
-            entrypoint: c.entrypoint,
-            cmd: c.cmd,
-            env: c.env.unwrap_or_default(),
+            entrypoint: c
+                .entrypoint
+                .map(|v| self.argv(v, "entrypoint"))
+                .transpose()?,
+            cmd: c.cmd.map(|v| self.argv(v, "cmd")).transpose()?,
+            env: self.env(c.env.unwrap_or_default(), "env")?,
             workdir,
             user: c.user.map(S::into_inner),
-            labels: c.labels.unwrap_or_default(),
+            labels: self.env(c.labels.unwrap_or_default(), "labels")?,
             ports,
             volumes,
-            stop_signal: c.stop_signal,
+            stop_signal: c.stop_signal.map(S::into_inner),
         })
+    }
+
+    /// An environment (or label) table: names neither empty nor holding `=` (for `env`)
+    /// and nothing holding NUL.
+    fn env(&self, raw: Env, what: &str) -> Result<BTreeMap<String, String>, RecipeError> {
+        let mut out = BTreeMap::new();
+        for (key, value) in raw {
+            let k = key.get_ref();
+            let why = if k.is_empty() {
+                Some("it is empty")
+            } else if what == "env" && k.contains('=') {
+                Some("it contains `=`")
+            } else if k.contains('\0') {
+                Some("it contains a NUL byte")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(self
+                    .err_at(
+                        &key,
+                        format!("`{}` is not a valid {what} name: {why}", k.escape_debug()),
+                    )
+                    .help(
+                        "names are non-empty and hold no `=` or NUL, e.g. PATH = \"/usr/bin:/bin\"",
+                    ));
+            }
+            if value.get_ref().contains('\0') {
+                return Err(self
+                    .err_at(&value, format!("the value of `{k}` contains a NUL byte"))
+                    .help("remove the \\u0000; a process cannot receive it"));
+            }
+            out.insert(key.into_inner(), value.into_inner());
+        }
+        Ok(out)
+    }
+
+    /// `entrypoint` or `cmd`: a list of strings (the exec form).
+    fn argv(&self, value: S<toml::Value>, key: &str) -> Result<Vec<String>, RecipeError> {
+        let list = match value.get_ref() {
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<String>>>(),
+            _ => None,
+        };
+        let Some(list) = list else {
+            let example = match value.get_ref() {
+                toml::Value::String(text) if !text.trim().is_empty() => {
+                    let shell = text.contains(['\'', '"', '$', '|', '&', ';', '>', '<', '*', '`']);
+                    let words: Vec<String> = if shell {
+                        vec!["/bin/sh".into(), "-c".into(), text.clone()]
+                    } else {
+                        text.split_whitespace().map(str::to_owned).collect()
+                    };
+                    toml::Value::Array(words.into_iter().map(toml::Value::String).collect())
+                        .to_string()
+                }
+                _ => "[\"/usr/bin/app\", \"--flag\"]".into(),
+            };
+            return Err(self
+                .err_at(&value, format!("`{key}` must be a list of strings"))
+                .help(format!(
+                    "write the program and its arguments as a list: {key} = {example}"
+                )));
+        };
+        if list.iter().any(|a| a.contains('\0')) {
+            return Err(self
+                .err_at(
+                    &value,
+                    format!("an argument in `{key}` contains a NUL byte"),
+                )
+                .help("remove the \\u0000; a process cannot receive it"));
+        }
+        Ok(list)
+    }
+}
+
+/// Checks that `path` starts with a tar header (after gzip or zstd), else says what it
+/// looks like instead, without quoting its bytes.
+fn check_tarball(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(512);
+    fs_err::File::open(path)
+        .and_then(|f| f.take(512).read_to_end(&mut head))
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    let compressed = match head.as_slice() {
+        [0x1f, 0x8b, ..] => Some("gzip"),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Some("zstd"),
+        _ => None,
+    };
+    let mut block = Vec::with_capacity(512);
+    match compressed {
+        Some(kind) => {
+            let reader = crate::sources::rootfs::open_tarball(path)
+                .map_err(|_| format!("{kind} data that cannot be decompressed"))?;
+            reader
+                .take(512)
+                .read_to_end(&mut block)
+                .map_err(|_| format!("{kind} data that cannot be decompressed"))?;
+        }
+        None => block.clone_from(&head),
+    }
+    if block.len() == 512 && (block.iter().all(|&b| b == 0) || tar_checksum_ok(&block)) {
+        return Ok(());
+    }
+    let what = if let Some(kind) = compressed {
+        format!("{kind}-compressed data, but not a tar inside")
+    } else {
+        sniff(&head).to_owned()
+    };
+    Err(what)
+}
+
+/// Whether `block` is a tar header: its checksum field matches its bytes.
+fn tar_checksum_ok(block: &[u8]) -> bool {
+    let field = &block[148..156];
+    let text: String = field
+        .iter()
+        .map(|&b| b as char)
+        .filter(|c| c.is_digit(8))
+        .collect();
+    let Ok(stored) = u32::from_str_radix(&text, 8) else {
+        return false;
+    };
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    stored == sum
+}
+
+/// A few words on what a file's first bytes look like.
+fn sniff(head: &[u8]) -> &'static str {
+    match head {
+        [] => "the file is empty",
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => "xz-compressed data (use tar, tar.gz or tar.zst)",
+        [b'B', b'Z', b'h', ..] => "bzip2-compressed data (use tar, tar.gz or tar.zst)",
+        [b'P', b'K', 3, 4, ..] => "a zip archive",
+        [0x7f, b'E', b'L', b'F', ..] => "an ELF executable",
+        [0x89, b'P', b'N', b'G', ..] => "a PNG image",
+        [b'0', b'7', b'0', b'7', b'0', ..] => "a cpio archive",
+        [b'Q', b'F', b'I', 0xfb, ..] => "a qcow2 disk image",
+        h if h.len() < 512 && std::str::from_utf8(h).is_ok() => "a short text file",
+        h if std::str::from_utf8(h).is_ok() => "text",
+        _ => "data of an unknown kind",
     }
 }
 
@@ -848,4 +1207,172 @@ fn parse_size(text: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> RecipeError {
+        parse(Path::new("r.toml"), text).expect_err("the recipe should be refused")
+    }
+
+    #[test]
+    fn image_names_follow_the_distribution_grammar() {
+        for good in ["x", "team/app", "a.b_c__d---e/f0", &"a".repeat(200)] {
+            assert_eq!(check_image_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "../../etc/x",
+            "a/../b",
+            "./a",
+            "a//b",
+            "a/",
+            "a..b",
+            "a___b",
+            "a._b",
+            "-a",
+            "a-",
+            "A",
+            "a b",
+            &"a".repeat(201),
+            &format!("{}/b", "a/".repeat(130)),
+        ] {
+            assert!(check_image_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn signals_as_docker_takes_them() {
+        for good in [
+            "SIGTERM",
+            "term",
+            "KILL",
+            "9",
+            "64",
+            "SIGRTMIN+3",
+            "rtmax-15",
+            "SIGRTMIN",
+        ] {
+            assert!(valid_signal(good), "{good}");
+        }
+        for bad in [
+            "SIGFOO",
+            "",
+            "0",
+            "65",
+            "09",
+            "-1",
+            "SIGRTMIN+16",
+            "RTMIN+0",
+            "SIG",
+            "TERM ",
+        ] {
+            assert!(!valid_signal(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn users_as_the_oci_config_takes_them() {
+        for good in [
+            "root",
+            "1000",
+            "app:app",
+            "1000:1000",
+            "1000:staff",
+            "www-data:33",
+        ] {
+            assert_eq!(check_user(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            ":",
+            "root:",
+            ":root",
+            "root:root:root",
+            "a b",
+            "99999999999",
+            "a\0",
+        ] {
+            assert!(check_user(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_ids_are_simple_file_names() {
+        assert_eq!(check_secret_id("npm.rc-1_x"), Ok(()));
+        for bad in ["", ".", "..", "a/b", "a b", &"a".repeat(256)] {
+            assert!(check_secret_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_step_s_line_is_found_by_offset() {
+        let recipe = parse(
+            Path::new("r.toml"),
+            "[image]\nname = \"x\"\n\n[[step]]\nmkdir = \"/a\"\n[[step]]\nmkdir = \"/b\"\n",
+        )
+        .unwrap();
+        let lines: Vec<usize> = recipe.steps.iter().map(|s| s.line).collect();
+        assert_eq!(lines, [4, 6]);
+    }
+
+    #[test]
+    fn run_on_an_empty_scratch_image_is_refused_but_not_after_a_write() {
+        let head = "[image]\nname = \"x\"\n";
+        let e = parse_err(&format!("{head}[[step]]\nrun = \"true\"\n"));
+        assert!(e.message.contains("no shell"), "{e}");
+        assert_eq!((e.line, e.column), (4, 7));
+        let e = parse_err(&format!(
+            "{head}[stage.s]\n[[stage.s.step]]\nsymlink = \"/bin/sh\"\ntarget = \"busybox\"\n[[stage.s.step]]\nrun = \"true\"\n"
+        ));
+        assert!(e.message.contains("no shell"), "{e}");
+        parse(
+            Path::new("r.toml"),
+            &format!("{head}[[step]]\nwrite = \"/bin/sh\"\n[[step]]\nrun = \"true\"\n"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_string_where_a_list_belongs_gets_the_list_as_help() {
+        let e = parse_err("[image]\nname = \"x\"\ntags = \"1.0\"\n");
+        assert_eq!(
+            e.help.as_deref(),
+            Some("this key takes a list: write [\"1.0\"]")
+        );
+        assert_eq!((e.line, e.column), (3, 8));
+    }
+
+    #[test]
+    fn entrypoint_as_a_string_gets_the_list_form_as_help() {
+        let e = parse_err("[image]\nname = \"x\"\n[config]\nentrypoint = \"/bin/sh\"\n");
+        assert_eq!(
+            e.help.as_deref(),
+            Some("write the program and its arguments as a list: entrypoint = [\"/bin/sh\"]")
+        );
+        let e = parse_err("[image]\nname = \"x\"\n[config]\ncmd = \"echo $HOME\"\n");
+        assert!(e
+            .help
+            .unwrap()
+            .contains(r#"cmd = ["/bin/sh", "-c", "echo $HOME"]"#));
+    }
+
+    #[test]
+    fn tar_headers_are_told_from_other_files() {
+        let mut header = [0u8; 512];
+        header[..5].copy_from_slice(b"a.txt");
+        header[156] = b'0';
+        let sum: u32 = header.iter().map(|&b| u32::from(b)).sum::<u32>() + 8 * 32;
+        header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        assert!(tar_checksum_ok(&header));
+        header[0] = b'b';
+        assert!(!tar_checksum_ok(&header));
+        assert_eq!(sniff(b""), "the file is empty");
+        assert_eq!(
+            sniff(b"\xfd7zXZ\0rest"),
+            "xz-compressed data (use tar, tar.gz or tar.zst)"
+        );
+    }
 }

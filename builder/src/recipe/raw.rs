@@ -62,6 +62,9 @@ pub(crate) struct RawFrom {
     pub debian: Option<S<toml::Value>>,
 }
 
+/// A table of strings (environment, labels) with the position of every key and value.
+pub(crate) type Env = BTreeMap<S<String>, S<String>>;
+
 /// A string or a list of strings.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -98,22 +101,24 @@ pub(crate) struct RawStep {
     pub mode: Option<S<String>>,
     pub owner: Option<S<String>>,
     pub network: Option<S<bool>>,
-    pub env: Option<S<BTreeMap<String, String>>>,
+    pub env: Option<S<Env>>,
     pub workdir: Option<S<String>>,
     pub user: Option<S<String>>,
-    pub secrets: Option<S<Vec<String>>>,
+    pub secrets: Option<S<Vec<S<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
-    pub entrypoint: Option<Vec<String>>,
-    pub cmd: Option<Vec<String>>,
-    pub env: Option<BTreeMap<String, String>>,
+    /// A list of strings; any other value gets a located error with an example.
+    pub entrypoint: Option<S<toml::Value>>,
+    /// As `entrypoint`.
+    pub cmd: Option<S<toml::Value>>,
+    pub env: Option<Env>,
     pub workdir: Option<S<String>>,
     pub user: Option<S<String>>,
-    pub labels: Option<BTreeMap<String, String>>,
+    pub labels: Option<Env>,
     pub ports: Option<Vec<S<String>>>,
     pub volumes: Option<Vec<S<String>>>,
-    pub stop_signal: Option<String>,
+    pub stop_signal: Option<S<String>>,
 }

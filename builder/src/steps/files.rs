@@ -41,6 +41,14 @@ pub enum StepError {
         /// What went wrong.
         message: String,
     },
+    /// A `copy ... from_stage` names a path the stage's image does not have.
+    #[error("step {step}: the stage has nothing at {path}")]
+    NothingInStage {
+        /// The step number.
+        step: usize,
+        /// The path in the stage, as the step names it.
+        path: String,
+    },
     /// The step's command exited with a failure.
     #[error("step {step}: the command failed with exit code {code}; its last lines:\n{}", last_lines.join("\n"))]
     CommandFailed {

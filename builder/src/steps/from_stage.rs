@@ -50,9 +50,9 @@ pub(crate) fn stage_copy_layer(
     };
     let tree = MergedTree::build(open()?).map_err(read_err)?;
     let source = copy.source.trim_matches('/').to_owned();
-    let found = tree.get(&source).ok_or_else(|| StepError::Sandbox {
+    let found = tree.get(&source).ok_or_else(|| StepError::NothingInStage {
         step: number,
-        message: format!("the stage has nothing at {}", copy.source),
+        path: copy.source.to_owned(),
     })?;
     let to = copy.to.trim_matches('/');
     let dest = if found.is_dir() || !copy.to.ends_with('/') {

@@ -7,5 +7,6 @@ pub(crate) mod from_stage;
 pub(crate) mod install;
 mod sandboxed;
 
-pub(crate) use files::{write_layer, StepError};
+pub(crate) use files::write_layer;
+pub use files::StepError;
 pub(crate) use sandboxed::run_to_layer;
