@@ -3,6 +3,7 @@
 use crate::bootdisk::{raw, BootAssets, DiskOptions};
 use crate::disk::qcow2::convert_file;
 use crate::initramfs::export::{self as initramfs, InitramfsOptions};
+use crate::staging::{self, Staged};
 use crate::{docker_archive, oci_archive, oci_layout, rootfs_tar, ExportError, StoredImage};
 use imgbuild_store::Store;
 use std::io::{BufWriter, Write};
@@ -129,15 +130,33 @@ pub struct Artifact {
 }
 
 /// Writes `image` as `format` into the output directory.
+///
+/// First removes the staged entries of dead builds from the output directory (see
+/// [`crate::staging`]). A full output disk (ENOSPC, EDQUOT) is reported as
+/// [`ExportError::NoSpace`] naming the output, whatever the exporter was doing.
 pub fn export(
     store: &Store,
     image: &StoredImage,
     format: Format,
     options: &ExportOptions,
 ) -> Result<Artifact, ExportError> {
-    fs_err::create_dir_all(&options.out_dir)?;
     let stem = image.file_stem();
-    let mut path = options.out_dir.join(format.file_name(stem));
+    let path = match format {
+        Format::Initramfs => {
+            let ext = options.initramfs.compression.extension();
+            options.out_dir.join(format!("{stem}.initramfs.cpio.{ext}"))
+        }
+        _ => options.out_dir.join(format.file_name(stem)),
+    };
+    let on_dir = |e: std::io::Error| match crate::error::no_space(&e) {
+        Some(quota) => ExportError::NoSpace {
+            path: options.out_dir.clone(),
+            quota,
+        },
+        None => e.into(),
+    };
+    fs_err::create_dir_all(&options.out_dir).map_err(on_dir)?;
+    staging::sweep(&options.out_dir).map_err(on_dir)?;
     let mut kernel = None;
     match format {
         Format::Oci => write_dir_atomically(&path, |dir| oci_layout::write(store, image, dir))?,
@@ -154,18 +173,15 @@ pub fn export(
         }
         Format::Qcow2 => {
             let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
-            let raw = tempfile::Builder::new()
-                .prefix(".imgbuild-raw-")
-                .tempfile_in(&options.out_dir)?;
-            disk.write(raw.path())?;
             write_path_atomically(&path, |tmp| {
+                // The raw disk is staged too, so a killed build's copy is swept.
+                let raw = Staged::file_in(&options.out_dir)?;
+                disk.write(raw.path())?;
                 convert_file(raw.path(), tmp)?;
                 Ok(())
             })?;
         }
         Format::Initramfs => {
-            let ext = options.initramfs.compression.extension();
-            path = options.out_dir.join(format!("{stem}.initramfs.cpio.{ext}"));
             let built = initramfs::build(store, image, &options.initramfs)?;
             let vmlinuz = options.out_dir.join(format!("{stem}.vmlinuz"));
             let kernel_bytes = built.kernel.clone();
@@ -181,6 +197,17 @@ pub fn export(
     })
 }
 
+/// An ENOSPC/EDQUOT anywhere in `err` becomes [`ExportError::NoSpace`] for `path`.
+fn no_space_at(path: &Path, err: ExportError) -> ExportError {
+    match err.no_space() {
+        Some(quota) => ExportError::NoSpace {
+            path: path.to_owned(),
+            quota,
+        },
+        None => err,
+    }
+}
+
 /// Lets `fill` write a file by path next to `path`, fsyncs it and renames it into place.
 pub(crate) fn write_path_atomically(
     path: &Path,
@@ -193,32 +220,49 @@ pub(crate) fn write_path_atomically(
         });
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".imgbuild-")
-        .tempfile_in(dir)?;
-    fill(tmp.path())?;
-    let file = fs_err::File::open(tmp.path())?;
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    file.sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    let staged = Staged::file_in(dir).map_err(|e| no_space_at(path, e.into()))?;
+    fill(staged.path()).map_err(|e| no_space_at(path, e))?;
+    staged
+        .commit_file(path)
+        .map_err(|e| write_error(path, e))
 }
 
 /// Writes a file next to `path`, fsyncs it and renames it into place.
+///
+/// Every write to the staged file goes through a [`WriteSide`], so a failed write is
+/// reported as a write to `path` (ENOSPC as [`ExportError::NoSpace`]) even when the
+/// exporter turned it into something else on the way up (the tar writer reports a short
+/// copy as "expected N bytes, read M", which reads like a damaged layer).
 pub(crate) fn write_file_atomically(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
-    write_path_atomically(path, |tmp| {
-        let file = fs_err::OpenOptions::new().write(true).open(tmp)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        fill(&mut out)?;
-        out.flush()?;
-        Ok(())
-    })
+    if path.is_dir() {
+        return Err(ExportError::OutputInTheWay {
+            path: path.to_owned(),
+            expected: "file",
+        });
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let staged = Staged::file_in(dir).map_err(|e| no_space_at(path, e.into()))?;
+    let mut tracked = WriteSide::new(staged.file());
+    let filled = {
+        let mut out = BufWriter::with_capacity(1 << 20, &mut tracked);
+        let filled = fill(&mut out).and_then(|()| Ok(out.flush()?));
+        // After a failure, drop what is buffered rather than flush it on drop.
+        let _ = out.into_parts();
+        filled
+    };
+    if let Some(failed) = tracked.failed.take() {
+        return Err(write_error(path, failed));
+    }
+    filled.map_err(|e| no_space_at(path, e))?;
+    staged
+        .commit_file(path)
+        .map_err(|e| write_error(path, e))
 }
 
-/// Fills a directory next to `path` and swaps it into place.
+/// Fills a directory next to `path` and swaps it into place (see [`Staged::commit_dir`]).
 pub(crate) fn write_dir_atomically(
     path: &Path,
     fill: impl FnOnce(&Path) -> Result<(), ExportError>,
@@ -230,25 +274,60 @@ pub(crate) fn write_dir_atomically(
         });
     }
     let parent = path.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".imgbuild-")
-        .tempdir_in(parent)?;
-    fill(tmp.path())?;
-    fs_err::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
-    let staged = tmp.keep();
-    if path.exists() {
-        let old = tempfile::Builder::new()
-            .prefix(".imgbuild-old-")
-            .tempdir_in(parent)?;
-        let old_path = old.path().join("old");
-        fs_err::rename(path, &old_path)?;
-        fs_err::rename(&staged, path)?;
-        drop(old);
-    } else {
-        fs_err::rename(&staged, path)?;
+    let staged = Staged::dir_in(parent).map_err(|e| no_space_at(path, e.into()))?;
+    fill(staged.path()).map_err(|e| no_space_at(path, e))?;
+    staged.commit_dir(path).map_err(|e| write_error(path, e))
+}
+
+/// A failed write to the output at `path`.
+fn write_error(path: &Path, source: std::io::Error) -> ExportError {
+    match crate::error::no_space(&source) {
+        Some(quota) => ExportError::NoSpace {
+            path: path.to_owned(),
+            quota,
+        },
+        None => ExportError::Write {
+            path: path.to_owned(),
+            source,
+        },
     }
-    Ok(())
+}
+
+/// A writer that remembers its first failure, so the caller can tell a failed write to
+/// the output from a failed read of the store whatever error comes back up.
+struct WriteSide<W> {
+    inner: W,
+    failed: Option<std::io::Error>,
+}
+
+impl<W: Write> WriteSide<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            failed: None,
+        }
+    }
+
+    fn record<T>(&mut self, result: std::io::Result<T>) -> std::io::Result<T> {
+        match result {
+            Err(e) if e.kind() != std::io::ErrorKind::Interrupted => {
+                let copy = std::io::Error::new(e.kind(), e.to_string());
+                self.failed.get_or_insert(e);
+                Err(copy)
+            }
+            other => other,
+        }
+    }
+}
+
+impl<W: Write> Write for WriteSide<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let result = self.inner.write(buf);
+        self.record(result)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let result = self.inner.flush();
+        self.record(result)
+    }
 }

@@ -95,14 +95,12 @@ impl PreparedDisk<'_> {
 
         // The root tree as a tar beside the output, the kernel and initrd kept aside.
         let dir = path.parent().unwrap_or(Path::new("."));
-        let tar = tempfile::Builder::new()
-            .prefix(".imgbuild-root-")
-            .suffix(".tar")
-            .tempfile_in(dir)?;
+        // Staged (locked), so that a concurrent build's sweep leaves it alone.
+        let tar = crate::staging::Staged::file_in(dir)?;
         let mut wanted = vec![self.kernel.kernel.as_str()];
         wanted.extend(self.kernel.initrd.as_deref());
         let files = {
-            let mut writer = TarWriter::new(BufWriter::with_capacity(1 << 20, tar.as_file()));
+            let mut writer = TarWriter::new(BufWriter::with_capacity(1 << 20, tar.file()));
             let mut sink = RootSink::new(&mut writer, fstab(&lower(ids.root_fs)), epoch, &wanted);
             rootfs_tar::stream_tree(self.store, self.image, &self.tree, &mut sink)?;
             let files = sink.finish()?;
