@@ -222,9 +222,7 @@ pub(crate) fn write_path_atomically(
     let dir = path.parent().unwrap_or(Path::new("."));
     let staged = Staged::file_in(dir).map_err(|e| no_space_at(path, e.into()))?;
     fill(staged.path()).map_err(|e| no_space_at(path, e))?;
-    staged
-        .commit_file(path)
-        .map_err(|e| write_error(path, e))
+    staged.commit_file(path).map_err(|e| write_error(path, e))
 }
 
 /// Writes a file next to `path`, fsyncs it and renames it into place.
@@ -257,9 +255,7 @@ pub(crate) fn write_file_atomically(
         return Err(write_error(path, failed));
     }
     filled.map_err(|e| no_space_at(path, e))?;
-    staged
-        .commit_file(path)
-        .map_err(|e| write_error(path, e))
+    staged.commit_file(path).map_err(|e| write_error(path, e))
 }
 
 /// Fills a directory next to `path` and swaps it into place (see [`Staged::commit_dir`]).
@@ -329,5 +325,69 @@ impl<W: Write> Write for WriteSide<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         let result = self.inner.flush();
         self.record(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every writer's commit succeeds, and what is left is one writer's output, whole.
+    fn race(
+        commit: impl Fn(&Path, usize) -> Result<(), ExportError> + Sync,
+        whole: impl Fn(&Path) -> bool,
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("out");
+        std::thread::scope(|s| {
+            for writer in 0..6 {
+                let (commit, target) = (&commit, &target);
+                s.spawn(move || {
+                    for round in 0..60 {
+                        commit(target, writer * 1000 + round)
+                            .unwrap_or_else(|e| panic!("writer {writer}, round {round}: {e}"));
+                    }
+                });
+            }
+        });
+        let left: Vec<_> = fs_err::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["out"]);
+        assert!(whole(&target), "the output mixes writers");
+    }
+
+    #[test]
+    fn concurrent_directory_outputs_all_land_whole() {
+        race(
+            |target, n| {
+                write_dir_atomically(target, |dir| {
+                    for part in 0..3 {
+                        fs_err::write(dir.join(part.to_string()), n.to_string())?;
+                    }
+                    Ok(())
+                })
+            },
+            |dir| {
+                let parts: Vec<String> = (0..3)
+                    .map(|p| fs_err::read_to_string(dir.join(p.to_string())).unwrap())
+                    .collect();
+                fs_err::read_dir(dir).unwrap().count() == 3 && parts.iter().all(|p| *p == parts[0])
+            },
+        );
+    }
+
+    #[test]
+    fn concurrent_file_outputs_all_land_whole() {
+        race(
+            |target, n| {
+                write_file_atomically(target, |out| Ok(out.write_all(&[n as u8; 100_000])?))
+            },
+            |file| {
+                let bytes = fs_err::read(file).unwrap();
+                bytes.len() == 100_000 && bytes.iter().all(|b| *b == bytes[0])
+            },
+        );
     }
 }

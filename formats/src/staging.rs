@@ -249,7 +249,9 @@ fn remove_if_dead(path: &Path, wait: bool) -> bool {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+            )
             .open(path)
     };
     let Ok(file) = opened else {
@@ -286,7 +288,11 @@ pub fn sweep(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for entry in entries {
         let entry = entry?;
-        if !entry.file_name().as_encoded_bytes().starts_with(PREFIX.as_bytes()) {
+        if !entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(PREFIX.as_bytes())
+        {
             continue;
         }
         let path = entry.path();
@@ -348,7 +354,10 @@ mod tests {
             fs_err::write(staged.path().join("round"), round.to_string()).unwrap();
             staged.commit_dir(&target).unwrap();
             assert_eq!(names(&target), ["round"]);
-            assert_eq!(fs_err::read_to_string(target.join("round")).unwrap(), round.to_string());
+            assert_eq!(
+                fs_err::read_to_string(target.join("round")).unwrap(),
+                round.to_string()
+            );
             assert_eq!(names(tmp.path()), ["x.oci"]);
         }
     }
@@ -361,7 +370,10 @@ mod tests {
             let staged = Staged::dir_in(tmp.path()).unwrap();
             fs_err::write(staged.path().join("round"), round.to_string()).unwrap();
             staged.commit_dir_fallback(&target).unwrap();
-            assert_eq!(fs_err::read_to_string(target.join("round")).unwrap(), round.to_string());
+            assert_eq!(
+                fs_err::read_to_string(target.join("round")).unwrap(),
+                round.to_string()
+            );
             assert_eq!(names(tmp.path()), ["x.oci"]);
         }
     }
