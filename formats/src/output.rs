@@ -185,8 +185,11 @@ pub fn export(
             let built = initramfs::build(store, image, &options.initramfs)?;
             let vmlinuz = options.out_dir.join(format!("{stem}.vmlinuz"));
             let kernel_bytes = built.kernel.clone();
-            write_file_atomically(&path, |out| built.write_archive(out))?;
-            write_file_atomically(&vmlinuz, |out| Ok(out.write_all(&kernel_bytes)?))?;
+            // Both staged before either goes in, so a full disk leaves neither.
+            let archive = stage_file(&path, |out| built.write_archive(out))?;
+            let kernel_file = stage_file(&vmlinuz, |out| Ok(out.write_all(&kernel_bytes)?))?;
+            archive.commit(&path)?;
+            kernel_file.commit(&vmlinuz)?;
             kernel = Some(vmlinuz);
         }
     }
@@ -208,6 +211,24 @@ fn no_space_at(path: &Path, err: ExportError) -> ExportError {
     }
 }
 
+/// Like [`no_space_at`], for outputs written by path, partly by other programs (`mke2fs`
+/// reports a full disk on stderr, not as an errno): a failure while the filesystem of
+/// `staged` has less than a MiB left to unprivileged users is put down to space too.
+/// Call it while the staged entry still exists, as its bytes are what filled the disk.
+fn no_space_by_path(path: &Path, staged: &Path, err: ExportError) -> ExportError {
+    let err = no_space_at(path, err);
+    if matches!(err, ExportError::NoSpace { .. } | ExportError::Store(_)) {
+        return err;
+    }
+    match rustix::fs::statvfs(staged) {
+        Ok(fs) if fs.f_bavail.saturating_mul(fs.f_frsize) < 1 << 20 => ExportError::NoSpace {
+            path: path.to_owned(),
+            quota: false,
+        },
+        _ => err,
+    }
+}
+
 /// Lets `fill` write a file by path next to `path`, fsyncs it and renames it into place.
 pub(crate) fn write_path_atomically(
     path: &Path,
@@ -221,7 +242,7 @@ pub(crate) fn write_path_atomically(
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     let staged = Staged::file_in(dir).map_err(|e| no_space_at(path, e.into()))?;
-    fill(staged.path()).map_err(|e| no_space_at(path, e))?;
+    fill(staged.path()).map_err(|e| no_space_by_path(path, staged.path(), e))?;
     staged.commit_file(path).map_err(|e| write_error(path, e))
 }
 
@@ -235,6 +256,24 @@ pub(crate) fn write_file_atomically(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
+    stage_file(path, fill)?.commit(path)
+}
+
+/// A file staged for `path` by [`stage_file`], not yet in place.
+pub(crate) struct StagedFile(Staged);
+
+impl StagedFile {
+    /// Syncs it and renames it to `path`.
+    pub(crate) fn commit(self, path: &Path) -> Result<(), ExportError> {
+        self.0.commit_file(path).map_err(|e| write_error(path, e))
+    }
+}
+
+/// The first half of [`write_file_atomically`]: the filled, staged file.
+pub(crate) fn stage_file(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>,
+) -> Result<StagedFile, ExportError> {
     if path.is_dir() {
         return Err(ExportError::OutputInTheWay {
             path: path.to_owned(),
@@ -255,7 +294,7 @@ pub(crate) fn write_file_atomically(
         return Err(write_error(path, failed));
     }
     filled.map_err(|e| no_space_at(path, e))?;
-    staged.commit_file(path).map_err(|e| write_error(path, e))
+    Ok(StagedFile(staged))
 }
 
 /// Fills a directory next to `path` and swaps it into place (see [`Staged::commit_dir`]).
@@ -271,7 +310,7 @@ pub(crate) fn write_dir_atomically(
     }
     let parent = path.parent().unwrap_or(Path::new("."));
     let staged = Staged::dir_in(parent).map_err(|e| no_space_at(path, e.into()))?;
-    fill(staged.path()).map_err(|e| no_space_at(path, e))?;
+    fill(staged.path()).map_err(|e| no_space_by_path(path, staged.path(), e))?;
     staged.commit_dir(path).map_err(|e| write_error(path, e))
 }
 
@@ -291,13 +330,14 @@ fn write_error(path: &Path, source: std::io::Error) -> ExportError {
 
 /// A writer that remembers its first failure, so the caller can tell a failed write to
 /// the output from a failed read of the store whatever error comes back up.
-struct WriteSide<W> {
+pub(crate) struct WriteSide<W> {
     inner: W,
-    failed: Option<std::io::Error>,
+    /// The first error a write or flush returned.
+    pub(crate) failed: Option<std::io::Error>,
 }
 
 impl<W: Write> WriteSide<W> {
-    fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         Self {
             inner,
             failed: None,

@@ -303,8 +303,47 @@ fn a_full_output_disk_says_no_space_and_leaves_nothing_staged() {
             "{format}: {stderr}"
         );
         assert!(!stderr.contains("expected"), "{format}: {stderr}");
-        assert!(!path.exists(), "{format}: a partial output is in place");
-        assert_eq!(staged_leftovers(&out), Vec::<String>::new(), "{format}");
+        assert_eq!(
+            fs_err::read_dir(&out).unwrap().count(),
+            0,
+            "{format}: something is left in the output directory"
+        );
+    }
+    verify_clean(&store);
+}
+
+#[test]
+fn a_full_output_disk_for_bootable_formats_says_no_space_and_leaves_nothing_staged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = crate::boot_fixture::recipe(tmp.path(), "boot", "");
+    let store = tmp.path().join("store");
+    // Build first, so only the export meets the full disk.
+    build_json(&recipe, &store, &tmp.path().join("warm"), &["-f", "oci"]);
+    let out = tmp.path().join("full");
+    let _tmpfs = Tmpfs::mount(&out, "4m");
+    for (format, file) in [
+        ("raw", "boot.raw"),
+        ("qcow2", "boot.qcow2"),
+        ("initramfs", "boot.vmlinuz"),
+    ] {
+        let done = spawn_build(&recipe, &store, &out, &[format])
+            .wait_with_output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(1), "{format}: {stderr}");
+        let path = out.join(file);
+        assert!(
+            stderr.contains(&format!(
+                "no space left on device while writing {}",
+                path.display()
+            )),
+            "{format}: {stderr}"
+        );
+        assert_eq!(
+            fs_err::read_dir(&out).unwrap().count(),
+            0,
+            "{format}: something is left in the output directory"
+        );
     }
     verify_clean(&store);
 }
