@@ -430,4 +430,35 @@ mod tests {
             },
         );
     }
+
+    #[test]
+    fn enospc_and_edquot_name_the_output() {
+        let path = Path::new("out/x.tar");
+        for (errno, quota) in [
+            (rustix::io::Errno::NOSPC, false),
+            (rustix::io::Errno::DQUOT, true),
+        ] {
+            let err = write_error(
+                path,
+                std::io::Error::from_raw_os_error(errno.raw_os_error()),
+            );
+            assert!(
+                matches!(&err, ExportError::NoSpace { quota: q, .. } if *q == quota),
+                "{err:?}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.starts_with("no space left on device while writing out/x.tar"),
+                "{message}"
+            );
+        }
+        // Wrapped by an exporter, as the disk writers do.
+        let wrapped = ExportError::Qcow2(crate::disk::qcow2::Qcow2Error::Io(
+            std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()),
+        ));
+        assert!(matches!(
+            no_space_at(path, wrapped),
+            ExportError::NoSpace { quota: false, .. }
+        ));
+    }
 }
