@@ -1,9 +1,9 @@
-//! Staged outputs: hidden entries (`.imgbuild-*`) beside the final path, each locked by its
+//! Staged outputs: hidden entries (`.imgbuild-staged-*`) beside the final path, each locked by its
 //! writer for the life of the export, renamed into place when complete.
 //!
 //! A staged entry (file or directory) carries an exclusive `flock` on the entry itself,
 //! taken right after it is created and held until it has been renamed into place or
-//! removed. The kernel drops the lock when its writer dies, so any `.imgbuild-*` entry
+//! removed. The kernel drops the lock when its writer dies, so any staged entry
 //! whose lock can be taken belongs to no live build: [`sweep`] removes those, and only
 //! those. Creating and locking are two steps; a sweep can take the lock in between and
 //! remove the fresh entry, so a writer checks after locking that the name still points at
@@ -15,8 +15,10 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// The prefix of every staged entry; `sweep` only ever looks at these names.
-pub(crate) const PREFIX: &str = ".imgbuild-";
+/// The prefix of every staged entry; `sweep` only ever looks at these names. Not just
+/// `.imgbuild-`: the README's CI example keeps its store in `.imgbuild-store`, and `-o .`
+/// must not sweep it.
+pub(crate) const PREFIX: &str = ".imgbuild-staged-";
 
 /// A staged file or directory beside an output, locked by this process. Dropped before
 /// [`Staged::commit_file`] or [`Staged::commit_dir`], it is removed.
@@ -277,8 +279,8 @@ fn remove_if_dead(path: &Path, wait: bool) -> bool {
 }
 
 /// Removes the staged entries in `dir` whose writer is dead (their lock can be taken), and
-/// returns their paths. Entries of live builds, and everything not named `.imgbuild-*`,
-/// are left alone. A missing `dir` has nothing to sweep.
+/// returns their paths. Entries of live builds, and everything not named
+/// `.imgbuild-staged-*`, are left alone. A missing `dir` has nothing to sweep.
 pub fn sweep(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let entries = match fs_err::read_dir(dir) {
         Ok(entries) => entries,
@@ -321,13 +323,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         // Dead writers: nothing holds their locks.
-        fs_err::write(dir.join(".imgbuild-deadfile"), b"x").unwrap();
-        fs_err::create_dir_all(dir.join(".imgbuild-deaddir/blobs/sha256")).unwrap();
-        fs_err::write(dir.join(".imgbuild-deaddir/blobs/sha256/a"), b"x").unwrap();
-        // Not ours.
+        fs_err::write(dir.join(".imgbuild-staged-deadfile"), b"x").unwrap();
+        fs_err::create_dir_all(dir.join(".imgbuild-staged-deaddir/blobs/sha256")).unwrap();
+        fs_err::write(dir.join(".imgbuild-staged-deaddir/blobs/sha256/a"), b"x").unwrap();
+        // Not ours: the README's CI store included.
         fs_err::write(dir.join("keep.tar"), b"x").unwrap();
-        fs_err::write(dir.join(".hidden"), b"x").unwrap();
-        std::os::unix::fs::symlink("keep.tar", dir.join(".imgbuild-link")).unwrap();
+        fs_err::create_dir_all(dir.join(".imgbuild-store/v1")).unwrap();
+        std::os::unix::fs::symlink("keep.tar", dir.join(".imgbuild-staged-link")).unwrap();
         // Live writers (flock is per open file description, so this process counts as
         // another holder for the sweep's own open).
         let live_file = Staged::file_in(dir).unwrap();
@@ -335,14 +337,20 @@ mod tests {
         let removed = sweep(dir).unwrap();
         assert_eq!(removed.len(), 2, "{removed:?}");
         let left = names(dir);
-        assert!(left.contains(&".hidden".to_owned()), "{left:?}");
+        assert!(left.contains(&".imgbuild-store".to_owned()), "{left:?}");
         assert!(left.contains(&"keep.tar".to_owned()), "{left:?}");
-        assert!(left.contains(&".imgbuild-link".to_owned()), "{left:?}");
+        assert!(
+            left.contains(&".imgbuild-staged-link".to_owned()),
+            "{left:?}"
+        );
         assert!(live_file.path().exists() && live_dir.path().is_dir());
         assert_eq!(left.len(), 5, "{left:?}");
         // Dropping an uncommitted entry removes it.
         drop((live_file, live_dir));
-        assert_eq!(names(dir), [".hidden", ".imgbuild-link", "keep.tar"]);
+        assert_eq!(
+            names(dir),
+            [".imgbuild-staged-link", ".imgbuild-store", "keep.tar"]
+        );
     }
 
     #[test]
