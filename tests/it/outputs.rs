@@ -280,7 +280,9 @@ fn a_full_output_disk_says_no_space_and_leaves_nothing_staged() {
     let recipe = big_recipe(&tmp.path().join("src"), 8);
     let store = tmp.path().join("store");
     // Build first, so only the export meets the full disk.
+    let started = Instant::now();
     build_json(&recipe, &store, &tmp.path().join("warm"), &["-f", "oci"]);
+    eprintln!("warm build: {:?}", started.elapsed());
     let out = tmp.path().join("full");
     let _tmpfs = Tmpfs::mount(&out, "4m");
     for (format, file) in [
@@ -308,22 +310,49 @@ fn a_full_output_disk_says_no_space_and_leaves_nothing_staged() {
             0,
             "{format}: something is left in the output directory"
         );
+        eprintln!("{format}: {:?}", started.elapsed());
     }
     verify_clean(&store);
+}
+
+/// A recipe for an image that bootable formats accept: a stand-in kernel of `megabytes`
+/// of noise in `/boot` and an `/sbin/init`. Never booted, only written.
+fn bootable_recipe(dir: &Path, megabytes: usize) -> PathBuf {
+    fs_err::create_dir_all(dir.join("boot")).unwrap();
+    fs_err::create_dir_all(dir.join("sbin")).unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let noise: Vec<u8> = (0..megabytes << 17)
+        .flat_map(|_| {
+            rng.below(u64::MAX);
+            rng.0.to_le_bytes()
+        })
+        .collect();
+    fs_err::write(dir.join("boot/vmlinuz-6.1.0-0-amd64"), noise).unwrap();
+    fs_err::write(dir.join("sbin/init"), "#!/bin/sh\n").unwrap();
+    let recipe = dir.join("boot.toml");
+    fs_err::write(
+        &recipe,
+        "[image]\nname = \"boot\"\n[[step]]\ncopy = \"boot\"\nto = \"/boot\"\n\
+         [[step]]\ncopy = \"sbin\"\nto = \"/sbin\"\n",
+    )
+    .unwrap();
+    recipe
 }
 
 #[test]
 fn a_full_output_disk_for_bootable_formats_says_no_space_and_leaves_nothing_staged() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = crate::boot_fixture::recipe(tmp.path(), "boot", "");
+    let recipe = bootable_recipe(&tmp.path().join("src"), 6);
     let store = tmp.path().join("store");
     // Build first, so only the export meets the full disk.
     build_json(&recipe, &store, &tmp.path().join("warm"), &["-f", "oci"]);
     let out = tmp.path().join("full");
     let _tmpfs = Tmpfs::mount(&out, "4m");
     for (format, file) in [
+        // The root filesystem's tar, staged beside the disk, is what fills it.
         ("raw", "boot.raw"),
         ("qcow2", "boot.qcow2"),
+        // The archive fits; the kernel beside it does not.
         ("initramfs", "boot.vmlinuz"),
     ] {
         let done = spawn_build(&recipe, &store, &out, &[format])
