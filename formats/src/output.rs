@@ -176,7 +176,9 @@ pub fn export(
             write_path_atomically(&path, |tmp| {
                 // The raw disk is staged too, so a killed build's copy is swept.
                 let raw = Staged::file_in(&options.out_dir)?;
-                disk.write(raw.path())?;
+                // Judged while the raw disk still takes its space.
+                disk.write(raw.path())
+                    .map_err(|e| no_space_by_path(&path, raw.path(), e))?;
                 convert_file(raw.path(), tmp)?;
                 Ok(())
             })?;
@@ -213,11 +215,12 @@ fn no_space_at(path: &Path, err: ExportError) -> ExportError {
 
 /// Like [`no_space_at`], for outputs written by path, partly by other programs (`mke2fs`
 /// reports a full disk on stderr, not as an errno): a failure while the filesystem of
-/// `staged` has less than a MiB left to unprivileged users is put down to space too.
+/// `staged` has less than a MiB left to unprivileged users is put down to space too (store
+/// errors included: whatever wraps a failed write, the output's disk is the full one).
 /// Call it while the staged entry still exists, as its bytes are what filled the disk.
 fn no_space_by_path(path: &Path, staged: &Path, err: ExportError) -> ExportError {
     let err = no_space_at(path, err);
-    if matches!(err, ExportError::NoSpace { .. } | ExportError::Store(_)) {
+    if matches!(err, ExportError::NoSpace { .. }) {
         return err;
     }
     match rustix::fs::statvfs(staged) {
