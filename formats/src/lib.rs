@@ -9,10 +9,10 @@
 //! - [`disk`]: the pieces of a bootable disk: GPT, FAT32 ESP, ext4 root, qcow2
 //! - [`initramfs`]: a newc cpio of the whole userland, with the kernel beside it
 //!
-//! Every output is written beside its final path as a hidden, locked `.imgbuild-staged-*` entry
-//! and renamed into place when complete, so a failed or killed export never leaves a
-//! half-written artifact, and the next export into the directory removes what a killed
-//! one staged.
+//! Every output is written beside its final path as a hidden, locked
+//! `.imgbuild-staged-*` entry and renamed into place when complete, so a failed or killed
+//! export never leaves a half-written artifact, and the next export into the directory
+//! removes what a killed one staged.
 
 pub mod bootdisk;
 pub mod disk;
