@@ -5,9 +5,27 @@ use std::path::PathBuf;
 /// An export failed; nothing was left at the output path.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// Writing the output failed (the message names the path).
+    /// An I/O error the exporter could not place on the output side (the message names
+    /// the path).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The output's filesystem is full (ENOSPC) or the user's quota is used up (EDQUOT).
+    #[error("no space left on device while writing {path}{}; free space there or choose another -o", if *quota { " (disk quota exceeded)" } else { "" })]
+    NoSpace {
+        /// The output being written.
+        path: PathBuf,
+        /// True for EDQUOT.
+        quota: bool,
+    },
+    /// Writing the output failed for another reason than space.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The output being written.
+        path: PathBuf,
+        /// What the write returned.
+        #[source]
+        source: std::io::Error,
+    },
     /// Reading from the store failed.
     #[error(transparent)]
     Store(#[from] imgbuild_store::StoreError),
@@ -71,4 +89,38 @@ pub enum ExportError {
     /// Writing the initramfs archive failed.
     #[error("writing the initramfs: {0}")]
     Cpio(#[from] crate::initramfs::cpio::CpioError),
+}
+
+/// ENOSPC or EDQUOT: `Some(true)` for a quota, `Some(false)` for a full filesystem.
+pub(crate) fn no_space(e: &std::io::Error) -> Option<bool> {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull => Some(false),
+        std::io::ErrorKind::QuotaExceeded => Some(true),
+        _ => None,
+    }
+}
+
+impl ExportError {
+    /// Whether this error is an ENOSPC/EDQUOT from writing (`Some(true)` for a quota).
+    /// Store errors are never counted: those are the store's disk, not the output's.
+    pub(crate) fn no_space(&self) -> Option<bool> {
+        match self {
+            Self::Io(e) => no_space(e),
+            Self::Store(_) => None,
+            Self::NoSpace { quota, .. } => Some(*quota),
+            other => std::error::Error::source(other).and_then(no_space_in_chain),
+        }
+    }
+}
+
+/// The first ENOSPC/EDQUOT in `err`'s chain of sources, if any.
+fn no_space_in_chain(err: &(dyn std::error::Error + 'static)) -> Option<bool> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<std::io::Error>().and_then(no_space) {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
 }

@@ -9,8 +9,10 @@
 //! - [`disk`]: the pieces of a bootable disk: GPT, FAT32 ESP, ext4 root, qcow2
 //! - [`initramfs`]: a newc cpio of the whole userland, with the kernel beside it
 //!
-//! Every output is written beside its final path and renamed into place when complete,
-//! so a failed or killed export never leaves a half-written artifact.
+//! Every output is written beside its final path as a hidden, locked
+//! `.imgbuild-staged-*` entry and renamed into place when complete, so a failed or killed
+//! export never leaves a half-written artifact, and the next export into the directory
+//! removes what a killed one staged.
 
 pub mod bootdisk;
 pub mod disk;
@@ -22,7 +24,9 @@ pub mod oci_archive;
 pub mod oci_layout;
 mod output;
 pub mod rootfs_tar;
+mod staging;
 
 pub use error::ExportError;
 pub use image::StoredImage;
 pub use output::{export, Artifact, ExportOptions, Format};
+pub use staging::sweep as sweep_staged;

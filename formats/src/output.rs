@@ -3,6 +3,7 @@
 use crate::bootdisk::{raw, BootAssets, DiskOptions};
 use crate::disk::qcow2::convert_file;
 use crate::initramfs::export::{self as initramfs, InitramfsOptions};
+use crate::staging::{self, Staged};
 use crate::{docker_archive, oci_archive, oci_layout, rootfs_tar, ExportError, StoredImage};
 use imgbuild_store::Store;
 use std::io::{BufWriter, Write};
@@ -129,15 +130,33 @@ pub struct Artifact {
 }
 
 /// Writes `image` as `format` into the output directory.
+///
+/// First removes the staged entries of dead builds from the output directory (see
+/// [`crate::staging`]). A full output disk (ENOSPC, EDQUOT) is reported as
+/// [`ExportError::NoSpace`] naming the output, whatever the exporter was doing.
 pub fn export(
     store: &Store,
     image: &StoredImage,
     format: Format,
     options: &ExportOptions,
 ) -> Result<Artifact, ExportError> {
-    fs_err::create_dir_all(&options.out_dir)?;
     let stem = image.file_stem();
-    let mut path = options.out_dir.join(format.file_name(stem));
+    let path = match format {
+        Format::Initramfs => {
+            let ext = options.initramfs.compression.extension();
+            options.out_dir.join(format!("{stem}.initramfs.cpio.{ext}"))
+        }
+        _ => options.out_dir.join(format.file_name(stem)),
+    };
+    let on_dir = |e: std::io::Error| match crate::error::no_space(&e) {
+        Some(quota) => ExportError::NoSpace {
+            path: options.out_dir.clone(),
+            quota,
+        },
+        None => e.into(),
+    };
+    fs_err::create_dir_all(&options.out_dir).map_err(on_dir)?;
+    staging::sweep(&options.out_dir).map_err(on_dir)?;
     let mut kernel = None;
     match format {
         Format::Oci => write_dir_atomically(&path, |dir| oci_layout::write(store, image, dir))?,
@@ -154,23 +173,25 @@ pub fn export(
         }
         Format::Qcow2 => {
             let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
-            let raw = tempfile::Builder::new()
-                .prefix(".imgbuild-raw-")
-                .tempfile_in(&options.out_dir)?;
-            disk.write(raw.path())?;
             write_path_atomically(&path, |tmp| {
+                // The raw disk is staged too, so a killed build's copy is swept.
+                let raw = Staged::file_in(&options.out_dir)?;
+                // Judged while the raw disk still takes its space.
+                disk.write(raw.path())
+                    .map_err(|e| no_space_by_path(&path, raw.path(), e))?;
                 convert_file(raw.path(), tmp)?;
                 Ok(())
             })?;
         }
         Format::Initramfs => {
-            let ext = options.initramfs.compression.extension();
-            path = options.out_dir.join(format!("{stem}.initramfs.cpio.{ext}"));
             let built = initramfs::build(store, image, &options.initramfs)?;
             let vmlinuz = options.out_dir.join(format!("{stem}.vmlinuz"));
             let kernel_bytes = built.kernel.clone();
-            write_file_atomically(&path, |out| built.write_archive(out))?;
-            write_file_atomically(&vmlinuz, |out| Ok(out.write_all(&kernel_bytes)?))?;
+            // Both staged before either goes in, so a full disk leaves neither.
+            let archive = stage_file(&path, |out| built.write_archive(out))?;
+            let kernel_file = stage_file(&vmlinuz, |out| Ok(out.write_all(&kernel_bytes)?))?;
+            archive.commit(&path)?;
+            kernel_file.commit(&vmlinuz)?;
             kernel = Some(vmlinuz);
         }
     }
@@ -179,6 +200,36 @@ pub fn export(
         path,
         kernel,
     })
+}
+
+/// An ENOSPC/EDQUOT anywhere in `err` becomes [`ExportError::NoSpace`] for `path`.
+fn no_space_at(path: &Path, err: ExportError) -> ExportError {
+    match err.no_space() {
+        Some(quota) => ExportError::NoSpace {
+            path: path.to_owned(),
+            quota,
+        },
+        None => err,
+    }
+}
+
+/// Like [`no_space_at`], for outputs written by path, partly by other programs (`mke2fs`
+/// reports a full disk on stderr, not as an errno): a failure while the filesystem of
+/// `staged` has less than a MiB left to unprivileged users is put down to space too (store
+/// errors included: whatever wraps a failed write, the output's disk is the full one).
+/// Call it while the staged entry still exists, as its bytes are what filled the disk.
+fn no_space_by_path(path: &Path, staged: &Path, err: ExportError) -> ExportError {
+    let err = no_space_at(path, err);
+    if matches!(err, ExportError::NoSpace { .. }) {
+        return err;
+    }
+    match rustix::fs::statvfs(staged) {
+        Ok(fs) if fs.f_bavail.saturating_mul(fs.f_frsize) < 1 << 20 => ExportError::NoSpace {
+            path: path.to_owned(),
+            quota: false,
+        },
+        _ => err,
+    }
 }
 
 /// Lets `fill` write a file by path next to `path`, fsyncs it and renames it into place.
@@ -193,32 +244,63 @@ pub(crate) fn write_path_atomically(
         });
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".imgbuild-")
-        .tempfile_in(dir)?;
-    fill(tmp.path())?;
-    let file = fs_err::File::open(tmp.path())?;
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    file.sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    let staged = Staged::file_in(dir).map_err(|e| no_space_at(path, e.into()))?;
+    fill(staged.path()).map_err(|e| no_space_by_path(path, staged.path(), e))?;
+    staged.commit_file(path).map_err(|e| write_error(path, e))
 }
 
 /// Writes a file next to `path`, fsyncs it and renames it into place.
+///
+/// Every write to the staged file goes through a [`WriteSide`], so a failed write is
+/// reported as a write to `path` (ENOSPC as [`ExportError::NoSpace`]) even when the
+/// exporter turned it into something else on the way up (the tar writer reports a short
+/// copy as "expected N bytes, read M", which reads like a damaged layer).
 pub(crate) fn write_file_atomically(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
-    write_path_atomically(path, |tmp| {
-        let file = fs_err::OpenOptions::new().write(true).open(tmp)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        fill(&mut out)?;
-        out.flush()?;
-        Ok(())
-    })
+    stage_file(path, fill)?.commit(path)
 }
 
-/// Fills a directory next to `path` and swaps it into place.
+/// A file staged for `path` by [`stage_file`], not yet in place.
+pub(crate) struct StagedFile(Staged);
+
+impl StagedFile {
+    /// Syncs it and renames it to `path`.
+    pub(crate) fn commit(self, path: &Path) -> Result<(), ExportError> {
+        self.0.commit_file(path).map_err(|e| write_error(path, e))
+    }
+}
+
+/// The first half of [`write_file_atomically`]: the filled, staged file.
+pub(crate) fn stage_file(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>,
+) -> Result<StagedFile, ExportError> {
+    if path.is_dir() {
+        return Err(ExportError::OutputInTheWay {
+            path: path.to_owned(),
+            expected: "file",
+        });
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let staged = Staged::file_in(dir).map_err(|e| no_space_at(path, e.into()))?;
+    let mut tracked = WriteSide::new(staged.file());
+    let filled = {
+        let mut out = BufWriter::with_capacity(1 << 20, &mut tracked);
+        let filled = fill(&mut out).and_then(|()| Ok(out.flush()?));
+        // After a failure, drop what is buffered rather than flush it on drop.
+        let _ = out.into_parts();
+        filled
+    };
+    if let Some(failed) = tracked.failed.take() {
+        return Err(write_error(path, failed));
+    }
+    filled.map_err(|e| no_space_at(path, e))?;
+    Ok(StagedFile(staged))
+}
+
+/// Fills a directory next to `path` and swaps it into place (see [`Staged::commit_dir`]).
 pub(crate) fn write_dir_atomically(
     path: &Path,
     fill: impl FnOnce(&Path) -> Result<(), ExportError>,
@@ -230,25 +312,156 @@ pub(crate) fn write_dir_atomically(
         });
     }
     let parent = path.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".imgbuild-")
-        .tempdir_in(parent)?;
-    fill(tmp.path())?;
-    fs_err::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
-    let staged = tmp.keep();
-    if path.exists() {
-        let old = tempfile::Builder::new()
-            .prefix(".imgbuild-old-")
-            .tempdir_in(parent)?;
-        let old_path = old.path().join("old");
-        fs_err::rename(path, &old_path)?;
-        fs_err::rename(&staged, path)?;
-        drop(old);
-    } else {
-        fs_err::rename(&staged, path)?;
+    let staged = Staged::dir_in(parent).map_err(|e| no_space_at(path, e.into()))?;
+    fill(staged.path()).map_err(|e| no_space_by_path(path, staged.path(), e))?;
+    staged.commit_dir(path).map_err(|e| write_error(path, e))
+}
+
+/// A failed write to the output at `path`.
+fn write_error(path: &Path, source: std::io::Error) -> ExportError {
+    match crate::error::no_space(&source) {
+        Some(quota) => ExportError::NoSpace {
+            path: path.to_owned(),
+            quota,
+        },
+        None => ExportError::Write {
+            path: path.to_owned(),
+            source,
+        },
     }
-    Ok(())
+}
+
+/// A writer that remembers its first failure, so the caller can tell a failed write to
+/// the output from a failed read of the store whatever error comes back up.
+pub(crate) struct WriteSide<W> {
+    inner: W,
+    /// The first error a write or flush returned.
+    pub(crate) failed: Option<std::io::Error>,
+}
+
+impl<W: Write> WriteSide<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        Self {
+            inner,
+            failed: None,
+        }
+    }
+
+    fn record<T>(&mut self, result: std::io::Result<T>) -> std::io::Result<T> {
+        match result {
+            Err(e) if e.kind() != std::io::ErrorKind::Interrupted => {
+                let copy = std::io::Error::new(e.kind(), e.to_string());
+                self.failed.get_or_insert(e);
+                Err(copy)
+            }
+            other => other,
+        }
+    }
+}
+
+impl<W: Write> Write for WriteSide<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let result = self.inner.write(buf);
+        self.record(result)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let result = self.inner.flush();
+        self.record(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every writer's commit succeeds, and what is left is one writer's output, whole.
+    fn race(
+        commit: impl Fn(&Path, usize) -> Result<(), ExportError> + Sync,
+        whole: impl Fn(&Path) -> bool,
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("out");
+        std::thread::scope(|s| {
+            for writer in 0..6 {
+                let (commit, target) = (&commit, &target);
+                s.spawn(move || {
+                    for round in 0..60 {
+                        commit(target, writer * 1000 + round)
+                            .unwrap_or_else(|e| panic!("writer {writer}, round {round}: {e}"));
+                    }
+                });
+            }
+        });
+        let left: Vec<_> = fs_err::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["out"]);
+        assert!(whole(&target), "the output mixes writers");
+    }
+
+    #[test]
+    fn concurrent_directory_outputs_all_land_whole() {
+        race(
+            |target, n| {
+                write_dir_atomically(target, |dir| {
+                    for part in 0..3 {
+                        fs_err::write(dir.join(part.to_string()), n.to_string())?;
+                    }
+                    Ok(())
+                })
+            },
+            |dir| {
+                let parts: Vec<String> = (0..3)
+                    .map(|p| fs_err::read_to_string(dir.join(p.to_string())).unwrap())
+                    .collect();
+                fs_err::read_dir(dir).unwrap().count() == 3 && parts.iter().all(|p| *p == parts[0])
+            },
+        );
+    }
+
+    #[test]
+    fn concurrent_file_outputs_all_land_whole() {
+        race(
+            |target, n| {
+                write_file_atomically(target, |out| Ok(out.write_all(&[n as u8; 100_000])?))
+            },
+            |file| {
+                let bytes = fs_err::read(file).unwrap();
+                bytes.len() == 100_000 && bytes.iter().all(|b| *b == bytes[0])
+            },
+        );
+    }
+
+    #[test]
+    fn enospc_and_edquot_name_the_output() {
+        let path = Path::new("out/x.tar");
+        for (errno, quota) in [
+            (rustix::io::Errno::NOSPC, false),
+            (rustix::io::Errno::DQUOT, true),
+        ] {
+            let err = write_error(
+                path,
+                std::io::Error::from_raw_os_error(errno.raw_os_error()),
+            );
+            assert!(
+                matches!(&err, ExportError::NoSpace { quota: q, .. } if *q == quota),
+                "{err:?}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.starts_with("no space left on device while writing out/x.tar"),
+                "{message}"
+            );
+        }
+        // Wrapped by an exporter, as the disk writers do.
+        let wrapped = ExportError::Qcow2(crate::disk::qcow2::Qcow2Error::Io(
+            std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()),
+        ));
+        assert!(matches!(
+            no_space_at(path, wrapped),
+            ExportError::NoSpace { quota: false, .. }
+        ));
+    }
 }

@@ -254,6 +254,17 @@ pub(crate) fn build_and_export(
         };
         options.boot_assets = boot_assets(&store, from, options.disk.firmware)?;
     }
+    // Staged outputs of builds killed while exporting here (their locks are free); best
+    // effort, as each export sweeps again and reports what it cannot write.
+    if let Ok(swept) = imgbuild_formats::sweep_staged(&args.out) {
+        if !swept.is_empty() {
+            eprintln!(
+                "removed {} staged output(s) of interrupted builds from {}",
+                swept.len(),
+                args.out.display()
+            );
+        }
+    }
     let mut artifacts = Vec::new();
     for format in formats {
         let artifact = export(&store, &image, format, &options)?;

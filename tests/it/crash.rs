@@ -6,7 +6,7 @@ use std::io::Write;
 use std::time::Duration;
 
 /// A recipe that copies a large file, so that a build takes long enough to be killed.
-fn big_recipe(dir: &std::path::Path, megabytes: usize) -> std::path::PathBuf {
+pub(crate) fn big_recipe(dir: &std::path::Path, megabytes: usize) -> std::path::PathBuf {
     fs_err::create_dir_all(dir.join("data")).unwrap();
     let mut f = std::io::BufWriter::new(fs_err::File::create(dir.join("data/big.bin")).unwrap());
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -30,7 +30,7 @@ fn big_recipe(dir: &std::path::Path, megabytes: usize) -> std::path::PathBuf {
     recipe
 }
 
-fn verify_clean(store: &std::path::Path) {
+pub(crate) fn verify_clean(store: &std::path::Path) {
     let out = run_ok(
         imgbuild()
             .args(["store", "verify", "--json", "--store"])

@@ -9,6 +9,7 @@ mod crash;
 mod debian;
 mod malformed;
 mod oci_output;
+mod outputs;
 mod recipes_boot;
 mod registry;
 mod registry_support;

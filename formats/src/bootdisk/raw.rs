@@ -9,6 +9,7 @@ use super::rootfs::{fstab, RootSink};
 use crate::disk::ext4::{make_ext4, Ext4Options};
 use crate::disk::gpt::{attr, Gpt, PartitionSpec};
 use crate::disk::guid::{guid_from_seed, Guid};
+use crate::output::WriteSide;
 use crate::{rootfs_tar, ExportError, StoredImage};
 use imgbuild_store::tarball::{MergedTree, TarWriter};
 use imgbuild_store::Store;
@@ -95,14 +96,14 @@ impl PreparedDisk<'_> {
 
         // The root tree as a tar beside the output, the kernel and initrd kept aside.
         let dir = path.parent().unwrap_or(Path::new("."));
-        let tar = tempfile::Builder::new()
-            .prefix(".imgbuild-root-")
-            .suffix(".tar")
-            .tempfile_in(dir)?;
+        // Staged (locked), so that a concurrent build's sweep leaves it alone.
+        let tar = crate::staging::Staged::file_in(dir)?;
         let mut wanted = vec![self.kernel.kernel.as_str()];
         wanted.extend(self.kernel.initrd.as_deref());
-        let files = {
-            let mut writer = TarWriter::new(BufWriter::with_capacity(1 << 20, tar.as_file()));
+        // A failed write is reported as such, not as the short read the tar writer sees.
+        let mut side = WriteSide::new(tar.file());
+        let files = (|| -> Result<_, ExportError> {
+            let mut writer = TarWriter::new(BufWriter::with_capacity(1 << 20, &mut side));
             let mut sink = RootSink::new(&mut writer, fstab(&lower(ids.root_fs)), epoch, &wanted);
             rootfs_tar::stream_tree(self.store, self.image, &self.tree, &mut sink)?;
             let files = sink.finish()?;
@@ -111,8 +112,12 @@ impl PreparedDisk<'_> {
                 .into_inner()
                 .map_err(std::io::IntoInnerError::into_error)?
                 .flush()?;
-            files
-        };
+            Ok(files)
+        })();
+        if let Some(failed) = side.failed.take() {
+            return Err(failed.into());
+        }
+        let files = files?;
 
         let mut gpt = Gpt::new(ids.disk, self.layout.disk_size)?;
         let esp = gpt
