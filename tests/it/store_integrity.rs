@@ -1,0 +1,416 @@
+//! The store against local users, bitrot, concurrency, killed builds and full disks:
+//! - unpacked untrusted layers (setuid shells, device nodes) are out of other users' reach;
+//! - a flipped byte in a stored blob fails every export and the push, naming the blob;
+//! - many builds on a brand-new store, with `gc` beside them, all succeed;
+//! - a dead writer's temp blob is swept by the next build;
+//! - a full store disk says so.
+
+use crate::common::{imgbuild, repo, require_tool, run_ok};
+use crate::registry_support::Registry;
+use imgbuild_store::tarball::{EntryKind, EntryMeta, TarWriter};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The uid/gid of `nobody` on Debian: a user that owns nothing in the store.
+const NOBODY: &str = "65534";
+
+fn mode(path: &Path) -> u32 {
+    fs_err::metadata(path).expect("stat").permissions().mode() & 0o7777
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A rootfs whose busybox shell is setuid root, with a 0666 block device node beside it.
+fn hostile_rootfs(path: &Path) {
+    require_tool("busybox", "busybox-static");
+    let busybox = fs_err::read("/bin/busybox").expect("read /bin/busybox");
+    let mut w = TarWriter::new(fs_err::File::create(path).expect("create rootfs tar"));
+    let mut add = |path: &str, kind: EntryKind, mode: u32, bytes: &[u8]| {
+        let mut m = EntryMeta::new(path, kind, mode, 0);
+        m.size = bytes.len() as u64;
+        w.append(&m, &mut &bytes[..]).expect("tar entry");
+    };
+    for d in ["bin", "dev", "tmp", "etc"] {
+        add(d, EntryKind::Dir, 0o755, b"");
+    }
+    add("bin/busybox", EntryKind::File, 0o755, &busybox);
+    add("bin/sh", EntryKind::Symlink("busybox".into()), 0o777, b"");
+    add("bin/suid-sh", EntryKind::File, 0o4755, &busybox);
+    add("dev/hostdisk", EntryKind::BlockDevice(8, 0), 0o666, b"");
+    w.finish().expect("finish tar");
+}
+
+/// Every path below `root` whose file name is `name` (walked as root).
+fn find_named(root: &Path, name: &str) -> Vec<PathBuf> {
+    let out = run_ok(Command::new("find").arg(root).arg("-name").arg(name));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Runs `args` as `nobody` with no supplementary groups.
+fn as_nobody(args: &[&str]) -> Output {
+    require_tool("setpriv", "util-linux");
+    Command::new("setpriv")
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            "--",
+        ])
+        .args(args)
+        .output()
+        .expect("run setpriv")
+}
+
+#[test]
+fn setuid_files_and_device_nodes_of_unpacked_layers_are_out_of_other_users_reach() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // The test tree must be traversable by nobody, so EACCES can only come from the store.
+    fs_err::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    hostile_rootfs(&tmp.path().join("rootfs.tar"));
+    let recipe = tmp.path().join("hostile.toml");
+    fs_err::write(
+        &recipe,
+        "[image]\nname = \"hostile\"\n\n[from]\nrootfs = \"rootfs.tar\"\n\n\
+         [[step]]\nrun = \"echo unpacked > /marker\"\n",
+    )
+    .unwrap();
+    let store = tmp.path().join("store");
+    run_ok(
+        imgbuild()
+            .arg("build")
+            .arg(&recipe)
+            .arg("--store")
+            .arg(&store)
+            .arg("-o")
+            .arg(tmp.path().join("out")),
+    );
+    assert_eq!(mode(&store), 0o700, "store root");
+    for dir in ["v1", "v1/tmp", "v1/unpacked"] {
+        assert_eq!(mode(&store.join(dir)), 0o700, "{dir}");
+    }
+    let unpacked = store.join("v1/unpacked");
+    let shells = find_named(&unpacked, "suid-sh");
+    assert!(
+        !shells.is_empty(),
+        "the run step unpacked the base layer below {}",
+        unpacked.display()
+    );
+    let devices = find_named(&unpacked, "hostdisk");
+    assert!(!devices.is_empty(), "the device node is in the unpacked layer");
+    for shell in &shells {
+        let shell = shell.to_str().unwrap();
+        let out = as_nobody(&[shell, "-c", "id -u"]);
+        assert!(!out.status.success(), "nobody ran {shell}: {out:?}");
+        assert!(
+            stderr(&out).contains("Permission denied"),
+            "exec {shell} as nobody: {}",
+            stderr(&out)
+        );
+    }
+    for device in &devices {
+        let device = device.to_str().unwrap();
+        let out = as_nobody(&["/bin/busybox", "head", "-c", "1", device]);
+        assert!(!out.status.success(), "nobody opened {device}: {out:?}");
+        assert!(
+            stderr(&out).contains("Permission denied"),
+            "open {device} as nobody: {}",
+            stderr(&out)
+        );
+    }
+
+    // A store root someone opened up is closed again by the next open.
+    fs_err::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).unwrap();
+    fs_err::set_permissions(&unpacked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    run_ok(imgbuild().args(["store", "verify", "--store"]).arg(&store));
+    assert_eq!(mode(&store), 0o700);
+    assert_eq!(mode(&unpacked), 0o700);
+}
+
+/// Builds `recipe` with `format` (and extra args); returns the output.
+fn build(recipe: &Path, store: &Path, out: &Path, format: &str, extra: &[String]) -> Output {
+    imgbuild()
+        .arg("build")
+        .arg(recipe)
+        .arg("--store")
+        .arg(store)
+        .arg("-o")
+        .arg(out)
+        .args(["--format", format, "--json"])
+        .args(extra)
+        .output()
+        .expect("run imgbuild build")
+}
+
+fn manifest_digest(out: &Output) -> String {
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("build --json");
+    report["digest"].as_str().expect("digest").to_owned()
+}
+
+#[test]
+fn a_flipped_byte_fails_every_export_and_the_push_and_repair_restores_the_image() {
+    let registry = Registry::plain();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store");
+    let recipe = repo().join("recipes/hello.toml");
+    let first = build(&recipe, &store, &tmp.path().join("out0"), "oci", &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let digest = manifest_digest(&first);
+    let layout = tmp.path().join("out0/hello.oci");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs_err::read(layout.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap(),
+    )
+    .unwrap();
+    // The biggest layer: the copied app.
+    let layer = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|l| l["size"].as_u64().unwrap())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let blob = store.join("v1/blobs/sha256").join(&layer["sha256:".len()..]);
+    fs_err::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = fs_err::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs_err::write(&blob, &bytes).unwrap();
+
+    let check = |what: &str, out: &Output| {
+        let text = stderr(out);
+        assert_eq!(out.status.code(), Some(1), "{what}: {text}");
+        assert!(text.contains(&layer), "{what} names the blob: {text}");
+        assert!(
+            text.contains("imgbuild store verify --repair"),
+            "{what} says what to do: {text}"
+        );
+    };
+    for format in ["oci", "oci-archive", "docker-archive", "tar"] {
+        let out_dir = tmp.path().join(format!("out-{format}"));
+        let out = build(&recipe, &store, &out_dir, format, &[]);
+        check(format, &out);
+        let left: Vec<_> = fs_err::read_dir(&out_dir)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{format} left {left:?} in -o");
+    }
+    let target = format!("{}/team/hello:1.0", registry.host());
+    let push = imgbuild()
+        .args(["push", "hello:1.0", &target, "--store"])
+        .arg(&store)
+        .args(registry.imgbuild_args())
+        .output()
+        .expect("run imgbuild push");
+    check("push", &push);
+
+    let verify = imgbuild()
+        .args(["store", "verify", "--repair", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", stderr(&verify));
+    run_ok(imgbuild().args(["store", "verify", "--store"]).arg(&store));
+    let again = build(&recipe, &store, &tmp.path().join("out1"), "oci", &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(manifest_digest(&again), digest);
+    let layer_again = fs_err::read(
+        tmp.path()
+            .join("out1/hello.oci/blobs/sha256")
+            .join(&layer["sha256:".len()..]),
+    )
+    .unwrap();
+    assert_eq!(
+        imgbuild_store::Digest::of(&layer_again).to_string(),
+        layer,
+        "the rebuilt layer is the original"
+    );
+}
+
+#[test]
+fn six_builds_at_once_on_brand_new_stores_with_gc_beside_them_all_succeed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let recipes: Vec<PathBuf> = (0..6)
+        .map(|i| {
+            let path = tmp.path().join(format!("r{i}.toml"));
+            fs_err::write(
+                &path,
+                format!(
+                    "[image]\nname = \"r{i}\"\n\n[from]\nscratch = true\n\n\
+                     [[step]]\nwrite = \"/etc/common\"\ncontent = \"shared\\n\"\n\n\
+                     [[step]]\nwrite = \"/etc/own\"\ncontent = \"recipe {i}\\n\"\n"
+                ),
+            )
+            .unwrap();
+            path
+        })
+        .collect();
+    for round in 0..20 {
+        let store = tmp.path().join(format!("store-{round}"));
+        let mut children: Vec<(String, std::process::Child)> = recipes
+            .iter()
+            .enumerate()
+            .map(|(i, recipe)| {
+                let child = imgbuild()
+                    .arg("build")
+                    .arg(recipe)
+                    .arg("--store")
+                    .arg(&store)
+                    .arg("-o")
+                    .arg(tmp.path().join(format!("out-{round}-{i}")))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn build");
+                (format!("build {i}"), child)
+            })
+            .collect();
+        let gc = imgbuild()
+            .args(["store", "gc", "--store"])
+            .arg(&store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn gc");
+        children.push(("gc".into(), gc));
+        for (what, child) in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}, {what}: {}",
+                stderr(&out)
+            );
+        }
+        run_ok(imgbuild().args(["store", "verify", "--store"]).arg(&store));
+    }
+}
+
+#[test]
+fn a_killed_writers_temp_blob_is_swept_by_the_next_build() {
+    require_tool("flock", "util-linux");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store");
+    let recipe = repo().join("recipes/hello.toml");
+    run_ok(imgbuild().args(["store", "verify", "--store"]).arg(&store));
+    let temp_blob = store.join("v1/tmp/blob-4242-0-killed");
+    // A writer that holds its temp blob's lock, as a build does, until it is killed.
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(r#"exec 9>"$1"; printf partial >&9; flock 9; echo locked; exec sleep 60"#)
+        .arg("sh")
+        .arg(&temp_blob)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn writer");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(writer.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let out = tmp.path().join("out");
+    run_ok(
+        imgbuild()
+            .arg("build")
+            .arg(&recipe)
+            .arg("--store")
+            .arg(&store)
+            .arg("-o")
+            .arg(&out),
+    );
+    assert!(temp_blob.exists(), "a live writer's temp blob stays");
+    writer.kill().unwrap(); // SIGKILL
+    writer.wait().unwrap();
+    run_ok(
+        imgbuild()
+            .arg("build")
+            .arg(&recipe)
+            .arg("--store")
+            .arg(&store)
+            .arg("-o")
+            .arg(&out),
+    );
+    let left: Vec<_> = fs_err::read_dir(store.join("v1/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "tmp/ still holds {left:?}");
+}
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Self {
+        fs_err::create_dir_all(dir).unwrap();
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+                .arg(dir),
+        );
+        Self(dir.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_store_disk_says_no_space_left_and_leaves_the_store_clean() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let disk = SmallDisk::mount(&tmp.path().join("disk"), "8m");
+    let store = disk.0.join("store");
+    // 16 MiB that zstd cannot shrink.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let big: Vec<u8> = (0..16 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    fs_err::write(tmp.path().join("big.bin"), &big).unwrap();
+    let recipe = tmp.path().join("big.toml");
+    fs_err::write(
+        &recipe,
+        "[image]\nname = \"big\"\n\n[from]\nscratch = true\n\n\
+         [[step]]\nwrite = \"/small\"\ncontent = \"fits\\n\"\n\n\
+         [[step]]\ncopy = \"big.bin\"\nto = \"/big.bin\"\n",
+    )
+    .unwrap();
+    let out = imgbuild()
+        .arg("build")
+        .arg(&recipe)
+        .arg("--store")
+        .arg(&store)
+        .arg("-o")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("no space left on device while writing")
+            && text.contains(&store.display().to_string()),
+        "{text}"
+    );
+    assert!(!text.contains("changed while the build read it"), "{text}");
+    run_ok(imgbuild().args(["store", "verify", "--store"]).arg(&store));
+    let left: Vec<_> = fs_err::read_dir(store.join("v1/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "tmp/ still holds {left:?}");
+    drop(disk);
+}
