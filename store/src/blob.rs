@@ -39,9 +39,10 @@ impl TempBlob {
             .prefix(".new-")
             .tempfile_in(tmp)
             .map_err(|e| StoreError::io_writing(tmp, e))?;
-        staging.as_file().try_lock().map_err(|e| {
-            io::Error::other(format!("locking {}: {e}", staging.path().display()))
-        })?;
+        staging
+            .as_file()
+            .try_lock()
+            .map_err(|e| io::Error::other(format!("locking {}: {e}", staging.path().display())))?;
         let suffix = staging
             .path()
             .file_name()

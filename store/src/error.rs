@@ -75,7 +75,10 @@ pub enum StoreError {
 impl StoreError {
     pub(crate) fn index(path: &std::path::Path) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
         move |source| {
-            if matches!(source.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull)) {
+            if matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DiskFull)
+            ) {
                 return StoreError::NoSpace {
                     path: path.to_owned(),
                 };

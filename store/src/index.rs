@@ -119,7 +119,9 @@ impl Index {
                 Err(StoreError::Index { source, .. })
                     if matches!(
                         source.sqlite_error_code(),
-                        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                        Some(
+                            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                        )
                     ) && start.elapsed() < Duration::from_secs(60) =>
                 {
                     std::thread::sleep(Duration::from_millis(20));

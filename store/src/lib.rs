@@ -35,8 +35,8 @@ mod maintenance;
 pub mod oci;
 mod remote;
 mod store;
-mod verified;
 pub mod tarball;
+mod verified;
 
 pub use blob::{BlobWriter, Descriptor};
 pub use digest::{Digest, DigestError, Sha256Writer};

@@ -165,7 +165,10 @@ mod tests {
         let path = store.blob_path(&blob.digest);
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .unwrap();
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(&[0u8; 4096]).unwrap();
         let mut r = store.open_blob_verified(&blob.digest).unwrap();
         let mut buf = [0u8; 1024];
@@ -191,9 +194,6 @@ mod tests {
             Ok(_) => panic!("a corrupt layer opened"),
             Err(e) => e,
         };
-        assert!(
-            err.to_string().contains(&layer.digest.to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&layer.digest.to_string()), "{err}");
     }
 }

@@ -52,8 +52,10 @@ fn find_named(root: &Path, name: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Runs `args` as `nobody` with no supplementary groups.
-fn as_nobody(args: &[&str]) -> Output {
+/// Runs the shell `script` (with `arg` as `$1`) as `nobody`, without supplementary groups or
+/// capabilities. (`setpriv` itself execs its command before it has dropped everything, so
+/// the store paths are only touched by the unprivileged shell.)
+fn as_nobody(script: &str, arg: &str) -> Output {
     require_tool("setpriv", "util-linux");
     Command::new("setpriv")
         .args([
@@ -61,8 +63,12 @@ fn as_nobody(args: &[&str]) -> Output {
             &format!("--regid={NOBODY}"),
             "--clear-groups",
             "--",
+            "/bin/sh",
+            "-c",
+            script,
+            "sh",
+            arg,
         ])
-        .args(args)
         .output()
         .expect("run setpriv")
 }
@@ -102,10 +108,13 @@ fn setuid_files_and_device_nodes_of_unpacked_layers_are_out_of_other_users_reach
         unpacked.display()
     );
     let devices = find_named(&unpacked, "hostdisk");
-    assert!(!devices.is_empty(), "the device node is in the unpacked layer");
+    assert!(
+        !devices.is_empty(),
+        "the device node is in the unpacked layer"
+    );
     for shell in &shells {
         let shell = shell.to_str().unwrap();
-        let out = as_nobody(&[shell, "-c", "id -u"]);
+        let out = as_nobody(r#""$1" -c "id -u""#, shell);
         assert!(!out.status.success(), "nobody ran {shell}: {out:?}");
         assert!(
             stderr(&out).contains("Permission denied"),
@@ -115,7 +124,7 @@ fn setuid_files_and_device_nodes_of_unpacked_layers_are_out_of_other_users_reach
     }
     for device in &devices {
         let device = device.to_str().unwrap();
-        let out = as_nobody(&["/bin/busybox", "head", "-c", "1", device]);
+        let out = as_nobody(r#"head -c 1 "$1""#, device);
         assert!(!out.status.success(), "nobody opened {device}: {out:?}");
         assert!(
             stderr(&out).contains("Permission denied"),
@@ -176,7 +185,9 @@ fn a_flipped_byte_fails_every_export_and_the_push_and_repair_restores_the_image(
         .as_str()
         .unwrap()
         .to_owned();
-    let blob = store.join("v1/blobs/sha256").join(&layer["sha256:".len()..]);
+    let blob = store
+        .join("v1/blobs/sha256")
+        .join(&layer["sha256:".len()..]);
     fs_err::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut bytes = fs_err::read(&blob).unwrap();
     let middle = bytes.len() / 2;
@@ -352,7 +363,13 @@ impl SmallDisk {
         fs_err::create_dir_all(dir).unwrap();
         run_ok(
             Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0755"),
+                    "tmpfs",
+                ])
                 .arg(dir),
         );
         Self(dir.to_owned())
