@@ -161,6 +161,16 @@ fn manifest_digest(out: &Output) -> String {
     report["digest"].as_str().expect("digest").to_owned()
 }
 
+/// Flips one byte in the middle of a stored blob.
+fn flip_a_byte(store: &Path, digest: &str) {
+    let blob = store.join("v1/blobs/sha256").join(&digest["sha256:".len()..]);
+    fs_err::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = fs_err::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs_err::write(&blob, &bytes).unwrap();
+}
+
 #[test]
 fn a_flipped_byte_fails_every_export_and_the_push_and_repair_restores_the_image() {
     let registry = Registry::plain();
@@ -175,7 +185,7 @@ fn a_flipped_byte_fails_every_export_and_the_push_and_repair_restores_the_image(
         &fs_err::read(layout.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap(),
     )
     .unwrap();
-    // The biggest layer: the copied app.
+    // The biggest layer (the copied app): the builder reads it too, before any export.
     let layer = manifest["layers"]
         .as_array()
         .unwrap()
@@ -185,63 +195,64 @@ fn a_flipped_byte_fails_every_export_and_the_push_and_repair_restores_the_image(
         .as_str()
         .unwrap()
         .to_owned();
-    let blob = store
-        .join("v1/blobs/sha256")
-        .join(&layer["sha256:".len()..]);
-    fs_err::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut bytes = fs_err::read(&blob).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01;
-    fs_err::write(&blob, &bytes).unwrap();
-
-    let check = |what: &str, out: &Output| {
-        let text = stderr(out);
-        assert_eq!(out.status.code(), Some(1), "{what}: {text}");
-        assert!(text.contains(&layer), "{what} names the blob: {text}");
-        assert!(
-            text.contains("imgbuild store verify --repair"),
-            "{what} says what to do: {text}"
-        );
-    };
-    for format in ["oci", "oci-archive", "docker-archive", "tar"] {
-        let out_dir = tmp.path().join(format!("out-{format}"));
-        let out = build(&recipe, &store, &out_dir, format, &[]);
-        check(format, &out);
-        let left: Vec<_> = fs_err::read_dir(&out_dir)
-            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
-            .unwrap_or_default();
-        assert!(left.is_empty(), "{format} left {left:?} in -o");
-    }
+    // The config: only the exporters and the push read it.
+    let config = manifest["config"]["digest"].as_str().unwrap().to_owned();
     let target = format!("{}/team/hello:1.0", registry.host());
-    let push = imgbuild()
-        .args(["push", "hello:1.0", &target, "--store"])
-        .arg(&store)
-        .args(registry.imgbuild_args())
-        .output()
-        .expect("run imgbuild push");
-    check("push", &push);
 
-    let verify = imgbuild()
-        .args(["store", "verify", "--repair", "--store"])
-        .arg(&store)
-        .output()
+    for (round, blob) in [&layer, &config].into_iter().enumerate() {
+        flip_a_byte(&store, blob);
+        let check = |what: &str, out: &Output| {
+            let text = stderr(out);
+            assert_eq!(out.status.code(), Some(1), "{what}: {text}");
+            assert!(text.contains(blob.as_str()), "{what} names {blob}: {text}");
+            assert!(
+                text.contains("imgbuild store verify --repair"),
+                "{what} says what to do: {text}"
+            );
+        };
+        for format in ["oci", "oci-archive", "docker-archive", "tar"] {
+            let out_dir = tmp.path().join(format!("out-{round}-{format}"));
+            let out = build(&recipe, &store, &out_dir, format, &[]);
+            check(format, &out);
+            let left: Vec<_> = fs_err::read_dir(&out_dir)
+                .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "{format} left {left:?} in -o");
+        }
+        let push = imgbuild()
+            .args(["push", "hello:1.0", &target, "--store"])
+            .arg(&store)
+            .args(registry.imgbuild_args())
+            .output()
+            .expect("run imgbuild push");
+        check("push", &push);
+
+        let verify = imgbuild()
+            .args(["store", "verify", "--repair", "--store"])
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(verify.status.success(), "{}", stderr(&verify));
+        assert!(
+            String::from_utf8_lossy(&verify.stdout).contains(blob.as_str()),
+            "verify names the broken blob"
+        );
+        run_ok(imgbuild().args(["store", "verify", "--store"]).arg(&store));
+        let again = build(&recipe, &store, &tmp.path().join("out1"), "oci", &[]);
+        assert!(again.status.success(), "{}", stderr(&again));
+        assert_eq!(manifest_digest(&again), digest);
+        let rebuilt = fs_err::read(
+            tmp.path()
+                .join("out1/hello.oci/blobs/sha256")
+                .join(&blob["sha256:".len()..]),
+        )
         .unwrap();
-    assert!(verify.status.success(), "{}", stderr(&verify));
-    run_ok(imgbuild().args(["store", "verify", "--store"]).arg(&store));
-    let again = build(&recipe, &store, &tmp.path().join("out1"), "oci", &[]);
-    assert!(again.status.success(), "{}", stderr(&again));
-    assert_eq!(manifest_digest(&again), digest);
-    let layer_again = fs_err::read(
-        tmp.path()
-            .join("out1/hello.oci/blobs/sha256")
-            .join(&layer["sha256:".len()..]),
-    )
-    .unwrap();
-    assert_eq!(
-        imgbuild_store::Digest::of(&layer_again).to_string(),
-        layer,
-        "the rebuilt layer is the original"
-    );
+        assert_eq!(
+            &imgbuild_store::Digest::of(&rebuilt).to_string(),
+            blob,
+            "the rebuilt blob is the original"
+        );
+    }
 }
 
 #[test]
@@ -355,6 +366,97 @@ fn a_killed_writers_temp_blob_is_swept_by_the_next_build() {
     assert!(left.is_empty(), "tmp/ still holds {left:?}");
 }
 
+/// `mebibytes` MiB that zstd cannot shrink, written to `path`.
+fn incompressible(path: &Path, mebibytes: usize) {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let bytes: Vec<u8> = (0..mebibytes << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    fs_err::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_build_killed_mid_layer_write_leaves_no_temp_blob_after_the_next_build() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    incompressible(&tmp.path().join("big.bin"), 32);
+    let recipe = tmp.path().join("big.toml");
+    fs_err::write(
+        &recipe,
+        "[image]\nname = \"big\"\n\n[from]\nscratch = true\n\n\
+         [[step]]\ncopy = \"big.bin\"\nto = \"/big.bin\"\n",
+    )
+    .unwrap();
+    let store = tmp.path().join("store");
+    run_ok(imgbuild().args(["store", "verify", "--store"]).arg(&store));
+    let temp_blobs = || -> Vec<PathBuf> {
+        fs_err::read_dir(store.join("v1/tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("blob-")
+                    && p.metadata().is_ok_and(|m| m.len() > 0)
+            })
+            .collect()
+    };
+    let mut build = imgbuild()
+        .arg("build")
+        .arg(&recipe)
+        .arg("--store")
+        .arg(&store)
+        .arg("-o")
+        .arg(tmp.path().join("out"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let killed = loop {
+        let found = temp_blobs();
+        if !found.is_empty() {
+            build.kill().unwrap(); // SIGKILL, mid-write
+            build.wait().unwrap();
+            break found;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the build never wrote a temp blob"
+        );
+        assert!(
+            build.try_wait().unwrap().is_none(),
+            "the build ended before it was caught writing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    assert!(killed.iter().any(|p| p.exists()), "the killed build left {killed:?}");
+    let small = tmp.path().join("small.toml");
+    fs_err::write(
+        &small,
+        "[image]\nname = \"small\"\n\n[from]\nscratch = true\n\n\
+         [[step]]\nwrite = \"/x\"\ncontent = \"x\"\n",
+    )
+    .unwrap();
+    run_ok(
+        imgbuild()
+            .arg("build")
+            .arg(&small)
+            .arg("--store")
+            .arg(&store)
+            .arg("-o")
+            .arg(tmp.path().join("out")),
+    );
+    for path in &killed {
+        assert!(!path.exists(), "{} survived the next build", path.display());
+    }
+    run_ok(imgbuild().args(["store", "verify", "--store"]).arg(&store));
+}
+
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct SmallDisk(PathBuf);
 
@@ -387,17 +489,7 @@ fn a_full_store_disk_says_no_space_left_and_leaves_the_store_clean() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let disk = SmallDisk::mount(&tmp.path().join("disk"), "8m");
     let store = disk.0.join("store");
-    // 16 MiB that zstd cannot shrink.
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let big: Vec<u8> = (0..16 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect();
-    fs_err::write(tmp.path().join("big.bin"), &big).unwrap();
+    incompressible(&tmp.path().join("big.bin"), 16);
     let recipe = tmp.path().join("big.toml");
     fs_err::write(
         &recipe,
