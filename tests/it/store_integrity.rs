@@ -163,7 +163,9 @@ fn manifest_digest(out: &Output) -> String {
 
 /// Flips one byte in the middle of a stored blob.
 fn flip_a_byte(store: &Path, digest: &str) {
-    let blob = store.join("v1/blobs/sha256").join(&digest["sha256:".len()..]);
+    let blob = store
+        .join("v1/blobs/sha256")
+        .join(&digest["sha256:".len()..]);
     fs_err::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut bytes = fs_err::read(&blob).unwrap();
     let middle = bytes.len() / 2;
@@ -252,6 +254,70 @@ fn a_flipped_byte_fails_every_export_and_the_push_and_repair_restores_the_image(
             blob,
             "the rebuilt blob is the original"
         );
+    }
+}
+
+#[test]
+fn every_exporter_refuses_a_layer_that_rots_after_the_image_was_loaded() {
+    use imgbuild_formats::{export, ExportOptions, Format, StoredImage};
+    use imgbuild_store::{Compression, Store};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("store");
+    let store = Store::open(&root).unwrap();
+    let mut writer = store.layer_writer(Compression::Zstd).unwrap();
+    {
+        let mut tar = TarWriter::new(&mut writer);
+        let body = vec![b'x'; 200_000];
+        tar.append(
+            &EntryMeta::file("data", body.len() as u64, 0),
+            &mut &body[..],
+        )
+        .unwrap();
+        tar.finish().unwrap();
+    }
+    let layer = writer.commit(&store).unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]},
+    });
+    let config = store.put_bytes(config.to_string().as_bytes()).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config.digest.to_string(), "size": config.size},
+        "layers": [{"mediaType": layer.media_type, "digest": layer.digest.to_string(),
+                    "size": layer.size}],
+    });
+    let manifest = store.put_bytes(manifest.to_string().as_bytes()).unwrap();
+    let image = StoredImage::load(&store, "rot", &["1".to_owned()], &manifest.digest).unwrap();
+    // The image is loaded and the layer not yet read: the exporters are the only check left.
+    flip_a_byte(&root, &layer.digest.to_string());
+    for format in [
+        Format::Oci,
+        Format::OciArchive,
+        Format::DockerArchive,
+        Format::Tar,
+    ] {
+        let out = tmp.path().join(format!("out-{}", format.name()));
+        let err = export(&store, &image, format, &ExportOptions::new(&out))
+            .expect_err("a corrupt layer must fail the export");
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            text.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        assert!(
+            text.contains(&layer.digest.to_string())
+                && text.contains("imgbuild store verify --repair"),
+            "{}: {text}",
+            format.name()
+        );
+        let left: Vec<_> = fs_err::read_dir(&out)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{} left {left:?}", format.name());
     }
 }
 
@@ -434,7 +500,10 @@ fn a_build_killed_mid_layer_write_leaves_no_temp_blob_after_the_next_build() {
         );
         std::thread::sleep(std::time::Duration::from_millis(2));
     };
-    assert!(killed.iter().any(|p| p.exists()), "the killed build left {killed:?}");
+    assert!(
+        killed.iter().any(|p| p.exists()),
+        "the killed build left {killed:?}"
+    );
     let small = tmp.path().join("small.toml");
     fs_err::write(
         &small,
