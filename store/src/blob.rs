@@ -85,6 +85,89 @@ impl Drop for TempBlob {
     }
 }
 
+/// Marks the scratch dirs of one open store: `tmp/owner-<id>.lock`, flocked while the store
+/// is open, and `tmp/scratch-<id>-*`. Once the lock can be taken, the owner is dead.
+#[derive(Debug)]
+pub(crate) struct ScratchOwner {
+    pub(crate) id: String,
+    path: PathBuf,
+    _file: File,
+}
+
+const OWNER_PREFIX: &str = "owner-";
+const SCRATCH_PREFIX: &str = "scratch-";
+const OWNER_ID_LEN: usize = 16;
+
+impl ScratchOwner {
+    pub(crate) fn create(tmp: &Path) -> Result<Self, StoreError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seed = format!(
+            "{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let id = Digest::of(seed.as_bytes()).hex()[..OWNER_ID_LEN].to_owned();
+        let path = tmp.join(format!("{OWNER_PREFIX}{id}.lock"));
+        let file = fs_err::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io_writing(&path, e))?
+            .into_parts()
+            .0;
+        file.try_lock()
+            .map_err(|e| io::Error::other(format!("locking {}: {e}", path.display())))?;
+        Ok(Self {
+            id,
+            path,
+            _file: file,
+        })
+    }
+
+    pub(crate) fn scratch_prefix(&self) -> String {
+        format!("{SCRATCH_PREFIX}{}-", self.id)
+    }
+}
+
+impl Drop for ScratchOwner {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes the scratch dirs (and owner locks) of stores whose processes are dead.
+pub(crate) fn sweep_dead_scratch_dirs(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    for owner in names.iter().filter_map(|n| {
+        n.strip_prefix(OWNER_PREFIX)
+            .and_then(|rest| rest.strip_suffix(".lock"))
+    }) {
+        let lock_path = tmp.join(format!("{OWNER_PREFIX}{owner}.lock"));
+        let Ok(file) = File::open(&lock_path) else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue; // alive
+        }
+        let prefix = format!("{SCRATCH_PREFIX}{owner}-");
+        for dir in names.iter().filter(|n| n.starts_with(&prefix)) {
+            let dir = tmp.join(dir);
+            crate::maintenance::make_writable(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let _ = std::fs::remove_file(&lock_path);
+    }
+}
+
 /// Removes the temp blobs in `tmp` whose writers are dead (their lock can be taken).
 pub(crate) fn sweep_dead_temp_blobs(tmp: &Path) {
     let Ok(entries) = std::fs::read_dir(tmp) else {
@@ -198,6 +281,48 @@ mod tests {
         assert_eq!(left.len(), 1, "the live writer's temp blob stays: {left:?}");
         let blob = live.commit().unwrap();
         assert_eq!(other.read_blob(&blob.digest).unwrap(), b"still writing");
-        assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+        let left: Vec<_> = std::fs::read_dir(store.tmp_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.starts_with(OWNER_PREFIX))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn open_sweeps_scratch_dirs_of_dead_stores_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let live = store.scratch_dir().unwrap();
+        std::fs::write(live.path().join("upper"), b"x").unwrap();
+        // A killed build's: its owner lock file is there but nobody holds it.
+        let tmp = store.tmp_dir();
+        std::fs::write(
+            tmp.join(format!("{OWNER_PREFIX}0123456789abcdef.lock")),
+            b"",
+        )
+        .unwrap();
+        let dead = tmp.join(format!("{SCRATCH_PREFIX}0123456789abcdef-XyZ123"));
+        std::fs::create_dir_all(dead.join("work/work")).unwrap();
+        std::fs::set_permissions(
+            dead.join("work/work"),
+            std::fs::Permissions::from_mode(0o000),
+        )
+        .unwrap();
+        let _other = Store::open(dir.path()).unwrap();
+        assert!(!dead.exists(), "the dead build's scratch dir is swept");
+        assert!(!tmp
+            .join(format!("{OWNER_PREFIX}0123456789abcdef.lock"))
+            .exists());
+        assert!(live.path().join("upper").exists(), "the live one stays");
+        drop(live);
+        drop(store);
+        assert!(
+            std::fs::read_dir(&tmp)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .all(|n| n.starts_with(OWNER_PREFIX)),
+            "only the other store's owner lock is left"
+        );
     }
 }

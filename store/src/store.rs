@@ -21,6 +21,8 @@ pub struct Store {
     pub(crate) fetcher: Option<Box<dyn crate::BlobFetcher>>,
     /// Blobs [`Store::check_blob`] found intact since this store was opened.
     checked: Mutex<HashSet<Digest>>,
+    /// Proof that this store's scratch dirs are in use; set on the first scratch dir.
+    scratch_owner: std::sync::OnceLock<crate::blob::ScratchOwner>,
     _lock: StoreLock,
 }
 
@@ -60,12 +62,14 @@ impl Store {
             Index::open(&data.join("index.sqlite"))?
         };
         crate::blob::sweep_dead_temp_blobs(&data.join("tmp"));
+        crate::blob::sweep_dead_scratch_dirs(&data.join("tmp"));
         Ok(Self {
             root: root.to_owned(),
             data,
             index: Mutex::new(index),
             fetcher: None,
             checked: Mutex::new(HashSet::new()),
+            scratch_owner: std::sync::OnceLock::new(),
             _lock: lock,
         })
     }
@@ -123,10 +127,26 @@ impl Store {
     }
 
     /// A scratch directory inside the store (same filesystem as unpacked layers), removed on drop.
+    ///
+    /// While this store is open it holds a lock that marks its scratch dirs as live; those
+    /// of a killed build are removed by the next open.
     pub fn scratch_dir(&self) -> Result<tempfile::TempDir, StoreError> {
-        Ok(tempfile::Builder::new()
-            .prefix("scratch-")
-            .tempdir_in(self.tmp_dir())?)
+        let owner = match self.scratch_owner.get() {
+            Some(owner) => owner,
+            None => {
+                let created = crate::blob::ScratchOwner::create(&self.tmp_dir())?;
+                // Another thread may have won the race; its owner is as good as ours.
+                let _ = self.scratch_owner.set(created);
+                self.scratch_owner
+                    .get()
+                    .ok_or_else(|| io::Error::other("scratch owner lock vanished"))?
+            }
+        };
+        let tmp = self.tmp_dir();
+        tempfile::Builder::new()
+            .prefix(&owner.scratch_prefix())
+            .tempdir_in(&tmp)
+            .map_err(|e| StoreError::from_io(StoreError::io_writing(&tmp, e)))
     }
 
     /// The store's root directory.
