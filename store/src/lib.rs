@@ -14,7 +14,8 @@
 //!     index.lock            flock held while the schema is created or migrated
 //!     index.sqlite          the index (WAL mode); `remote_blobs` lists blobs kept in a registry
 //!     blobs/sha256/<hex>    immutable blobs, read-only files
-//!     tmp/                  blobs being written (`blob-*`, each flocked by its writer)
+//!     tmp/                  blobs being written (`blob-*`, each flocked by its writer) and
+//!                           scratch dirs (`scratch-<id>-*`, live while `owner-<id>.lock` is)
 //!     unpacked/             layers unpacked as overlay lower dirs
 //! ```
 //!

@@ -2,7 +2,7 @@
 //! - unpacked untrusted layers (setuid shells, device nodes) are out of other users' reach;
 //! - a flipped byte in a stored blob fails every export and the push, naming the blob;
 //! - many builds on a brand-new store, with `gc` beside them, all succeed;
-//! - a dead writer's temp blob is swept by the next build;
+//! - a dead writer's temp blob, and a killed run step's scratch dir, are swept by the next build;
 //! - a full store disk says so.
 
 use crate::common::{imgbuild, repo, require_tool, run_ok};
@@ -524,6 +524,83 @@ fn a_build_killed_mid_layer_write_leaves_no_temp_blob_after_the_next_build() {
         assert!(!path.exists(), "{} survived the next build", path.display());
     }
     run_ok(imgbuild().args(["store", "verify", "--store"]).arg(&store));
+}
+
+#[test]
+fn a_build_killed_in_a_run_step_leaves_no_scratch_dir_after_the_next_build() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    hostile_rootfs(&tmp.path().join("rootfs.tar"));
+    let recipe = tmp.path().join("slow.toml");
+    fs_err::write(
+        &recipe,
+        "[image]\nname = \"slow\"\n\n[from]\nrootfs = \"rootfs.tar\"\n\n\
+         [[step]]\nrun = \"sleep 30\"\n",
+    )
+    .unwrap();
+    let store = tmp.path().join("store");
+    let scratch_dirs = || -> Vec<PathBuf> {
+        fs_err::read_dir(store.join("v1/tmp"))
+            .map(|d| {
+                d.map(|e| e.unwrap().path())
+                    .filter(|p| {
+                        p.file_name()
+                            .unwrap()
+                            .to_string_lossy()
+                            .starts_with("scratch-")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut build = imgbuild()
+        .arg("build")
+        .arg(&recipe)
+        .arg("--store")
+        .arg(&store)
+        .arg("-o")
+        .arg(tmp.path().join("out"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let killed = loop {
+        let found = scratch_dirs();
+        if !found.is_empty() {
+            // Let the sandbox start in it, then SIGKILL the build.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            build.kill().unwrap();
+            build.wait().unwrap();
+            break found;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the run step never got a scratch dir"
+        );
+        assert!(build.try_wait().unwrap().is_none(), "the build ended early");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(killed.iter().all(|p| p.exists()), "left behind: {killed:?}");
+    let small = tmp.path().join("small.toml");
+    fs_err::write(
+        &small,
+        "[image]\nname = \"small\"\n\n[from]\nscratch = true\n\n\
+         [[step]]\nwrite = \"/x\"\ncontent = \"x\"\n",
+    )
+    .unwrap();
+    run_ok(
+        imgbuild()
+            .arg("build")
+            .arg(&small)
+            .arg("--store")
+            .arg(&store)
+            .arg("-o")
+            .arg(tmp.path().join("out")),
+    );
+    let left: Vec<_> = fs_err::read_dir(store.join("v1/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "tmp/ still holds {left:?}");
 }
 
 /// A tmpfs mounted for the test, unmounted when dropped.
