@@ -107,11 +107,19 @@ fn setuid_files_and_device_nodes_of_unpacked_layers_are_out_of_other_users_reach
         "the run step unpacked the base layer below {}",
         unpacked.display()
     );
-    let devices = find_named(&unpacked, "hostdisk");
-    assert!(
-        !devices.is_empty(),
-        "the device node is in the unpacked layer"
-    );
+    // Where the device node is (or would be, if unpacking refuses device nodes): opening it
+    // must fail on the way there, whatever is at the end.
+    let devices: Vec<PathBuf> = shells
+        .iter()
+        .map(|shell| {
+            shell
+                .parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join("dev/hostdisk")
+        })
+        .collect();
     for shell in &shells {
         let shell = shell.to_str().unwrap();
         let out = as_nobody(r#""$1" -c "id -u""#, shell);
