@@ -16,9 +16,10 @@ pub fn write(store: &Store, image: &StoredImage, out: &mut dyn Write) -> Result<
     }
     for digest in blobs(image) {
         let path = format!("blobs/sha256/{}", digest.hex());
-        let mut blob = store.open_blob(&digest)?;
-        let size = blob.metadata()?.len();
-        tar.append(&file(&path, size), &mut blob)?;
+        // Hashed while streamed: a blob that rotted in the store fails the export.
+        let mut blob = store.open_blob_verified(&digest)?;
+        tar.append(&file(&path, blob.size()), &mut blob)?;
+        blob.finish()?;
     }
     let index = index_json(image);
     tar.append(

@@ -53,16 +53,14 @@ pub fn write(store: &Store, image: &StoredImage, dir: &Path) -> Result<(), Expor
     fs_err::write(dir.join("oci-layout"), OCI_LAYOUT)?;
     for digest in blobs(image) {
         let target = blob_dir.join(digest.hex());
-        // A layer imported with --cache-from may still be in its registry: fetch it first.
-        store.ensure_local(&digest)?;
-        let source = store.blob_path(&digest);
-        if !source.exists() {
-            return Err(imgbuild_store::StoreError::MissingBlob(digest).into());
-        }
-        // fs::copy lets the kernel copy (copy_file_range, reflinks where the filesystem has them).
-        fs_err::copy(&source, &target)?;
-        fs_err::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-        fs_err::File::open(&target)?.sync_all()?;
+        // Hashed while copied (a --cache-from layer still in its registry is fetched first):
+        // a blob that rotted in the store fails the export instead of reaching the layout.
+        let mut source = store.open_blob_verified(&digest)?;
+        let mut out = fs_err::File::create(&target)?;
+        std::io::copy(&mut source, &mut out)?;
+        source.finish()?;
+        out.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+        out.sync_all()?;
     }
     fs_err::write(dir.join("index.json"), index_json(image))?;
     Ok(())

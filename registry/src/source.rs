@@ -25,10 +25,13 @@ pub trait BlobSource: Sync {
 
 impl BlobSource for Store {
     fn open(&self, digest: &Digest) -> Result<(Box<dyn Read + Send>, u64), RegistryError> {
-        let file = self.open_blob(digest)?;
-        let size = file.metadata()?.len();
+        // The upload stops after `size` bytes (before the reader's end-of-blob check), so the
+        // whole blob is hashed first; the stream is hashed again while it is sent.
+        self.check_blob(digest)?;
+        let blob = self.open_blob_verified(digest)?;
+        let size = blob.size();
         Ok((
-            Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
+            Box::new(std::io::BufReader::with_capacity(1 << 20, blob)),
             size,
         ))
     }

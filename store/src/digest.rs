@@ -23,6 +23,10 @@ impl Digest {
         Self(Sha256::digest(bytes).into())
     }
 
+    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// The 64 hex digits, without the `sha256:` prefix.
     pub fn hex(&self) -> String {
         hex::encode(self.0)

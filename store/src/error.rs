@@ -47,6 +47,20 @@ pub enum StoreError {
         /// The digest of the bytes received.
         found: Digest,
     },
+    /// A stored blob's bytes no longer hash to its digest (or its size changed): bitrot or tampering.
+    #[error("blob {digest} in the store is corrupt ({detail}); run `imgbuild store verify --repair`, then build again")]
+    CorruptBlob {
+        /// The blob.
+        digest: Digest,
+        /// What was found instead.
+        detail: String,
+    },
+    /// The filesystem holding the store is full (ENOSPC) or the user's quota is used up (EDQUOT).
+    #[error("no space left on device while writing {path}; free space (`imgbuild store gc` helps) and build again")]
+    NoSpace {
+        /// The file being written.
+        path: PathBuf,
+    },
     /// A JSON document in the store could not be parsed.
     #[error("blob {digest} is not valid JSON: {source}")]
     Json {
@@ -60,9 +74,66 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn index(path: &std::path::Path) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Index {
-            path: path.to_owned(),
-            source,
+        move |source| {
+            if matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DiskFull)
+            ) {
+                return StoreError::NoSpace {
+                    path: path.to_owned(),
+                };
+            }
+            StoreError::Index {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    }
+
+    /// The store error an I/O error carries (from a store reader or writer), or the I/O error.
+    pub fn from_io(err: std::io::Error) -> StoreError {
+        if !err.get_ref().is_some_and(|inner| inner.is::<StoreError>()) {
+            return StoreError::Io(err);
+        }
+        let kind = err.kind();
+        match err.into_inner().map(|b| b.downcast::<StoreError>()) {
+            Some(Ok(inner)) => *inner,
+            Some(Err(other)) => StoreError::Io(std::io::Error::new(kind, other)),
+            None => StoreError::Io(kind.into()),
+        }
+    }
+
+    /// True for ENOSPC and EDQUOT.
+    pub fn is_no_space(err: &std::io::Error) -> bool {
+        err.kind() == std::io::ErrorKind::StorageFull
+            || err.kind() == std::io::ErrorKind::QuotaExceeded
+            || matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+    }
+
+    /// Turns an ENOSPC/EDQUOT error from writing `path` into one that names it (kind kept);
+    /// other errors get the path as context.
+    pub fn io_writing(path: &std::path::Path, err: std::io::Error) -> std::io::Error {
+        if err.get_ref().is_some_and(|inner| inner.is::<StoreError>()) {
+            return err;
+        }
+        if Self::is_no_space(&err) {
+            return std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                StoreError::NoSpace {
+                    path: path.to_owned(),
+                },
+            );
+        }
+        std::io::Error::new(err.kind(), format!("writing {}: {err}", path.display()))
+    }
+}
+
+impl From<StoreError> for std::io::Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Io(io) => io,
+            StoreError::NoSpace { .. } => std::io::Error::new(std::io::ErrorKind::StorageFull, e),
+            other => std::io::Error::new(std::io::ErrorKind::InvalidData, other),
         }
     }
 }

@@ -110,7 +110,28 @@ fn size_param(n: u64) -> i64 {
 }
 
 impl Index {
+    /// Opens the index, creating or migrating its schema. The caller holds the store's
+    /// schema lock; SQLite's own "busy" answers are retried for a while anyway.
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+        let start = std::time::Instant::now();
+        loop {
+            match Self::open_once(path) {
+                Err(StoreError::Index { source, .. })
+                    if matches!(
+                        source.sqlite_error_code(),
+                        Some(
+                            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                        )
+                    ) && start.elapsed() < Duration::from_secs(60) =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Self, StoreError> {
         let err = StoreError::index;
         let mut conn = Connection::open(path).map_err(err(path))?;
         conn.busy_timeout(Duration::from_secs(60))
@@ -168,6 +189,18 @@ impl Index {
             )
             .optional()
             .map(|r| r.is_some())
+            .map_err(self.err())
+    }
+
+    pub(crate) fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT size FROM blobs WHERE digest = ?1",
+                [digest.to_string()],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|r| r.map(size_col))
             .map_err(self.err())
     }
 

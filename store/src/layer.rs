@@ -129,7 +129,7 @@ impl<'s> LayerWriter<'s> {
     /// Finishes compression, stores the blob and records the layer.
     pub fn commit(self, store: &Store) -> Result<LayerRecord, StoreError> {
         let (diff_id, _, encoder) = self.out.finish();
-        let blob = encoder.finish()?.commit()?;
+        let blob = encoder.finish().map_err(StoreError::from_io)?.commit()?;
         let record = LayerRecord {
             diff_id,
             media_type: self.compression.media_type().to_owned(),
@@ -153,7 +153,7 @@ impl<'s> LayerWriter<'s> {
                 found,
             });
         }
-        let blob = encoder.finish()?.commit()?;
+        let blob = encoder.finish().map_err(StoreError::from_io)?.commit()?;
         let record = LayerRecord {
             diff_id: found,
             media_type: self.compression.media_type().to_owned(),

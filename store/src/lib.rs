@@ -11,10 +11,16 @@
 //!   CACHEDIR.TAG            marks the tree as a cache for backup tools
 //!   v1/
 //!     lock                  flock: shared for builds, exclusive for gc
+//!     index.lock            flock held while the schema is created or migrated
 //!     index.sqlite          the index (WAL mode); `remote_blobs` lists blobs kept in a registry
 //!     blobs/sha256/<hex>    immutable blobs, read-only files
-//!     tmp/                  blobs being written; emptied by gc
+//!     tmp/                  blobs being written (`blob-*`, each flocked by its writer) and
+//!                           scratch dirs (`scratch-<id>-*`, live while `owner-<id>.lock` is)
+//!     unpacked/             layers unpacked as overlay lower dirs
 //! ```
+//!
+//! The root, `v1/`, `tmp/` and `unpacked/` are 0700: unpacked untrusted layers hold setuid
+//! files and device nodes that no other user may reach through the store.
 //!
 //! Blobs are written to `tmp/`, hashed while written, fsynced and renamed into place before
 //! the index mentions them, so a build killed at any moment leaves the store consistent: at
@@ -31,6 +37,7 @@ pub mod oci;
 mod remote;
 mod store;
 pub mod tarball;
+mod verified;
 
 pub use blob::{BlobWriter, Descriptor};
 pub use digest::{Digest, DigestError, Sha256Writer};
@@ -40,3 +47,4 @@ pub use layer::{Compression, LayerWriter};
 pub use maintenance::{GcOptions, GcReport, StoreUsage, VerifyReport};
 pub use remote::BlobFetcher;
 pub use store::Store;
+pub use verified::VerifiedReader;

@@ -252,7 +252,7 @@ impl Store {
 }
 
 /// Unpacked layers may hold read-only directories (0555); make them removable.
-fn make_writable(root: &std::path::Path) {
+pub(crate) fn make_writable(root: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {

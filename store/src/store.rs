@@ -4,7 +4,9 @@ use crate::index::{Index, LayerRecord};
 use crate::layer::{Compression, LayerWriter};
 use crate::lock::StoreLock;
 use crate::{BlobWriter, CacheEntry, Descriptor, Digest, ImageRef, StoreError};
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -17,6 +19,10 @@ pub struct Store {
     pub(crate) data: PathBuf,
     index: Mutex<Index>,
     pub(crate) fetcher: Option<Box<dyn crate::BlobFetcher>>,
+    /// Blobs [`Store::check_blob`] found intact since this store was opened.
+    checked: Mutex<HashSet<Digest>>,
+    /// Proof that this store's scratch dirs are in use; set on the first scratch dir.
+    scratch_owner: std::sync::OnceLock<crate::blob::ScratchOwner>,
     _lock: StoreLock,
 }
 
@@ -39,21 +45,47 @@ impl Store {
 
     fn open_with(root: &Path, exclusive: bool) -> Result<Self, StoreError> {
         let data = root.join("v1");
-        fs_err::create_dir_all(data.join("blobs/sha256"))?;
-        fs_err::create_dir_all(data.join("tmp"))?;
-        let tag = root.join("CACHEDIR.TAG");
-        if !tag.exists() {
-            fs_err::write(&tag, CACHEDIR_TAG)?;
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs_err::create_dir_all(parent)?;
         }
+        private_dir(root, true)?;
+        private_dir(&data, false)?;
+        fs_err::create_dir_all(data.join("blobs/sha256"))?;
+        private_dir(&data.join("tmp"), false)?;
+        private_dir(&data.join("unpacked"), false)?;
+        write_cachedir_tag(root)?;
         let lock = StoreLock::acquire(&data.join("lock"), exclusive)?;
-        let index = Index::open(&data.join("index.sqlite"))?;
+        let index = {
+            // Creating or migrating the schema happens under a lock of its own, so that
+            // many processes opening a brand-new store never race SQLite's locking.
+            let _schema = StoreLock::acquire(&data.join("index.lock"), true)?;
+            Index::open(&data.join("index.sqlite"))?
+        };
+        crate::blob::sweep_dead_temp_blobs(&data.join("tmp"));
+        crate::blob::sweep_dead_scratch_dirs(&data.join("tmp"));
         Ok(Self {
             root: root.to_owned(),
             data,
             index: Mutex::new(index),
             fetcher: None,
+            checked: Mutex::new(HashSet::new()),
+            scratch_owner: std::sync::OnceLock::new(),
             _lock: lock,
         })
+    }
+
+    pub(crate) fn is_checked(&self, digest: &Digest) -> bool {
+        self.checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(digest)
+    }
+
+    pub(crate) fn mark_checked(&self, digest: &Digest) {
+        self.checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(digest.clone());
     }
 
     /// The directory where `diff_id` is (or will be) unpacked as an overlay lower dir, in
@@ -77,7 +109,7 @@ impl Store {
             return Ok(dir);
         }
         let parent = dir.parent().unwrap_or(&self.data).to_owned();
-        fs_err::create_dir_all(&parent)?;
+        private_dir(&parent, false)?;
         let staging = tempfile::Builder::new()
             .prefix(".unpacking-")
             .tempdir_in(&parent)?;
@@ -95,10 +127,26 @@ impl Store {
     }
 
     /// A scratch directory inside the store (same filesystem as unpacked layers), removed on drop.
+    ///
+    /// While this store is open it holds a lock that marks its scratch dirs as live; those
+    /// of a killed build are removed by the next open.
     pub fn scratch_dir(&self) -> Result<tempfile::TempDir, StoreError> {
-        Ok(tempfile::Builder::new()
-            .prefix("scratch-")
-            .tempdir_in(self.tmp_dir())?)
+        let owner = match self.scratch_owner.get() {
+            Some(owner) => owner,
+            None => {
+                let created = crate::blob::ScratchOwner::create(&self.tmp_dir())?;
+                // Another thread may have won the race; its owner is as good as ours.
+                let _ = self.scratch_owner.set(created);
+                self.scratch_owner
+                    .get()
+                    .ok_or_else(|| io::Error::other("scratch owner lock vanished"))?
+            }
+        };
+        let tmp = self.tmp_dir();
+        tempfile::Builder::new()
+            .prefix(&owner.scratch_prefix())
+            .tempdir_in(&tmp)
+            .map_err(|e| StoreError::from_io(StoreError::io_writing(&tmp, e)))
     }
 
     /// The store's root directory.
@@ -143,7 +191,7 @@ impl Store {
     /// Stores `bytes` as a blob.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Descriptor, StoreError> {
         let mut w = self.blob_writer()?;
-        w.write_all(bytes)?;
+        w.write_all(bytes).map_err(StoreError::from_io)?;
         w.commit()
     }
 
@@ -161,7 +209,7 @@ impl Store {
             });
         }
         let mut w = self.blob_writer()?;
-        io::copy(reader, &mut w)?;
+        io::copy(reader, &mut w).map_err(StoreError::from_io)?;
         w.commit_verified(expected)
     }
 
@@ -180,7 +228,9 @@ impl Store {
     /// Reads a whole (small) blob.
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let mut bytes = Vec::new();
-        self.open_blob(digest)?.read_to_end(&mut bytes)?;
+        self.open_blob_verified(digest)?
+            .read_to_end(&mut bytes)
+            .map_err(StoreError::from_io)?;
         Ok(bytes)
     }
 
@@ -234,6 +284,10 @@ impl Store {
             .ok_or_else(|| StoreError::MissingBlob(diff_id.clone()))?;
         let compression =
             Compression::from_media_type(&form.media_type).unwrap_or(Compression::None);
+        // Readers of a layer (tar parsers) stop at the end-of-archive blocks, before the end
+        // of the blob, so the whole blob is checked before anything uses its bytes.
+        self.ensure_local(&form.digest)?;
+        self.check_blob(&form.digest)?;
         let file = io::BufReader::with_capacity(1 << 20, self.open_blob(&form.digest)?);
         Ok(match compression {
             Compression::Zstd => Box::new(zstd::Decoder::with_buffer(file)?),
@@ -258,7 +312,7 @@ impl Store {
         }
         let mut reader = self.open_layer(diff_id)?;
         let mut writer = self.layer_writer(compression)?;
-        io::copy(&mut reader, &mut writer)?;
+        io::copy(&mut reader, &mut writer).map_err(StoreError::from_io)?;
         writer.commit_verified(self, diff_id)
     }
 
@@ -307,4 +361,49 @@ impl Store {
     pub fn remove_ref(&self, name: &str) -> Result<bool, StoreError> {
         self.with_index(|ix| ix.remove_ref(name))
     }
+}
+
+/// Creates `dir` (its parent must exist) readable by its owner only, and takes group and
+/// other permissions away from an existing one we own. With `store_root`, an existing
+/// directory is only changed when it is empty or already looks like a store.
+fn private_dir(dir: &Path, store_root: bool) -> Result<(), StoreError> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(StoreError::from_io(StoreError::io_writing(dir, e))),
+    }
+    let meta = fs_err::metadata(dir)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.mode() & 0o077 == 0 || meta.uid() != euid {
+        return Ok(());
+    }
+    if store_root
+        && !dir.join("v1").is_dir()
+        && !dir.join("CACHEDIR.TAG").is_file()
+        && fs_err::read_dir(dir)?.next().is_some()
+    {
+        return Ok(());
+    }
+    fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Writes `CACHEDIR.TAG` whole (temp file, then rename), so a concurrent open never sees
+/// it half-written.
+fn write_cachedir_tag(root: &Path) -> Result<(), StoreError> {
+    let tag = root.join("CACHEDIR.TAG");
+    if tag.exists() {
+        return Ok(());
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".CACHEDIR.TAG-")
+        .tempfile_in(root)
+        .map_err(|e| StoreError::io_writing(root, e))?;
+    tmp.write_all(CACHEDIR_TAG.as_bytes())
+        .map_err(|e| StoreError::io_writing(tmp.path(), e))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.persist(&tag).map_err(|e| e.error)?;
+    Ok(())
 }

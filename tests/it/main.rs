@@ -15,4 +15,5 @@ mod registry;
 mod registry_support;
 mod reproducible;
 mod stages;
+mod store_integrity;
 mod untrusted_layers;

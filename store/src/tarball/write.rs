@@ -81,6 +81,9 @@ impl<W: Write> TarWriter<W> {
         let mut limited = data.take(size);
         let mut counting = CountingReader::new(&mut limited);
         let result = self.builder.append(&header, &mut counting);
+        // A failed write (a full disk) or read (a corrupt store blob) is the error to report,
+        // not the short count it leaves behind.
+        result?;
         if counting.count != size {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -90,7 +93,7 @@ impl<W: Write> TarWriter<W> {
                 ),
             ));
         }
-        result
+        Ok(())
     }
 
     /// Appends a whiteout that deletes `path` from lower layers.
