@@ -55,6 +55,7 @@ pub(crate) mod stage {
     pub(crate) const NPROC: u32 = 1015;
     pub(crate) const SECCOMP: u32 = 1016;
     pub(crate) const PRE_UNSHARE: u32 = 1017;
+    pub(crate) const BECOME_ROOT: u32 = 1018;
     /// Steps of the pre-userns mount plan are `PRE_MOUNTS + index`.
     pub(crate) const PRE_MOUNTS: u32 = 2000;
 
@@ -79,6 +80,7 @@ pub(crate) mod stage {
             NPROC => "limit the number of processes (RLIMIT_NPROC)",
             SECCOMP => "install the seccomp filter (no_new_privs)",
             PRE_UNSHARE => "create the mount namespace for the overlay",
+            BECOME_ROOT => "become root of the step's user namespace",
             _ => "unknown stage",
         }
     }
@@ -188,6 +190,20 @@ fn run_c(plan: &ChildPlan, fds: ChildFds) -> ! {
         // The parent could not map us: it reports the error itself.
         _ => exit_now(125),
     }
+    if plan.pre.is_some() {
+        // Root mode: our ids are still host root's, which the new namespace
+        // does not map; become its root (host id of sandbox root). The
+        // capabilities in the namespace stay.
+        let zero_g = rustix::process::Gid::from_raw(0);
+        let zero_u = rustix::process::Uid::from_raw(0);
+        let r = rustix::thread::set_thread_res_gid(zero_g, zero_g, zero_g)
+            .and_then(|()| rustix::thread::set_thread_groups(&[]))
+            .and_then(|()| rustix::thread::set_thread_res_uid(zero_u, zero_u, zero_u));
+        if let Err(e) = r {
+            fail(err, stage::BECOME_ROOT, e);
+        }
+    }
+    // Again: a change of credentials clears the parent-death signal.
     die_with_parent(err, Some(fds.parent_pid));
     // SAFETY: single-threaded after fork, see above.
     if let Err(e) = unsafe { rustix::thread::unshare_unsafe(plan.unshare) } {

@@ -88,10 +88,11 @@ enum Op {
         gid: u32,
         mode: u32,
     },
-    /// Bind-mounts a tree recursively, read-only.
-    BindTreeReadOnly {
+    /// Bind-mounts a tree recursively (and remounts the top read-only).
+    BindTree {
         source: CString,
         target: CString,
+        readonly: bool,
     },
     /// Remounts a mount read-only.
     RemountReadOnly {
@@ -281,7 +282,19 @@ impl MountPlan {
             Op::MakeRootPrivate,
             "make / a private mount (rprivate)".into(),
         );
-        if !spec.premounted {
+        if spec.premounted {
+            // The overlay came from a more privileged mount namespace, so
+            // it is locked here and pivot_root refuses it; a bind of it
+            // made here is not (runc does the same).
+            push(
+                Op::BindTree {
+                    source: cstr(r),
+                    target: cstr(r),
+                    readonly: false,
+                },
+                format!("bind-mount {} onto itself", r.display()),
+            );
+        } else {
             let o = overlay(r, spec.overlay_options);
             push(o.op, o.what);
         }
@@ -437,9 +450,10 @@ impl MountPlan {
         }
         if let Secrets::Staged(dir) = spec.secrets {
             push(
-                Op::BindTreeReadOnly {
+                Op::BindTree {
                     source: cstr(dir),
                     target: c("run/secrets"),
+                    readonly: true,
                 },
                 format!("bind-mount the staged secrets from {}", dir.display()),
             );
@@ -568,9 +582,16 @@ fn apply_op(op: &Op) -> Result<(), Errno> {
             )?;
             rfs::fchmod(&out, Mode::from_raw_mode(*mode))
         }
-        Op::BindTreeReadOnly { source, target } => {
+        Op::BindTree {
+            source,
+            target,
+            readonly,
+        } => {
             rmount::mount_bind_recursive(source.as_c_str(), target.as_c_str())?;
-            remount_readonly(target)
+            if *readonly {
+                remount_readonly(target)?;
+            }
+            Ok(())
         }
         Op::RemountReadOnly { target } => remount_readonly(target),
         Op::Mount {
