@@ -66,6 +66,7 @@ fn deletions_become_whiteouts_and_opaque_dirs() {
     let f = Fixture::new();
     std::fs::create_dir_all(f.lower().join("var/lib/old")).unwrap();
     std::fs::write(f.lower().join("var/lib/old/file"), "x").unwrap();
+    f.own_lower();
     let (r, lines) =
         f.sh("rm /etc/motd && rm -rf /var/lib && mkdir /var/lib && touch /var/lib/new");
     r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));

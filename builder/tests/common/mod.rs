@@ -56,12 +56,17 @@ impl Fixture {
         install_probe(&f.lower());
         std::fs::create_dir(f.upper()).unwrap();
         std::fs::create_dir(f.work()).unwrap();
+        f.own_lower();
+        f
+    }
+
+    /// Gives the lower to sandbox root again (after a test added files).
+    pub(crate) fn own_lower(&self) {
         if is_root() {
             let m = root_mode();
             let map = m.id_map();
-            chown_r(&f.lower(), map.host_uid, map.host_gid);
+            chown_r(&self.lower(), map.host_uid, map.host_gid);
         }
-        f
     }
 
     pub(crate) fn lower(&self) -> PathBuf {
