@@ -205,9 +205,7 @@ fn failure_reports_code_and_last_lines() {
     let f = Fixture::new();
     let log = f.dir.path().join("step.log");
     let step = Step::shell("failing", "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32; do echo line$i; done; echo boom >&2; exit 3");
-    let r = f
-        .sandbox(root_mode())
-        .run(&step, Some(&log), &mut |_| {});
+    let r = f.sandbox(root_mode()).run(&step, Some(&log), &mut |_| {});
     match r {
         Err(RunError::CommandFailed {
             step,
@@ -486,7 +484,8 @@ fn sandbox_root_is_not_host_root() {
     }
     use std::os::unix::fs::MetadataExt;
     let f = Fixture::new();
-    let (r, lines) = f.sh("touch /root/made && mkdir -p /home/app && chown 1000:1000 /home/app && id -u");
+    let (r, lines) =
+        f.sh("touch /root/made && mkdir -p /home/app && chown 1000:1000 /home/app && id -u");
     r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
     assert_eq!(lines, vec!["0"]);
     let map = root_mode().id_map().clone();

@@ -61,11 +61,11 @@ mod seccomp;
 pub mod unpack;
 pub mod upper;
 
+pub use mounts::{MASKED_DIRS, MASKED_FILES, READONLY_PROC, RUN_SIZE, SHM_SIZE, TMP_SIZE};
 pub use namespaces::{
     reexec_in_user_namespace, IdMap, IdMapError, MapWriter, SandboxMode, UsernsError,
     ROOT_SUBID_COUNT, ROOT_SUBID_START,
 };
-pub use mounts::{MASKED_DIRS, MASKED_FILES, READONLY_PROC, RUN_SIZE, SHM_SIZE, TMP_SIZE};
 pub use output::{OutputLine, Stream};
 pub use overlay::OverlayXattrs;
 pub use owners::{apply_owners_in_userns, OwnersError};

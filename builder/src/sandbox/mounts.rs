@@ -258,7 +258,10 @@ impl MountPlan {
         ops.push(Planned {
             op: tmpfs(
                 staging.clone(),
-                &format!("mode=0555,uid={uid},gid={gid},size={}k", size.div_ceil(1024)),
+                &format!(
+                    "mode=0555,uid={uid},gid={gid},size={}k",
+                    size.div_ceil(1024)
+                ),
                 MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             ),
             what: format!("mount tmpfs for secrets on {}", spec.staging.display()),
@@ -549,7 +552,10 @@ fn apply_op(op: &Op) -> Result<(), Errno> {
                     c"tmpfs",
                     target.as_c_str(),
                     c"tmpfs",
-                    MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                    MountFlags::RDONLY
+                        | MountFlags::NOSUID
+                        | MountFlags::NODEV
+                        | MountFlags::NOEXEC,
                     Some(c"mode=0555,size=4k"),
                 )
             } else {

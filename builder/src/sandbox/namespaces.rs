@@ -252,8 +252,18 @@ impl IdMap {
     pub fn install(&self, pid: i32) -> Result<(), IdMapError> {
         if self.writer == MapWriter::Direct {
             for (file, host, start, count) in [
-                ("uid_map", self.host_uid, self.subuid_start, self.subuid_count),
-                ("gid_map", self.host_gid, self.subgid_start, self.subgid_count),
+                (
+                    "uid_map",
+                    self.host_uid,
+                    self.subuid_start,
+                    self.subuid_count,
+                ),
+                (
+                    "gid_map",
+                    self.host_gid,
+                    self.subgid_start,
+                    self.subgid_count,
+                ),
             ] {
                 let mut text = format!("0 {host} 1\n");
                 if count > 0 {

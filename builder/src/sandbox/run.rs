@@ -15,9 +15,9 @@ use rustix::thread::UnshareFlags;
 use super::child::{self, stage, ChildFds, ChildPlan};
 use super::mounts::{cstr, MountPlan, MountSpec, PreSpec, Secrets};
 use super::namespaces::{in_initial_user_namespace, IdMapError, SandboxMode};
-use super::seccomp::{self, Filters};
 use super::output::{self, OutputLine};
 use super::overlay::OverlayXattrs;
+use super::seccomp::{self, Filters};
 
 /// `RLIMIT_NPROC` of a step: processes and threads per user inside the
 /// sandbox (podman's default `pids_limit`), so a fork bomb ends with
@@ -519,7 +519,9 @@ impl Sandbox {
 fn filters() -> Result<Filters, String> {
     static FILTERS: std::sync::OnceLock<Result<Filters, String>> = std::sync::OnceLock::new();
     FILTERS
-        .get_or_init(|| seccomp::compile().map_err(|e| format!("cannot build the seccomp filter: {e}")))
+        .get_or_init(|| {
+            seccomp::compile().map_err(|e| format!("cannot build the seccomp filter: {e}"))
+        })
         .clone()
 }
 
@@ -527,7 +529,8 @@ fn filters() -> Result<Filters, String> {
 /// suggests it hit.
 fn with_limit_hint(mut lines: Vec<String>) -> Vec<String> {
     let has = |s: &str| lines.iter().any(|l| l.contains(s));
-    let hint = if has("Resource temporarily unavailable") || has("can't fork") || has("Cannot fork") {
+    let hint = if has("Resource temporarily unavailable") || has("can't fork") || has("Cannot fork")
+    {
         Some(format!("imgbuild: a step may run at most {MAX_PROCS} processes and threads per user (RLIMIT_NPROC); the command could not fork"))
     } else if has("No space left on device") {
         Some(format!("imgbuild: no space left on device: /tmp holds at most {}, /run {}, /dev/shm {}; the image itself is limited by the store's disk", super::mounts::TMP_SIZE, super::mounts::RUN_SIZE, super::mounts::SHM_SIZE))

@@ -357,7 +357,9 @@ impl Unpacker {
                                     Some(rfs::Gid::from_raw(gid)),
                                     AtFlags::SYMLINK_NOFOLLOW,
                                 )
-                                .map_err(|e| self.write_err(path, "chown parent directory of", e))?;
+                                .map_err(|e| {
+                                    self.write_err(path, "chown parent directory of", e)
+                                })?;
                             }
                         }
                         Err(Errno::EXIST) => {}

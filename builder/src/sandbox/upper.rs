@@ -365,7 +365,9 @@ fn sandbox_capability(v: Vec<u8>, map: &IdMap) -> Vec<u8> {
     }
     match map.to_container_uid(word(20)) {
         Some(0) => {
-            let mut out = ((magic & !REVISION_MASK) | REVISION_2).to_le_bytes().to_vec();
+            let mut out = ((magic & !REVISION_MASK) | REVISION_2)
+                .to_le_bytes()
+                .to_vec();
             out.extend_from_slice(&v[4..20]);
             out
         }

@@ -130,9 +130,9 @@ fn unpack_flavour(
             Ok((overlay, sandbox::Owners::Apply, base.to_owned()))
         }
         SandboxMode::Root(map) => {
-            let (uid, gid, count) = map.contiguous().ok_or_else(|| {
-                format!("the sandbox id map {map:?} is not one contiguous range")
-            })?;
+            let (uid, gid, count) = map
+                .contiguous()
+                .ok_or_else(|| format!("the sandbox id map {map:?} is not one contiguous range"))?;
             Ok((
                 overlay,
                 sandbox::Owners::Shift { uid, gid, count },

@@ -308,7 +308,8 @@ pub(crate) fn check_hardening(sb: &Sandbox) {
 /// hint, and none of its processes survives the step.
 pub(crate) fn check_fork_bomb(sb: &Sandbox) {
     let tag = format!("{}", 700_000 + std::process::id() % 90_000);
-    let script = format!("i=0; while [ $i -lt 3000 ]; do sleep {tag} & i=$((i+1)); done; echo ALL_STARTED");
+    let script =
+        format!("i=0; while [ $i -lt 3000 ]; do sleep {tag} & i=$((i+1)); done; echo ALL_STARTED");
     let t = std::time::Instant::now();
     let (r, lines) = run_collect(sb, &Step::shell("forkbomb", &script));
     assert!(!lines.contains(&"ALL_STARTED".to_string()), "{lines:?}");
