@@ -58,6 +58,8 @@ pub(crate) mod stage {
     pub(crate) const BECOME_ROOT: u32 = 1018;
     /// Steps of the pre-userns mount plan are `PRE_MOUNTS + index`.
     pub(crate) const PRE_MOUNTS: u32 = 2000;
+    /// The overlay mount of the pre-userns plan.
+    pub(crate) const PRE_OVERLAY: u32 = PRE_MOUNTS + 1;
 
     /// Human name of a non-mount stage.
     pub(crate) fn name(s: u32) -> &'static str {

@@ -574,7 +574,7 @@ fn hint(stage: u32, errno: i32, mode: &SandboxMode) -> &'static str {
         }
         (stage::EXEC, _) => "; check that the command exists in the image and PATH",
         (stage::CHDIR, _) => "; the workdir must exist in the image",
-        (1 | stage::PRE_MOUNTS.., Errno::INVAL) => "; upper and work must be empty-or-previous dirs on the same filesystem (not overlayfs), lowers must exist",
+        (1 | stage::PRE_OVERLAY, Errno::INVAL) => "; upper and work must be empty-or-previous dirs on the same filesystem (not overlayfs), lowers must exist",
         (1, Errno::PERM) if rootless => "; rootless overlay needs Linux >= 5.11 (userxattr)",
         _ => "",
     }

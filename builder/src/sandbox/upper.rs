@@ -13,8 +13,12 @@
 //! * Hard links: regular files sharing `(dev, ino)` are emitted once as
 //!   [`UpperKind::File`] (first path in sorted order) and then as
 //!   [`UpperKind::Hardlink`] to that path.
-//! * Owners: in rootless mode the upper holds host ids; with
-//!   [`ScanOptions::id_map`] they are mapped back to sandbox ids.
+//! * Owners: the upper holds host ids (every step runs in a user
+//!   namespace); with [`ScanOptions::id_map`] they are mapped back to
+//!   sandbox ids. Whiteouts carry no owner (overlayfs makes them with the
+//!   mounter's ids). A v3 `security.capability` (written by `setcap` in the
+//!   user namespace, with the host id of sandbox root) is turned back into
+//!   what the sandbox sees: v2 for sandbox root.
 //! * Sandbox mount points: the sandbox creates `/proc`, `/dev`, `/tmp`,
 //!   `/run` (and `/etc/resolv.conf`, `/etc/hosts` with network) in the
 //!   merged root when no lower has them, so they show up in the upper. An
