@@ -484,8 +484,10 @@ fn sandbox_root_is_not_host_root() {
     }
     use std::os::unix::fs::MetadataExt;
     let f = Fixture::new();
-    let (r, lines) =
-        f.sh("touch /root/made && mkdir -p /home/app && chown 1000:1000 /home/app && id -u");
+    let (r, lines) = f.sh(
+        "touch /root/made && mkdir -p /home/app && chown 1000:1000 /home/app && \
+              cp /bin/busybox /root/ping && /bin/probe setcap /root/ping && id -u",
+    );
     r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
     assert_eq!(lines, vec!["0"]);
     let map = root_mode().id_map().clone();
@@ -507,6 +509,21 @@ fn sandbox_root_is_not_host_root() {
     let app = find(&entries, "home/app").unwrap();
     assert_eq!((app.uid, app.gid), (1000, 1000));
     assert_eq!(find(&entries, "root/made").unwrap().uid, 0);
+    // The kernel stored a v3 capability with the host id of sandbox root;
+    // the layer gets the v2 form, as before user namespaces.
+    let mut raw = [0u8; 64];
+    let n = rustix::fs::lgetxattr(
+        f.upper().join("root/ping"),
+        "security.capability",
+        &mut raw[..],
+    )
+    .unwrap();
+    assert_eq!((n, raw[3]), (24, 3), "{:?}", &raw[..n]);
+    let cap = &find(&entries, "root/ping").unwrap().xattrs["security.capability"];
+    assert_eq!(
+        cap[..],
+        [1, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    );
 }
 
 #[test]

@@ -434,3 +434,40 @@ impl super::Sandbox {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::MapWriter;
+
+    #[test]
+    fn v3_capabilities_of_sandbox_root_become_v2() {
+        let map = IdMap {
+            host_uid: 1 << 30,
+            host_gid: 1 << 30,
+            subuid_start: (1 << 30) + 1,
+            subuid_count: 65535,
+            subgid_start: (1 << 30) + 1,
+            subgid_count: 65535,
+            writer: MapWriter::Direct,
+        };
+        // cap_net_raw+ep, v3, root id = host id of sandbox root.
+        let mut v3 = 0x0300_0001u32.to_le_bytes().to_vec();
+        v3.extend_from_slice(&[0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut v2 = 0x0200_0001u32.to_le_bytes().to_vec();
+        v2.extend_from_slice(&v3[4..20]);
+        let mut root_owned = v3.clone();
+        root_owned.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        assert_eq!(sandbox_capability(root_owned, &map), v2);
+        let mut user_owned = v3.clone();
+        user_owned.extend_from_slice(&((1u32 << 30) + 1000).to_le_bytes());
+        let mut want = v3.clone();
+        want.extend_from_slice(&1000u32.to_le_bytes());
+        assert_eq!(sandbox_capability(user_owned, &map), want);
+        // v2 and unmapped root ids are kept as they are.
+        assert_eq!(sandbox_capability(v2.clone(), &map), v2);
+        let mut unmapped = v3;
+        unmapped.extend_from_slice(&7u32.to_le_bytes());
+        assert_eq!(sandbox_capability(unmapped.clone(), &map), unmapped);
+    }
+}
