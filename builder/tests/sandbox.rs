@@ -604,3 +604,67 @@ fn full_disk_ends_with_a_clear_error() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_build_that_fills_the_store_disk_fails_clearly_and_leaves_no_scratch() {
+    if !can_run() {
+        return;
+    }
+    let f = Fixture::new();
+    // The store on a 48 MiB tmpfs; the base is a busybox rootfs tar.
+    let disk = f.dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    rustix::mount::mount(
+        c"tmpfs",
+        &disk,
+        c"tmpfs",
+        rustix::mount::MountFlags::empty(),
+        Some(c"size=48m"),
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let _guard = Unmount(disk.clone());
+    let rootfs = f.dir.path().join("rootfs.tar");
+    let st = std::process::Command::new("tar")
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
+        .arg(&rootfs)
+        .arg("-C")
+        .arg(f.lower())
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let recipe_path = f.dir.path().join("fill.toml");
+    std::fs::write(
+        &recipe_path,
+        "[image]\nname = \"fill\"\n\n[from]\nrootfs = \"rootfs.tar\"\n\n[[step]]\nrun = \"dd if=/dev/zero of=/big bs=1M count=100\"\n",
+    )
+    .unwrap();
+    let recipe = imgbuild_builder::recipe::load(&recipe_path).unwrap();
+    let store = imgbuild_store::Store::open(&disk.join("store")).unwrap();
+    let registry =
+        imgbuild_registry::Client::new(imgbuild_registry::RegistryOptions::default()).unwrap();
+    let options = imgbuild_builder::BuildOptions {
+        epoch: 0,
+        compression: imgbuild_store::Compression::Gzip,
+        progress: &|_| {},
+        lock_mode: Default::default(),
+        secrets: BTreeMap::new(),
+        registry: &registry,
+    };
+    let err = imgbuild_builder::build(&store, &recipe, &options)
+        .expect_err("the step fills the disk")
+        .to_string();
+    assert!(err.contains("imgbuild: no space left on device"), "{err}");
+    // The step's scratch dir (upper, work) is gone with it.
+    let tmp: Vec<_> = std::fs::read_dir(disk.join("store/v1/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(tmp.is_empty(), "left in the store's tmp: {tmp:?}");
+}

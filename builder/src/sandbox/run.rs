@@ -319,14 +319,22 @@ impl Sandbox {
         }
         drop((ready_r, go_w));
 
-        let last_lines = output::pump(name, out_r, serr_r, log_file.as_mut(), on_line);
+        let (mut last_lines, log_error) =
+            output::pump(name, out_r, serr_r, log_file.as_mut(), on_line);
         let mut rec = [0u8; 8];
         let n = read_full(&err_r, &mut rec);
         let code = guard.wait();
-        let last_lines = last_lines.map_err(io_err(format!(
-            "write log file {}",
-            log.unwrap_or(Path::new("")).display()
-        )))?;
+        if let Some(e) = log_error {
+            if code == Some(0) || n == rec.len() {
+                return Err(io_err(format!(
+                    "write log file {}",
+                    log.unwrap_or(Path::new("")).display()
+                ))(e));
+            }
+            // The command failed, maybe by filling the disk the log is on:
+            // its failure is the news.
+            last_lines.push(format!("(log file not written: {e})"));
+        }
         drop(mountpoint);
 
         if n == rec.len() {
