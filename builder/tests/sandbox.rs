@@ -668,3 +668,57 @@ fn a_build_that_fills_the_store_disk_fails_clearly_and_leaves_no_scratch() {
         .collect();
     assert!(tmp.is_empty(), "left in the store's tmp: {tmp:?}");
 }
+
+#[test]
+fn shifted_unpack_refuses_owners_outside_the_map() {
+    if !can_run() {
+        return;
+    }
+    use imgbuild_builder::sandbox::{unpack_layer, Owners, UnpackError, UnpackOptions};
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let layer = |uid: u64| {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o4755);
+        h.set_uid(uid);
+        h.set_gid(uid);
+        h.set_size(1);
+        b.append_data(&mut h, "usr/bin/tool", &b"x"[..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    let opts = UnpackOptions {
+        owners: Owners::Shift {
+            uid: 1 << 30,
+            gid: (1 << 30) + 7,
+            count: 65536,
+        },
+        ..UnpackOptions::default()
+    };
+    let ok = dir.path().join("ok");
+    std::fs::create_dir(&ok).unwrap();
+    unpack_layer(&layer(1000)[..], &ok, &opts).unwrap();
+    let tool = std::fs::symlink_metadata(ok.join("usr/bin/tool")).unwrap();
+    assert_eq!(
+        (tool.uid(), tool.gid(), tool.mode() & 0o7777),
+        ((1 << 30) + 1000, (1 << 30) + 7 + 1000, 0o4755)
+    );
+    // Parents the layer does not list, and the root, belong to sandbox root.
+    let usr = std::fs::symlink_metadata(ok.join("usr")).unwrap();
+    assert_eq!((usr.uid(), usr.gid()), (1 << 30, (1 << 30) + 7));
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    let err = unpack_layer(&layer(70_000)[..], &bad, &opts).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UnpackError::OutsideIdRange {
+                uid: 70_000,
+                count: 65536,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("/etc/subuid"), "{err}");
+}

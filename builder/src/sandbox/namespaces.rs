@@ -110,6 +110,9 @@ pub enum IdMapError {
         /// The user.
         user: String,
     },
+    /// Root of a user namespace that maps no run of ids from 0.
+    #[error("this user namespace maps no ids from 0 (see /proc/self/uid_map and gid_map), so steps cannot get a user namespace of their own; run imgbuild as real root or as a user with an /etc/subuid range")]
+    NoOwnIds,
     /// Writing a map as root failed.
     #[error("cannot write {map:?} to {path}: {source}; imgbuild as root maps sandbox ids to a subordinate range (root's /etc/subuid entry or 1073741824..+65536), which must not overlap an existing map")]
     WriteMap {
@@ -171,11 +174,7 @@ impl IdMap {
             let uids = identity_count(&read("/proc/self/uid_map")?);
             let gids = identity_count(&read("/proc/self/gid_map")?);
             if uids < 1 || gids < 1 {
-                return Err(IdMapError::NoRange {
-                    file: "/proc/self/uid_map",
-                    flag: "subuids",
-                    user: "root".into(),
-                });
+                return Err(IdMapError::NoOwnIds);
             }
             return Ok(Self {
                 host_uid: 0,

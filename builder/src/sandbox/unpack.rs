@@ -196,6 +196,20 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
+    /// An owner outside the ids the sandbox maps ([`Owners::Shift`]).
+    #[error("layer entry {path:?} for {root} is owned by {uid}:{gid}, but the sandbox maps only ids 0..{count}; give root a larger range in /etc/subuid and /etc/subgid (e.g. `usermod --add-subuids 1073741824-1140850687 --add-subgids 1073741824-1140850687 root`)")]
+    OutsideIdRange {
+        /// Destination.
+        root: PathBuf,
+        /// Entry path.
+        path: String,
+        /// Owner in the layer.
+        uid: u32,
+        /// Group in the layer.
+        gid: u32,
+        /// Number of mapped ids.
+        count: u32,
+    },
     /// Owner could not be applied.
     #[error("cannot chown {path:?} under {root} to {uid}:{gid}: {source}; unpack as root, inside the build user namespace (ids must be mapped), or with `Owners::Defer` when rootless")]
     Chown {
@@ -782,14 +796,12 @@ impl Unpacker {
             Owners::Ignore | Owners::Defer => Ok(None),
             Owners::Shift { uid, gid, count } => {
                 if meta.uid >= count || meta.gid >= count {
-                    return Err(UnpackError::Chown {
+                    return Err(UnpackError::OutsideIdRange {
                         root: self.root.clone(),
                         path: path.to_owned(),
                         uid: meta.uid,
                         gid: meta.gid,
-                        source: io::Error::other(format!(
-                            "the sandbox maps only ids 0..{count} (give root a larger range in /etc/subuid and /etc/subgid)"
-                        )),
+                        count,
                     });
                 }
                 Ok(Some((uid + meta.uid, gid + meta.gid)))
