@@ -722,3 +722,30 @@ fn shifted_unpack_refuses_owners_outside_the_map() {
     );
     assert!(err.to_string().contains("/etc/subuid"), "{err}");
 }
+
+#[test]
+fn the_same_layer_twice_stacks() {
+    if !can_run() {
+        return;
+    }
+    // Two steps that changed nothing have the same (empty) layer, unpacked
+    // once: base, empty, other, empty.
+    let f = Fixture::new();
+    let empty = f.dir.path().join("empty");
+    let other = f.dir.path().join("other");
+    std::fs::create_dir_all(other.join("etc")).unwrap();
+    std::fs::write(other.join("etc/other"), "x\n").unwrap();
+    std::fs::create_dir(&empty).unwrap();
+    chown_r(
+        &other,
+        root_mode().id_map().host_uid,
+        root_mode().id_map().host_gid,
+    );
+    let sb = imgbuild_builder::sandbox::Sandbox {
+        lowers: vec![f.lower(), empty.clone(), other, empty],
+        ..f.sandbox(root_mode())
+    };
+    let (r, lines) = run_collect(&sb, &Step::shell("twice", "cat /etc/other /etc/motd"));
+    r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
+    assert_eq!(lines, vec!["x", "hello from the lower"]);
+}

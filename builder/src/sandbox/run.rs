@@ -376,6 +376,12 @@ impl Sandbox {
 
     fn overlay_options(&self, empty: Option<&Path>) -> Result<String, String> {
         let mut lowers: Vec<&Path> = self.lowers.iter().rev().map(PathBuf::as_path).collect();
+        // The same layer twice (e.g. two steps that changed nothing) is one
+        // dir, which overlayfs refuses to stack (ELOOP). Its topmost
+        // occurrence covers everything the lower ones add, remove or make
+        // opaque, so dropping those gives the same tree.
+        let mut seen = std::collections::HashSet::new();
+        lowers.retain(|p| seen.insert(*p));
         if let Some(e) = empty {
             lowers.push(e);
         }
