@@ -16,4 +16,4 @@ $SUDO "${APT[@]}" install --no-install-recommends \
   skopeo umoci docker-registry apache2-utils openssl \
   gdisk dosfstools mtools libarchive13 syslinux syslinux-common syslinux-efi \
   dpkg-dev gpg gpgv debian-archive-keyring mmdebstrap uidmap \
-  zstd cpio busybox-static python3 ca-certificates curl
+  zstd cpio busybox-static python3 ca-certificates curl gcc libc6-dev

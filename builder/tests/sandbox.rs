@@ -8,9 +8,7 @@ use std::io::Read;
 use std::net::TcpListener;
 
 use common::*;
-use imgbuild_builder::sandbox::{
-    RunError, SandboxMode, Step, StepCommand, UpperEntry, UpperKind, User,
-};
+use imgbuild_builder::sandbox::{RunError, Step, StepCommand, UpperEntry, UpperKind, User};
 
 fn find<'a>(entries: &'a [UpperEntry], path: &str) -> Option<&'a UpperEntry> {
     entries.iter().find(|e| e.path == path)
@@ -30,7 +28,7 @@ fn writes_land_in_upper_and_scan() {
         "hi\n"
     );
 
-    let entries = f.sandbox(SandboxMode::Root).scan_upper().unwrap();
+    let entries = f.sandbox(root_mode()).scan_upper().unwrap();
     let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -68,10 +66,11 @@ fn deletions_become_whiteouts_and_opaque_dirs() {
     let f = Fixture::new();
     std::fs::create_dir_all(f.lower().join("var/lib/old")).unwrap();
     std::fs::write(f.lower().join("var/lib/old/file"), "x").unwrap();
+    f.own_lower();
     let (r, lines) =
         f.sh("rm /etc/motd && rm -rf /var/lib && mkdir /var/lib && touch /var/lib/new");
     r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
-    let entries = f.sandbox(SandboxMode::Root).scan_upper().unwrap();
+    let entries = f.sandbox(root_mode()).scan_upper().unwrap();
     assert_eq!(
         find(&entries, "etc/motd").unwrap().kind,
         UpperKind::Whiteout,
@@ -136,11 +135,11 @@ fn no_network_by_default() {
         s.read_to_string(&mut buf).unwrap();
         buf
     });
-    let (r, lines) = run_collect(&f.sandbox(SandboxMode::Root), &step);
+    let (r, lines) = run_collect(&f.sandbox(root_mode()), &step);
     r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
     assert_eq!(t.join().unwrap(), "ping\n");
     // resolv.conf/hosts are bind mounts, not copied into the upper.
-    let entries = f.sandbox(SandboxMode::Root).scan_upper().unwrap();
+    let entries = f.sandbox(root_mode()).scan_upper().unwrap();
     assert!(
         entries.iter().all(|e| !e.path.starts_with("etc/")),
         "{entries:#?}"
@@ -177,17 +176,6 @@ fn host_is_untouched() {
     );
 }
 
-fn host_has_process_with_arg(arg: &str) -> bool {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .any(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .map(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
-                .unwrap_or(false)
-        })
-}
-
 #[test]
 fn process_tree_dies_with_the_step() {
     if !can_run() {
@@ -217,9 +205,7 @@ fn failure_reports_code_and_last_lines() {
     let f = Fixture::new();
     let log = f.dir.path().join("step.log");
     let step = Step::shell("failing", "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32; do echo line$i; done; echo boom >&2; exit 3");
-    let r = f
-        .sandbox(SandboxMode::Root)
-        .run(&step, Some(&log), &mut |_| {});
+    let r = f.sandbox(root_mode()).run(&step, Some(&log), &mut |_| {});
     match r {
         Err(RunError::CommandFailed {
             step,
@@ -256,14 +242,14 @@ fn setup_errors_name_the_stage() {
     let f = Fixture::new();
     let mut step = Step::shell("wd", "true");
     step.workdir = "/does/not/exist".into();
-    let (r, _) = run_collect(&f.sandbox(SandboxMode::Root), &step);
+    let (r, _) = run_collect(&f.sandbox(root_mode()), &step);
     match r {
         Err(e @ RunError::Setup { .. }) => assert!(e.to_string().contains("workdir"), "{e}"),
         other => panic!("{other:?}"),
     }
     let mut step = Step::shell("exec", "");
     step.command = StepCommand::Argv(vec!["no-such-tool".into()]);
-    let (r, _) = run_collect(&f.sandbox(SandboxMode::Root), &step);
+    let (r, _) = run_collect(&f.sandbox(root_mode()), &step);
     match r {
         Err(e @ RunError::Setup { .. }) => {
             assert!(e.to_string().contains("execute the command"), "{e}")
@@ -290,7 +276,7 @@ fn env_user_workdir_and_secrets() {
     step.workdir = "/tmp".into();
     step.secrets = BTreeMap::from([("npmrc".to_string(), secret.clone())]);
     // Non-root needs to be able to write somewhere; tmp is 1777.
-    let (r, lines) = run_collect(&f.sandbox(SandboxMode::Root), &step);
+    let (r, lines) = run_collect(&f.sandbox(root_mode()), &step);
     r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
     let env: Vec<&String> = lines
         .iter()
@@ -317,7 +303,7 @@ fn env_user_workdir_and_secrets() {
     );
     assert!(lines.contains(&"READONLY".to_string()), "{lines:?}");
     assert_eq!(std::fs::read_to_string(&secret).unwrap(), "token=s3cr3t\n");
-    let entries = f.sandbox(SandboxMode::Root).scan_upper().unwrap();
+    let entries = f.sandbox(root_mode()).scan_upper().unwrap();
     assert!(
         entries.is_empty(),
         "secrets, /tmp and /run must not reach the upper: {entries:#?}"
@@ -336,9 +322,9 @@ fn sandbox_mount_points_do_not_leak() {
     }
     let mut step = Step::shell("mp", "ls /proc/self >/dev/null && touch /tmp/x /made");
     step.network = true;
-    let (r, lines) = run_collect(&f.sandbox(SandboxMode::Root), &step);
+    let (r, lines) = run_collect(&f.sandbox(root_mode()), &step);
     r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
-    let entries = f.sandbox(SandboxMode::Root).scan_upper().unwrap();
+    let entries = f.sandbox(root_mode()).scan_upper().unwrap();
     let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, vec!["made"], "{entries:#?}");
 }
@@ -418,19 +404,25 @@ fn unpacked_layers_stack_with_whiteouts_and_opaque_dirs() {
     std::fs::create_dir(&layer).unwrap();
     let sb = imgbuild_builder::sandbox::Sandbox {
         lowers: vec![f.lower(), layer.clone()],
-        ..f.sandbox(SandboxMode::Root)
+        ..f.sandbox(root_mode())
     };
+    let (uid, gid, count) = sb.mode.id_map().contiguous().unwrap();
     let opts = UnpackOptions {
         overlay: sb.overlay_xattrs(),
-        ..UnpackOptions::default()
+        owners: imgbuild_builder::sandbox::Owners::Shift { uid, gid, count },
     };
     unpack_layer(&b.into_inner().unwrap()[..], &layer, &opts).unwrap();
     let (r, lines) = run_collect(
         &sb,
-        &Step::shell("stack", "test ! -e /etc/motd && ls /var/lib && cat /var/lib/new && test -e /etc/passwd && echo OK"),
+        &Step::shell("stack", "test ! -e /etc/motd && ls /var/lib && cat /var/lib/new && test -e /etc/passwd && stat -c '%u:%g' /var/lib/new /var && touch /var/lib/x && echo OK"),
     );
     r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
-    assert_eq!(lines, vec!["new", "new", "OK"]);
+    assert_eq!(lines, vec!["new", "new", "0:0", "0:0", "OK"]);
+    // On the host the layer's owners are the shifted ids.
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(layer.join("var/lib/new")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (uid, gid));
+    assert_ne!(uid, 0);
 }
 
 #[test]
@@ -465,4 +457,295 @@ fn concurrent_steps_do_not_wait_for_each_other() {
         }
     });
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn step_cannot_reach_the_host_kernel() {
+    if !can_run() {
+        return;
+    }
+    let f = Fixture::new();
+    check_hardening(&f.sandbox(root_mode()));
+}
+
+#[test]
+fn fork_bomb_ends_with_a_clear_error() {
+    if !can_run() {
+        return;
+    }
+    let f = Fixture::new();
+    check_fork_bomb(&f.sandbox(root_mode()));
+}
+
+#[test]
+fn sandbox_root_is_not_host_root() {
+    if !can_run() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let f = Fixture::new();
+    let (r, lines) = f.sh(
+        "touch /root/made && mkdir -p /home/app && chown 1000:1000 /home/app && \
+              cp /bin/busybox /root/ping && /bin/probe setcap /root/ping && id -u",
+    );
+    r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
+    assert_eq!(lines, vec!["0"]);
+    let map = root_mode().id_map().clone();
+    let root_has_range = std::fs::read_to_string("/etc/subuid")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("root:") || l.starts_with("0:"));
+    assert_ne!(map.host_uid, 0);
+    if !root_has_range {
+        assert_eq!(map.host_uid, imgbuild_builder::sandbox::ROOT_SUBID_START);
+    }
+    // On the host: sandbox root's files belong to the subordinate range.
+    let made = std::fs::symlink_metadata(f.upper().join("root/made")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (map.host_uid, map.host_gid));
+    let app = std::fs::symlink_metadata(f.upper().join("home/app")).unwrap();
+    assert_eq!(app.uid(), map.host_uid + 1000);
+    // The layer sees sandbox ids.
+    let entries = f.sandbox(root_mode()).scan_upper().unwrap();
+    let app = find(&entries, "home/app").unwrap();
+    assert_eq!((app.uid, app.gid), (1000, 1000));
+    assert_eq!(find(&entries, "root/made").unwrap().uid, 0);
+    // The kernel stored a v3 capability with the host id of sandbox root;
+    // the layer gets the v2 form, as before user namespaces.
+    let mut raw = [0u8; 64];
+    let n = rustix::fs::lgetxattr(
+        f.upper().join("root/ping"),
+        "security.capability",
+        &mut raw[..],
+    )
+    .unwrap();
+    assert_eq!((n, raw[3]), (24, 3), "{:?}", &raw[..n]);
+    let cap = &find(&entries, "root/ping").unwrap().xattrs["security.capability"];
+    assert_eq!(
+        cap[..],
+        [1, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    );
+}
+
+#[test]
+fn private_secrets_are_copied_for_sandbox_root() {
+    if !can_run() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    // A root-only secret (as `--secret` files usually are) and a
+    // world-readable one.
+    let private = f.dir.path().join("token");
+    std::fs::write(&private, "t0ken\n").unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let public = f.dir.path().join("pub");
+    std::fs::write(&public, "public\n").unwrap();
+    let mut step = Step::shell(
+        "secrets",
+        "cat /run/secrets/token /run/secrets/pub; stat -c '%a %u' /run/secrets/token; \
+         echo x > /run/secrets/token || echo READONLY; rm /run/secrets/token || echo KEPT; \
+         touch /run/secrets/new || echo NOCREATE",
+    );
+    step.secrets = BTreeMap::from([
+        ("token".to_string(), private.clone()),
+        ("pub".to_string(), public.clone()),
+    ]);
+    let (r, lines) = run_collect(&f.sandbox(root_mode()), &step);
+    r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
+    for want in ["t0ken", "public", "400 0", "READONLY", "KEPT", "NOCREATE"] {
+        assert!(lines.contains(&want.to_string()), "{want}: {lines:?}");
+    }
+    assert_eq!(std::fs::read_to_string(&private).unwrap(), "t0ken\n");
+    assert!(f.sandbox(root_mode()).scan_upper().unwrap().is_empty());
+}
+
+#[test]
+fn full_disk_ends_with_a_clear_error() {
+    if !can_run() {
+        return;
+    }
+    let f = Fixture::new();
+    // Upper and work on a 16 MiB tmpfs: the step fills it.
+    let small = f.dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    rustix::mount::mount(
+        c"tmpfs",
+        &small,
+        c"tmpfs",
+        rustix::mount::MountFlags::empty(),
+        Some(c"size=16m"),
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let _guard = Unmount(small.clone());
+    std::fs::create_dir(small.join("upper")).unwrap();
+    std::fs::create_dir(small.join("work")).unwrap();
+    let sb = imgbuild_builder::sandbox::Sandbox {
+        upper: small.join("upper"),
+        work: small.join("work"),
+        ..f.sandbox(root_mode())
+    };
+    let (r, _) = run_collect(
+        &sb,
+        &Step::shell("fill", "dd if=/dev/zero of=/big bs=1M count=64"),
+    );
+    match r {
+        Err(RunError::CommandFailed { last_lines, .. }) => assert!(
+            last_lines
+                .last()
+                .is_some_and(|l| l.starts_with("imgbuild: no space left on device")),
+            "{last_lines:#?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_build_that_fills_the_store_disk_fails_clearly_and_leaves_no_scratch() {
+    if !can_run() {
+        return;
+    }
+    let f = Fixture::new();
+    // The store on a 48 MiB tmpfs; the base is a busybox rootfs tar.
+    let disk = f.dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    rustix::mount::mount(
+        c"tmpfs",
+        &disk,
+        c"tmpfs",
+        rustix::mount::MountFlags::empty(),
+        Some(c"size=48m"),
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let _guard = Unmount(disk.clone());
+    let rootfs = f.dir.path().join("rootfs.tar");
+    let st = std::process::Command::new("tar")
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
+        .arg(&rootfs)
+        .arg("-C")
+        .arg(f.lower())
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let recipe_path = f.dir.path().join("fill.toml");
+    std::fs::write(
+        &recipe_path,
+        "[image]\nname = \"fill\"\n\n[from]\nrootfs = \"rootfs.tar\"\n\n[[step]]\nrun = \"dd if=/dev/zero of=/big bs=1M count=100\"\n",
+    )
+    .unwrap();
+    let recipe = imgbuild_builder::recipe::load(&recipe_path).unwrap();
+    let store = imgbuild_store::Store::open(&disk.join("store")).unwrap();
+    let registry =
+        imgbuild_registry::Client::new(imgbuild_registry::RegistryOptions::default()).unwrap();
+    let options = imgbuild_builder::BuildOptions {
+        epoch: 0,
+        compression: imgbuild_store::Compression::Gzip,
+        progress: &|_| {},
+        lock_mode: Default::default(),
+        secrets: BTreeMap::new(),
+        registry: &registry,
+    };
+    let err = imgbuild_builder::build(&store, &recipe, &options)
+        .expect_err("the step fills the disk")
+        .to_string();
+    assert!(err.contains("imgbuild: no space left on device"), "{err}");
+    // The step's scratch dir (upper, work) is gone with it.
+    let tmp: Vec<_> = std::fs::read_dir(disk.join("store/v1/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(tmp.is_empty(), "left in the store's tmp: {tmp:?}");
+}
+
+#[test]
+fn shifted_unpack_refuses_owners_outside_the_map() {
+    if !can_run() {
+        return;
+    }
+    use imgbuild_builder::sandbox::{unpack_layer, Owners, UnpackError, UnpackOptions};
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let layer = |uid: u64| {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o4755);
+        h.set_uid(uid);
+        h.set_gid(uid);
+        h.set_size(1);
+        b.append_data(&mut h, "usr/bin/tool", &b"x"[..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    let opts = UnpackOptions {
+        owners: Owners::Shift {
+            uid: 1 << 30,
+            gid: (1 << 30) + 7,
+            count: 65536,
+        },
+        ..UnpackOptions::default()
+    };
+    let ok = dir.path().join("ok");
+    std::fs::create_dir(&ok).unwrap();
+    unpack_layer(&layer(1000)[..], &ok, &opts).unwrap();
+    let tool = std::fs::symlink_metadata(ok.join("usr/bin/tool")).unwrap();
+    assert_eq!(
+        (tool.uid(), tool.gid(), tool.mode() & 0o7777),
+        ((1 << 30) + 1000, (1 << 30) + 7 + 1000, 0o4755)
+    );
+    // Parents the layer does not list, and the root, belong to sandbox root.
+    let usr = std::fs::symlink_metadata(ok.join("usr")).unwrap();
+    assert_eq!((usr.uid(), usr.gid()), (1 << 30, (1 << 30) + 7));
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    let err = unpack_layer(&layer(70_000)[..], &bad, &opts).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UnpackError::OutsideIdRange {
+                uid: 70_000,
+                count: 65536,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("/etc/subuid"), "{err}");
+}
+
+#[test]
+fn the_same_layer_twice_stacks() {
+    if !can_run() {
+        return;
+    }
+    // Two steps that changed nothing have the same (empty) layer, unpacked
+    // once: base, empty, other, empty.
+    let f = Fixture::new();
+    let empty = f.dir.path().join("empty");
+    let other = f.dir.path().join("other");
+    std::fs::create_dir_all(other.join("etc")).unwrap();
+    std::fs::write(other.join("etc/other"), "x\n").unwrap();
+    std::fs::create_dir(&empty).unwrap();
+    chown_r(
+        &other,
+        root_mode().id_map().host_uid,
+        root_mode().id_map().host_gid,
+    );
+    let sb = imgbuild_builder::sandbox::Sandbox {
+        lowers: vec![f.lower(), empty.clone(), other, empty],
+        ..f.sandbox(root_mode())
+    };
+    let (r, lines) = run_collect(&sb, &Step::shell("twice", "cat /etc/other /etc/motd"));
+    r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
+    assert_eq!(lines, vec!["x", "hello from the lower"]);
 }

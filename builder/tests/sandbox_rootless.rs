@@ -273,5 +273,17 @@ fn rootless_inner() {
         lines,
         vec!["new", "1000:1000 4755", "1000:1000 555", "CHOWN-COPYUP-OK"]
     );
+
+    // The adversarial checks of issue 8 hold rootless too.
+    std::fs::create_dir(dir.join("upper3")).unwrap();
+    std::fs::create_dir(dir.join("work3")).unwrap();
+    let sb3 = imgbuild_builder::sandbox::Sandbox {
+        lowers: vec![dir.join("lower")],
+        upper: dir.join("upper3"),
+        work: dir.join("work3"),
+        mode: sb.mode.clone(),
+    };
+    check_hardening(&sb3);
+    check_fork_bomb(&sb3);
     println!("ROOTLESS-INNER-RAN");
 }

@@ -3,13 +3,17 @@
 //! Process tree (parent = the builder):
 //!
 //! ```text
-//! builder ──fork──▶ C  [rootless: unshare(USER), wait for newuidmap]
+//! builder ──fork──▶ C  [root: unshare(NS), mount the overlay and the
+//!                       staged secrets (MountPlan::pre_userns)]
+//!                      unshare(USER), wait for the id map (written by the
+//!                      builder, or newuidmap when rootless)
 //!                      unshare(NS|PID|IPC|UTS[|NET]); fork ──▶ P (pid 1)
 //!                      waits for P, exits with its status
 //!                   P  mounts (MountPlan), pivot_root, fork ──▶ X
 //!                      reaps every child; exits when X exits, which makes
 //!                      the kernel SIGKILL everything left in the pid ns
-//!                   X  setgroups/setgid/setuid, chdir, execve(command)
+//!                   X  drop caps, setgroups/setgid/setuid, chdir,
+//!                      RLIMIT_NPROC, no_new_privs + seccomp, execve
 //! ```
 //!
 //! `C` and `P` die with their parent (`PR_SET_PDEATHSIG = SIGKILL`), so a
@@ -48,6 +52,14 @@ pub(crate) mod stage {
     pub(crate) const PDEATHSIG: u32 = 1012;
     pub(crate) const LOOPBACK: u32 = 1013;
     pub(crate) const CAPS: u32 = 1014;
+    pub(crate) const NPROC: u32 = 1015;
+    pub(crate) const SECCOMP: u32 = 1016;
+    pub(crate) const PRE_UNSHARE: u32 = 1017;
+    pub(crate) const BECOME_ROOT: u32 = 1018;
+    /// Steps of the pre-userns mount plan are `PRE_MOUNTS + index`.
+    pub(crate) const PRE_MOUNTS: u32 = 2000;
+    /// The overlay mount of the pre-userns plan.
+    pub(crate) const PRE_OVERLAY: u32 = PRE_MOUNTS + 1;
 
     /// Human name of a non-mount stage.
     pub(crate) fn name(s: u32) -> &'static str {
@@ -67,6 +79,10 @@ pub(crate) mod stage {
             PDEATHSIG => "set parent-death signal",
             LOOPBACK => "bring up the loopback interface",
             CAPS => "drop capabilities",
+            NPROC => "limit the number of processes (RLIMIT_NPROC)",
+            SECCOMP => "install the seccomp filter (no_new_privs)",
+            PRE_UNSHARE => "create the mount namespace for the overlay",
+            BECOME_ROOT => "become root of the step's user namespace",
             _ => "unknown stage",
         }
     }
@@ -74,7 +90,14 @@ pub(crate) mod stage {
 
 /// Everything the child needs, prepared before `fork`.
 pub(crate) struct ChildPlan {
-    pub(crate) userns: bool,
+    /// Root mode: mounts made before the user namespace exists.
+    pub(crate) pre: Option<MountPlan>,
+    /// Descriptors C keeps open (sorted): its pipes and staged secrets.
+    pub(crate) keep_fds: Vec<std::os::fd::RawFd>,
+    /// `RLIMIT_NPROC` of the command.
+    pub(crate) max_procs: u64,
+    /// Installed just before `execve`.
+    pub(crate) seccomp: super::seccomp::Filters,
     pub(crate) unshare: UnshareFlags,
     pub(crate) new_netns: bool,
     pub(crate) mounts: MountPlan,
@@ -143,34 +166,46 @@ pub(crate) fn spawn(plan: &ChildPlan, fds: ChildFds) -> Result<Pid, Errno> {
 }
 
 fn run_c(plan: &ChildPlan, fds: ChildFds) -> ! {
-    {
-        use std::os::fd::AsRawFd;
-        close_other_fds([
-            fds.ready_w.as_raw_fd(),
-            fds.go_r.as_raw_fd(),
-            fds.err_w.as_raw_fd(),
-            fds.stdin.as_raw_fd(),
-            fds.stdout_w.as_raw_fd(),
-            fds.stderr_w.as_raw_fd(),
-        ]);
-    }
+    close_other_fds(&plan.keep_fds);
     let err = &fds.err_w;
-    if plan.userns {
-        // SAFETY: single-threaded after fork; CLONE_NEWUSER does not unshare
-        // file tables or fs info that other threads could observe.
-        if let Err(e) = unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER) } {
-            fail(err, stage::UNSHARE_USER, e);
+    die_with_parent(err, Some(fds.parent_pid));
+    if let Some(pre) = &plan.pre {
+        // SAFETY: single-threaded after fork; only the mount namespace.
+        if let Err(e) = unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) } {
+            fail(err, stage::PRE_UNSHARE, e);
         }
-        if let Err(e) = rustix::io::write(&fds.ready_w, b"r") {
-            fail(err, stage::SYNC, e);
-        }
-        let mut b = [0u8; 1];
-        match rustix::io::read(&fds.go_r, &mut b) {
-            Ok(1) => {}
-            // The parent could not map us: it reports the error itself.
-            _ => exit_now(125),
+        if let Err((idx, e)) = pre.apply() {
+            fail(err, stage::PRE_MOUNTS + idx as u32, e);
         }
     }
+    // SAFETY: single-threaded after fork; CLONE_NEWUSER does not unshare
+    // file tables or fs info that other threads could observe.
+    if let Err(e) = unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER) } {
+        fail(err, stage::UNSHARE_USER, e);
+    }
+    if let Err(e) = rustix::io::write(&fds.ready_w, b"r") {
+        fail(err, stage::SYNC, e);
+    }
+    let mut b = [0u8; 1];
+    match rustix::io::read(&fds.go_r, &mut b) {
+        Ok(1) => {}
+        // The parent could not map us: it reports the error itself.
+        _ => exit_now(125),
+    }
+    if plan.pre.is_some() {
+        // Root mode: our ids are still host root's, which the new namespace
+        // does not map; become its root (host id of sandbox root). The
+        // capabilities in the namespace stay.
+        let zero_g = rustix::process::Gid::from_raw(0);
+        let zero_u = rustix::process::Uid::from_raw(0);
+        let r = rustix::thread::set_thread_res_gid(zero_g, zero_g, zero_g)
+            .and_then(|()| rustix::thread::set_thread_groups(&[]))
+            .and_then(|()| rustix::thread::set_thread_res_uid(zero_u, zero_u, zero_u));
+        if let Err(e) = r {
+            fail(err, stage::BECOME_ROOT, e);
+        }
+    }
+    // Again: a change of credentials clears the parent-death signal.
     die_with_parent(err, Some(fds.parent_pid));
     // SAFETY: single-threaded after fork, see above.
     if let Err(e) = unsafe { rustix::thread::unshare_unsafe(plan.unshare) } {
@@ -195,13 +230,12 @@ fn run_c(plan: &ChildPlan, fds: ChildFds) -> ! {
     }
 }
 
-/// Closes every inherited descriptor above 2 except ours. C and pid 1 never
-/// exec, so close-on-exec does not help them: without this they would hold
-/// whatever the builder had open (store database, another step's pipes
-/// caught mid-setup, descriptors without `O_CLOEXEC` from C libraries) for
-/// the whole step.
-pub(crate) fn close_other_fds<const N: usize>(mut keep: [std::os::fd::RawFd; N]) {
-    keep.sort_unstable();
+/// Closes every inherited descriptor above 2 except `keep` (sorted). C and
+/// pid 1 never exec, so close-on-exec does not help them: without this they
+/// would hold whatever the builder had open (store database, another step's
+/// pipes caught mid-setup, descriptors without `O_CLOEXEC` from C libraries)
+/// for the whole step.
+pub(crate) fn close_other_fds(keep: &[std::os::fd::RawFd]) {
     let mut next: u32 = 3;
     for fd in keep.iter().map(|&fd| fd as u32).chain([u32::MAX]) {
         if fd > next {
@@ -295,6 +329,16 @@ fn run_command(plan: &ChildPlan, err: &OwnedFd) -> ! {
     }
     if let Err(e) = rustix::process::chdir(plan.workdir.as_c_str()) {
         fail(err, stage::CHDIR, e);
+    }
+    let limit = rustix::process::Rlimit {
+        current: Some(plan.max_procs),
+        maximum: Some(plan.max_procs),
+    };
+    if let Err(e) = rustix::process::setrlimit(rustix::process::Resource::Nproc, limit) {
+        fail(err, stage::NPROC, e);
+    }
+    if let Err(e) = plan.seccomp.apply() {
+        fail(err, stage::SECCOMP, Errno::from_raw_os_error(e));
     }
     let mut last = Errno::NOENT;
     for path in &plan.exec_paths {

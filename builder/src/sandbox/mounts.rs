@@ -6,17 +6,31 @@
 //! no locks), which is what is allowed between `fork` and `exec` in a
 //! multi-threaded program.
 //!
+//! Two plans: [`MountPlan::pre_userns`] runs in root mode only, as root
+//! before the step's user namespace exists (it mounts the overlay and
+//! stages secrets, with root's view of the host); [`MountPlan::new`] runs
+//! in the sandbox's pid 1, inside the user namespace.
+//!
 //! Layout inside the new root (`R` = private overlay mount point):
 //!
 //! * `R` = overlay(lowerdir = lowers topmost-first, upperdir, workdir
 //!   [, userxattr]);
-//! * `/proc` new procfs (nosuid, nodev, noexec); `/sys` is not mounted;
+//! * `/proc` new procfs (nosuid, nodev, noexec), with the OCI runtime
+//!   spec's defaults: `/proc/sys`, `/proc/sysrq-trigger`, `/proc/irq`,
+//!   `/proc/bus`, `/proc/fs` read-only; [`MASKED_FILES`] covered by
+//!   `/dev/null` and [`MASKED_DIRS`] by an empty read-only tmpfs;
+//! * `/sys` an empty read-only tmpfs (sysfs is not exposed);
 //! * `/dev` tmpfs with `null zero full random urandom tty` bind-mounted
 //!   from the host, `pts` (new devpts instance), `ptmx -> pts/ptmx`,
-//!   `shm` tmpfs, `fd`/`stdin`/`stdout`/`stderr` symlinks;
-//! * `/tmp` and `/run` tmpfs, so nothing there reaches the upper dir;
-//! * `/run/secrets/<id>` read-only bind of each secret (inside the `/run`
-//!   tmpfs, so neither the file nor its mount point reaches the upper);
+//!   `shm` tmpfs ([`SHM_SIZE`]), `fd`/`stdin`/`stdout`/`stderr` symlinks;
+//! * `/tmp` ([`TMP_SIZE`]) and `/run` ([`RUN_SIZE`]) tmpfs, so nothing
+//!   there reaches the upper dir and a step cannot fill the host's memory;
+//! * `/run/secrets/<id>` read-only, each secret (inside the `/run` tmpfs,
+//!   so neither the file nor its mount point reaches the upper). Rootless,
+//!   a bind of the host file; as root, a read-only tmpfs staged before the
+//!   user namespace: world-readable files are bound into it, others copied
+//!   (mode `0400`, owned by sandbox root) so that sandbox root, which is
+//!   not host root, can read them;
 //! * with network: `/etc/resolv.conf` and `/etc/hosts` read-only binds of
 //!   the host files (skipped when the rootfs has a symlink there; created
 //!   empty when missing, which [`super::upper`] filters out again).
@@ -28,16 +42,62 @@
 
 use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, StatVfsMountFlags};
 use rustix::io::Errno;
 use rustix::mount::{self as rmount, MountFlags, MountPropagationFlags, UnmountFlags};
 
+/// Size of `/tmp` in the sandbox.
+pub const TMP_SIZE: &str = "512m";
+/// Size of `/run` in the sandbox.
+pub const RUN_SIZE: &str = "64m";
+/// Size of `/dev/shm` in the sandbox (Docker's default).
+pub const SHM_SIZE: &str = "64m";
+
+/// `/proc` entries remounted read-only (OCI runtime spec defaults).
+pub const READONLY_PROC: [&str; 5] = ["sys", "sysrq-trigger", "irq", "bus", "fs"];
+/// `/proc` files hidden behind `/dev/null` (moby's and runc's defaults).
+pub const MASKED_FILES: [&str; 7] = [
+    "kcore",
+    "keys",
+    "timer_list",
+    "timer_stats",
+    "latency_stats",
+    "sched_debug",
+    "interrupts",
+];
+/// `/proc` dirs hidden behind an empty read-only tmpfs.
+pub const MASKED_DIRS: [&str; 4] = ["acpi", "asound", "scsi", "driver"];
+
 /// One step of the plan.
 #[derive(Debug)]
 enum Op {
     MakeRootPrivate,
+    /// Covers an existing file with `/dev/null` or an existing directory
+    /// with an empty read-only tmpfs; skipped when `target` is missing.
+    Mask {
+        target: CString,
+    },
+    /// Copies an open file to a new file `target` with owner and mode.
+    Copy {
+        source: std::os::fd::OwnedFd,
+        target: CString,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
+    /// Bind-mounts a tree recursively (and remounts the top read-only).
+    BindTree {
+        source: CString,
+        target: CString,
+        readonly: bool,
+    },
+    /// Remounts a mount read-only.
+    RemountReadOnly {
+        target: CString,
+    },
     Mount {
         source: CString,
         target: CString,
@@ -93,7 +153,28 @@ pub(crate) struct MountSpec<'a> {
     pub(crate) root: &'a Path,
     pub(crate) overlay_options: &'a str,
     pub(crate) network: bool,
+    pub(crate) secrets: Secrets<'a>,
+    /// The overlay is already mounted on `root` ([`MountPlan::pre_userns`]).
+    pub(crate) premounted: bool,
+}
+
+/// Where the sandbox's pid 1 finds the secrets.
+pub(crate) enum Secrets<'a> {
+    /// Bind each host file (rootless).
+    Host(&'a [(String, std::path::PathBuf)]),
+    /// A directory staged by [`MountPlan::pre_userns`] (root).
+    Staged(&'a Path),
+}
+
+/// Inputs of [`MountPlan::pre_userns`].
+pub(crate) struct PreSpec<'a> {
+    pub(crate) root: &'a Path,
+    pub(crate) overlay_options: &'a str,
+    /// Staging dir for secrets and the secrets (empty: no staging).
+    pub(crate) staging: &'a Path,
     pub(crate) secrets: &'a [(String, std::path::PathBuf)],
+    /// Host ids of sandbox root.
+    pub(crate) root_ids: (u32, u32),
 }
 
 /// Host device nodes bind-mounted into `/dev`.
@@ -105,7 +186,94 @@ pub(crate) fn cstr(p: impl AsRef<std::ffi::OsStr>) -> CString {
     CString::new(p.as_ref().as_bytes()).expect("path without NUL")
 }
 
+/// The overlay mount of a plan.
+fn overlay(root: &Path, options: &str) -> Planned {
+    Planned {
+        op: Op::Mount {
+            source: cstr("overlay"),
+            target: cstr(root),
+            fstype: cstr("overlay"),
+            flags: MountFlags::empty(),
+            data: Some(cstr(options)),
+        },
+        what: format!("mount overlay on {} with {options}", root.display()),
+    }
+}
+
 impl MountPlan {
+    /// Root mode, before the user namespace: a private mount namespace with
+    /// the overlay on `root` and, if there are secrets, a read-only tmpfs on
+    /// `staging` holding them. Opens the secrets that sandbox root could not
+    /// read (fails with the path when one cannot be opened).
+    pub(crate) fn pre_userns(spec: &PreSpec<'_>) -> Result<Self, String> {
+        let mut ops = vec![
+            Planned {
+                op: Op::MakeRootPrivate,
+                what: "make / a private mount (rprivate)".into(),
+            },
+            overlay(spec.root, spec.overlay_options),
+        ];
+        if spec.secrets.is_empty() {
+            return Ok(Self { ops });
+        }
+        let (uid, gid) = spec.root_ids;
+        let mut size: u64 = 64 * 1024;
+        let mut files = Vec::new();
+        for (id, host) in spec.secrets {
+            let target = cstr(spec.staging.join(id));
+            let md = fs_err::metadata(host).map_err(|e| format!("secret {id}: {e}"))?;
+            if md.permissions().mode() & 0o004 != 0 {
+                // Readable by anyone on the host: bind it, no copy.
+                files.push(Planned {
+                    op: Op::Touch {
+                        path: target.clone(),
+                    },
+                    what: format!("create staged secret {id}"),
+                });
+                files.push(Planned {
+                    op: Op::Bind {
+                        source: cstr(host),
+                        target,
+                        readonly: true,
+                        optional: false,
+                    },
+                    what: format!("bind-mount secret {id} from {}", host.display()),
+                });
+            } else {
+                let f = fs_err::File::open(host).map_err(|e| format!("secret {id}: {e}"))?;
+                size += md.len() + 4096;
+                files.push(Planned {
+                    op: Op::Copy {
+                        source: f.into_parts().0.into(),
+                        target,
+                        uid,
+                        gid,
+                        mode: 0o400,
+                    },
+                    what: format!("copy secret {id} from {}", host.display()),
+                });
+            }
+        }
+        let staging = cstr(spec.staging);
+        ops.push(Planned {
+            op: tmpfs(
+                staging.clone(),
+                &format!(
+                    "mode=0555,uid={uid},gid={gid},size={}k",
+                    size.div_ceil(1024)
+                ),
+                MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            ),
+            what: format!("mount tmpfs for secrets on {}", spec.staging.display()),
+        });
+        ops.extend(files);
+        ops.push(Planned {
+            op: Op::RemountReadOnly { target: staging },
+            what: "make the secrets read-only".into(),
+        });
+        Ok(Self { ops })
+    }
+
     pub(crate) fn new(spec: &MountSpec<'_>) -> Self {
         let r = spec.root;
         let mut ops = Vec::new();
@@ -117,21 +285,23 @@ impl MountPlan {
             Op::MakeRootPrivate,
             "make / a private mount (rprivate)".into(),
         );
-        push(
-            Op::Mount {
-                source: cstr("overlay"),
-                target: cstr(r),
-                fstype: cstr("overlay"),
-                flags: MountFlags::empty(),
-                data: Some(cstr(spec.overlay_options)),
-            },
-            format!(
-                "mount overlay on {} with {}",
-                r.display(),
-                spec.overlay_options
-            ),
-        );
-        for d in ["proc", "dev", "tmp", "run"] {
+        if spec.premounted {
+            // The overlay came from a more privileged mount namespace, so
+            // it is locked here and pivot_root refuses it; a bind of it
+            // made here is not (runc does the same).
+            push(
+                Op::BindTree {
+                    source: cstr(r),
+                    target: cstr(r),
+                    readonly: false,
+                },
+                format!("bind-mount {} onto itself", r.display()),
+            );
+        } else {
+            let o = overlay(r, spec.overlay_options);
+            push(o.op, o.what);
+        }
+        for d in ["proc", "dev", "tmp", "run", "sys"] {
             push(
                 Op::Mkdir {
                     path: c(d),
@@ -149,6 +319,34 @@ impl MountPlan {
                 data: None,
             },
             "mount /proc".into(),
+        );
+        for p in READONLY_PROC {
+            let target = c(&format!("proc/{p}"));
+            push(
+                Op::Bind {
+                    source: target.clone(),
+                    target,
+                    readonly: true,
+                    optional: true,
+                },
+                format!("make /proc/{p} read-only"),
+            );
+        }
+        for p in MASKED_FILES.iter().chain(&MASKED_DIRS) {
+            push(
+                Op::Mask {
+                    target: c(&format!("proc/{p}")),
+                },
+                format!("mask /proc/{p}"),
+            );
+        }
+        push(
+            tmpfs(
+                c("sys"),
+                "mode=0555,size=4k",
+                nosuid_nodev | MountFlags::NOEXEC | MountFlags::RDONLY,
+            ),
+            "mount an empty read-only tmpfs on /sys".into(),
         );
         push(
             tmpfs(
@@ -202,7 +400,11 @@ impl MountPlan {
             "create /dev/shm".into(),
         );
         push(
-            tmpfs(c("dev/shm"), "mode=1777", nosuid_nodev),
+            tmpfs(
+                c("dev/shm"),
+                &format!("mode=1777,size={SHM_SIZE}"),
+                nosuid_nodev,
+            ),
             "mount tmpfs on /dev/shm".into(),
         );
         for (link, target) in [
@@ -221,14 +423,26 @@ impl MountPlan {
             );
         }
         push(
-            tmpfs(c("tmp"), "mode=1777", nosuid_nodev),
-            "mount tmpfs on /tmp".into(),
+            tmpfs(
+                c("tmp"),
+                &format!("mode=1777,size={TMP_SIZE}"),
+                nosuid_nodev,
+            ),
+            format!("mount tmpfs on /tmp (size={TMP_SIZE})"),
         );
         push(
-            tmpfs(c("run"), "mode=0755", nosuid_nodev),
-            "mount tmpfs on /run".into(),
+            tmpfs(
+                c("run"),
+                &format!("mode=0755,size={RUN_SIZE}"),
+                nosuid_nodev,
+            ),
+            format!("mount tmpfs on /run (size={RUN_SIZE})"),
         );
-        if !spec.secrets.is_empty() {
+        let host_secrets = match spec.secrets {
+            Secrets::Host(s) => s,
+            Secrets::Staged(_) => &[],
+        };
+        if !host_secrets.is_empty() || matches!(spec.secrets, Secrets::Staged(_)) {
             push(
                 Op::Mkdir {
                     path: c("run/secrets"),
@@ -237,7 +451,17 @@ impl MountPlan {
                 "create /run/secrets".into(),
             );
         }
-        for (id, host) in spec.secrets {
+        if let Secrets::Staged(dir) = spec.secrets {
+            push(
+                Op::BindTree {
+                    source: cstr(dir),
+                    target: c("run/secrets"),
+                    readonly: true,
+                },
+                format!("bind-mount the staged secrets from {}", dir.display()),
+            );
+        }
+        for (id, host) in host_secrets {
             let target = c(&format!("run/secrets/{id}"));
             push(
                 Op::Touch {
@@ -273,6 +497,18 @@ impl MountPlan {
         Self { ops }
     }
 
+    /// Descriptors the plan reads from (the child must keep them open).
+    pub(crate) fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.ops
+            .iter()
+            .filter_map(|p| match &p.op {
+                Op::Copy { source, .. } => Some(source.as_raw_fd()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Description of step `idx` for error messages.
     pub(crate) fn describe(&self, idx: usize) -> &str {
         self.ops
@@ -306,6 +542,64 @@ fn apply_op(op: &Op) -> Result<(), Errno> {
             c"/",
             MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
         ),
+        Op::Mask { target } => {
+            let st = match rfs::statat(rfs::CWD, target.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Err(Errno::NOENT) => return Ok(()),
+                r => r?,
+            };
+            if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory {
+                rmount::mount(
+                    c"tmpfs",
+                    target.as_c_str(),
+                    c"tmpfs",
+                    MountFlags::RDONLY
+                        | MountFlags::NOSUID
+                        | MountFlags::NODEV
+                        | MountFlags::NOEXEC,
+                    Some(c"mode=0555,size=4k"),
+                )
+            } else {
+                rmount::mount_bind(c"/dev/null", target.as_c_str())
+            }
+        }
+        Op::Copy {
+            source,
+            target,
+            uid,
+            gid,
+            mode,
+        } => {
+            let out = rfs::open(
+                target.as_c_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )?;
+            loop {
+                match rfs::sendfile(&out, source, None, 1 << 30) {
+                    Ok(0) => break,
+                    Ok(_) | Err(Errno::INTR) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            rfs::fchown(
+                &out,
+                Some(rfs::Uid::from_raw(*uid)),
+                Some(rfs::Gid::from_raw(*gid)),
+            )?;
+            rfs::fchmod(&out, Mode::from_raw_mode(*mode))
+        }
+        Op::BindTree {
+            source,
+            target,
+            readonly,
+        } => {
+            rmount::mount_bind_recursive(source.as_c_str(), target.as_c_str())?;
+            if *readonly {
+                remount_readonly(target)?;
+            }
+            Ok(())
+        }
+        Op::RemountReadOnly { target } => remount_readonly(target),
         Op::Mount {
             source,
             target,

@@ -1,18 +1,15 @@
 //! Namespaces and id mapping.
 //!
-//! Policy: a sandbox always gets new mount, pid, ipc and uts namespaces, and
-//! a new network namespace unless the step asks for `network = true`.
-//! A new *user* namespace is created only in [`SandboxMode::Rootless`]: when
-//! the builder runs as real root the step runs as real root too (chrooted
-//! and namespaced, but not a security boundary against a hostile recipe).
+//! Policy: a sandbox always gets new user, mount, pid, ipc and uts
+//! namespaces, and a new network namespace unless the step asks for
+//! `network = true`. Sandbox root is never host root: the step's user
+//! namespace maps sandbox ids `0..N` to an [`IdMap`]:
 //!
-//! Rootless id map (written by the setuid helpers `newuidmap`/`newgidmap`
-//! from package `uidmap`):
-//!
-//! | in sandbox      | on the host                       |
-//! |-----------------|-----------------------------------|
-//! | 0               | the invoking user's uid / gid     |
-//! | 1 ..= count     | subuid_start ..= subuid_start+count-1 |
+//! | mode | sandbox 0 | sandbox 1 ..= count | map written by |
+//! |------|-----------|---------------------|----------------|
+//! | [`SandboxMode::Root`], real root | [`ROOT_SUBID_START`] (or root's `/etc/subuid` range) | the ids after it | imgbuild (`/proc/PID/uid_map`) |
+//! | [`SandboxMode::Root`], root of a user namespace (rootless CLI) | the same id (identity map of our own map) | the same ids | imgbuild |
+//! | [`SandboxMode::Rootless`] | the invoking user's uid | its `/etc/subuid` range | `newuidmap`/`newgidmap` (package `uidmap`) |
 //!
 //! so package installs that `chown` to system users work, and the upper
 //! dir contains host ids that [`IdMap::to_container_uid`] maps back.
@@ -21,28 +18,56 @@ use std::io;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// How the sandbox gets its privileges.
+/// First host id of the range that sandbox ids map to when imgbuild runs
+/// as real root and root has no `/etc/subuid` / `/etc/subgid` entry:
+/// 2^30, inside systemd's container id range (524288..=1879048191), above
+/// the ranges `useradd` hands out (`SUB_UID_MAX` = 600100000) and below
+/// 2^31 (tools that treat ids as signed). [`ROOT_SUBID_COUNT`] ids.
+pub const ROOT_SUBID_START: u32 = 1 << 30;
+/// Number of sandbox ids (0..=65535) mapped when imgbuild runs as root.
+pub const ROOT_SUBID_COUNT: u32 = 65_536;
+
+/// How the sandbox gets its privileges; both kinds run every step in a new
+/// user namespace (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SandboxMode {
-    /// We are (namespaced or real) root already: no new user namespace.
-    Root,
-    /// Unprivileged: new user namespace mapped with the given ranges.
+    /// imgbuild is root (real, or of a user namespace): it mounts the
+    /// overlay itself and writes the step's id map directly.
+    Root(IdMap),
+    /// Unprivileged: the user namespace is mapped with `newuidmap`.
     Rootless(IdMap),
 }
 
 impl SandboxMode {
-    /// `Root` when euid is 0, otherwise `Rootless` with the invoking
-    /// user's ranges from `/etc/subuid` and `/etc/subgid`.
+    /// `Root` with [`IdMap::for_root`] when euid is 0, otherwise `Rootless`
+    /// with the invoking user's ranges from `/etc/subuid` and `/etc/subgid`.
     pub fn detect() -> Result<Self, IdMapError> {
         if rustix::process::geteuid().is_root() {
-            Ok(Self::Root)
+            Ok(Self::Root(IdMap::for_root()?))
         } else {
             Ok(Self::Rootless(IdMap::for_current_user()?))
         }
     }
+
+    /// The step's id map.
+    pub fn id_map(&self) -> &IdMap {
+        match self {
+            Self::Root(m) | Self::Rootless(m) => m,
+        }
+    }
 }
 
-/// A rootless id mapping (see module docs).
+/// Who writes an [`IdMap`] into a new user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapWriter {
+    /// The setuid helpers `newuidmap`/`newgidmap` (unprivileged).
+    Helpers,
+    /// imgbuild itself, writing `/proc/PID/uid_map` (root).
+    Direct,
+}
+
+/// Sandbox id -> host id mapping (see module docs): sandbox 0 is
+/// `host_uid`, sandbox `1..=count` is `subuid_start..`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdMap {
     /// Host uid that becomes root in the sandbox.
@@ -57,6 +82,8 @@ pub struct IdMap {
     pub subgid_start: u32,
     /// Number of subgids.
     pub subgid_count: u32,
+    /// Who installs the map.
+    pub writer: MapWriter,
 }
 
 /// Errors of id-map lookup and installation.
@@ -82,6 +109,20 @@ pub enum IdMapError {
         flag: &'static str,
         /// The user.
         user: String,
+    },
+    /// Root of a user namespace that maps no run of ids from 0.
+    #[error("this user namespace maps no ids from 0 (see /proc/self/uid_map and gid_map), so steps cannot get a user namespace of their own; run imgbuild as real root or as a user with an /etc/subuid range")]
+    NoOwnIds,
+    /// Writing a map as root failed.
+    #[error("cannot write {map:?} to {path}: {source}; imgbuild as root maps sandbox ids to a subordinate range (root's /etc/subuid entry or 1073741824..+65536), which must not overlap an existing map")]
+    WriteMap {
+        /// `/proc/PID/uid_map` or `gid_map`.
+        path: PathBuf,
+        /// What was written.
+        map: String,
+        /// Cause.
+        #[source]
+        source: io::Error,
     },
     /// Running `newuidmap`/`newgidmap` failed.
     #[error("{tool} for sandbox pid {pid} failed: {detail}; install package `uidmap` and check the ranges in /etc/subuid and /etc/subgid")]
@@ -112,6 +153,76 @@ impl IdMap {
             subuid_count,
             subgid_start,
             subgid_count,
+            writer: MapWriter::Helpers,
+        })
+    }
+
+    /// The map for steps started by root: in the initial user namespace,
+    /// root's first `/etc/subuid` / `/etc/subgid` range (at most
+    /// [`ROOT_SUBID_COUNT`] ids) or else [`ROOT_SUBID_START`]; inside a user
+    /// namespace (the rootless CLI re-executed itself), the identity on the
+    /// ids mapped there.
+    pub fn for_root() -> Result<Self, IdMapError> {
+        let read = |path: &str| {
+            fs_err::read_to_string(path).map_err(|source| IdMapError::ReadSubIds {
+                path: path.into(),
+                user: "root".into(),
+                source,
+            })
+        };
+        if !in_initial_user_namespace() {
+            let uids = identity_count(&read("/proc/self/uid_map")?);
+            let gids = identity_count(&read("/proc/self/gid_map")?);
+            if uids < 1 || gids < 1 {
+                return Err(IdMapError::NoOwnIds);
+            }
+            return Ok(Self {
+                host_uid: 0,
+                host_gid: 0,
+                subuid_start: 1,
+                subuid_count: uids.min(ROOT_SUBID_COUNT) - 1,
+                subgid_start: 1,
+                subgid_count: gids.min(ROOT_SUBID_COUNT) - 1,
+                writer: MapWriter::Direct,
+            });
+        }
+        let range = |path: &str| -> (u32, u32) {
+            let text = fs_err::read_to_string(path).unwrap_or_default();
+            match parse_range(&text, "root", 0) {
+                Some((start, count)) if count >= 1 => (start, count.min(ROOT_SUBID_COUNT)),
+                _ => (ROOT_SUBID_START, ROOT_SUBID_COUNT),
+            }
+        };
+        let (u, uc) = range("/etc/subuid");
+        let (g, gc) = range("/etc/subgid");
+        Ok(Self {
+            host_uid: u,
+            host_gid: g,
+            subuid_start: u + 1,
+            subuid_count: uc - 1,
+            subgid_start: g + 1,
+            subgid_count: gc - 1,
+            writer: MapWriter::Direct,
+        })
+    }
+
+    /// True when every sandbox id is the same id outside.
+    pub fn is_identity(&self) -> bool {
+        self.host_uid == 0 && self.host_gid == 0 && self.subuid_start == 1 && self.subgid_start == 1
+    }
+
+    /// Whether sandbox ids form one contiguous host range
+    /// (`host_uid .. host_uid + count`), as in [`SandboxMode::Root`]:
+    /// returns `(uid base, gid base, count)` where count covers both.
+    pub fn contiguous(&self) -> Option<(u32, u32, u32)> {
+        (self.subuid_start == self.host_uid.wrapping_add(1)
+            && self.subgid_start == self.host_gid.wrapping_add(1))
+        .then(|| {
+            (
+                self.host_uid,
+                self.host_gid,
+                self.subuid_count.min(self.subgid_count) + 1,
+            )
         })
     }
 
@@ -136,8 +247,36 @@ impl IdMap {
     }
 
     /// Writes the maps of process `pid` (which has just unshared its user
-    /// namespace) with `newuidmap` and `newgidmap`.
+    /// namespace), with `newuidmap` and `newgidmap` or directly.
     pub fn install(&self, pid: i32) -> Result<(), IdMapError> {
+        if self.writer == MapWriter::Direct {
+            for (file, host, start, count) in [
+                (
+                    "uid_map",
+                    self.host_uid,
+                    self.subuid_start,
+                    self.subuid_count,
+                ),
+                (
+                    "gid_map",
+                    self.host_gid,
+                    self.subgid_start,
+                    self.subgid_count,
+                ),
+            ] {
+                let mut text = format!("0 {host} 1\n");
+                if count > 0 {
+                    text.push_str(&format!("1 {start} {count}\n"));
+                }
+                let path = format!("/proc/{pid}/{file}");
+                fs_err::write(&path, &text).map_err(|source| IdMapError::WriteMap {
+                    path: path.into(),
+                    map: text,
+                    source,
+                })?;
+            }
+            return Ok(());
+        }
         run_helper(
             "newuidmap",
             pid,
@@ -245,6 +384,27 @@ fn parse_range(text: &str, name: &str, uid: u32) -> Option<(u32, u32)> {
     })
 }
 
+/// Length of the run of ids `0..n` that `/proc/self/uid_map` text maps.
+fn identity_count(map: &str) -> u32 {
+    let mut ranges: Vec<(u32, u32)> = map
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().map(|x| x.parse::<u32>().ok());
+            let inside = f.next()??;
+            let _outside = f.next()??;
+            Some((inside, f.next()??))
+        })
+        .collect();
+    ranges.sort_unstable();
+    let mut n: u32 = 0;
+    for (inside, count) in ranges {
+        if inside == n {
+            n = n.saturating_add(count);
+        }
+    }
+    n
+}
+
 /// True when this process is in the initial user namespace (so `trusted.*`
 /// xattrs and `mknod` are possible for root).
 pub fn in_initial_user_namespace() -> bool {
@@ -270,6 +430,7 @@ mod tests {
             subuid_count: 65536,
             subgid_start: 100000,
             subgid_count: 65536,
+            writer: MapWriter::Helpers,
         };
         assert_eq!(m.to_host_uid(0), Some(1000));
         assert_eq!(m.to_host_uid(1), Some(100000));
@@ -277,6 +438,10 @@ mod tests {
         assert_eq!(m.to_container_uid(1000), Some(0));
         assert_eq!(m.to_container_uid(5), None);
         assert_eq!(m.to_host_uid(65537), None);
+        assert_eq!(m.contiguous(), None);
+        assert_eq!(identity_count("0 1000 1\n1 400000 65536\n"), 65537);
+        assert_eq!(identity_count("0 0 4294967295\n"), u32::MAX);
+        assert_eq!(identity_count("1 0 10\n"), 0);
     }
 }
 
@@ -311,8 +476,9 @@ pub enum UsernsError {
 ///   `newuidmap`/`newgidmap`, and then **exits with the child's exit code**
 ///   (it never returns).
 ///
-/// Inside, [`SandboxMode::detect`] gives `Root`, the overlay flavour is
-/// `User`, layers unpack with [`Owners::Apply`](super::Owners::Apply), and
+/// Inside, [`SandboxMode::detect`] gives `Root` with an identity map, the
+/// overlay flavour is `User`, layers unpack with
+/// [`Owners::Apply`](super::Owners::Apply), and
 /// upper dirs with files of any mapped owner can be scanned and read, which
 /// an unprivileged process outside the namespace cannot do.
 pub fn reexec_in_user_namespace() -> Result<(), UsernsError> {

@@ -51,7 +51,7 @@ pub(crate) fn pump(
     stderr: OwnedFd,
     mut log: Option<&mut fs_err::File>,
     on_line: &mut dyn FnMut(&OutputLine<'_>),
-) -> std::io::Result<Vec<String>> {
+) -> (Vec<String>, Option<std::io::Error>) {
     let (tx, rx) = mpsc::channel::<(Stream, String)>();
     let readers = [(Stream::Stdout, stdout), (Stream::Stderr, stderr)].map(|(stream, fd)| {
         let tx = tx.clone();
@@ -99,10 +99,7 @@ pub(crate) fn pump(
     for r in readers {
         let _ = r.join();
     }
-    match log_err {
-        Some(e) => Err(e),
-        None => Ok(last.into()),
-    }
+    (last.into(), log_err)
 }
 
 /// Opens (appending) the step log file.

@@ -119,7 +119,9 @@ pub fn apply_owners_in_userns(
 
     let pid = match fork().map_err(|e| spawn_err(e.into()))? {
         None => {
-            close_other_fds([ready_w.as_raw_fd(), go_r.as_raw_fd(), err_w.as_raw_fd()]);
+            let mut keep = [ready_w.as_raw_fd(), go_r.as_raw_fd(), err_w.as_raw_fd()];
+            keep.sort_unstable();
+            close_other_fds(&keep);
             let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
             if rustix::process::getppid() != Some(parent) {
                 exit_now(125);

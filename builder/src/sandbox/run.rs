@@ -13,10 +13,16 @@ use rustix::process::{Pid, Signal, WaitOptions};
 use rustix::thread::UnshareFlags;
 
 use super::child::{self, stage, ChildFds, ChildPlan};
-use super::mounts::{cstr, MountPlan, MountSpec};
+use super::mounts::{cstr, MountPlan, MountSpec, PreSpec, Secrets};
 use super::namespaces::{in_initial_user_namespace, IdMapError, SandboxMode};
 use super::output::{self, OutputLine};
 use super::overlay::OverlayXattrs;
+use super::seccomp::{self, Filters};
+
+/// `RLIMIT_NPROC` of a step: processes and threads per user inside the
+/// sandbox (podman's default `pids_limit`), so a fork bomb ends with
+/// `EAGAIN` instead of exhausting the host.
+pub const MAX_PROCS: u64 = 2048;
 
 /// Default `PATH` when the step does not set one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -126,7 +132,7 @@ pub enum RunError {
         #[source]
         source: io::Error,
     },
-    /// Rootless id mapping failed.
+    /// Id mapping failed.
     #[error("step {step}: cannot map ids into the sandbox")]
     IdMap {
         /// Step name.
@@ -165,9 +171,15 @@ impl Sandbox {
     /// been unpacked with the same one.
     pub fn overlay_xattrs(&self) -> OverlayXattrs {
         match self.mode {
-            SandboxMode::Root if in_initial_user_namespace() => OverlayXattrs::Trusted,
+            SandboxMode::Root(_) if in_initial_user_namespace() => OverlayXattrs::Trusted,
             _ => OverlayXattrs::User,
         }
+    }
+
+    /// Host uid and gid of sandbox root.
+    pub fn root_ids(&self) -> (u32, u32) {
+        let m = self.mode.id_map();
+        (m.host_uid, m.host_gid)
     }
 
     /// Runs `step`, streaming output to `on_line` and appending it to `log`.
@@ -215,6 +227,26 @@ impl Sandbox {
             .prefix("imgbuild-root-")
             .tempdir()
             .map_err(io_err("create a temporary mount point".into()))?;
+        let (root, staging) = (
+            mountpoint.path().join("root"),
+            mountpoint.path().join("secrets"),
+        );
+        for d in [&root, &staging] {
+            fs_err::create_dir(d).map_err(io_err(format!("create {}", d.display())))?;
+        }
+        if let SandboxMode::Root(_) = self.mode {
+            // Sandbox root must reach its root dir and own the image's `/`
+            // (the upper's root dir), as host root did before.
+            let (uid, gid) = self.root_ids();
+            for d in [mountpoint.path(), &self.upper] {
+                rustix::fs::chown(
+                    d,
+                    Some(rustix::fs::Uid::from_raw(uid)),
+                    Some(rustix::fs::Gid::from_raw(gid)),
+                )
+                .map_err(errno(&format!("chown {} to sandbox root", d.display())))?;
+            }
+        }
         let empty_lower = if self.lowers.is_empty() {
             Some(
                 tempfile::Builder::new()
@@ -229,8 +261,8 @@ impl Sandbox {
             .overlay_options(empty_lower.as_ref().map(|d| d.path()))
             .map_err(invalid)?;
         let secrets = validate_secrets(&step.secrets).map_err(invalid)?;
-        let plan = self
-            .child_plan(step, mountpoint.path(), &overlay_options, &secrets)
+        let mut plan = self
+            .child_plan(step, &root, &staging, &overlay_options, &secrets)
             .map_err(invalid)?;
 
         let mut log_file = log
@@ -248,6 +280,18 @@ impl Sandbox {
         let (serr_r, serr_w) =
             rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno("create a pipe"))?;
         let stdin = fs_err::File::open("/dev/null").map_err(io_err("open /dev/null".into()))?;
+        {
+            use std::os::fd::AsRawFd;
+            plan.keep_fds.extend([
+                ready_w.as_raw_fd(),
+                go_r.as_raw_fd(),
+                err_w.as_raw_fd(),
+                stdin.as_raw_fd(),
+                out_w.as_raw_fd(),
+                serr_w.as_raw_fd(),
+            ]);
+            plan.keep_fds.sort_unstable();
+        }
         let fds = ChildFds {
             parent_pid: rustix::process::getpid(),
             ready_w,
@@ -261,36 +305,49 @@ impl Sandbox {
         let pid = child::spawn(&plan, fds).map_err(errno("fork the sandbox"))?;
         let mut guard = KillGuard(Some(pid));
 
-        if let SandboxMode::Rootless(map) = &self.mode {
-            let mut b = [0u8; 1];
-            let got = rustix::io::read(&ready_r, &mut b).unwrap_or(0);
-            if got == 1 {
-                if let Err(source) = map.install(pid.as_raw_nonzero().get()) {
-                    guard.kill();
-                    return Err(RunError::IdMap {
-                        step: name.to_owned(),
-                        source,
-                    });
-                }
-                rustix::io::write(&go_w, b"g").map_err(errno("signal the sandbox"))?;
+        let mut b = [0u8; 1];
+        let got = rustix::io::read(&ready_r, &mut b).unwrap_or(0);
+        if got == 1 {
+            if let Err(source) = self.mode.id_map().install(pid.as_raw_nonzero().get()) {
+                guard.kill();
+                return Err(RunError::IdMap {
+                    step: name.to_owned(),
+                    source,
+                });
             }
+            rustix::io::write(&go_w, b"g").map_err(errno("signal the sandbox"))?;
         }
         drop((ready_r, go_w));
 
-        let last_lines = output::pump(name, out_r, serr_r, log_file.as_mut(), on_line);
+        let (mut last_lines, log_error) =
+            output::pump(name, out_r, serr_r, log_file.as_mut(), on_line);
         let mut rec = [0u8; 8];
         let n = read_full(&err_r, &mut rec);
         let code = guard.wait();
-        let last_lines = last_lines.map_err(io_err(format!(
-            "write log file {}",
-            log.unwrap_or(Path::new("")).display()
-        )))?;
+        if let Some(e) = log_error {
+            if code == Some(0) || n == rec.len() {
+                return Err(io_err(format!(
+                    "write log file {}",
+                    log.unwrap_or(Path::new("")).display()
+                ))(e));
+            }
+            // The command failed, maybe by filling the disk the log is on:
+            // its failure is the news.
+            last_lines.push(format!("(log file not written: {e})"));
+        }
         drop(mountpoint);
 
         if n == rec.len() {
             let st = u32::from_ne_bytes(rec[..4].try_into().unwrap_or_default());
             let e = i32::from_ne_bytes(rec[4..].try_into().unwrap_or_default());
-            let stage_name = if st >= 1000 {
+            let stage_name = if st >= stage::PRE_MOUNTS {
+                plan.pre
+                    .as_ref()
+                    .map_or("unknown mount step", |p| {
+                        p.describe((st - stage::PRE_MOUNTS) as usize)
+                    })
+                    .to_owned()
+            } else if st >= 1000 {
                 stage::name(st).to_owned()
             } else {
                 plan.mounts.describe(st as usize).to_owned()
@@ -307,7 +364,7 @@ impl Sandbox {
             Some(code) => Err(RunError::CommandFailed {
                 step: name.to_owned(),
                 code,
-                last_lines,
+                last_lines: with_limit_hint(last_lines),
             }),
             None => Err(RunError::Io {
                 step: name.to_owned(),
@@ -319,6 +376,12 @@ impl Sandbox {
 
     fn overlay_options(&self, empty: Option<&Path>) -> Result<String, String> {
         let mut lowers: Vec<&Path> = self.lowers.iter().rev().map(PathBuf::as_path).collect();
+        // The same layer twice (e.g. two steps that changed nothing) is one
+        // dir, which overlayfs refuses to stack (ELOOP). Its topmost
+        // occurrence covers everything the lower ones add, remove or make
+        // opaque, so dropping those gives the same tree.
+        let mut seen = std::collections::HashSet::new();
+        lowers.retain(|p| seen.insert(*p));
         if let Some(e) = empty {
             lowers.push(e);
         }
@@ -357,6 +420,7 @@ impl Sandbox {
         &self,
         step: &Step,
         root: &Path,
+        staging: &Path,
         overlay_options: &str,
         secrets: &[(String, PathBuf)],
     ) -> Result<ChildPlan, String> {
@@ -424,15 +488,35 @@ impl Sandbox {
         if !step.network {
             unshare |= UnshareFlags::NEWNET;
         }
+        let pre = match self.mode {
+            SandboxMode::Root(_) => Some(MountPlan::pre_userns(&PreSpec {
+                root,
+                overlay_options,
+                staging,
+                secrets,
+                root_ids: self.root_ids(),
+            })?),
+            SandboxMode::Rootless(_) => None,
+        };
+        let keep_fds = pre.as_ref().map(MountPlan::fds).unwrap_or_default();
+        let spec_secrets = match (&pre, secrets.is_empty()) {
+            (Some(_), false) => Secrets::Staged(staging),
+            (Some(_), true) => Secrets::Host(&[]),
+            (None, _) => Secrets::Host(secrets),
+        };
         Ok(ChildPlan {
-            userns: matches!(self.mode, SandboxMode::Rootless(_)),
+            pre,
+            keep_fds,
+            max_procs: MAX_PROCS,
+            seccomp: filters()?,
             unshare,
             new_netns: !step.network,
             mounts: MountPlan::new(&MountSpec {
                 root,
                 overlay_options,
                 network: step.network,
-                secrets,
+                secrets: spec_secrets,
+                premounted: matches!(self.mode, SandboxMode::Root(_)),
             }),
             uid: step.user.uid,
             gid: step.user.gid,
@@ -443,6 +527,32 @@ impl Sandbox {
             env_ptrs,
         })
     }
+}
+
+/// The seccomp filters, compiled once per process.
+fn filters() -> Result<Filters, String> {
+    static FILTERS: std::sync::OnceLock<Result<Filters, String>> = std::sync::OnceLock::new();
+    FILTERS
+        .get_or_init(|| {
+            seccomp::compile().map_err(|e| format!("cannot build the seccomp filter: {e}"))
+        })
+        .clone()
+}
+
+/// Appends a line naming the sandbox limit that a failed command's output
+/// suggests it hit.
+fn with_limit_hint(mut lines: Vec<String>) -> Vec<String> {
+    let has = |s: &str| lines.iter().any(|l| l.contains(s));
+    let hint = if has("Resource temporarily unavailable") || has("can't fork") || has("Cannot fork")
+    {
+        Some(format!("imgbuild: a step may run at most {MAX_PROCS} processes and threads per user (RLIMIT_NPROC); the command could not fork"))
+    } else if has("No space left on device") {
+        Some(format!("imgbuild: no space left on device: /tmp holds at most {}, /run {}, /dev/shm {}; the image itself is limited by the store's disk", super::mounts::TMP_SIZE, super::mounts::RUN_SIZE, super::mounts::SHM_SIZE))
+    } else {
+        None
+    };
+    lines.extend(hint);
+    lines
 }
 
 fn validate_secrets(secrets: &BTreeMap<String, PathBuf>) -> Result<Vec<(String, PathBuf)>, String> {
@@ -473,12 +583,12 @@ fn validate_secrets(secrets: &BTreeMap<String, PathBuf>) -> Result<Vec<(String, 
 fn hint(stage: u32, errno: i32, mode: &SandboxMode) -> &'static str {
     let rootless = matches!(mode, SandboxMode::Rootless(_));
     match (stage, Errno::from_raw_os_error(errno)) {
-        (stage::UNSHARE_USER | stage::UNSHARE, Errno::PERM | Errno::NOSPC) if rootless => {
-            "; unprivileged user namespaces seem disabled: check sysctls user.max_user_namespaces and kernel.apparmor_restrict_unprivileged_userns"
+        (stage::UNSHARE_USER | stage::UNSHARE, Errno::PERM | Errno::NOSPC) => {
+            "; every step runs in a user namespace, which seems disabled: check sysctls user.max_user_namespaces and kernel.apparmor_restrict_unprivileged_userns"
         }
         (stage::EXEC, _) => "; check that the command exists in the image and PATH",
         (stage::CHDIR, _) => "; the workdir must exist in the image",
-        (1, Errno::INVAL) => "; upper and work must be empty-or-previous dirs on the same filesystem (not overlayfs), lowers must exist",
+        (1 | stage::PRE_OVERLAY, Errno::INVAL) => "; upper and work must be empty-or-previous dirs on the same filesystem (not overlayfs), lowers must exist",
         (1, Errno::PERM) if rootless => "; rootless overlay needs Linux >= 5.11 (userxattr)",
         _ => "",
     }

@@ -63,6 +63,19 @@ pub enum Owners {
     Apply,
     /// Keep the unpacking user's ids (owners are lost).
     Ignore,
+    /// Root unpacking for a sandbox whose ids map to one contiguous host
+    /// range ([`super::IdMap::contiguous`]): sandbox id `n` is stored as
+    /// host id `uid + n` / `gid + n`; ids `>= count` fail with
+    /// [`UnpackError::Chown`]. Directories the layer does not list, and the
+    /// destination itself, belong to sandbox root.
+    Shift {
+        /// Host uid of sandbox uid 0.
+        uid: u32,
+        /// Host gid of sandbox gid 0.
+        gid: u32,
+        /// Number of mapped ids.
+        count: u32,
+    },
     /// Rootless: unpack as the invoking user and record every owner (plus
     /// the mode and `security.capability`, which a chown clears) in
     /// [`UnpackReport::deferred_owners`]; then call
@@ -183,6 +196,20 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
+    /// An owner outside the ids the sandbox maps ([`Owners::Shift`]).
+    #[error("layer entry {path:?} for {root} is owned by {uid}:{gid}, but the sandbox maps only ids 0..{count}; give root a larger range in /etc/subuid and /etc/subgid (e.g. `usermod --add-subuids 1073741824-1140850687 --add-subgids 1073741824-1140850687 root`)")]
+    OutsideIdRange {
+        /// Destination.
+        root: PathBuf,
+        /// Entry path.
+        path: String,
+        /// Owner in the layer.
+        uid: u32,
+        /// Group in the layer.
+        gid: u32,
+        /// Number of mapped ids.
+        count: u32,
+    },
     /// Owner could not be applied.
     #[error("cannot chown {path:?} under {root} to {uid}:{gid}: {source}; unpack as root, inside the build user namespace (ids must be mapped), or with `Owners::Defer` when rootless")]
     Chown {
@@ -221,6 +248,17 @@ pub fn unpack_layer<R: Read>(
         root: root.to_owned(),
         source: e.into(),
     })?;
+    if let Owners::Shift { uid, gid, .. } = opts.owners {
+        rfs::fchown(
+            &root_fd,
+            Some(rfs::Uid::from_raw(uid)),
+            Some(rfs::Gid::from_raw(gid)),
+        )
+        .map_err(|e| UnpackError::OpenRoot {
+            root: root.to_owned(),
+            source: e.into(),
+        })?;
+    }
     let mut u = Unpacker {
         root: root.to_owned(),
         root_fd,
@@ -324,7 +362,21 @@ impl Unpacker {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) if create => {
                     match rfs::mkdirat(&cur, c.as_os_str(), Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
+                        Ok(()) => {
+                            if let Owners::Shift { uid, gid, .. } = self.opts.owners {
+                                rfs::chownat(
+                                    &cur,
+                                    c.as_os_str(),
+                                    Some(rfs::Uid::from_raw(uid)),
+                                    Some(rfs::Gid::from_raw(gid)),
+                                    AtFlags::SYMLINK_NOFOLLOW,
+                                )
+                                .map_err(|e| {
+                                    self.write_err(path, "chown parent directory of", e)
+                                })?;
+                            }
+                        }
+                        Err(Errno::EXIST) => {}
                         Err(e) => {
                             return Err(self.write_err(path, "create parent directory of", e))
                         }
@@ -616,11 +668,11 @@ impl Unpacker {
     fn apply_fd_meta(&mut self, fd: impl AsFd, meta: &Meta, path: &str) -> Result<(), UnpackError> {
         let fd = fd.as_fd();
         self.defer_owner(path, meta, Some(meta.mode));
-        if self.opts.owners == Owners::Apply {
+        if let Some((uid, gid)) = self.host_owner(path, meta)? {
             rfs::fchown(
                 fd,
-                Some(rfs::Uid::from_raw(meta.uid)),
-                Some(rfs::Gid::from_raw(meta.gid)),
+                Some(rfs::Uid::from_raw(uid)),
+                Some(rfs::Gid::from_raw(gid)),
             )
             .map_err(|e| self.chown_err(path, meta, e))?;
         }
@@ -655,12 +707,12 @@ impl Unpacker {
         chmod: bool,
     ) -> Result<(), UnpackError> {
         self.defer_owner(path, meta, chmod.then_some(meta.mode));
-        if self.opts.owners == Owners::Apply {
+        if let Some((uid, gid)) = self.host_owner(path, meta)? {
             rfs::chownat(
                 parent,
                 leaf,
-                Some(rfs::Uid::from_raw(meta.uid)),
-                Some(rfs::Gid::from_raw(meta.gid)),
+                Some(rfs::Uid::from_raw(uid)),
+                Some(rfs::Gid::from_raw(gid)),
                 AtFlags::SYMLINK_NOFOLLOW,
             )
             .map_err(|e| self.chown_err(path, meta, e))?;
@@ -735,6 +787,26 @@ impl Unpacker {
             mode,
             capability: meta.xattrs.get(CAPABILITY_XATTR).cloned(),
         });
+    }
+
+    /// The owner to `chown` an entry to now, if any.
+    fn host_owner(&self, path: &str, meta: &Meta) -> Result<Option<(u32, u32)>, UnpackError> {
+        match self.opts.owners {
+            Owners::Apply => Ok(Some((meta.uid, meta.gid))),
+            Owners::Ignore | Owners::Defer => Ok(None),
+            Owners::Shift { uid, gid, count } => {
+                if meta.uid >= count || meta.gid >= count {
+                    return Err(UnpackError::OutsideIdRange {
+                        root: self.root.clone(),
+                        path: path.to_owned(),
+                        uid: meta.uid,
+                        gid: meta.gid,
+                        count,
+                    });
+                }
+                Ok(Some((uid + meta.uid, gid + meta.gid)))
+            }
+        }
     }
 
     fn chown_err(&self, path: &str, meta: &Meta, e: Errno) -> UnpackError {

@@ -13,8 +13,12 @@
 //! * Hard links: regular files sharing `(dev, ino)` are emitted once as
 //!   [`UpperKind::File`] (first path in sorted order) and then as
 //!   [`UpperKind::Hardlink`] to that path.
-//! * Owners: in rootless mode the upper holds host ids; with
-//!   [`ScanOptions::id_map`] they are mapped back to sandbox ids.
+//! * Owners: the upper holds host ids (every step runs in a user
+//!   namespace); with [`ScanOptions::id_map`] they are mapped back to
+//!   sandbox ids. Whiteouts carry no owner (overlayfs makes them with the
+//!   mounter's ids). A v3 `security.capability` (written by `setcap` in the
+//!   user namespace, with the host id of sandbox root) is turned back into
+//!   what the sandbox sees: v2 for sandbox root.
 //! * Sandbox mount points: the sandbox creates `/proc`, `/dev`, `/tmp`,
 //!   `/run` (and `/etc/resolv.conf`, `/etc/hosts` with network) in the
 //!   merged root when no lower has them, so they show up in the upper. An
@@ -305,7 +309,11 @@ fn walk(
             // Sockets cannot go into a layer; skip them.
             continue;
         };
+        // Whiteouts are made by overlayfs with the mounter's ids (host
+        // root when imgbuild runs as root); their owner is not recorded.
+        let whiteout = kind == UpperKind::Whiteout;
         let map_id = |id: u32, f: fn(&IdMap, u32) -> Option<u32>| match opts.id_map {
+            _ if whiteout => Ok(0),
             None => Ok(id),
             Some(m) => f(m, id).ok_or(ScanError::UnmappedId {
                 path: host.clone(),
@@ -323,6 +331,13 @@ fn walk(
                 xattrs: xattrs_all
                     .into_iter()
                     .filter(|(k, _)| !is_overlay_private_xattr(k))
+                    .map(|(k, v)| {
+                        let v = match opts.id_map {
+                            Some(m) if k == "security.capability" => sandbox_capability(v, m),
+                            _ => v,
+                        };
+                        (k, v)
+                    })
                     .collect(),
                 mtime: md.mtime(),
                 kind,
@@ -333,6 +348,40 @@ fn walk(
         });
     }
     Ok(count)
+}
+
+/// A file capability as the sandbox sees it: `setcap` in a user namespace
+/// writes a v3 capability whose root id is the host id of the namespace's
+/// root; read from the host it keeps that id. One owned by sandbox root
+/// becomes the v2 form (what the kernel shows inside and what real root
+/// writes), another mapped root id is translated to the sandbox id.
+fn sandbox_capability(v: Vec<u8>, map: &IdMap) -> Vec<u8> {
+    const REVISION_MASK: u32 = 0xFF00_0000;
+    const REVISION_2: u32 = 0x0200_0000;
+    const REVISION_3: u32 = 0x0300_0000;
+    if v.len() != 24 {
+        return v;
+    }
+    let word = |i: usize| u32::from_le_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
+    let magic = word(0);
+    if magic & REVISION_MASK != REVISION_3 {
+        return v;
+    }
+    match map.to_container_uid(word(20)) {
+        Some(0) => {
+            let mut out = ((magic & !REVISION_MASK) | REVISION_2)
+                .to_le_bytes()
+                .to_vec();
+            out.extend_from_slice(&v[4..20]);
+            out
+        }
+        Some(id) => {
+            let mut out = v[..20].to_vec();
+            out.extend_from_slice(&id.to_le_bytes());
+            out
+        }
+        None => v,
+    }
 }
 
 /// All xattrs of `path` (not following symlinks).
@@ -375,17 +424,50 @@ impl super::Sandbox {
     /// [`scan_upper`] of this sandbox's upper dir with matching options
     /// (its overlay flavour, lowers and, when rootless, id map).
     pub fn scan_upper(&self) -> Result<Vec<UpperEntry>, ScanError> {
-        let id_map = match &self.mode {
-            super::SandboxMode::Rootless(m) => Some(m),
-            super::SandboxMode::Root => None,
-        };
         scan_upper(
             &self.upper,
             &ScanOptions {
                 overlay: self.overlay_xattrs(),
                 lowers: &self.lowers,
-                id_map,
+                id_map: Some(self.mode.id_map()),
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::MapWriter;
+
+    #[test]
+    fn v3_capabilities_of_sandbox_root_become_v2() {
+        let map = IdMap {
+            host_uid: 1 << 30,
+            host_gid: 1 << 30,
+            subuid_start: (1 << 30) + 1,
+            subuid_count: 65535,
+            subgid_start: (1 << 30) + 1,
+            subgid_count: 65535,
+            writer: MapWriter::Direct,
+        };
+        // cap_net_raw+ep, v3, root id = host id of sandbox root.
+        let mut v3 = 0x0300_0001u32.to_le_bytes().to_vec();
+        v3.extend_from_slice(&[0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut v2 = 0x0200_0001u32.to_le_bytes().to_vec();
+        v2.extend_from_slice(&v3[4..20]);
+        let mut root_owned = v3.clone();
+        root_owned.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        assert_eq!(sandbox_capability(root_owned, &map), v2);
+        let mut user_owned = v3.clone();
+        user_owned.extend_from_slice(&((1u32 << 30) + 1000).to_le_bytes());
+        let mut want = v3.clone();
+        want.extend_from_slice(&1000u32.to_le_bytes());
+        assert_eq!(sandbox_capability(user_owned, &map), want);
+        // v2 and unmapped root ids are kept as they are.
+        assert_eq!(sandbox_capability(v2.clone(), &map), v2);
+        let mut unmapped = v3;
+        unmapped.extend_from_slice(&7u32.to_le_bytes());
+        assert_eq!(sandbox_capability(unmapped.clone(), &map), unmapped);
     }
 }

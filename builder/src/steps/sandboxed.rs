@@ -107,6 +107,41 @@ pub(crate) fn run_to_layer(
     layer.commit(store).map_err(store_err)
 }
 
+/// How lower dirs are unpacked for `sandbox`, and the store's name for that flavour.
+///
+/// Owners on disk must be the host ids the step's user namespace maps the layer's ids to:
+/// * root in the initial user namespace: shifted into the subordinate range
+///   (`trusted-userns-UID-GID-COUNT`; the old `trusted` dirs, owned by real root, are never
+///   used again);
+/// * root of a user namespace (the rootless CLI): the identity map, ids as in the layer
+///   (`user`);
+/// * rootless library use: unpacked as the user, owners applied from a mapped helper (`user`).
+fn unpack_flavour(
+    sandbox: &Sandbox,
+) -> Result<(sandbox::OverlayXattrs, sandbox::Owners, String), String> {
+    let overlay = sandbox.overlay_xattrs();
+    let base = match overlay {
+        sandbox::OverlayXattrs::Trusted => "trusted",
+        sandbox::OverlayXattrs::User => "user",
+    };
+    match &sandbox.mode {
+        SandboxMode::Rootless(_) => Ok((overlay, sandbox::Owners::Defer, base.to_owned())),
+        SandboxMode::Root(map) if map.is_identity() => {
+            Ok((overlay, sandbox::Owners::Apply, base.to_owned()))
+        }
+        SandboxMode::Root(map) => {
+            let (uid, gid, count) = map
+                .contiguous()
+                .ok_or_else(|| format!("the sandbox id map {map:?} is not one contiguous range"))?;
+            Ok((
+                overlay,
+                sandbox::Owners::Shift { uid, gid, count },
+                format!("{base}-userns-{uid}-{gid}-{count}"),
+            ))
+        }
+    }
+}
+
 /// Unpacks every layer below (once per store) and returns their directories, lowest first.
 fn unpack_all(
     store: &Store,
@@ -114,25 +149,26 @@ fn unpack_all(
     below: &[Digest],
     sandbox: &Sandbox,
 ) -> Result<Vec<PathBuf>, StepError> {
-    let overlay = sandbox.overlay_xattrs();
-    let flavour = match overlay {
-        sandbox::OverlayXattrs::Trusted => "trusted",
-        sandbox::OverlayXattrs::User => "user",
-    };
+    let (overlay, owners, flavour) =
+        unpack_flavour(sandbox).map_err(|message| StepError::Sandbox {
+            step: number,
+            message,
+        })?;
     below
         .iter()
         .map(|diff_id| {
             store
                 .unpack_layer_with(
                     diff_id,
-                    flavour,
+                    &flavour,
                     |reader, dir| -> Result<(), UnpackFailure> {
-                        let opts = UnpackOptions {
-                            overlay,
-                            owners: sandbox::Owners::Apply,
-                        };
-                        sandbox::unpack_layer(reader, dir, &opts)
+                        let opts = UnpackOptions { overlay, owners };
+                        let report = sandbox::unpack_layer(reader, dir, &opts)
                             .map_err(|e| UnpackFailure(e.to_string()))?;
+                        if let SandboxMode::Rootless(map) = &sandbox.mode {
+                            sandbox::apply_owners_in_userns(dir, &report.deferred_owners, map)
+                                .map_err(|e| UnpackFailure(e.to_string()))?;
+                        }
                         Ok(())
                     },
                 )
