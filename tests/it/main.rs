@@ -14,4 +14,5 @@ mod registry;
 mod registry_support;
 mod reproducible;
 mod stages;
+mod tar_compat;
 mod untrusted_layers;

@@ -18,14 +18,50 @@ pub enum LayerReadError {
         /// The offending path.
         path: String,
     },
-    /// An entry type imgbuild does not carry (sparse files, GNU volume labels, ...).
-    #[error("tar entry `{path}` has unsupported type {kind:?}")]
+    /// An entry type imgbuild does not carry (GNU volume labels, multi-volume parts, ...).
+    #[error("tar entry `{path}` has unsupported type {kind:?} ({}); recreate the tarball without it", char::from(*kind).escape_default())]
     UnsupportedType {
         /// The entry's path.
         path: String,
         /// Its type byte.
         kind: u8,
     },
+    /// An entry whose bytes imgbuild would not read faithfully (a PAX sparse file, a
+    /// contiguous file).
+    #[error("tar entry `{path}` is {what}, which imgbuild does not import; recreate the tarball without it (for sparse files: GNU tar without --sparse, or --format=gnu)")]
+    Refused {
+        /// The entry's path as the header names it.
+        path: String,
+        /// What kind of entry it is.
+        what: &'static str,
+    },
+}
+
+/// Why an entry cannot be taken as the tar crate presents it, if so: a PAX sparse file
+/// (its data would be the sparse map and chunks, not the file), a contiguous file, a GNU
+/// multi-volume part or volume label. GNU sparse entries (type `S`) are fine: the tar
+/// crate expands their holes.
+pub fn refused_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+) -> Result<Option<&'static str>, LayerReadError> {
+    let kind = entry.header().entry_type();
+    Ok(match kind.as_byte() {
+        b'0' | b'\0' => {
+            let sparse = match entry.pax_extensions()? {
+                Some(pax) => pax
+                    .filter_map(Result::ok)
+                    .any(|e| e.key().is_ok_and(|k| k.starts_with("GNU.sparse."))),
+                None => false,
+            };
+            sparse.then_some("a PAX sparse file (GNU.sparse.* records)")
+        }
+        b'7' => Some("a contiguous file (type 7)"),
+        b'M' => Some("a GNU multi-volume continuation (type M)"),
+        b'V' => Some("a GNU volume label (type V)"),
+        b'N' => Some("an old GNU long-name entry (type N)"),
+        b'D' => Some("a GNU incremental dump directory (type D)"),
+        _ => None,
+    })
 }
 
 /// Normalises a path from a tar header: drops `/` and `./` prefixes and a trailing `/`;
@@ -48,6 +84,12 @@ pub(crate) fn normalize(path: &Path) -> Result<String, LayerReadError> {
 
 /// Reads the metadata of one entry. The root directory itself comes back with path `""`.
 pub fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<EntryMeta, LayerReadError> {
+    if let Some(what) = refused_entry(entry)? {
+        return Err(LayerReadError::Refused {
+            path: entry.path()?.display().to_string(),
+            what,
+        });
+    }
     let path = normalize(&entry.path()?)?;
     let header = entry.header();
     let link = || -> Result<String, LayerReadError> {
@@ -63,7 +105,8 @@ pub fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<EntryMeta, La
         ))
     };
     let kind = match header.entry_type() {
-        tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
+        // GNU sparse entries come expanded (holes as zeros) from the tar crate.
+        tar::EntryType::Regular | tar::EntryType::GNUSparse => EntryKind::File,
         tar::EntryType::Directory => EntryKind::Dir,
         tar::EntryType::Symlink => EntryKind::Symlink(link()?),
         tar::EntryType::Link => {
