@@ -361,12 +361,14 @@ fn read_manifest(
     r: &Reference,
     reference: &str,
 ) -> Result<Vec<u8>, RegistryError> {
-    let too_large = |size: String| RegistryError::TooLarge {
+    let too_large = |size: String| {
+        RegistryError::TooLarge {
         host: r.registry.clone(),
         what: format!("manifest {reference}"),
         reason: format!(
             "it is {size} bytes, more than the {MAX_MANIFEST_SIZE} (4 MiB) imgbuild reads for a manifest or index"
         ),
+    }
     };
     if let Some(n) = resp.body().content_length() {
         if n > MAX_MANIFEST_SIZE {

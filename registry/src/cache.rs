@@ -128,7 +128,12 @@ pub fn import_cache(
     }
     let pinned = source.with_digest(&fetched.digest);
     client
-        .fetch_blob(store, &pinned, &manifest.config.digest, manifest.config.size)
+        .fetch_blob(
+            store,
+            &pinned,
+            &manifest.config.digest,
+            manifest.config.size,
+        )
         .map_err(PullError::at(source))?;
     let records: Vec<CacheRecord> = store
         .read_json(&manifest.config.digest)

@@ -125,7 +125,12 @@ pub fn pull_image(
         crate::blobs::check_blob_size(reference, &d.digest, d.size).map_err(&at)?;
     }
     client
-        .fetch_blob(store, &pinned, &manifest.config.digest, manifest.config.size)
+        .fetch_blob(
+            store,
+            &pinned,
+            &manifest.config.digest,
+            manifest.config.size,
+        )
         .map_err(PullError::at(reference))?;
     let config: ImageConfig = store
         .read_json(&manifest.config.digest)

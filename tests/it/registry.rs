@@ -627,6 +627,7 @@ fn a_registry_that_lies_about_sizes_or_streams_forever_is_cut_off_at_the_declare
             Mischief::HugeBlobLength,
             "bytes the descriptor of sha256:",
         ),
+        (Mischief::ShortBlobs, "bytes for sha256:"),
         (
             Mischief::HugeLayerSizes,
             "its descriptor declares 1125899906842624 bytes, more than the 1099511627776 (1 TiB) imgbuild accepts",

@@ -220,6 +220,8 @@ pub(crate) enum Mischief {
     /// Serves every blob with `Content-Length: 3000000000` (the 2.9 GB of the issue),
     /// followed by zeros forever.
     HugeBlobLength,
+    /// Serves only the first half of every blob, without a `Content-Length`.
+    ShortBlobs,
     /// Rewrites the `size` of every layer in the manifests it serves to 2^50.
     HugeLayerSizes,
     /// Pads every manifest it serves with 5 MiB of spaces (still valid JSON).
@@ -253,14 +255,8 @@ impl Proxy {
                     Ok((client, _)) => {
                         let (seen, count, total) = (seen.clone(), count.clone(), total.clone());
                         std::thread::spawn(move || {
-                            let _ = serve_one(
-                                client,
-                                upstream_port,
-                                mischief,
-                                &seen,
-                                &count,
-                                &total,
-                            );
+                            let _ =
+                                serve_one(client, upstream_port, mischief, &seen, &count, &total);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
@@ -385,7 +381,10 @@ fn serve_one(
             } else {
                 ""
             };
-            let head = format!("{}{length}Connection: close\r\n\r\n", without_length(&upstream_head));
+            let head = format!(
+                "{}{length}Connection: close\r\n\r\n",
+                without_length(&upstream_head)
+            );
             client.write_all(head.as_bytes())?;
             client.write_all(body)?;
             sent.fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -395,6 +394,17 @@ fn serve_one(
                 client.write_all(&zeros)?;
                 sent.fetch_add(zeros.len() as u64, Ordering::Relaxed);
             }
+            Ok(())
+        }
+        Mischief::ShortBlobs if is_blob && ok => {
+            let (upstream_head, body) = split_response(&response);
+            let head = format!(
+                "{}Connection: close\r\n\r\n",
+                without_length(&upstream_head)
+            );
+            client.write_all(head.as_bytes())?;
+            client.write_all(&body[..body.len() / 2])?;
+            sent.fetch_add(body.len() as u64 / 2, Ordering::Relaxed);
             Ok(())
         }
         Mischief::HugeLayerSizes | Mischief::HugeManifests if is_manifest && ok => {

@@ -55,7 +55,13 @@ fn extract_with_both(archive: &Path, dir: &Path) -> PathBuf {
     let bsd = dir.join("bsd");
     fs_err::create_dir_all(&gnu).expect("mkdir");
     fs_err::create_dir_all(&bsd).expect("mkdir");
-    run_ok(Command::new("tar").arg("-xf").arg(archive).arg("-C").arg(&gnu));
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(archive)
+            .arg("-C")
+            .arg(&gnu),
+    );
     run_ok(
         Command::new("bsdtar")
             .arg("-xf")
@@ -167,7 +173,11 @@ fn exports_with_long_paths_deep_trees_and_replaced_link_targets_extract_alike_ev
     assert_eq!(read(&long200), "two hundred\n");
     assert_eq!(read(&long300), "three hundred\n");
     assert_eq!(read("hl/a/target"), "new\n");
-    assert_eq!(read("hl/b/link"), "old\n", "the link keeps the replaced inode");
+    assert_eq!(
+        read("hl/b/link"),
+        "old\n",
+        "the link keeps the replaced inode"
+    );
     assert_eq!(read("hl/d/two"), "pair\n");
     let nlink = |rel: &str| {
         use std::os::unix::fs::MetadataExt;
@@ -210,7 +220,10 @@ fn sparse_tree(dir: &Path) -> Vec<u8> {
     let file = fs_err::File::create(&path).expect("create");
     file.set_len(3 << 20).expect("truncate");
     drop(file);
-    for (offset, data) in [(1u64 << 20, b"middle".as_slice()), ((3 << 20) - 4, b"end\n")] {
+    for (offset, data) in [
+        (1u64 << 20, b"middle".as_slice()),
+        ((3 << 20) - 4, b"end\n"),
+    ] {
         use std::io::{Seek, SeekFrom, Write};
         let mut f = fs_err::OpenOptions::new()
             .write(true)

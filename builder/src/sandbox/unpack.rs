@@ -419,13 +419,13 @@ impl Unpacker {
         ) {
             return Ok(());
         }
-        if let Some(what) = imgbuild_store::tarball::refused_entry(entry).map_err(|e| {
-            UnpackError::Read {
+        if let Some(what) =
+            imgbuild_store::tarball::refused_entry(entry).map_err(|e| UnpackError::Read {
                 root: self.root.clone(),
                 after: Some(path.to_owned()),
                 source: io::Error::other(e.to_string()),
-            }
-        })? {
+            })?
+        {
             return Err(UnpackError::Refused {
                 root: self.root.clone(),
                 path: path.to_owned(),

@@ -503,8 +503,10 @@ mod tests {
         });
         let first = merged(&[&l0, &l1]);
         assert_links_follow_targets(&first);
-        let kinds: Vec<(&str, &EntryKind)> =
-            first.iter().map(|(m, _)| (m.path.as_str(), &m.kind)).collect();
+        let kinds: Vec<(&str, &EntryKind)> = first
+            .iter()
+            .map(|(m, _)| (m.path.as_str(), &m.kind))
+            .collect();
         assert_eq!(
             kinds,
             [
