@@ -175,4 +175,47 @@ mod tests {
         assert_eq!(normalize(Path::new("./")).unwrap(), "");
         assert!(normalize(Path::new("a/../../etc")).is_err());
     }
+
+    fn one_entry(kind: tar::EntryType, pax: &[(&str, &[u8])]) -> Result<EntryMeta, LayerReadError> {
+        let mut b = tar::Builder::new(Vec::new());
+        if !pax.is_empty() {
+            b.append_pax_extensions(pax.iter().copied()).unwrap();
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_path("dir/entry").unwrap();
+        h.set_entry_type(kind);
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append(&h, &b"abc"[..]).unwrap();
+        let bytes = b.into_inner().unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut entries = archive.entries().unwrap();
+        let mut entry = entries.next().unwrap().unwrap();
+        read_meta(&mut entry)
+    }
+
+    #[test]
+    fn exotic_entries_are_refused_with_their_path() {
+        assert_eq!(one_entry(tar::EntryType::Regular, &[]).unwrap().size, 3);
+        let sparse = one_entry(
+            tar::EntryType::Regular,
+            &[("GNU.sparse.major", b"1"), ("GNU.sparse.minor", b"0")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            sparse.contains("`dir/entry` is a PAX sparse file"),
+            "{sparse}"
+        );
+        for kind in [b'7', b'M', b'V'] {
+            let err = one_entry(tar::EntryType::new(kind), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`dir/entry`"), "{err}");
+        }
+    }
 }
