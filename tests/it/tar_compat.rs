@@ -164,7 +164,16 @@ fn exports_with_long_paths_deep_trees_and_replaced_link_targets_extract_alike_ev
         &recipe,
         &tmp.path().join("store"),
         &out,
-        &["--format", "tar", "--format", "oci"],
+        &[
+            "--format",
+            "tar",
+            "--format",
+            "oci",
+            "--format",
+            "oci-archive",
+            "--format",
+            "docker-archive",
+        ],
     );
 
     // The rootfs export.
@@ -210,6 +219,19 @@ fn exports_with_long_paths_deep_trees_and_replaced_link_targets_extract_alike_ev
             .join("app.oci/blobs/sha256")
             .join(&layer["digest"].as_str().expect("digest")[7..]);
         extract_with_both(&blob, &tmp.path().join(format!("layer-{i}")));
+    }
+
+    // The archives, and the layer tars inside the docker-archive.
+    extract_with_both(&out.join("app.oci.tar"), &tmp.path().join("oci-archive"));
+    let docker = extract_with_both(&out.join("app.docker.tar"), &tmp.path().join("docker"));
+    let listing: Value =
+        serde_json::from_slice(&fs_err::read(docker.join("manifest.json")).expect("manifest.json"))
+            .expect("json");
+    let layers = listing[0]["Layers"].as_array().expect("Layers");
+    assert_eq!(layers.len(), 3);
+    for (i, layer) in layers.iter().enumerate() {
+        let tar = docker.join(layer.as_str().expect("layer path"));
+        extract_with_both(&tar, &tmp.path().join(format!("docker-layer-{i}")));
     }
 }
 
