@@ -39,6 +39,10 @@ pub(crate) fn import(
         let mut out = TarWriter::new(&mut layer);
         for entry in archive.entries()? {
             let mut entry = entry?;
+            if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
+                // `git archive`'s comment record: nothing to import.
+                continue;
+            }
             let mut meta = read_meta(&mut entry).map_err(layer_err)?;
             if meta.path.is_empty() {
                 continue;

@@ -132,7 +132,12 @@ impl MergedTree {
     fn apply_layer<R: Read>(&mut self, layer: usize, reader: R) -> Result<(), LayerReadError> {
         let mut archive = tar::Archive::new(reader);
         for (ordinal, entry) in archive.entries()?.enumerate() {
-            let meta = read_meta(&mut entry?)?;
+            let mut entry = entry?;
+            if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
+                // `git archive`'s comment record: nothing to apply.
+                continue;
+            }
+            let meta = read_meta(&mut entry)?;
             if meta.path.is_empty() {
                 continue;
             }
@@ -516,6 +521,29 @@ mod tests {
             ]
         );
         assert_eq!(first, merged(&[&l0, &l1]));
+    }
+
+    #[test]
+    fn a_global_pax_header_is_skipped() {
+        let mut b = tar::Builder::new(Vec::new());
+        let body = b"19 comment=abcdefg\n";
+        let mut h = tar::Header::new_ustar();
+        h.set_path("pax_global_header").unwrap();
+        h.set_entry_type(tar::EntryType::XGlobalHeader);
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append(&h, &body[..]).unwrap();
+        let mut rest = b.into_inner().unwrap();
+        rest.truncate(512 + 512);
+        rest.extend(layer(|w| file(w, "f", "x")));
+        let out = merged(&[&rest]);
+        let paths: Vec<&str> = out.iter().map(|(m, _)| m.path.as_str()).collect();
+        assert_eq!(paths, ["f"]);
+        assert_eq!(out[0].1, "x");
     }
 
     #[test]
