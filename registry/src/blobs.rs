@@ -69,7 +69,7 @@ impl Client {
             });
         }
         check_blob_size(r, digest, size)?;
-        check_free_space(store, r, digest, size)?;
+        check_free_space(store, r, &format!("blob {digest}"), size)?;
         let url = format!("{}blobs/{digest}", self.base_url(r));
         self.retry(|| {
             let mut resp = self.call(r, &pull_scope(r), Method::GET, &url, &[], &ReqBody::Empty)?;
@@ -275,11 +275,11 @@ pub(crate) fn check_blob_size(
     Ok(())
 }
 
-/// Refuses a blob larger than the free space of the store's file system.
-fn check_free_space(
+/// Refuses `size` bytes of `what` when the store's file system has less free space.
+pub(crate) fn check_free_space(
     store: &Store,
     r: &Reference,
-    digest: &Digest,
+    what: &str,
     size: u64,
 ) -> Result<(), RegistryError> {
     let Ok(stat) = rustix::fs::statvfs(store.root()) else {
@@ -289,9 +289,9 @@ fn check_free_space(
     if size > free {
         return Err(RegistryError::TooLarge {
             host: r.registry.clone(),
-            what: format!("blob {digest}"),
+            what: what.to_owned(),
             reason: format!(
-                "its descriptor declares {size} bytes, but only {free} bytes are free under {}; free space or use another --store",
+                "its descriptors declare {size} bytes, but only {free} bytes are free under {}; free space or use another --store",
                 store.root().display()
             ),
         });

@@ -222,8 +222,8 @@ pub(crate) enum Mischief {
     HugeBlobLength,
     /// Serves only the first half of every blob, without a `Content-Length`.
     ShortBlobs,
-    /// Rewrites the `size` of every layer in the manifests it serves to 2^50.
-    HugeLayerSizes,
+    /// Rewrites the `size` of every layer in the manifests it serves to this.
+    LayerSizes(u64),
     /// Pads every manifest it serves with 5 MiB of spaces (still valid JSON).
     HugeManifests,
 }
@@ -407,12 +407,14 @@ fn serve_one(
             sent.fetch_add(body.len() as u64 / 2, Ordering::Relaxed);
             Ok(())
         }
-        Mischief::HugeLayerSizes | Mischief::HugeManifests if is_manifest && ok => {
+        Mischief::LayerSizes(_) | Mischief::HugeManifests if is_manifest && ok => {
             let (upstream_head, body) = split_response(&response);
             let mut doc: serde_json::Value = serde_json::from_slice(body).expect("manifest json");
             if let Some(layers) = doc.get_mut("layers").and_then(|l| l.as_array_mut()) {
                 for layer in layers {
-                    layer["size"] = serde_json::Value::from(1u64 << 50);
+                    if let Mischief::LayerSizes(size) = mischief {
+                        layer["size"] = serde_json::Value::from(size);
+                    }
                 }
             }
             let body = if matches!(mischief, Mischief::HugeManifests) {
