@@ -2,7 +2,7 @@
 //! imported base layer, a `copy` layer, the rootfs export) is extracted with GNU tar and
 //! with bsdtar and the trees compared. Covers long paths whose ustar split lands on `/`, a
 //! deep `node_modules`-like tree, hard links whose target a later layer replaces, and GNU
-//! and PAX sparse files in a rootfs tarball.
+//! and PAX sparse files in a rootfs tarball (expanded; a malformed sparse map is refused).
 
 use crate::common::{build_json, imgbuild, require_tool, run_ok};
 use serde_json::Value;
@@ -280,31 +280,55 @@ fn sparse_recipe(dir: &Path, format: &str) -> PathBuf {
 }
 
 #[test]
-fn a_gnu_sparse_file_in_a_rootfs_tarball_is_imported_with_its_holes_filled() {
+fn gnu_and_pax_sparse_files_in_a_rootfs_tarball_are_imported_with_their_holes_filled() {
     require_tars();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("gnu");
-    let recipe = sparse_recipe(&dir, "gnu");
-    let out = tmp.path().join("out");
-    build_json(
-        &recipe,
-        &tmp.path().join("store"),
-        &out,
-        &["--format", "tar"],
-    );
-    let root = extract_with_both(&out.join("sparse.rootfs.tar"), &tmp.path().join("x"));
-    assert_eq!(
-        fs_err::read(root.join("sparse.img")).expect("file"),
-        fs_err::read(dir.join("tree/sparse.img")).expect("file")
-    );
+    for format in ["gnu", "pax"] {
+        let dir = tmp.path().join(format);
+        let recipe = sparse_recipe(&dir, format);
+        let out = tmp.path().join(format!("out-{format}"));
+        build_json(
+            &recipe,
+            &tmp.path().join("store"),
+            &out,
+            &["--format", "tar"],
+        );
+        let root = extract_with_both(
+            &out.join("sparse.rootfs.tar"),
+            &tmp.path().join(format!("x-{format}")),
+        );
+        let paths = snapshot(&root);
+        assert_eq!(
+            paths.len(),
+            1,
+            "{format}: only the file, by its real name: {paths:?}"
+        );
+        assert_eq!(
+            fs_err::read(root.join("sparse.img")).expect("file"),
+            fs_err::read(dir.join("tree/sparse.img")).expect("file"),
+            "{format}"
+        );
+    }
 }
 
 #[test]
-fn a_pax_sparse_file_in_a_rootfs_tarball_is_refused_naming_the_tarball_and_the_entry() {
+fn a_malformed_pax_sparse_map_is_refused_naming_the_tarball_and_the_entry() {
     require_tars();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("pax");
     let recipe = sparse_recipe(&dir, "pax");
+    // The map starts the data block after the header named `GNUSparseFile.N/...`: its
+    // chunk count becomes a letter.
+    let tar = dir.join("base.tar");
+    let mut bytes = fs_err::read(&tar).expect("tar");
+    let name = bytes
+        .windows(13)
+        .position(|w| w == b"GNUSparseFile")
+        .expect("a PAX sparse 1.0 header");
+    let at = name / 512 * 512 + 512;
+    assert!(bytes[at].is_ascii_digit(), "the map starts a block");
+    bytes[at] = b'x';
+    fs_err::write(&tar, bytes).expect("write");
     let out = imgbuild()
         .arg("build")
         .arg(&recipe)
@@ -317,9 +341,9 @@ fn a_pax_sparse_file_in_a_rootfs_tarball_is_refused_naming_the_tarball_and_the_e
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains(&dir.join("base.tar").display().to_string())
+        stderr.contains(&tar.display().to_string())
             && stderr.contains("sparse.img")
-            && stderr.contains("a PAX sparse file"),
+            && stderr.contains("malformed sparse map"),
         "{stderr}"
     );
     assert!(!tmp.path().join("out/sparse.oci").exists());
