@@ -11,9 +11,10 @@ APT=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q
 bash "$(dirname "$0")/install-runtime-deps.sh"
 
 # Validators and peers: OCI (skopeo, umoci), disks (sgdisk, fsck.fat, e2fsck, qemu-img),
-# a registry, boot tests (qemu, OVMF), Debian tooling (dpkg-dev, gpg, mmdebstrap), rootless (uidmap).
+# a registry, boot tests (qemu, OVMF), Debian tooling (dpkg-dev, gpg, mmdebstrap), rootless (uidmap),
+# bsdtar (libarchive-tools) to extract exports with a second tar implementation.
 $SUDO "${APT[@]}" install --no-install-recommends \
   skopeo umoci docker-registry apache2-utils openssl \
   gdisk dosfstools mtools libarchive13 syslinux syslinux-common syslinux-efi \
   dpkg-dev gpg gpgv debian-archive-keyring mmdebstrap uidmap \
-  zstd cpio busybox-static python3 ca-certificates curl gcc libc6-dev
+  zstd cpio busybox-static python3 ca-certificates curl gcc libc6-dev libarchive-tools

@@ -316,3 +316,54 @@ fn metadata_links_devices_xattrs_whiteouts() {
         assert!(report.notes.is_empty(), "{:?}", report.notes);
     }
 }
+
+/// A GNU tar archive of one 2 MiB file with data at 1 MiB and holes elsewhere, made with
+/// `tar --sparse --format=FORMAT`; returns (archive, file content).
+fn sparse_archive(format: &str) -> (Vec<u8>, Vec<u8>) {
+    use std::io::{Seek, SeekFrom, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tree");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut f = std::fs::File::create(dir.join("disk.img")).unwrap();
+    f.set_len(2 << 20).unwrap();
+    f.seek(SeekFrom::Start(1 << 20)).unwrap();
+    f.write_all(b"data in the middle").unwrap();
+    drop(f);
+    let status = std::process::Command::new("tar")
+        .arg("--sparse")
+        .arg(format!("--format={format}"))
+        .arg("-cf")
+        .arg(tmp.path().join("a.tar"))
+        .arg("-C")
+        .arg(&dir)
+        .arg("disk.img")
+        .status()
+        .expect("GNU tar (Debian package `tar`) is needed");
+    assert!(status.success());
+    (
+        std::fs::read(tmp.path().join("a.tar")).unwrap(),
+        std::fs::read(dir.join("disk.img")).unwrap(),
+    )
+}
+
+#[test]
+fn gnu_sparse_files_unpack_with_their_holes_and_pax_sparse_ones_are_refused() {
+    let f = fixture();
+    let (gnu, content) = sparse_archive("gnu");
+    unpack_layer(&gnu[..], &f.root, &opts()).unwrap();
+    assert_eq!(std::fs::read(f.root.join("disk.img")).unwrap(), content);
+
+    let g = fixture();
+    let (pax, _) = sparse_archive("pax");
+    let r = unpack_layer(&pax[..], &g.root, &opts());
+    match r {
+        Err(e @ UnpackError::Refused { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("disk.img") && msg.contains("PAX sparse"),
+                "{msg}"
+            );
+        }
+        other => panic!("a PAX sparse file must be refused: {other:?}"),
+    }
+}

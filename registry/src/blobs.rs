@@ -1,10 +1,10 @@
 //! The distribution API's blob and manifest endpoints: exists (HEAD), fetch into the store
 //! (verified), cross-repository mount, streamed monolithic upload, manifest get and put.
 
-use crate::client::{header, read_small, unexpected, ReqBody};
+use crate::client::{header, unexpected, ReqBody};
 use crate::{Client, Reference, RegistryError};
 use imgbuild_store::{Descriptor, Digest, Store, StoreError};
-use std::io::Read;
+use std::io::{Read, Write};
 use ureq::http::Method;
 
 /// Every manifest media type imgbuild reads.
@@ -50,12 +50,16 @@ impl Client {
         })
     }
 
-    /// Downloads a blob into the store, refusing bytes that do not hash to `digest`.
+    /// Downloads a blob of `size` bytes (as its descriptor declares) into the store,
+    /// refusing bytes that do not hash to `digest`. The download stops at `size`: a body
+    /// that runs longer, or ends sooner, is an error and nothing is stored. A size above
+    /// [`MAX_BLOB_SIZE`] or above the store's free space is refused before any request.
     pub fn fetch_blob(
         &self,
         store: &Store,
         r: &Reference,
         digest: &Digest,
+        size: u64,
     ) -> Result<Descriptor, RegistryError> {
         if store.has_blob(digest)? {
             let size = fs_err::metadata(store.blob_path(digest))?.len();
@@ -64,6 +68,8 @@ impl Client {
                 size,
             });
         }
+        check_blob_size(r, digest, size)?;
+        check_free_space(store, r, &format!("blob {digest}"), size)?;
         let url = format!("{}blobs/{digest}", self.base_url(r));
         self.retry(|| {
             let mut resp = self.call(r, &pull_scope(r), Method::GET, &url, &[], &ReqBody::Empty)?;
@@ -78,24 +84,16 @@ impl Client {
                 }
                 _ => return Err(unexpected("GET", &url, &mut resp, &r.registry)),
             }
+            let declared = resp.body().content_length();
+            if declared.is_some_and(|n| n > size) {
+                return Err(RegistryError::Oversized {
+                    host: r.registry.clone(),
+                    digest: digest.clone(),
+                    expected: size,
+                });
+            }
             let mut reader = resp.into_body().into_reader();
-            let host = r.registry.clone();
-            store
-                .put_verified(&mut reader, digest)
-                .map_err(|e| match e {
-                    StoreError::DigestMismatch { expected, found } => {
-                        RegistryError::DigestMismatch {
-                            host: host.clone(),
-                            expected,
-                            found,
-                        }
-                    }
-                    StoreError::Io(io) => RegistryError::Transport {
-                        host: host.clone(),
-                        message: io.to_string(),
-                    },
-                    other => other.into(),
-                })
+            store_bounded(store, &mut reader, r, digest, size)
         })
     }
 
@@ -128,7 +126,7 @@ impl Client {
                 _ => return Err(unexpected("GET", &url, &mut resp, &r.registry)),
             }
             let content_type = header(&resp, "content-type").unwrap_or("").to_owned();
-            let bytes = read_small(&mut resp, &r.registry)?;
+            let bytes = read_manifest(&mut resp, r, reference)?;
             Ok((content_type, bytes))
         })?;
         let (content_type, bytes) = fetched;
@@ -252,6 +250,144 @@ impl Client {
         })?;
         Ok(digest)
     }
+}
+
+/// The largest blob imgbuild downloads (1 TiB): a descriptor claiming more is refused.
+pub const MAX_BLOB_SIZE: u64 = 1 << 40;
+/// The largest manifest or index imgbuild reads (4 MiB, as containerd).
+pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+
+/// Refuses a descriptor size above [`MAX_BLOB_SIZE`].
+pub(crate) fn check_blob_size(
+    r: &Reference,
+    digest: &Digest,
+    size: u64,
+) -> Result<(), RegistryError> {
+    if size > MAX_BLOB_SIZE {
+        return Err(RegistryError::TooLarge {
+            host: r.registry.clone(),
+            what: format!("blob {digest}"),
+            reason: format!(
+                "its descriptor declares {size} bytes, more than the {MAX_BLOB_SIZE} (1 TiB) imgbuild accepts; the image or the registry is broken"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses `size` bytes of `what` when the store's file system has less free space.
+pub(crate) fn check_free_space(
+    store: &Store,
+    r: &Reference,
+    what: &str,
+    size: u64,
+) -> Result<(), RegistryError> {
+    let Ok(stat) = rustix::fs::statvfs(store.root()) else {
+        return Ok(());
+    };
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if size > free {
+        return Err(RegistryError::TooLarge {
+            host: r.registry.clone(),
+            what: what.to_owned(),
+            reason: format!(
+                "its descriptors declare {size} bytes, but only {free} bytes are free under {}; free space or use another --store",
+                store.root().display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Copies at most `size` bytes of `reader` into a new blob and commits it if they hash to
+/// `digest`. One byte more than `size`, or the end before it, stores nothing (the temp
+/// file is removed when the writer drops).
+fn store_bounded(
+    store: &Store,
+    reader: &mut dyn Read,
+    r: &Reference,
+    digest: &Digest,
+    size: u64,
+) -> Result<Descriptor, RegistryError> {
+    let mut writer = store.blob_writer()?;
+    let mut limited = reader.take(size.saturating_add(1));
+    let mut buf = vec![0u8; 1 << 16];
+    let mut received: u64 = 0;
+    loop {
+        let n = match limited.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(RegistryError::Transport {
+                    host: r.registry.clone(),
+                    message: e.to_string(),
+                })
+            }
+        };
+        received += n as u64;
+        if received > size {
+            return Err(RegistryError::Oversized {
+                host: r.registry.clone(),
+                digest: digest.clone(),
+                expected: size,
+            });
+        }
+        writer
+            .write_all(&buf[..n])
+            .map_err(|e| RegistryError::Store(StoreError::Io(e)))?;
+    }
+    if received < size {
+        return Err(RegistryError::Truncated {
+            host: r.registry.clone(),
+            digest: digest.clone(),
+            expected: size,
+            received,
+        });
+    }
+    writer.commit_verified(digest).map_err(|e| match e {
+        StoreError::DigestMismatch { expected, found } => RegistryError::DigestMismatch {
+            host: r.registry.clone(),
+            expected,
+            found,
+        },
+        other => other.into(),
+    })
+}
+
+/// Reads a manifest body, refusing one above [`MAX_MANIFEST_SIZE`].
+fn read_manifest(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    r: &Reference,
+    reference: &str,
+) -> Result<Vec<u8>, RegistryError> {
+    let too_large = |size: String| {
+        RegistryError::TooLarge {
+        host: r.registry.clone(),
+        what: format!("manifest {reference}"),
+        reason: format!(
+            "it is {size} bytes, more than the {MAX_MANIFEST_SIZE} (4 MiB) imgbuild reads for a manifest or index"
+        ),
+    }
+    };
+    if let Some(n) = resp.body().content_length() {
+        if n > MAX_MANIFEST_SIZE {
+            return Err(too_large(n.to_string()));
+        }
+    }
+    let mut bytes = Vec::new();
+    resp.body_mut()
+        .as_reader()
+        .take(MAX_MANIFEST_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| RegistryError::Transport {
+            host: r.registry.clone(),
+            message: e.to_string(),
+        })?;
+    if bytes.len() as u64 > MAX_MANIFEST_SIZE {
+        return Err(too_large(format!("more than {MAX_MANIFEST_SIZE}")));
+    }
+    Ok(bytes)
 }
 
 /// Pushes ask for push scope even on HEAD so one token serves the whole push.

@@ -128,7 +128,12 @@ pub fn import_cache(
     }
     let pinned = source.with_digest(&fetched.digest);
     client
-        .fetch_blob(store, &pinned, &manifest.config.digest)
+        .fetch_blob(
+            store,
+            &pinned,
+            &manifest.config.digest,
+            manifest.config.size,
+        )
         .map_err(PullError::at(source))?;
     let records: Vec<CacheRecord> = store
         .read_json(&manifest.config.digest)
@@ -184,8 +189,12 @@ impl BlobFetcher for RegistryFetcher {
     fn fetch(&self, store: &Store, digest: &Digest, source: &str) -> Result<(), StoreError> {
         let reference = Reference::parse(source)
             .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+        let size = store
+            .layer_by_digest(digest)?
+            .map(|l| l.size)
+            .ok_or_else(|| StoreError::MissingBlob(digest.clone()))?;
         self.client
-            .fetch_blob(store, &reference, digest)
+            .fetch_blob(store, &reference, digest, size)
             .map(drop)
             .map_err(|e| match e {
                 RegistryError::Store(s) => s,

@@ -54,6 +54,38 @@ pub enum RegistryError {
         /// What the bytes hash to (or what the registry reported).
         found: Digest,
     },
+    /// The registry sent more bytes for a blob than its descriptor declares.
+    #[error("registry {host} sent more than the {expected} bytes the descriptor of {digest} declares; stopped reading and stored nothing (the registry or a proxy is misbehaving)")]
+    Oversized {
+        /// `host[:port]`.
+        host: String,
+        /// The blob asked for.
+        digest: Digest,
+        /// The size its descriptor declares.
+        expected: u64,
+    },
+    /// The registry sent fewer bytes for a blob than its descriptor declares.
+    #[error("registry {host} sent {received} bytes for {digest}, fewer than the {expected} its descriptor declares; stored nothing")]
+    Truncated {
+        /// `host[:port]`.
+        host: String,
+        /// The blob asked for.
+        digest: Digest,
+        /// The size its descriptor declares.
+        expected: u64,
+        /// What arrived before the end of the body.
+        received: u64,
+    },
+    /// A blob or manifest is refused before any byte is written because of its size.
+    #[error("refusing {what} from {host}: {reason}")]
+    TooLarge {
+        /// `host[:port]`.
+        host: String,
+        /// What was to be fetched.
+        what: String,
+        /// Why its size is refused.
+        reason: String,
+    },
     /// A document from the registry is not what its media type says.
     #[error("{what} from {host} is malformed: {message}")]
     Malformed {
@@ -95,7 +127,7 @@ impl RegistryError {
     /// True for failures worth retrying: broken connections, 5xx and 429.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Transport { .. } => true,
+            Self::Transport { .. } | Self::Truncated { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }

@@ -120,8 +120,23 @@ pub fn pull_image(
     let at = PullError::at(reference);
     let manifest: Manifest = store.read_json(digest).map_err(|e| at(e.into()))?;
     let pinned = reference.with_digest(digest);
+    // Every size is checked before the first byte is fetched.
+    let mut missing: u64 = 0;
+    for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        crate::blobs::check_blob_size(reference, &d.digest, d.size).map_err(&at)?;
+        if !store.has_blob(&d.digest).map_err(|e| at(e.into()))? {
+            missing = missing.saturating_add(d.size);
+        }
+    }
+    crate::blobs::check_free_space(store, reference, &format!("image {digest}"), missing)
+        .map_err(&at)?;
     client
-        .fetch_blob(store, &pinned, &manifest.config.digest)
+        .fetch_blob(
+            store,
+            &pinned,
+            &manifest.config.digest,
+            manifest.config.size,
+        )
         .map_err(PullError::at(reference))?;
     let config: ImageConfig = store
         .read_json(&manifest.config.digest)
@@ -143,7 +158,7 @@ pub fn pull_image(
             ));
         }
         let stored = client
-            .fetch_blob(store, &pinned, &layer.digest)
+            .fetch_blob(store, &pinned, &layer.digest, layer.size)
             .map_err(PullError::at(reference))?;
         let record = LayerRecord {
             diff_id: diff_id.clone(),

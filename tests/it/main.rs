@@ -16,4 +16,5 @@ mod registry_support;
 mod reproducible;
 mod stages;
 mod store_integrity;
+mod tar_compat;
 mod untrusted_layers;

@@ -604,3 +604,99 @@ fn transient_registry_failures_are_retried_with_backoff() {
         report["digest"].as_str().expect("digest")
     );
 }
+
+#[test]
+fn a_registry_that_lies_about_sizes_or_streams_forever_is_cut_off_at_the_declared_size() {
+    let registry = Registry::plain();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut extra = vec!["--push".to_owned(), format!("{}/app:1", registry.host())];
+    extra.extend(registry.imgbuild_args());
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    build_json(
+        &three_layer_recipe(tmp.path(), "c"),
+        &tmp.path().join("store1"),
+        &tmp.path().join("out1"),
+        &extra,
+    );
+    let cases = [
+        (
+            Mischief::EndlessBlobs,
+            "bytes the descriptor of sha256:",
+        ),
+        (
+            Mischief::HugeBlobLength,
+            "bytes the descriptor of sha256:",
+        ),
+        (Mischief::ShortBlobs, "bytes for sha256:"),
+        (
+            Mischief::LayerSizes(1 << 50),
+            "its descriptor declares 1125899906842624 bytes, more than the 1099511627776 (1 TiB) imgbuild accepts",
+        ),
+        // Three layers of 1 TiB each: under the cap, over any test machine's free space.
+        (
+            Mischief::LayerSizes(1 << 40),
+            "bytes are free under",
+        ),
+        (
+            Mischief::HugeManifests,
+            "more than the 4194304 (4 MiB) imgbuild reads for a manifest or index",
+        ),
+    ];
+    for (i, (mischief, expected)) in cases.into_iter().enumerate() {
+        let proxy = Proxy::start(registry.port(), mischief);
+        let recipe = tmp.path().join(format!("derived{i}.toml"));
+        fs_err::write(
+            &recipe,
+            format!(
+                "[image]\nname = \"derived\"\ntags = [\"1\"]\n[from]\nimage = \"{}/app:1\"\n",
+                proxy.host()
+            ),
+        )
+        .expect("recipe");
+        let store = tmp.path().join(format!("store-{i}"));
+        let started = std::time::Instant::now();
+        let out = imgbuild()
+            .arg("build")
+            .arg(&recipe)
+            .arg("--store")
+            .arg(&store)
+            .arg("-o")
+            .arg(tmp.path().join(format!("out-{i}")))
+            .args(["--insecure-registry", &proxy.host()])
+            .output()
+            .expect("imgbuild runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{mischief:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("pulling {}/app:1", proxy.host()))
+                && stderr.contains(&proxy.host())
+                && stderr.contains(expected),
+            "{mischief:?}: {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{mischief:?} took {:?}",
+            started.elapsed()
+        );
+        // Cut off at the declared size: what the proxy could push into socket buffers
+        // before imgbuild hung up, nowhere near the gigabytes it offered.
+        assert!(
+            proxy.sent() < 64 << 20,
+            "{mischief:?}: the proxy sent {} bytes",
+            proxy.sent()
+        );
+        let leftovers: Vec<_> = fs_err::read_dir(store.join("v1/tmp"))
+            .expect("store tmp")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        assert!(leftovers.is_empty(), "{mischief:?}: {leftovers:?}");
+        let verify = run_ok(
+            imgbuild()
+                .arg("store")
+                .arg("verify")
+                .arg("--store")
+                .arg(&store),
+        );
+        assert!(String::from_utf8_lossy(&verify.stdout).contains("0 missing, 0 corrupt"));
+    }
+}

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -215,6 +215,17 @@ pub(crate) enum Mischief {
     /// Answers the first of each kind of request (method and path, upload session ids left
     /// out) with `503 Service Unavailable` without forwarding it.
     FailEachOnce,
+    /// Serves every blob without a `Content-Length`, followed by zeros forever.
+    EndlessBlobs,
+    /// Serves every blob with `Content-Length: 3000000000` (the 2.9 GB of the issue),
+    /// followed by zeros forever.
+    HugeBlobLength,
+    /// Serves only the first half of every blob, without a `Content-Length`.
+    ShortBlobs,
+    /// Rewrites the `size` of every layer in the manifests it serves to this.
+    LayerSizes(u64),
+    /// Pads every manifest it serves with 5 MiB of spaces (still valid JSON).
+    HugeManifests,
 }
 
 /// A one-request-per-connection HTTP proxy in front of a registry that misbehaves as told.
@@ -223,6 +234,7 @@ pub(crate) struct Proxy {
     port: u16,
     stop: Arc<AtomicBool>,
     failed: Arc<AtomicUsize>,
+    sent: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -233,23 +245,30 @@ impl Proxy {
         let port = listener.local_addr().expect("addr").port();
         let stop = Arc::new(AtomicBool::new(false));
         let failed = Arc::new(AtomicUsize::new(0));
-        let (flag, count) = (stop.clone(), failed.clone());
+        let sent = Arc::new(AtomicU64::new(0));
+        let (flag, count, total) = (stop.clone(), failed.clone(), sent.clone());
         std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(120);
             let seen = Arc::new(Mutex::new(HashSet::new()));
             while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match listener.accept() {
                     Ok((client, _)) => {
-                        let (seen, count) = (seen.clone(), count.clone());
+                        let (seen, count, total) = (seen.clone(), count.clone(), total.clone());
                         std::thread::spawn(move || {
-                            let _ = serve_one(client, upstream_port, mischief, &seen, &count);
+                            let _ =
+                                serve_one(client, upstream_port, mischief, &seen, &count, &total);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
             }
         });
-        Self { port, stop, failed }
+        Self {
+            port,
+            stop,
+            failed,
+            sent,
+        }
     }
 
     /// `127.0.0.1:PORT`.
@@ -260,6 +279,11 @@ impl Proxy {
     /// How many requests were answered with 503.
     pub(crate) fn failed(&self) -> usize {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// How many response bytes the client accepted (for the endless mischiefs).
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 }
 
@@ -287,6 +311,7 @@ fn serve_one(
     mischief: Mischief,
     seen: &Mutex<HashSet<String>>,
     failed: &AtomicUsize,
+    sent: &AtomicU64,
 ) -> std::io::Result<()> {
     client.set_nonblocking(false)?;
     let (head, _) = read_head(&mut client)?;
@@ -325,6 +350,10 @@ fn serve_one(
         .lines()
         .next()
         .is_some_and(|l| l.starts_with("GET ") && l.contains("/blobs/sha256:"));
+    let is_manifest = head
+        .lines()
+        .next()
+        .is_some_and(|l| l.starts_with("GET ") && l.contains("/manifests/"));
     let head: String = head
         .lines()
         .filter(|l| !l.to_ascii_lowercase().starts_with("connection:") && !l.is_empty())
@@ -343,8 +372,94 @@ fn serve_one(
             *last ^= 0xff;
         }
     }
-    client.write_all(&response)?;
-    Ok(())
+    let ok = response.starts_with(b"HTTP/1.1 200");
+    match mischief {
+        Mischief::EndlessBlobs | Mischief::HugeBlobLength if is_blob && ok => {
+            let (upstream_head, body) = split_response(&response);
+            let length = if matches!(mischief, Mischief::HugeBlobLength) {
+                "Content-Length: 3000000000\r\n"
+            } else {
+                ""
+            };
+            let head = format!(
+                "{}{length}Connection: close\r\n\r\n",
+                without_length(&upstream_head)
+            );
+            client.write_all(head.as_bytes())?;
+            client.write_all(body)?;
+            sent.fetch_add(body.len() as u64, Ordering::Relaxed);
+            let zeros = vec![0u8; 64 << 10];
+            // Until the client hangs up (or 8 GiB, should it never).
+            for _ in 0..(8u64 << 30) / (64 << 10) {
+                client.write_all(&zeros)?;
+                sent.fetch_add(zeros.len() as u64, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+        Mischief::ShortBlobs if is_blob && ok => {
+            let (upstream_head, body) = split_response(&response);
+            let head = format!(
+                "{}Connection: close\r\n\r\n",
+                without_length(&upstream_head)
+            );
+            client.write_all(head.as_bytes())?;
+            client.write_all(&body[..body.len() / 2])?;
+            sent.fetch_add(body.len() as u64 / 2, Ordering::Relaxed);
+            Ok(())
+        }
+        Mischief::LayerSizes(_) | Mischief::HugeManifests if is_manifest && ok => {
+            let (upstream_head, body) = split_response(&response);
+            let mut doc: serde_json::Value = serde_json::from_slice(body).expect("manifest json");
+            if let Some(layers) = doc.get_mut("layers").and_then(|l| l.as_array_mut()) {
+                for layer in layers {
+                    if let Mischief::LayerSizes(size) = mischief {
+                        layer["size"] = serde_json::Value::from(size);
+                    }
+                }
+            }
+            let body = if matches!(mischief, Mischief::HugeManifests) {
+                let mut padded = body.to_vec();
+                padded.resize(body.len() + (5 << 20), b' ');
+                padded
+            } else {
+                serde_json::to_vec(&doc).expect("json")
+            };
+            let head = format!(
+                "{}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                without_length(&upstream_head),
+                body.len()
+            );
+            client.write_all(head.as_bytes())?;
+            client.write_all(&body)
+        }
+        _ => client.write_all(&response),
+    }
+}
+
+/// A response's head (status line and headers, without the blank line) and body.
+fn split_response(response: &[u8]) -> (String, &[u8]) {
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    (
+        String::from_utf8_lossy(&response[..end + 2]).into_owned(),
+        &response[end + 4..],
+    )
+}
+
+/// A response head without its `Content-Length`, `Connection` and `Transfer-Encoding`.
+fn without_length(head: &str) -> String {
+    head.lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            !l.is_empty()
+                && !l.starts_with("content-length:")
+                && !l.starts_with("connection:")
+                && !l.starts_with("transfer-encoding:")
+        })
+        .map(|l| format!("{l}\r\n"))
+        .collect()
 }
 
 /// Waits until some upload under `data` has written bytes, or panics after `limit`.

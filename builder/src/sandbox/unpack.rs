@@ -132,7 +132,7 @@ pub enum UnpackNoteKind {
     /// A whiteout could not be created as a 0:0 device; it is listed in
     /// [`UnpackReport::unmaterialised_whiteouts`].
     WhiteoutRecorded,
-    /// A tar entry type we do not extract (e.g. GNU sparse).
+    /// A tar entry type we do not extract (an unknown type letter).
     UnsupportedType(u8),
 }
 
@@ -172,6 +172,17 @@ pub enum UnpackError {
         /// Cause.
         #[source]
         source: io::Error,
+    },
+    /// An entry imgbuild does not import faithfully (a PAX sparse file, a contiguous file,
+    /// a GNU multi-volume part or volume label).
+    #[error("refusing layer entry {path:?} for {root}: it is {what}, which imgbuild does not import; rebuild the layer without it (for sparse files: GNU tar without --sparse)")]
+    Refused {
+        /// Destination.
+        root: PathBuf,
+        /// Entry path as found in the tar.
+        path: String,
+        /// What kind of entry it is.
+        what: &'static str,
     },
     /// An entry tried to escape the root; nothing outside was written.
     #[error("refusing layer entry {path:?} for {root}: {reason}; the layer is malformed or malicious (nothing outside the destination was written)")]
@@ -460,6 +471,19 @@ impl Unpacker {
         ) {
             return Ok(());
         }
+        if let Some(what) =
+            imgbuild_store::tarball::refused_entry(entry).map_err(|e| UnpackError::Read {
+                root: self.root.clone(),
+                after: Some(path.to_owned()),
+                source: io::Error::other(e.to_string()),
+            })?
+        {
+            return Err(UnpackError::Refused {
+                root: self.root.clone(),
+                path: path.to_owned(),
+                what,
+            });
+        }
         let raw = entry.path_bytes().into_owned();
         let comps = components(&raw).map_err(|r| self.unsafe_path(path, r))?;
         let meta = self.meta(entry, path)?;
@@ -525,7 +549,8 @@ impl Unpacker {
         }
 
         match etype {
-            T::Regular | T::Continuous => {
+            // GNU sparse entries (type S) come expanded from the tar crate.
+            T::Regular | T::GNUSparse => {
                 self.remove_existing(&parent, leaf, false, path)?;
                 let mut f = rfs::openat(
                     &parent,

@@ -3,7 +3,7 @@
 //! timestamp, then written back as one deterministic layer.
 
 use super::SourceError;
-use imgbuild_store::tarball::{read_meta, TarWriter};
+use imgbuild_store::tarball::{read_expanding, TarWriter};
 use imgbuild_store::{Compression, LayerRecord, Store};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -39,12 +39,17 @@ pub(crate) fn import(
         let mut out = TarWriter::new(&mut layer);
         for entry in archive.entries()? {
             let mut entry = entry?;
-            let mut meta = read_meta(&mut entry).map_err(layer_err)?;
+            if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
+                // `git archive`'s comment record: nothing to import.
+                continue;
+            }
+            // PAX sparse files (GNU format 1.0) are expanded into plain files here.
+            let (mut meta, mut data) = read_expanding(&mut entry).map_err(layer_err)?;
             if meta.path.is_empty() {
                 continue;
             }
             meta.mtime = meta.mtime.min(epoch);
-            out.append(&meta, &mut entry)?;
+            out.append(&meta, &mut data)?;
         }
         out.finish()?;
     }

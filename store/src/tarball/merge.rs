@@ -16,11 +16,20 @@
 //! parent directory comes before its children (a path sorts after its prefixes), and a
 //! hard link comes after its target and carries the target's mode, owner, mtime and
 //! xattrs, since a hard link's header describes the shared inode.
+//!
+//! Hard links are tracked as inodes: a regular file entry is an inode (named by its layer
+//! and position), a hard link joins the inode its target has when the link is read. When
+//! a higher layer replaces or deletes the file a link pointed to, the link keeps the old
+//! inode, as it would on an overlay mount. After each layer every inode's surviving names
+//! are regrouped: the original file entry stays the data-carrying one if it survives,
+//! otherwise the first surviving name in path order becomes a regular file and the others
+//! hard links to it. The data-carrying name is streamed where the inode's bytes are in the
+//! layers, which is before every link to it.
 
 use super::entry::{parent_of, EntryKind, EntryMeta};
 use super::read::{read_meta, LayerReadError};
 use super::write::TarWriter;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read, Write};
 
 /// Where a merged tree is streamed to: a tar writer, a cpio writer, a filesystem builder.
@@ -35,12 +44,17 @@ impl<W: Write> TreeSink for TarWriter<W> {
     }
 }
 
+/// Where an entry is in the layer stack: layer index, then entry index in that layer.
+type Position = (usize, usize);
+
 /// Which entry of which layer a path ends up as.
 #[derive(Debug, Clone)]
 struct Winner {
     layer: usize,
     ordinal: usize,
     meta: EntryMeta,
+    /// For regular files and hard links: the file entry holding the bytes, and its size.
+    inode: Option<(Position, u64)>,
 }
 
 /// The metadata of every path in a merged layer stack.
@@ -66,14 +80,64 @@ impl MergedTree {
         self.apply_layer(layer, reader)?;
         self.layers += 1;
         self.drop_unsafe_entries();
+        self.regroup_links();
         self.add_missing_parents();
         Ok(())
+    }
+
+    /// Gives every inode one data-carrying name (its original file entry if that survives,
+    /// else its first name in path order) and makes its other names hard links to it.
+    fn regroup_links(&mut self) {
+        // Only inodes with a hard link can need a change: a lone file is its own inode.
+        let linked: HashSet<Position> = self
+            .entries
+            .values()
+            .filter(|w| matches!(w.meta.kind, EntryKind::Hardlink(_)))
+            .filter_map(|w| w.inode.map(|(pos, _)| pos))
+            .collect();
+        if linked.is_empty() {
+            return;
+        }
+        let mut groups: BTreeMap<Position, Vec<String>> = BTreeMap::new();
+        for (path, w) in &self.entries {
+            if let Some((pos, _)) = w.inode.filter(|(pos, _)| linked.contains(pos)) {
+                groups.entry(pos).or_default().push(path.clone());
+            }
+        }
+        for (pos, names) in groups {
+            let primary = names
+                .iter()
+                .find(|p| {
+                    let w = &self.entries[p.as_str()];
+                    (w.layer, w.ordinal) == pos && w.meta.kind == EntryKind::File
+                })
+                .unwrap_or(&names[0])
+                .clone();
+            for name in &names {
+                let Some(w) = self.entries.get_mut(name.as_str()) else {
+                    continue;
+                };
+                let size = w.inode.map_or(0, |(_, size)| size);
+                if *name == primary {
+                    w.meta.kind = EntryKind::File;
+                    w.meta.size = size;
+                } else {
+                    w.meta.kind = EntryKind::Hardlink(primary.clone());
+                    w.meta.size = 0;
+                }
+            }
+        }
     }
 
     fn apply_layer<R: Read>(&mut self, layer: usize, reader: R) -> Result<(), LayerReadError> {
         let mut archive = tar::Archive::new(reader);
         for (ordinal, entry) in archive.entries()?.enumerate() {
-            let meta = read_meta(&mut entry?)?;
+            let mut entry = entry?;
+            if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
+                // `git archive`'s comment record: nothing to apply.
+                continue;
+            }
+            let meta = read_meta(&mut entry)?;
             if meta.path.is_empty() {
                 continue;
             }
@@ -83,15 +147,33 @@ impl MergedTree {
                 let dir = dir.to_owned();
                 self.remove_below(&dir, layer, false);
             } else {
+                let mut meta = meta;
                 if !meta.is_dir() {
                     self.remove_below(&meta.path, layer, false);
                 }
+                let inode = match &meta.kind {
+                    EntryKind::File => Some(((layer, ordinal), meta.size)),
+                    EntryKind::Hardlink(target) => {
+                        self.entries.get(target.as_str()).and_then(|t| {
+                            let inode = t.inode?;
+                            // The link's header describes the shared inode.
+                            meta.mode = t.meta.mode;
+                            meta.uid = t.meta.uid;
+                            meta.gid = t.meta.gid;
+                            meta.mtime = t.meta.mtime;
+                            meta.xattrs = t.meta.xattrs.clone();
+                            Some(inode)
+                        })
+                    }
+                    _ => None,
+                };
                 self.entries.insert(
                     meta.path.clone(),
                     Winner {
                         layer,
                         ordinal,
                         meta,
+                        inode,
                     },
                 );
             }
@@ -114,7 +196,8 @@ impl MergedTree {
         }
     }
 
-    /// Drops entries below a non-directory and hard links to anything but a regular file.
+    /// Drops entries below a non-directory and hard links to anything but a regular file
+    /// (at the time the link was read).
     fn drop_unsafe_entries(&mut self) {
         let below_non_dir: Vec<String> = self
             .entries
@@ -134,16 +217,11 @@ impl MergedTree {
         for p in below_non_dir {
             self.entries.remove(&p);
         }
+        // A link whose target was no regular file when the link was read has no inode.
         let dangling: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, w)| match &w.meta.kind {
-                EntryKind::Hardlink(target) => self
-                    .entries
-                    .get(target.as_str())
-                    .is_none_or(|t| t.meta.kind != EntryKind::File),
-                _ => false,
-            })
+            .filter(|(_, w)| matches!(w.meta.kind, EntryKind::Hardlink(_)) && w.inode.is_none())
             .map(|(p, _)| p.clone())
             .collect();
         for p in dangling {
@@ -169,6 +247,7 @@ impl MergedTree {
                 layer: self.layers.saturating_sub(1),
                 ordinal: usize::MAX,
                 meta,
+                inode: None,
             };
             self.entries.insert(path, winner);
         }
@@ -202,21 +281,6 @@ impl MergedTree {
             .sum()
     }
 
-    /// A hard link's metadata as the merged tree says: the link's path and target with the
-    /// target's mode, owner, mtime and xattrs (they describe one inode).
-    fn link_meta(&self, link: &EntryMeta, target: &str) -> EntryMeta {
-        let mut meta = link.clone();
-        if let Some(t) = self.entries.get(target) {
-            meta.mode = t.meta.mode;
-            meta.uid = t.meta.uid;
-            meta.gid = t.meta.gid;
-            meta.mtime = t.meta.mtime;
-            meta.xattrs = t.meta.xattrs.clone();
-        }
-        meta.size = 0;
-        meta
-    }
-
     /// Streams the merged tree to `sink`, reading the same layers (same order) again.
     pub fn stream<R: Read>(
         &self,
@@ -226,23 +290,28 @@ impl MergedTree {
         for w in self.entries.values().filter(|w| w.meta.is_dir()) {
             sink.entry(&w.meta, &mut io::empty())?;
         }
+        // Each non-directory is streamed at one position of the layers: a regular file
+        // where its inode's bytes are, anything else where its own entry is.
+        let mut at: HashMap<Position, &EntryMeta> = HashMap::new();
+        for w in self.entries.values().filter(|w| !w.meta.is_dir()) {
+            let pos = match (&w.meta.kind, w.inode) {
+                (EntryKind::File, Some((pos, _))) => pos,
+                _ => (w.layer, w.ordinal),
+            };
+            at.insert(pos, &w.meta);
+        }
         for (layer, reader) in layers.into_iter().enumerate() {
             let mut archive = tar::Archive::new(reader);
             for (ordinal, entry) in archive.entries()?.enumerate() {
                 let mut entry = entry?;
-                let path = super::read::normalize(&entry.path()?)?;
-                let Some(w) = self.entries.get(&path) else {
+                let Some(meta) = at.get(&(layer, ordinal)) else {
                     continue;
                 };
-                if w.layer != layer || w.ordinal != ordinal || w.meta.is_dir() {
-                    continue;
+                if meta.kind == EntryKind::File {
+                    sink.entry(meta, &mut entry)?;
+                } else {
+                    sink.entry(meta, &mut io::empty())?;
                 }
-                if let EntryKind::Hardlink(target) = &w.meta.kind {
-                    let meta = self.link_meta(&w.meta, target);
-                    sink.entry(&meta, &mut io::empty())?;
-                    continue;
-                }
-                sink.entry(&w.meta, &mut entry)?;
             }
         }
         Ok(())
@@ -355,6 +424,126 @@ mod tests {
         assert_eq!(b.kind, EntryKind::Hardlink("usr/bin/a".into()));
         assert_eq!((b.mode, b.uid, b.mtime), (a.mode, a.uid, a.mtime));
         assert_eq!(b.xattrs, a.xattrs);
+    }
+
+    /// Streams the merged `layers` through a [`TarWriter`] and reads back (meta, body).
+    fn merged(layers: &[&[u8]]) -> Vec<(EntryMeta, String)> {
+        let tree = MergedTree::build(layers.iter().copied()).unwrap();
+        let mut out = TarWriter::new(Vec::new());
+        tree.stream(layers.iter().copied(), &mut out).unwrap();
+        let bytes = out.finish().unwrap();
+        tar::Archive::new(bytes.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let meta = read_meta(&mut e).unwrap();
+                let mut body = String::new();
+                e.read_to_string(&mut body).unwrap();
+                (meta, body)
+            })
+            .collect()
+    }
+
+    fn hard(w: &mut TarWriter<Vec<u8>>, path: &str, target: &str) {
+        let m = EntryMeta::new(path, EntryKind::Hardlink(target.into()), 0o644, 0);
+        w.append(&m, &mut io::empty()).unwrap();
+    }
+
+    /// Every hard link comes after an entry of its target's path that is a regular file.
+    fn assert_links_follow_targets(entries: &[(EntryMeta, String)]) {
+        for (i, (m, _)) in entries.iter().enumerate() {
+            if let EntryKind::Hardlink(t) = &m.kind {
+                assert!(
+                    entries[..i]
+                        .iter()
+                        .any(|(e, _)| e.path == *t && e.kind == EntryKind::File),
+                    "{} links to {t}, which is not a file before it: {entries:?}",
+                    m.path
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_link_whose_target_a_later_layer_replaces_keeps_the_old_bytes() {
+        let l0 = layer(|w| {
+            file(w, "z/target", "old");
+            hard(w, "a/link", "z/target");
+            hard(w, "b/link", "z/target");
+        });
+        let l1 = layer(|w| file(w, "z/target", "new"));
+        let out = merged(&[&l0, &l1]);
+        assert_links_follow_targets(&out);
+        let get = |p: &str| out.iter().find(|(m, _)| m.path == p).unwrap();
+        assert_eq!(get("z/target").1, "new");
+        assert_eq!(get("a/link").0.kind, EntryKind::File);
+        assert_eq!(get("a/link").1, "old");
+        assert_eq!(get("b/link").0.kind, EntryKind::Hardlink("a/link".into()));
+    }
+
+    #[test]
+    fn a_link_whose_target_a_later_layer_deletes_becomes_the_file() {
+        let l0 = layer(|w| {
+            file(w, "z/target", "bytes");
+            hard(w, "m/link", "z/target");
+        });
+        let l1 = layer(|w| w.whiteout("z/target", 0).unwrap());
+        let out = merged(&[&l0, &l1]);
+        let paths: Vec<&str> = out.iter().map(|(m, _)| m.path.as_str()).collect();
+        assert_eq!(paths, ["m", "z", "m/link"]);
+        assert_eq!(out[2].0.kind, EntryKind::File);
+        assert_eq!(out[2].1, "bytes");
+    }
+
+    #[test]
+    fn a_later_link_to_a_promoted_name_joins_its_inode_and_output_is_stable() {
+        let l0 = layer(|w| {
+            file(w, "t", "x");
+            hard(w, "l", "t");
+        });
+        let l1 = layer(|w| {
+            file(w, "t", "y");
+            hard(w, "l2", "l");
+        });
+        let first = merged(&[&l0, &l1]);
+        assert_links_follow_targets(&first);
+        let kinds: Vec<(&str, &EntryKind)> = first
+            .iter()
+            .map(|(m, _)| (m.path.as_str(), &m.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("l", &EntryKind::File),
+                ("t", &EntryKind::File),
+                ("l2", &EntryKind::Hardlink("l".into()))
+            ]
+        );
+        assert_eq!(first, merged(&[&l0, &l1]));
+    }
+
+    #[test]
+    fn a_global_pax_header_is_skipped() {
+        let mut b = tar::Builder::new(Vec::new());
+        let body = b"19 comment=abcdefg\n";
+        let mut h = tar::Header::new_ustar();
+        h.set_path("pax_global_header").unwrap();
+        h.set_entry_type(tar::EntryType::XGlobalHeader);
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append(&h, &body[..]).unwrap();
+        let mut rest = b.into_inner().unwrap();
+        rest.truncate(512 + 512);
+        rest.extend(layer(|w| file(w, "f", "x")));
+        let out = merged(&[&rest]);
+        let paths: Vec<&str> = out.iter().map(|(m, _)| m.path.as_str()).collect();
+        assert_eq!(paths, ["f"]);
+        assert_eq!(out[0].1, "x");
     }
 
     #[test]

@@ -12,5 +12,5 @@ mod write;
 
 pub use entry::{EntryKind, EntryMeta, OPAQUE_MARKER, WHITEOUT_PREFIX};
 pub use merge::{MergedTree, TreeSink};
-pub use read::{read_meta, LayerReadError};
+pub use read::{read_expanding, read_meta, refused_entry, LayerReadError};
 pub use write::TarWriter;

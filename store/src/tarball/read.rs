@@ -18,14 +18,50 @@ pub enum LayerReadError {
         /// The offending path.
         path: String,
     },
-    /// An entry type imgbuild does not carry (sparse files, GNU volume labels, ...).
-    #[error("tar entry `{path}` has unsupported type {kind:?}")]
+    /// An entry type imgbuild does not carry (GNU volume labels, multi-volume parts, ...).
+    #[error("tar entry `{path}` has unsupported type {kind:?} ({}); recreate the tarball without it", char::from(*kind).escape_default())]
     UnsupportedType {
         /// The entry's path.
         path: String,
         /// Its type byte.
         kind: u8,
     },
+    /// An entry whose bytes imgbuild would not read faithfully (a PAX sparse file, a
+    /// contiguous file).
+    #[error("tar entry `{path}` is {what}, which imgbuild does not import; recreate the tarball without it (for sparse files: GNU tar without --sparse, or --format=gnu)")]
+    Refused {
+        /// The entry's path as the header names it.
+        path: String,
+        /// What kind of entry it is.
+        what: &'static str,
+    },
+}
+
+/// Why an entry cannot be taken as the tar crate presents it, if so: a PAX sparse file
+/// (its data would be the sparse map and chunks, not the file), a contiguous file, a GNU
+/// multi-volume part or volume label. GNU sparse entries (type `S`) are fine: the tar
+/// crate expands their holes.
+pub fn refused_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+) -> Result<Option<&'static str>, LayerReadError> {
+    let kind = entry.header().entry_type();
+    Ok(match kind.as_byte() {
+        b'0' | b'\0' => {
+            let sparse = match entry.pax_extensions()? {
+                Some(pax) => pax
+                    .filter_map(Result::ok)
+                    .any(|e| e.key().is_ok_and(|k| k.starts_with("GNU.sparse."))),
+                None => false,
+            };
+            sparse.then_some("a PAX sparse file (GNU.sparse.* records)")
+        }
+        b'7' => Some("a contiguous file (type 7)"),
+        b'M' => Some("a GNU multi-volume continuation (type M)"),
+        b'V' => Some("a GNU volume label (type V)"),
+        b'N' => Some("an old GNU long-name entry (type N)"),
+        b'D' => Some("a GNU incremental dump directory (type D)"),
+        _ => None,
+    })
 }
 
 /// Normalises a path from a tar header: drops `/` and `./` prefixes and a trailing `/`;
@@ -46,8 +82,170 @@ pub(crate) fn normalize(path: &Path) -> Result<String, LayerReadError> {
     Ok(parts.join("/"))
 }
 
+/// GNU's PAX sparse format 1.0 (`tar --sparse --format=pax`): the real name and size.
+struct PaxSparse {
+    name: String,
+    real_size: u64,
+}
+
+/// The PAX sparse 1.0 records of an entry, if it has them.
+fn pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<PaxSparse>, LayerReadError> {
+    let Some(pax) = entry.pax_extensions()? else {
+        return Ok(None);
+    };
+    let (mut major, mut minor, mut name, mut real_size) = (None, None, None, None);
+    for ext in pax {
+        let ext = ext?;
+        let (Ok(key), Ok(value)) = (ext.key(), ext.value()) else {
+            continue;
+        };
+        match key {
+            "GNU.sparse.major" => major = Some(value.to_owned()),
+            "GNU.sparse.minor" => minor = Some(value.to_owned()),
+            "GNU.sparse.name" => name = Some(value.to_owned()),
+            "GNU.sparse.realsize" => real_size = value.parse().ok(),
+            _ => {}
+        }
+    }
+    match (major.as_deref(), minor.as_deref(), name, real_size) {
+        (Some("1"), Some("0"), Some(name), Some(real_size)) => {
+            Ok(Some(PaxSparse { name, real_size }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Reads one entry's metadata and a reader of its bytes, expanding a PAX sparse file in
+/// GNU's format 1.0 (the sparse map at the start of the data, then the data chunks) into
+/// its real name, size and bytes. Other entries are as [`read_meta`] and the entry itself.
+pub fn read_expanding<'e, 'a, R: Read + 'a>(
+    entry: &'e mut tar::Entry<'a, R>,
+) -> Result<(EntryMeta, Box<dyn Read + 'e>), LayerReadError> {
+    let Some(sparse) = pax_sparse(entry)? else {
+        let meta = read_meta(entry)?;
+        return Ok((meta, Box::new(entry)));
+    };
+    let mut meta = read_meta_inner(entry)?;
+    meta.path = normalize(Path::new(&sparse.name))?;
+    meta.size = sparse.real_size;
+    let stored = entry.size();
+    let reader = SparseReader::new(entry, stored, sparse.real_size).map_err(|e| {
+        LayerReadError::Refused {
+            path: format!("{} ({e})", meta.path),
+            what: "a PAX sparse file with a malformed sparse map",
+        }
+    })?;
+    Ok((meta, Box::new(reader)))
+}
+
+/// The bytes of a PAX sparse 1.0 file: zeros where the map has holes.
+struct SparseReader<R> {
+    inner: R,
+    /// (offset, length) of each data chunk, ascending.
+    chunks: std::collections::VecDeque<(u64, u64)>,
+    pos: u64,
+    real_size: u64,
+}
+
+impl<R: Read> SparseReader<R> {
+    /// Reads the map from the start of `inner` (`stored` bytes in all).
+    fn new(mut inner: R, stored: u64, real_size: u64) -> io::Result<Self> {
+        let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
+        let mut consumed: u64 = 0;
+        let mut number = |inner: &mut R| -> io::Result<u64> {
+            let mut digits = String::new();
+            loop {
+                let mut b = [0u8; 1];
+                inner.read_exact(&mut b)?;
+                consumed += 1;
+                match b[0] {
+                    b'\n' => break,
+                    d @ b'0'..=b'9' if digits.len() < 20 => digits.push(char::from(d)),
+                    _ => return Err(bad("not a decimal number")),
+                }
+            }
+            digits.parse().map_err(|_| bad("empty number"))
+        };
+        let count = number(&mut inner)?;
+        if count > stored / 4 + 1 {
+            return Err(bad("more chunks than the entry can hold"));
+        }
+        let mut chunks = std::collections::VecDeque::new();
+        let (mut end, mut data) = (0u64, 0u64);
+        for _ in 0..count {
+            let offset = number(&mut inner)?;
+            let length = number(&mut inner)?;
+            let chunk_end = offset
+                .checked_add(length)
+                .ok_or_else(|| bad("chunk overflows"))?;
+            if offset < end || chunk_end > real_size {
+                return Err(bad("chunks overlap or pass the real size"));
+            }
+            end = chunk_end;
+            data += length;
+            chunks.push_back((offset, length));
+        }
+        let padding = (512 - consumed % 512) % 512;
+        io::copy(&mut (&mut inner).take(padding), &mut io::sink())?;
+        if consumed + padding + data != stored {
+            return Err(bad(
+                "the map and the chunks do not add up to the entry's size",
+            ));
+        }
+        Ok(Self {
+            inner,
+            chunks,
+            pos: 0,
+            real_size,
+        })
+    }
+}
+
+impl<R: Read> Read for SparseReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(&(offset, length)) = self.chunks.front() {
+            if self.pos >= offset + length {
+                self.chunks.pop_front();
+                continue;
+            }
+            if self.pos < offset {
+                let n = buf
+                    .len()
+                    .min(usize::try_from(offset - self.pos).unwrap_or(usize::MAX));
+                buf[..n].fill(0);
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            let want = usize::try_from(offset + length - self.pos).unwrap_or(usize::MAX);
+            let len = buf.len().min(want);
+            let n = self.inner.read(&mut buf[..len])?;
+            if n == 0 && !buf.is_empty() {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.pos += n as u64;
+            return Ok(n);
+        }
+        let n = buf
+            .len()
+            .min(usize::try_from(self.real_size.saturating_sub(self.pos)).unwrap_or(usize::MAX));
+        buf[..n].fill(0);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads the metadata of one entry. The root directory itself comes back with path `""`.
 pub fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<EntryMeta, LayerReadError> {
+    if let Some(what) = refused_entry(entry)? {
+        return Err(LayerReadError::Refused {
+            path: entry.path()?.display().to_string(),
+            what,
+        });
+    }
+    read_meta_inner(entry)
+}
+
+fn read_meta_inner<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<EntryMeta, LayerReadError> {
     let path = normalize(&entry.path()?)?;
     let header = entry.header();
     let link = || -> Result<String, LayerReadError> {
@@ -63,7 +261,8 @@ pub fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<EntryMeta, La
         ))
     };
     let kind = match header.entry_type() {
-        tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
+        // GNU sparse entries come expanded (holes as zeros) from the tar crate.
+        tar::EntryType::Regular | tar::EntryType::GNUSparse => EntryKind::File,
         tar::EntryType::Directory => EntryKind::Dir,
         tar::EntryType::Symlink => EntryKind::Symlink(link()?),
         tar::EntryType::Link => {
@@ -131,5 +330,71 @@ mod tests {
         assert_eq!(normalize(Path::new("/etc/x")).unwrap(), "etc/x");
         assert_eq!(normalize(Path::new("./")).unwrap(), "");
         assert!(normalize(Path::new("a/../../etc")).is_err());
+    }
+
+    fn one_entry(kind: tar::EntryType, pax: &[(&str, &[u8])]) -> Result<EntryMeta, LayerReadError> {
+        let mut b = tar::Builder::new(Vec::new());
+        if !pax.is_empty() {
+            b.append_pax_extensions(pax.iter().copied()).unwrap();
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_path("dir/entry").unwrap();
+        h.set_entry_type(kind);
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append(&h, &b"abc"[..]).unwrap();
+        let bytes = b.into_inner().unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut entries = archive.entries().unwrap();
+        let mut entry = entries.next().unwrap().unwrap();
+        read_meta(&mut entry)
+    }
+
+    #[test]
+    fn a_pax_sparse_map_expands_to_holes_and_chunks() {
+        let map = b"2\n3\n2\n8\n1\n";
+        let mut stored = map.to_vec();
+        stored.resize(512, 0);
+        stored.extend_from_slice(b"abc");
+        let mut r = SparseReader::new(stored.as_slice(), 515, 12).unwrap();
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"\0\0\0ab\0\0\0c\0\0\0");
+        // Overlapping chunks, a size that does not add up, a chunk past the end: refused.
+        for (map, declared) in [
+            (&b"2\n3\n2\n4\n1\n"[..], 515),
+            (b"1\n0\n3\n", 600),
+            (b"1\n11\n3\n", 515),
+        ] {
+            let mut stored = map.to_vec();
+            stored.resize(512, 0);
+            stored.extend_from_slice(b"abc");
+            assert!(SparseReader::new(stored.as_slice(), declared, 12).is_err());
+        }
+    }
+
+    #[test]
+    fn exotic_entries_are_refused_with_their_path() {
+        assert_eq!(one_entry(tar::EntryType::Regular, &[]).unwrap().size, 3);
+        let sparse = one_entry(
+            tar::EntryType::Regular,
+            &[("GNU.sparse.major", b"1"), ("GNU.sparse.minor", b"0")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            sparse.contains("`dir/entry` is a PAX sparse file"),
+            "{sparse}"
+        );
+        for kind in [b'7', b'M', b'V'] {
+            let err = one_entry(tar::EntryType::new(kind), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`dir/entry`"), "{err}");
+        }
     }
 }

@@ -31,7 +31,7 @@ impl<W: Write> TarWriter<W> {
         }
         if header.set_path(&name).is_err() || name.len() > 255 {
             pax.push(("path".into(), name.clone().into_bytes()));
-            header.set_path(truncate_name(&name))?;
+            set_stand_in(&mut header, &name)?;
         }
         let (entry_type, link) = match &meta.kind {
             EntryKind::File => (tar::EntryType::Regular, None),
@@ -133,10 +133,10 @@ impl<W: Write> TarWriter<W> {
             body.push(b'\n');
         }
         let mut header = tar::Header::new_ustar();
-        header.set_path(truncate_name(&format!(
-            "PaxHeaders/{}",
-            name.trim_end_matches('/')
-        )))?;
+        set_stand_in(
+            &mut header,
+            &format!("PaxHeaders/{}", name.trim_end_matches('/')),
+        )?;
         header.set_entry_type(tar::EntryType::XHeader);
         header.set_mode(0o644);
         header.set_uid(0);
@@ -168,6 +168,22 @@ fn set_id(
         header.set_gid(value.into());
     }
     Ok(())
+}
+
+/// Sets the ustar name behind a PAX `path` record (readers that know PAX ignore it): the
+/// last 99 bytes of `name`, or, when those start with `/` or `..` (which the ustar field
+/// must not), the same without their leading `/` and `.` bytes.
+fn set_stand_in(header: &mut tar::Header, name: &str) -> io::Result<()> {
+    let tail = truncate_name(name);
+    if header.set_path(tail).is_ok() {
+        return Ok(());
+    }
+    let trimmed = tail.trim_start_matches(['/', '.']);
+    header.set_path(if trimmed.is_empty() {
+        "PaxPath"
+    } else {
+        trimmed
+    })
 }
 
 /// The last 99 bytes of a name (on a char boundary), for the ustar field behind a PAX path.
@@ -238,6 +254,39 @@ mod tests {
         let link = EntryMeta::new("l", EntryKind::Symlink("t".repeat(200)), 0o777, 7);
         let back = roundtrip(&[file.clone(), link.clone()]);
         assert_eq!(back, vec![file, link]);
+    }
+
+    #[test]
+    fn every_long_path_is_written_whatever_byte_the_split_lands_on() {
+        // For each length, a path whose byte 99 from the end (where the ustar name field
+        // starts) is `/`, and one where it is a `.` of a `..`-looking name.
+        let mut metas = Vec::new();
+        for total in 100..=320 {
+            for (i, tail) in [("/", 98), ("/..", 96)].into_iter().enumerate() {
+                let (sep, last) = tail;
+                let head_len = total - sep.len() - last;
+                let head: String = (0..head_len)
+                    .map(|j| if j % 40 == 39 { '/' } else { 'n' })
+                    .collect();
+                let head = head.trim_end_matches('/').to_owned() + "x";
+                let path = format!("{head}{sep}{}", "y".repeat(last));
+                let mut file = EntryMeta::file(path.clone(), 1, 0);
+                file.mtime = (total * 2 + i) as u64;
+                metas.push(file);
+                let mut dir = EntryMeta::dir(format!("{head}{sep}{}", "d".repeat(last - 1)), 0);
+                dir.mtime = (total * 2 + i) as u64;
+                metas.push(dir);
+                let link = EntryMeta::new(
+                    format!("{head}{sep}{}", "l".repeat(last)),
+                    EntryKind::Hardlink(path),
+                    0o644,
+                    0,
+                );
+                metas.push(link);
+            }
+        }
+        let back = roundtrip(&metas);
+        assert_eq!(back, metas);
     }
 
     #[test]
