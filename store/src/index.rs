@@ -400,6 +400,14 @@ impl Index {
         }
     }
 
+    /// Moves the WAL into the database and truncates it, so the index takes no more room
+    /// on disk than it needs (after `gc`).
+    pub(crate) fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(self.err())
+    }
+
     pub(crate) fn remove_cache_entry(&self, key: &Digest) -> Result<(), StoreError> {
         self.conn
             .execute("DELETE FROM cache WHERE key = ?1", [key.to_string()])
