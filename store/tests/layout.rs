@@ -55,17 +55,21 @@ fn image(store: &Store, layers: &[&LayerRecord]) -> Digest {
 /// mode-0 dir with a file inside. Returns the dir.
 fn unpack(store: &Store, layer: &LayerRecord, used: SystemTime) -> PathBuf {
     let dir = store
-        .unpack_layer_with(&layer.diff_id, "trusted", |_, dir| -> Result<(), StoreError> {
-            fs_err::write(dir.join("big"), noise(9, 300_000))?;
-            fs_err::create_dir_all(dir.join("ro/sub"))?;
-            fs_err::write(dir.join("ro/sub/f"), b"x")?;
-            fs_err::create_dir(dir.join("locked"))?;
-            fs_err::write(dir.join("locked/f"), b"y")?;
-            for (d, mode) in [("ro/sub", 0o555), ("ro", 0o555), ("locked", 0)] {
-                fs_err::set_permissions(dir.join(d), std::fs::Permissions::from_mode(mode))?;
-            }
-            Ok(())
-        })
+        .unpack_layer_with(
+            &layer.diff_id,
+            "trusted",
+            |_, dir| -> Result<(), StoreError> {
+                fs_err::write(dir.join("big"), noise(9, 300_000))?;
+                fs_err::create_dir_all(dir.join("ro/sub"))?;
+                fs_err::write(dir.join("ro/sub/f"), b"x")?;
+                fs_err::create_dir(dir.join("locked"))?;
+                fs_err::write(dir.join("locked/f"), b"y")?;
+                for (d, mode) in [("ro/sub", 0o555), ("ro", 0o555), ("locked", 0)] {
+                    fs_err::set_permissions(dir.join(d), std::fs::Permissions::from_mode(mode))?;
+                }
+                Ok(())
+            },
+        )
         .unwrap();
     let mut stamp = dir.clone().into_os_string();
     stamp.push(".used");
@@ -202,7 +206,10 @@ fn gc_keeps_what_a_tag_needs_whatever_its_age_and_cleans_every_bucket() {
     assert_eq!(keys.len(), 3, "{keys:?} {report:?}");
     assert!(!old_asset.exists() && new_asset.exists());
     assert!(!half.exists());
-    assert_eq!(fs_err::read_dir(store.bucket(Bucket::Tmp)).unwrap().count(), 0);
+    assert_eq!(
+        fs_err::read_dir(store.bucket(Bucket::Tmp)).unwrap().count(),
+        0
+    );
 
     let report = store
         .gc(&GcOptions {

@@ -16,4 +16,5 @@ mod registry_support;
 mod reproducible;
 mod stages;
 mod store_integrity;
+mod store_layout;
 mod untrusted_layers;
