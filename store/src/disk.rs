@@ -110,7 +110,7 @@ mod tests {
         let m = measure(&t, &mut HashSet::new());
         assert_eq!(m.bytes, dir_bytes + 1000 + "locked/deeper/f".len() as u64);
         for d in [t.join("locked/deeper"), t.join("locked")] {
-            fs_err::set_permissions(&d, std::fs::Permissions::from_mode(0)).unwrap();
+            fs_err::set_permissions(&d, std::fs::Permissions::from_mode(0o0)).unwrap();
         }
         remove_tree(&t).unwrap();
         assert!(!t.exists());

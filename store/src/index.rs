@@ -154,11 +154,15 @@ impl Index {
                 supported,
             });
         }
-        for migration in &MIGRATIONS[usize::try_from(version).unwrap_or(0)..] {
-            tx.execute_batch(migration).map_err(err(path))?;
+        // An index that is up to date is not written: opening the store (for `store du`
+        // too) leaves it as it was.
+        if version < supported {
+            for migration in &MIGRATIONS[usize::try_from(version).unwrap_or(0)..] {
+                tx.execute_batch(migration).map_err(err(path))?;
+            }
+            tx.pragma_update(None, "user_version", supported)
+                .map_err(err(path))?;
         }
-        tx.pragma_update(None, "user_version", supported)
-            .map_err(err(path))?;
         tx.commit().map_err(err(path))?;
         Ok(Self {
             conn,

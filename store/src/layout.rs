@@ -6,7 +6,7 @@
 //!   v1/                     0700; the layout version
 //!     lock                  flock: shared for builds, exclusive for gc / verify --repair
 //!     index.lock            flock held while the schema is created or migrated
-//!     index.sqlite(-wal)    the index (WAL mode)
+//!     index.sqlite(-wal)    the index (WAL mode); `-shm` beside it while the store is open
 //!     blobs/sha256/<hex>    Bucket::Blobs: immutable blobs, read-only files
 //!     tmp/                  Bucket::Tmp: blobs being written and run steps' scratch dirs
 //!     unpacked/<flavour>/   Bucket::Unpacked: layers unpacked as overlay lower dirs
@@ -115,6 +115,13 @@ impl Layout {
 
     pub(crate) fn index_file(&self) -> PathBuf {
         self.data.join("index.sqlite")
+    }
+
+    /// True for SQLite's shared-memory file: it exists only while the index is open (so
+    /// while `store du` or `gc` measures) and goes with the last connection.
+    pub(crate) fn is_transient(&self, path: &Path) -> bool {
+        path.parent() == Some(self.data.as_path())
+            && path.file_name() == Some(std::ffi::OsStr::new("index.sqlite-shm"))
     }
 
     /// True when `dir` looks like a store root (it has the layout version dir).

@@ -490,6 +490,6 @@ fn write_cachedir_tag(tag: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io_writing(tmp.path(), e))?;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.persist(&tag).map_err(|e| e.error)?;
+    tmp.persist(tag).map_err(|e| e.error)?;
     Ok(())
 }

@@ -41,7 +41,8 @@ pub(crate) struct OnDisk {
 }
 
 impl Store {
-    /// Measures the whole store on disk (every file below the root, hard links once).
+    /// Measures the whole store on disk (every file below the root, hard links once, but
+    /// not the index's shared-memory file, which goes when the store is closed).
     pub(crate) fn on_disk(&self) -> OnDisk {
         let mut seen = HashSet::new();
         let mut out = OnDisk::default();
@@ -80,6 +81,9 @@ impl Store {
             }
         }
         for entry in children(&data) {
+            if self.layout.is_transient(&entry.path()) {
+                continue;
+            }
             let name = entry.file_name();
             let bucket = Bucket::ALL
                 .into_iter()

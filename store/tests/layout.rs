@@ -64,7 +64,7 @@ fn unpack(store: &Store, layer: &LayerRecord, used: SystemTime) -> PathBuf {
                 fs_err::write(dir.join("ro/sub/f"), b"x")?;
                 fs_err::create_dir(dir.join("locked"))?;
                 fs_err::write(dir.join("locked/f"), b"y")?;
-                for (d, mode) in [("ro/sub", 0o555), ("ro", 0o555), ("locked", 0)] {
+                for (d, mode) in [("ro/sub", 0o555), ("ro", 0o555), ("locked", 0o000)] {
                     fs_err::set_permissions(dir.join(d), std::fs::Permissions::from_mode(mode))?;
                 }
                 Ok(())
@@ -176,7 +176,7 @@ fn gc_keeps_what_a_tag_needs_whatever_its_age_and_cleans_every_bucket() {
     let gone_unpacked = unpack(&store, &stale, days_ago(30));
     let half = store.bucket(Bucket::Unpacked).join("trusted/.unpacking-x");
     fs_err::create_dir_all(half.join("root/d")).unwrap();
-    fs_err::set_permissions(half.join("root/d"), std::fs::Permissions::from_mode(0)).unwrap();
+    fs_err::set_permissions(half.join("root/d"), std::fs::Permissions::from_mode(0o0)).unwrap();
     let old_asset = store.bucket(Bucket::BootAssets).join("old.json");
     fs_err::write(&old_asset, b"[]").unwrap();
     fs_err::File::options()
