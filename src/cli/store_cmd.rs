@@ -96,7 +96,8 @@ pub(crate) fn run(store_dir: &Path, cmd: StoreCommand) -> Result<(), Failure> {
                     Bucket::Unpacked => format!("{} unpacked layers", usage.unpacked),
                     Bucket::Tmp | Bucket::BootAssets => String::new(),
                 };
-                println!("  {:<12} {:>10}  {what}", bucket.dir_name(), human(bytes));
+                let line = format!("  {:<12} {:>10}  {what}", bucket.dir_name(), human(bytes));
+                println!("{}", line.trim_end());
             }
             println!(
                 "  {:<12} {:>10}  index and locks",
@@ -188,7 +189,7 @@ pub(crate) fn run(store_dir: &Path, cmd: StoreCommand) -> Result<(), Failure> {
             );
             if report.over_max_size > 0 {
                 eprintln!(
-                    "warning: the store is still {} over --max-size: the images alone need more; `imgbuild store rm` some",
+                    "warning: the store is still {} over --max-size: the images and the index alone need more; `imgbuild store rm` some images or raise --max-size",
                     human(report.over_max_size)
                 );
             }
