@@ -241,7 +241,10 @@ pub(crate) fn build_and_export(
         registry: &client,
     };
     // The refs the build sets are taken back if an export fails.
-    let tags: Vec<String> = (recipe.image.tags.iter())
+    let tags: Vec<String> = recipe
+        .image
+        .tags
+        .iter()
         .map(|t| format!("{}:{t}", recipe.image.name))
         .collect();
     let refs = store.ref_rollback(&tags)?;

@@ -424,7 +424,12 @@ impl Drop for RefRollback<'_> {
         if !self.armed {
             return;
         }
+        let now = self.store.refs().unwrap_or_default();
         for (name, target) in &self.before {
+            let current = now.iter().find(|r| &r.name == name).map(|r| &r.manifest);
+            if current == target.as_ref() {
+                continue;
+            }
             // Best effort: a ref that cannot be restored is left as the build set it.
             let _ = match target {
                 Some(manifest) => self.store.set_ref(name, manifest),
