@@ -52,7 +52,8 @@ pub(crate) enum StoreCommand {
     ///
     /// Example: imgbuild store gc --keep-recent 7d --max-size 20GiB
     Gc {
-        /// Keep cache entries used within this long (e.g. 7d, 12h, 0s).
+        /// Keep cache entries used (and bootloader resolutions written) within this long
+        /// (e.g. 7d, 12h, 0s).
         #[arg(long, default_value = "7d", value_parser = duration)]
         keep_recent: std::time::Duration,
         /// Then drop least recently used cache entries and unpacked layers until the whole
