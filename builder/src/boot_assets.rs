@@ -14,7 +14,7 @@
 //! [`fetch_locked`] fetches such a list again without touching the indices.
 //!
 //! Resolving means parsing the suite's whole `Packages` index (over a second), so the
-//! result is remembered in the store under `v1/boot-assets/`, keyed by the request and the
+//! result is remembered in the store's `boot-assets` bucket, keyed by the request and the
 //! SHA-256 of the verified `InRelease`: a new Release resolves again, an unchanged one
 //! costs one small signed download.
 
@@ -23,9 +23,10 @@ use crate::debian::http::Http;
 use crate::debian::release::{fetch_release, ReleaseOptions};
 use crate::debian::{
     deb::{Deb, DebError},
-    resolve_from_mirror, BlobCache, DebianError, DebianFrom, LockedPackage, DEFAULT_MIRROR,
+    resolve_from_mirror, DebianError, DebianFrom, LockedPackage, DEFAULT_MIRROR,
 };
-use imgbuild_store::{Digest, Store};
+use crate::sources::debian::StoreCache;
+use imgbuild_store::{Bucket, Digest, Store};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -128,7 +129,7 @@ pub fn fetch(
         return Ok(FetchedBootFiles::default());
     }
     let src = source(from);
-    let cache = StoreCache { store };
+    let cache = StoreCache(store);
     let http = Http::new();
     let resolve_err = |source| BootAssetsError::Resolve {
         packages: wanted.clone(),
@@ -178,8 +179,7 @@ fn remembered_path(
         wanted.join(" ")
     );
     store
-        .root()
-        .join("v1/boot-assets")
+        .bucket(Bucket::BootAssets)
         .join(format!("{}.json", Digest::of(key.as_bytes()).hex()))
 }
 
@@ -205,7 +205,7 @@ pub fn fetch_locked(
     mirror: &str,
     locked: &[LockedPackage],
 ) -> Result<FetchedBootFiles, BootAssetsError> {
-    let cache = StoreCache { store };
+    let cache = StoreCache(store);
     let paths = fetch_debs(&Http::new(), mirror, locked, &cache, 3)?;
     let mut out = FetchedBootFiles {
         packages: locked.to_vec(),
@@ -261,36 +261,6 @@ fn extract(deb: &Path, want: &[&str]) -> Result<BTreeMap<String, Vec<u8>>, BootA
         }
     }
     Ok(found)
-}
-
-/// The imgbuild store as a [`BlobCache`]: downloads become blobs named by their SHA-256.
-struct StoreCache<'a> {
-    store: &'a Store,
-}
-
-impl BlobCache for StoreCache<'_> {
-    fn get(&self, sha256: &str) -> Option<PathBuf> {
-        let digest = Digest::from_hex(sha256).ok()?;
-        self.store
-            .has_blob(&digest)
-            .ok()
-            .filter(|has| *has)
-            .map(|_| self.store.blob_path(&digest))
-    }
-
-    fn put(&self, sha256: &str, from: &Path) -> std::io::Result<PathBuf> {
-        let digest = Digest::from_hex(sha256).map_err(std::io::Error::other)?;
-        let mut file = fs_err::File::open(from)?;
-        self.store
-            .put_verified(&mut file, &digest)
-            .map_err(std::io::Error::other)?;
-        fs_err::remove_file(from)?;
-        Ok(self.store.blob_path(&digest))
-    }
-
-    fn staging_dir(&self) -> PathBuf {
-        self.store.root().join("v1/tmp")
-    }
 }
 
 #[cfg(test)]

@@ -240,6 +240,14 @@ pub(crate) fn build_and_export(
         secrets: args.secrets.iter().cloned().collect(),
         registry: &client,
     };
+    // The refs the build sets are taken back if an export fails.
+    let tags: Vec<String> = recipe
+        .image
+        .tags
+        .iter()
+        .map(|t| format!("{}:{t}", recipe.image.name))
+        .collect();
+    let refs = store.ref_rollback(&tags)?;
     let report = imgbuild_builder::build(&store, &recipe, &options)
         .map_err(|e| located_build_error(&recipe, e))?;
     let image = StoredImage::load(&store, &report.image, &report.tags, &report.digest)?;
@@ -271,6 +279,7 @@ pub(crate) fn build_and_export(
         eprintln!("wrote {} ({})", artifact.path.display(), artifact.format);
         artifacts.push(artifact);
     }
+    refs.keep();
     let hits = report
         .steps
         .iter()

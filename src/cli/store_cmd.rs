@@ -1,9 +1,9 @@
-//! `imgbuild store ...`: list, measure, verify and collect garbage.
+//! `imgbuild store ...`: list, measure, remove, verify and collect garbage.
 
 use super::units::{duration, human, size};
 use super::{print_json, Failure};
 use clap::Subcommand;
-use imgbuild_store::{GcOptions, Store};
+use imgbuild_store::{Bucket, GcOptions, Store};
 use std::path::Path;
 
 #[derive(Debug, Subcommand)]
@@ -14,11 +14,22 @@ pub(crate) enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show how much the store holds.
+    /// Show how much the store holds on disk (everything below it, as `du -sb` counts),
+    /// bucket by bucket.
     Du {
         /// Print JSON to stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// Remove an image (NAME:TAG, or NAME for NAME:latest) from the store.
+    ///
+    /// Its blobs stay until `imgbuild store gc` finds nothing else needs them.
+    ///
+    /// Example: imgbuild store rm hello:1.0 && imgbuild store gc
+    Rm {
+        /// The image, as `imgbuild store ls` lists it.
+        #[arg(value_name = "NAME[:TAG]")]
+        name: String,
     },
     /// Re-hash every blob and report what is missing or corrupt.
     ///
@@ -34,15 +45,19 @@ pub(crate) enum StoreCommand {
     },
     /// Remove what no image and no recent cache entry needs.
     ///
-    /// Images (every NAME:TAG in `store ls`) are always kept. Cache entries used within
-    /// --keep-recent are kept too, least recently used first to go when --max-size is set.
+    /// Images (every NAME:TAG in `store ls`) are always kept, with the cache entries of
+    /// their layers. Other cache entries used within --keep-recent are kept too. With
+    /// --max-size, least recently used cache entries go first, then least recently used
+    /// unpacked layers (recreated when a build needs them), until the whole store fits.
     ///
     /// Example: imgbuild store gc --keep-recent 7d --max-size 20GiB
     Gc {
-        /// Keep cache entries used within this long (e.g. 7d, 12h, 0s).
+        /// Keep cache entries used (and bootloader resolutions written) within this long
+        /// (e.g. 7d, 12h, 0s).
         #[arg(long, default_value = "7d", value_parser = duration)]
         keep_recent: std::time::Duration,
-        /// Then drop least recently used cache entries until the store fits (e.g. 20GiB).
+        /// Then drop least recently used cache entries and unpacked layers until the whole
+        /// store fits (e.g. 20GiB).
         #[arg(long, value_parser = size)]
         max_size: Option<u64>,
         /// Print JSON to stdout.
@@ -74,16 +89,52 @@ pub(crate) fn run(store_dir: &Path, cmd: StoreCommand) -> Result<(), Failure> {
             if json {
                 return print_json(&usage);
             }
+            println!("{}: {}", store_dir.display(), human(usage.bytes));
+            for bucket in Bucket::ALL {
+                let bytes = usage.buckets.get(&bucket).copied().unwrap_or(0);
+                let what = match bucket {
+                    Bucket::Blobs => format!("{} blobs", usage.blobs),
+                    Bucket::Unpacked => format!("{} unpacked layers", usage.unpacked),
+                    Bucket::Tmp | Bucket::BootAssets => String::new(),
+                };
+                let line = format!("  {:<12} {:>10}  {what}", bucket.dir_name(), human(bytes));
+                println!("{}", line.trim_end());
+            }
             println!(
-                "{}: {} in {} blobs",
-                store_dir.display(),
-                human(usage.bytes),
-                usage.blobs
+                "  {:<12} {:>10}  index and locks",
+                "other",
+                human(usage.other_bytes)
             );
             println!(
                 "  {} layers, {} cache entries, {} images",
                 usage.layers, usage.cache_entries, usage.refs
             );
+            if usage.unreadable_dirs > 0 {
+                eprintln!(
+                    "warning: {} directories could not be read; the total is a lower bound",
+                    usage.unreadable_dirs
+                );
+            }
+            Ok(())
+        }
+        StoreCommand::Rm { name } => {
+            let store = Store::open(store_dir)?;
+            let full = if name
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':'))
+            {
+                name
+            } else {
+                format!("{name}:latest")
+            };
+            if !store.remove_ref(&full)? {
+                return Err(Failure::user(format!(
+                    "no image `{full}` in the store {}; `imgbuild store ls` lists the images",
+                    store_dir.display()
+                )));
+            }
+            eprintln!("removed {full}; `imgbuild store gc` frees what only it needed");
             Ok(())
         }
         StoreCommand::Verify { repair, json } => {
@@ -129,12 +180,20 @@ pub(crate) fn run(store_dir: &Path, cmd: StoreCommand) -> Result<(), Failure> {
                 return print_json(&report);
             }
             println!(
-                "removed {} blobs ({}) and {} cache entries; {} kept",
+                "removed {} blobs, {} cache entries, {} unpacked layers and {} other entries ({}); {} kept",
                 report.blobs_removed,
-                human(report.bytes_freed),
                 report.cache_entries_removed,
+                report.unpacked_removed,
+                report.other_removed,
+                human(report.bytes_freed),
                 human(report.bytes_kept)
             );
+            if report.over_max_size > 0 {
+                eprintln!(
+                    "warning: the store is still {} over --max-size: the images and the index alone need more; `imgbuild store rm` some images or raise --max-size",
+                    human(report.over_max_size)
+                );
+            }
             Ok(())
         }
     }

@@ -161,7 +161,7 @@ pub(crate) fn sweep_dead_scratch_dirs(tmp: &Path) {
         let prefix = format!("{SCRATCH_PREFIX}{owner}-");
         for dir in names.iter().filter(|n| n.starts_with(&prefix)) {
             let dir = tmp.join(dir);
-            crate::maintenance::make_writable(&dir);
+            crate::disk::make_writable(&dir);
             let _ = std::fs::remove_dir_all(&dir);
         }
         let _ = std::fs::remove_file(&lock_path);

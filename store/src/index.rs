@@ -154,11 +154,15 @@ impl Index {
                 supported,
             });
         }
-        for migration in &MIGRATIONS[usize::try_from(version).unwrap_or(0)..] {
-            tx.execute_batch(migration).map_err(err(path))?;
+        // An index that is up to date is not written: opening the store (for `store du`
+        // too) leaves it as it was.
+        if version < supported {
+            for migration in &MIGRATIONS[usize::try_from(version).unwrap_or(0)..] {
+                tx.execute_batch(migration).map_err(err(path))?;
+            }
+            tx.pragma_update(None, "user_version", supported)
+                .map_err(err(path))?;
         }
-        tx.pragma_update(None, "user_version", supported)
-            .map_err(err(path))?;
         tx.commit().map_err(err(path))?;
         Ok(Self {
             conn,
@@ -398,6 +402,14 @@ impl Index {
                 Err(self.err()(e))
             }
         }
+    }
+
+    /// Moves the WAL into the database and truncates it, so the index takes no more room
+    /// on disk than it needs (after `gc`).
+    pub(crate) fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(self.err())
     }
 
     pub(crate) fn remove_cache_entry(&self, key: &Digest) -> Result<(), StoreError> {

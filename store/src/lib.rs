@@ -6,21 +6,12 @@
 //! requires), which step cache key produced which layer, and which image refs point at which
 //! manifest. On disk:
 //!
-//! ```text
-//! <root>/
-//!   CACHEDIR.TAG            marks the tree as a cache for backup tools
-//!   v1/
-//!     lock                  flock: shared for builds, exclusive for gc
-//!     index.lock            flock held while the schema is created or migrated
-//!     index.sqlite          the index (WAL mode); `remote_blobs` lists blobs kept in a registry
-//!     blobs/sha256/<hex>    immutable blobs, read-only files
-//!     tmp/                  blobs being written (`blob-*`, each flocked by its writer) and
-//!                           scratch dirs (`scratch-<id>-*`, live while `owner-<id>.lock` is)
-//!     unpacked/             layers unpacked as overlay lower dirs
-//! ```
-//!
-//! The root, `v1/`, `tmp/` and `unpacked/` are 0700: unpacked untrusted layers hold setuid
-//! files and device nodes that no other user may reach through the store.
+//! The directory tree is drawn in [`layout`]; every directory below `v1/` is a [`Bucket`]
+//! that other crates reach through [`Store::bucket`]. The root, `v1/` and every bucket are
+//! 0700: unpacked untrusted layers hold setuid files and device nodes that no other user
+//! may reach through the store. In `tmp/`, blobs being written are `blob-*`, each flocked by
+//! its writer, and run steps' scratch dirs are `scratch-<id>-*`, live while
+//! `owner-<id>.lock` is flocked.
 //!
 //! Blobs are written to `tmp/`, hashed while written, fsynced and renamed into place before
 //! the index mentions them, so a build killed at any moment leaves the store consistent: at
@@ -28,23 +19,30 @@
 
 mod blob;
 mod digest;
+mod disk;
 mod error;
+mod gc;
 mod index;
 pub mod layer;
+pub mod layout;
 mod lock;
 mod maintenance;
 pub mod oci;
 mod remote;
 mod store;
 pub mod tarball;
+mod usage;
 mod verified;
 
 pub use blob::{BlobWriter, Descriptor};
 pub use digest::{Digest, DigestError, Sha256Writer};
 pub use error::StoreError;
+pub use gc::{GcOptions, GcReport};
 pub use index::{CacheEntry, ImageRef, LayerRecord};
 pub use layer::{Compression, LayerWriter};
-pub use maintenance::{GcOptions, GcReport, StoreUsage, VerifyReport};
+pub use layout::Bucket;
+pub use maintenance::VerifyReport;
 pub use remote::BlobFetcher;
-pub use store::Store;
+pub use store::{RefRollback, Store};
+pub use usage::StoreUsage;
 pub use verified::VerifiedReader;

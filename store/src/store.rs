@@ -2,6 +2,7 @@
 
 use crate::index::{Index, LayerRecord};
 use crate::layer::{Compression, LayerWriter};
+use crate::layout::{Bucket, Layout};
 use crate::lock::StoreLock;
 use crate::{BlobWriter, CacheEntry, Descriptor, Digest, ImageRef, StoreError};
 use std::collections::HashSet;
@@ -15,8 +16,7 @@ const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 
 /// An open store. Holds a shared lock (exclusive for maintenance) until dropped.
 pub struct Store {
-    root: PathBuf,
-    pub(crate) data: PathBuf,
+    pub(crate) layout: Layout,
     index: Mutex<Index>,
     pub(crate) fetcher: Option<Box<dyn crate::BlobFetcher>>,
     /// Blobs [`Store::check_blob`] found intact since this store was opened.
@@ -28,7 +28,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("root", &self.root).finish()
+        f.debug_struct("Store")
+            .field("root", &self.layout.root())
+            .finish()
     }
 }
 
@@ -44,28 +46,29 @@ impl Store {
     }
 
     fn open_with(root: &Path, exclusive: bool) -> Result<Self, StoreError> {
-        let data = root.join("v1");
+        let layout = Layout::new(root);
         if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs_err::create_dir_all(parent)?;
         }
         private_dir(root, true)?;
-        private_dir(&data, false)?;
-        fs_err::create_dir_all(data.join("blobs/sha256"))?;
-        private_dir(&data.join("tmp"), false)?;
-        private_dir(&data.join("unpacked"), false)?;
-        write_cachedir_tag(root)?;
-        let lock = StoreLock::acquire(&data.join("lock"), exclusive)?;
+        private_dir(layout.data(), false)?;
+        for bucket in Bucket::ALL {
+            private_dir(&layout.bucket(bucket), false)?;
+        }
+        fs_err::create_dir_all(layout.sha256_blobs())?;
+        write_cachedir_tag(&layout.cachedir_tag())?;
+        let lock = StoreLock::acquire(&layout.lock_file(), exclusive)?;
         let index = {
             // Creating or migrating the schema happens under a lock of its own, so that
             // many processes opening a brand-new store never race SQLite's locking.
-            let _schema = StoreLock::acquire(&data.join("index.lock"), true)?;
-            Index::open(&data.join("index.sqlite"))?
+            let _schema = StoreLock::acquire(&layout.schema_lock_file(), true)?;
+            Index::open(&layout.index_file())?
         };
-        crate::blob::sweep_dead_temp_blobs(&data.join("tmp"));
-        crate::blob::sweep_dead_scratch_dirs(&data.join("tmp"));
+        let tmp = layout.bucket(Bucket::Tmp);
+        crate::blob::sweep_dead_temp_blobs(&tmp);
+        crate::blob::sweep_dead_scratch_dirs(&tmp);
         Ok(Self {
-            root: root.to_owned(),
-            data,
+            layout,
             index: Mutex::new(index),
             fetcher: None,
             checked: Mutex::new(HashSet::new()),
@@ -94,10 +97,15 @@ impl Store {
     /// Unpacking goes through [`Store::unpack_layer_with`], which fills a temp dir and
     /// renames it into place, so a complete directory is never half-written.
     pub fn unpacked_dir(&self, diff_id: &Digest, flavour: &str) -> PathBuf {
-        self.data.join("unpacked").join(flavour).join(diff_id.hex())
+        self.bucket(Bucket::Unpacked)
+            .join(flavour)
+            .join(diff_id.hex())
     }
 
     /// Unpacks `diff_id` once (per flavour) with `unpack(reader, dir)` and returns its directory.
+    ///
+    /// Every call stamps the directory as used (`<dir>.used`), so `gc --max-size` drops
+    /// the least recently used unpacked layers first.
     pub fn unpack_layer_with<E: From<StoreError> + From<io::Error>>(
         &self,
         diff_id: &Digest,
@@ -106,9 +114,12 @@ impl Store {
     ) -> Result<PathBuf, E> {
         let dir = self.unpacked_dir(diff_id, flavour);
         if dir.is_dir() {
+            stamp_used(&dir);
             return Ok(dir);
         }
-        let parent = dir.parent().unwrap_or(&self.data).to_owned();
+        let parent = dir
+            .parent()
+            .map_or_else(|| self.bucket(Bucket::Unpacked), Path::to_owned);
         private_dir(&parent, false)?;
         let staging = tempfile::Builder::new()
             .prefix(".unpacking-")
@@ -123,6 +134,7 @@ impl Store {
             Err(_) if dir.is_dir() => {}
             Err(e) => return Err(e.into()),
         }
+        stamp_used(&dir);
         Ok(dir)
     }
 
@@ -151,15 +163,21 @@ impl Store {
 
     /// The store's root directory.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.layout.root()
+    }
+
+    /// The directory of `bucket` (it exists once the store is open). Other crates keep
+    /// what they store on disk here, never below a path of their own making.
+    pub fn bucket(&self, bucket: Bucket) -> PathBuf {
+        self.layout.bucket(bucket)
     }
 
     pub(crate) fn tmp_dir(&self) -> PathBuf {
-        self.data.join("tmp")
+        self.bucket(Bucket::Tmp)
     }
 
     pub(crate) fn blobs_dir(&self) -> PathBuf {
-        self.data.join("blobs/sha256")
+        self.layout.sha256_blobs()
     }
 
     pub(crate) fn with_index<T>(
@@ -358,8 +376,81 @@ impl Store {
     }
 
     /// Removes an image ref; its blobs become garbage unless something else needs them.
+    /// False when there was no such ref.
     pub fn remove_ref(&self, name: &str) -> Result<bool, StoreError> {
         self.with_index(|ix| ix.remove_ref(name))
+    }
+
+    /// Remembers where `names` point now, so that refs a build sets can be taken back if
+    /// what follows (the export) fails: dropping the guard restores them, unless
+    /// [`RefRollback::keep`] was called.
+    pub fn ref_rollback(&self, names: &[String]) -> Result<RefRollback<'_>, StoreError> {
+        let refs = self.refs()?;
+        let before = names
+            .iter()
+            .map(|n| {
+                let target = refs
+                    .iter()
+                    .find(|r| &r.name == n)
+                    .map(|r| r.manifest.clone());
+                (n.clone(), target)
+            })
+            .collect();
+        Ok(RefRollback {
+            store: self,
+            before,
+            armed: true,
+        })
+    }
+}
+
+/// Restores a set of refs when dropped (see [`Store::ref_rollback`]).
+#[derive(Debug)]
+pub struct RefRollback<'s> {
+    store: &'s Store,
+    before: Vec<(String, Option<Digest>)>,
+    armed: bool,
+}
+
+impl RefRollback<'_> {
+    /// Keeps the refs as they are now.
+    pub fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for RefRollback<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let now = self.store.refs().unwrap_or_default();
+        for (name, target) in &self.before {
+            let current = now.iter().find(|r| &r.name == name).map(|r| &r.manifest);
+            if current == target.as_ref() {
+                continue;
+            }
+            // Best effort: a ref that cannot be restored is left as the build set it.
+            let _ = match target {
+                Some(manifest) => self.store.set_ref(name, manifest),
+                None => self.store.remove_ref(name).map(drop),
+            };
+        }
+    }
+}
+
+/// Marks an unpacked dir as used now (its `.used` stamp); best effort, as a missing
+/// stamp only makes the dir the first to go under `gc --max-size`.
+fn stamp_used(dir: &Path) {
+    let mut stamp = dir.as_os_str().to_owned();
+    stamp.push(crate::gc::USED_SUFFIX);
+    if let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PathBuf::from(stamp))
+    {
+        let _ = file.set_modified(std::time::SystemTime::now());
     }
 }
 
@@ -379,8 +470,8 @@ fn private_dir(dir: &Path, store_root: bool) -> Result<(), StoreError> {
         return Ok(());
     }
     if store_root
-        && !dir.join("v1").is_dir()
-        && !dir.join("CACHEDIR.TAG").is_file()
+        && !Layout::is_store_root(dir)
+        && !Layout::new(dir).cachedir_tag().is_file()
         && fs_err::read_dir(dir)?.next().is_some()
     {
         return Ok(());
@@ -391,11 +482,11 @@ fn private_dir(dir: &Path, store_root: bool) -> Result<(), StoreError> {
 
 /// Writes `CACHEDIR.TAG` whole (temp file, then rename), so a concurrent open never sees
 /// it half-written.
-fn write_cachedir_tag(root: &Path) -> Result<(), StoreError> {
-    let tag = root.join("CACHEDIR.TAG");
+fn write_cachedir_tag(tag: &Path) -> Result<(), StoreError> {
     if tag.exists() {
         return Ok(());
     }
+    let root = tag.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".CACHEDIR.TAG-")
         .tempfile_in(root)
@@ -404,6 +495,6 @@ fn write_cachedir_tag(root: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io_writing(tmp.path(), e))?;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.persist(&tag).map_err(|e| e.error)?;
+    tmp.persist(tag).map_err(|e| e.error)?;
     Ok(())
 }

@@ -16,5 +16,6 @@ mod registry_support;
 mod reproducible;
 mod stages;
 mod store_integrity;
+mod store_layout;
 mod tar_compat;
 mod untrusted_layers;

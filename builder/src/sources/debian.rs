@@ -10,7 +10,7 @@ use crate::debian::{
     self, fetch, http::Http, lock::LockError, release::ReleaseOptions, BlobCache, DebianFrom,
     LockedPackage, Lockfile, Universe, Variant,
 };
-use imgbuild_store::{Digest, Store};
+use imgbuild_store::{Bucket, Digest, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -43,7 +43,8 @@ pub struct PackageSets {
     pub essential: BTreeSet<String>,
 }
 
-/// A [`BlobCache`] backed by the store.
+/// The store as a [`BlobCache`] (for packages and bootloaders): downloads become blobs
+/// named by their SHA-256, staged in the store's `tmp` bucket.
 pub(crate) struct StoreCache<'s>(pub &'s Store);
 
 impl BlobCache for StoreCache<'_> {
@@ -66,7 +67,7 @@ impl BlobCache for StoreCache<'_> {
     }
 
     fn staging_dir(&self) -> PathBuf {
-        self.0.root().join("v1/tmp")
+        self.0.bucket(Bucket::Tmp)
     }
 }
 
