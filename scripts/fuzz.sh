@@ -52,7 +52,7 @@ for t in "${targets[@]}"; do
     [[ -n $artifact ]] && echo "fuzz.sh: reproduce with: cargo +nightly fuzz run ${build[*]} $t $artifact" >&2
     exit 1
   fi
-  grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb' "$log" | tr '\n' ' ' | sed "s/^/fuzz.sh: $t: /"
+  grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb' "$log" | tr -s ' \n' ' ' | sed "s/^/fuzz.sh: $t: /"
   echo
 done
 echo "fuzz.sh: all ${#targets[@]} targets ran ${seconds} s each without a crash"

@@ -17,7 +17,12 @@ fuzz_target!(|data: &[u8]| {
             let _ = p.to_owned_fields();
             let _ = p.lines("SHA256").count();
             for (name, value) in p.fields() {
-                assert_eq!(p.get(name), p.fields().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v));
+                assert_eq!(
+                    p.get(name),
+                    p.fields()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v)
+                );
                 if let Ok(v) = Version::parse(value) {
                     // A version prints as something that parses back to an equal version.
                     let again = Version::parse(&v.to_string()).expect("a printed version parses");

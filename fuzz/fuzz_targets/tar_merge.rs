@@ -51,7 +51,11 @@ impl TreeSink for Checker {
                 meta.path
             );
         }
-        assert!(self.seen.insert(meta.path.clone()), "{:?} streamed twice", meta.path);
+        assert!(
+            self.seen.insert(meta.path.clone()),
+            "{:?} streamed twice",
+            meta.path
+        );
         if meta.kind == EntryKind::File {
             self.files.insert(meta.path.clone());
         }
@@ -96,7 +100,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     for meta in tree.iter() {
-        assert!(sink.seen.contains(&meta.path), "{:?} never streamed", meta.path);
+        assert!(
+            sink.seen.contains(&meta.path),
+            "{:?} never streamed",
+            meta.path
+        );
     }
     if sink.write_failed {
         return;
@@ -113,5 +121,8 @@ fuzz_target!(|data: &[u8]| {
         paths.push(meta.path);
     }
     let streamed: BTreeSet<String> = paths.iter().cloned().collect();
-    assert_eq!(streamed, sink.seen, "the written tar holds other paths than were streamed");
+    assert_eq!(
+        streamed, sink.seen,
+        "the written tar holds other paths than were streamed"
+    );
 });

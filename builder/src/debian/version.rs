@@ -407,7 +407,11 @@ mod tests {
             let printed = v(text).to_string();
             let again = v(&printed);
             assert_eq!(again, v(text), "{text} printed as {printed}");
-            assert_eq!(again.upstream(), v(text).upstream(), "{text} printed as {printed}");
+            assert_eq!(
+                again.upstream(),
+                v(text).upstream(),
+                "{text} printed as {printed}"
+            );
         }
         assert_eq!(v("0:1:2").to_string(), "0:1:2");
         assert_eq!(v("0:1.0").to_string(), "1.0");
