@@ -405,7 +405,8 @@ fn encode(s: &str) -> String {
 }
 
 /// Splits `Bearer realm="x",service="y"` into the scheme and its parameters.
-fn parse_challenge(text: &str) -> (String, HashMap<String, String>) {
+#[doc(hidden)]
+pub fn parse_challenge(text: &str) -> (String, HashMap<String, String>) {
     let text = text.trim();
     let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
     let mut params = HashMap::new();

@@ -21,6 +21,12 @@ pub mod push;
 pub mod reference;
 pub mod source;
 
+#[doc(hidden)]
+/// Internals the fuzz targets in `fuzz/` drive; not a stable API.
+pub mod fuzzing {
+    pub use crate::client::parse_challenge;
+}
+
 pub use cache::{export_cache, import_cache, CacheImport, CacheRecord, RegistryFetcher};
 pub use client::{Client, RegistryOptions};
 pub use error::{PullError, PushError, RegistryError};

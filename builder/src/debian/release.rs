@@ -341,11 +341,20 @@ pub fn parse_release_date(s: &str) -> Option<i64> {
         [h, m, s] => (h, m, s),
         _ => return None,
     };
+    // Out-of-range fields are refused, not wrapped (or overflowed) into some other date.
+    let in_range = (1..=31).contains(&day)
+        && (0..=9999).contains(&year)
+        && (0..=24).contains(&h)
+        && (0..=59).contains(&mi)
+        && (0..=60).contains(&se);
+    if !in_range {
+        return None;
+    }
     let offset = match rest.first() {
         Some(z) if z.starts_with(['+', '-']) && z.len() == 5 => {
             let sign = if z.starts_with('-') { -1 } else { 1 };
-            let hh: i64 = z[1..3].parse().ok()?;
-            let mm: i64 = z[3..5].parse().ok()?;
+            let hh: i64 = z.get(1..3)?.parse().ok()?;
+            let mm: i64 = z.get(3..5)?.parse().ok()?;
             sign * (hh * 3600 + mm * 60)
         }
         _ => 0,
@@ -444,6 +453,12 @@ mod tests {
             Some(1_078_009_200)
         );
         assert_eq!(parse_release_date("garbage"), None);
+        // These panicked (overflow, a slice inside a multi-byte character); reproduced
+        // with the `debian_control` fuzz target, inputs in fuzz/corpus/debian_control/.
+        assert_eq!(parse_release_date("1 Jan 9999999999999999 0:0"), None);
+        assert_eq!(parse_release_date("99999999999999 Jan 1970 0:0"), None);
+        assert_eq!(parse_release_date("1 Jan 1970 9999999999999999:0"), None);
+        assert_eq!(parse_release_date("1 Jan 1970 0:0 +a\u{e9}b"), None);
     }
 
     #[test]

@@ -110,7 +110,8 @@ impl Version {
 
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.epoch != 0 {
+        // An upstream version with a colon needs its epoch, even 0, to read back the same.
+        if self.epoch != 0 || self.upstream.contains(':') {
             write!(f, "{}:", self.epoch)?;
         }
         f.write_str(&self.upstream)?;
@@ -396,6 +397,24 @@ mod tests {
     fn lt(a: &str, b: &str) {
         assert!(v(a) < v(b), "{a} < {b}");
         assert!(v(b) > v(a), "{b} > {a}");
+    }
+
+    #[test]
+    fn prints_what_parses_back() {
+        // Found by the `debian_control` fuzz target: `0::.10` printed as `:.10`, which
+        // does not parse (and `0:1:2` as `1:2`, another version).
+        for text in ["0::.10-3~bpo12+1", "0:1:2", "1:2.0-1", "2.0"] {
+            let printed = v(text).to_string();
+            let again = v(&printed);
+            assert_eq!(again, v(text), "{text} printed as {printed}");
+            assert_eq!(
+                again.upstream(),
+                v(text).upstream(),
+                "{text} printed as {printed}"
+            );
+        }
+        assert_eq!(v("0:1:2").to_string(), "0:1:2");
+        assert_eq!(v("0:1.0").to_string(), "1.0");
     }
 
     #[test]
