@@ -94,7 +94,9 @@ fn a_build_that_fills_the_store_disk_fails_clearly_and_leaves_no_scratch() {
         .expect_err("the step fills the disk")
         .to_string();
     assert!(err.contains("imgbuild: no space left on device"), "{err}");
-    // The step's scratch dir (upper, work) is gone with it.
+    // The step's scratch dir (upper, work) is gone with it. Closing the store removes its
+    // owner lock (`tmp/owner-*.lock`, held while it is open) but no scratch dir.
+    drop(store);
     let tmp: Vec<_> = std::fs::read_dir(disk.join("store/v1/tmp"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
