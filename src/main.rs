@@ -1,4 +1,5 @@
 //! The `imgbuild` command line: a thin layer over the builder, store and formats crates.
+#![forbid(unsafe_code)]
 
 mod cli;
 

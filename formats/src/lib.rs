@@ -13,6 +13,7 @@
 //! `.imgbuild-staged-*` entry and renamed into place when complete, so a failed or killed
 //! export never leaves a half-written artifact, and the next export into the directory
 //! removes what a killed one staged.
+#![forbid(unsafe_code)]
 
 pub mod bootdisk;
 pub mod disk;

@@ -10,6 +10,7 @@
 //! - [`pull`]: resolving a reference for a platform and pulling it into the store.
 //! - [`push`]: pushing an image from the store or an OCI layout.
 //! - [`cache`]: the build cache artifact (`--cache-to`, `--cache-from`) and lazy fetching.
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod blobs;

@@ -16,6 +16,7 @@
 //! Blobs are written to `tmp/`, hashed while written, fsynced and renamed into place before
 //! the index mentions them, so a build killed at any moment leaves the store consistent: at
 //! worst an unindexed blob or temp file that `gc` removes.
+#![forbid(unsafe_code)]
 
 mod blob;
 mod digest;

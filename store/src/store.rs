@@ -464,8 +464,7 @@ fn private_dir(dir: &Path, store_root: bool) -> Result<(), StoreError> {
         Err(e) => return Err(StoreError::from_io(StoreError::io_writing(dir, e))),
     }
     let meta = fs_err::metadata(dir)?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = rustix::process::geteuid().as_raw();
     if meta.mode() & 0o077 == 0 || meta.uid() != euid {
         return Ok(());
     }

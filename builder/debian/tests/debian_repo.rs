@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
-use imgbuild_builder::debian::{
-    self,
+use imgbuild_debian::{
+    self as debian,
     cache::{sha256_file, BlobCache, DirCache},
     fetch::{self, FetchError},
     http::Http,

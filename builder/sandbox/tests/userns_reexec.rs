@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use imgbuild_builder::sandbox::{
+use imgbuild_sandbox::{
     reexec_in_user_namespace, unpack_layer, OverlayXattrs, Sandbox, SandboxMode, Step,
     UnpackOptions, UpperKind,
 };

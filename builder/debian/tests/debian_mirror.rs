@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use imgbuild_builder::debian::{
-    self, fetch,
+use imgbuild_debian::{
+    self as debian, fetch,
     http::Http,
     index, lock,
     release::{self, ReleaseOptions},

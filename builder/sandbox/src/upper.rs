@@ -438,7 +438,7 @@ impl super::Sandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::MapWriter;
+    use crate::MapWriter;
 
     #[test]
     fn v3_capabilities_of_sandbox_root_become_v2() {

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::net::TcpListener;
 
 use common::*;
-use imgbuild_builder::sandbox::{RunError, Step, StepCommand, UpperEntry, UpperKind, User};
+use imgbuild_sandbox::{RunError, Step, StepCommand, UpperEntry, UpperKind, User};
 
 fn find<'a>(entries: &'a [UpperEntry], path: &str) -> Option<&'a UpperEntry> {
     entries.iter().find(|e| e.path == path)
@@ -291,7 +291,7 @@ fn env_user_workdir_and_secrets() {
     }
     assert!(lines.contains(&"FOO=bar baz".to_string()));
     assert!(lines.contains(&"HOME=/".to_string()));
-    assert!(lines.contains(&format!("PATH={}", imgbuild_builder::sandbox::DEFAULT_PATH)));
+    assert!(lines.contains(&format!("PATH={}", imgbuild_sandbox::DEFAULT_PATH)));
     assert!(
         lines.contains(&"1000".to_string()) && lines.contains(&"1001".to_string()),
         "{lines:?}"
@@ -384,7 +384,7 @@ fn unpacked_layers_stack_with_whiteouts_and_opaque_dirs() {
     if !can_run() {
         return;
     }
-    use imgbuild_builder::sandbox::{unpack_layer, UnpackOptions};
+    use imgbuild_sandbox::{unpack_layer, UnpackOptions};
     let f = Fixture::new();
     std::fs::create_dir_all(f.lower().join("var/lib/old")).unwrap();
     std::fs::write(f.lower().join("var/lib/old/file"), "x").unwrap();
@@ -402,14 +402,14 @@ fn unpacked_layers_stack_with_whiteouts_and_opaque_dirs() {
     }
     let layer = f.dir.path().join("layer2");
     std::fs::create_dir(&layer).unwrap();
-    let sb = imgbuild_builder::sandbox::Sandbox {
+    let sb = imgbuild_sandbox::Sandbox {
         lowers: vec![f.lower(), layer.clone()],
         ..f.sandbox(root_mode())
     };
     let (uid, gid, count) = sb.mode.id_map().contiguous().unwrap();
     let opts = UnpackOptions {
         overlay: sb.overlay_xattrs(),
-        owners: imgbuild_builder::sandbox::Owners::Shift { uid, gid, count },
+        owners: imgbuild_sandbox::Owners::Shift { uid, gid, count },
     };
     unpack_layer(&b.into_inner().unwrap()[..], &layer, &opts).unwrap();
     let (r, lines) = run_collect(
@@ -497,7 +497,7 @@ fn sandbox_root_is_not_host_root() {
         .any(|l| l.starts_with("root:") || l.starts_with("0:"));
     assert_ne!(map.host_uid, 0);
     if !root_has_range {
-        assert_eq!(map.host_uid, imgbuild_builder::sandbox::ROOT_SUBID_START);
+        assert_eq!(map.host_uid, imgbuild_sandbox::ROOT_SUBID_START);
     }
     // On the host: sandbox root's files belong to the subordinate range.
     let made = std::fs::symlink_metadata(f.upper().join("root/made")).unwrap();
@@ -585,7 +585,7 @@ fn full_disk_ends_with_a_clear_error() {
     let _guard = Unmount(small.clone());
     std::fs::create_dir(small.join("upper")).unwrap();
     std::fs::create_dir(small.join("work")).unwrap();
-    let sb = imgbuild_builder::sandbox::Sandbox {
+    let sb = imgbuild_sandbox::Sandbox {
         upper: small.join("upper"),
         work: small.join("work"),
         ..f.sandbox(root_mode())
@@ -606,77 +606,11 @@ fn full_disk_ends_with_a_clear_error() {
 }
 
 #[test]
-fn a_build_that_fills_the_store_disk_fails_clearly_and_leaves_no_scratch() {
-    if !can_run() {
-        return;
-    }
-    let f = Fixture::new();
-    // The store on a 48 MiB tmpfs; the base is a busybox rootfs tar.
-    let disk = f.dir.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
-    rustix::mount::mount(
-        c"tmpfs",
-        &disk,
-        c"tmpfs",
-        rustix::mount::MountFlags::empty(),
-        Some(c"size=48m"),
-    )
-    .unwrap();
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-        }
-    }
-    let _guard = Unmount(disk.clone());
-    let rootfs = f.dir.path().join("rootfs.tar");
-    let st = std::process::Command::new("tar")
-        .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
-        .arg(&rootfs)
-        .arg("-C")
-        .arg(f.lower())
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let recipe_path = f.dir.path().join("fill.toml");
-    std::fs::write(
-        &recipe_path,
-        "[image]\nname = \"fill\"\n\n[from]\nrootfs = \"rootfs.tar\"\n\n[[step]]\nrun = \"dd if=/dev/zero of=/big bs=1M count=100\"\n",
-    )
-    .unwrap();
-    let recipe = imgbuild_builder::recipe::load(&recipe_path).unwrap();
-    let store = imgbuild_store::Store::open(&disk.join("store")).unwrap();
-    let registry =
-        imgbuild_registry::Client::new(imgbuild_registry::RegistryOptions::default()).unwrap();
-    let options = imgbuild_builder::BuildOptions {
-        epoch: 0,
-        compression: imgbuild_store::Compression::Gzip,
-        progress: &|_| {},
-        lock_mode: Default::default(),
-        secrets: BTreeMap::new(),
-        registry: &registry,
-    };
-    let err = imgbuild_builder::build(&store, &recipe, &options)
-        .expect_err("the step fills the disk")
-        .to_string();
-    assert!(err.contains("imgbuild: no space left on device"), "{err}");
-    // The step's scratch dir (upper, work) is gone with it, and closing the store removes
-    // its owner lock.
-    drop(store);
-    let tmp: Vec<_> = std::fs::read_dir(disk.join("store/v1/tmp"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(tmp.is_empty(), "left in the store's tmp: {tmp:?}");
-}
-
-#[test]
 fn shifted_unpack_refuses_owners_outside_the_map() {
     if !can_run() {
         return;
     }
-    use imgbuild_builder::sandbox::{unpack_layer, Owners, UnpackError, UnpackOptions};
+    use imgbuild_sandbox::{unpack_layer, Owners, UnpackError, UnpackOptions};
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
     let layer = |uid: u64| {
@@ -743,7 +677,7 @@ fn the_same_layer_twice_stacks() {
         root_mode().id_map().host_uid,
         root_mode().id_map().host_gid,
     );
-    let sb = imgbuild_builder::sandbox::Sandbox {
+    let sb = imgbuild_sandbox::Sandbox {
         lowers: vec![f.lower(), empty.clone(), other, empty],
         ..f.sandbox(root_mode())
     };

@@ -521,7 +521,7 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::debian::index::parse_packages;
+    use crate::index::parse_packages;
 
     fn universe(stanzas: &[&str]) -> Universe {
         let text: String = stanzas

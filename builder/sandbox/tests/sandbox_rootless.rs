@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use imgbuild_builder::sandbox::{
+use imgbuild_sandbox::{
     apply_owners_in_userns, unpack_layer, OverlayXattrs, Owners, SandboxMode, Step, UnpackOptions,
     UpperKind,
 };
@@ -120,7 +120,7 @@ fn rootless_inner() {
     assert!(!is_root(), "inner test must run unprivileged");
     let mode = SandboxMode::detect().expect("subuid range");
     assert!(matches!(mode, SandboxMode::Rootless(_)));
-    let sb = imgbuild_builder::sandbox::Sandbox {
+    let sb = imgbuild_sandbox::Sandbox {
         lowers: vec![dir.join("lower")],
         upper: dir.join("upper"),
         work: dir.join("work"),
@@ -256,7 +256,7 @@ fn rootless_inner() {
     // sandbox sees the layer's owners.
     std::fs::create_dir(dir.join("upper2")).unwrap();
     std::fs::create_dir(dir.join("work2")).unwrap();
-    let sb2 = imgbuild_builder::sandbox::Sandbox {
+    let sb2 = imgbuild_sandbox::Sandbox {
         lowers: vec![dir.join("lower"), layer.clone()],
         upper: dir.join("upper2"),
         work: dir.join("work2"),
@@ -277,7 +277,7 @@ fn rootless_inner() {
     // The adversarial checks of issue 8 hold rootless too.
     std::fs::create_dir(dir.join("upper3")).unwrap();
     std::fs::create_dir(dir.join("work3")).unwrap();
-    let sb3 = imgbuild_builder::sandbox::Sandbox {
+    let sb3 = imgbuild_sandbox::Sandbox {
         lowers: vec![dir.join("lower")],
         upper: dir.join("upper3"),
         work: dir.join("work3"),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use imgbuild_builder::sandbox::{scan_upper, OverlayXattrs, ScanOptions, UpperEntry, UpperKind};
+use imgbuild_sandbox::{scan_upper, OverlayXattrs, ScanOptions, UpperEntry, UpperKind};
 use rustix::fs::{makedev, mknodat, FileType, Mode, XattrFlags, CWD};
 
 fn setx(p: &Path, name: &str, v: &[u8]) {

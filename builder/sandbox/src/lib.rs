@@ -50,6 +50,10 @@
 //! at most [`MAX_PROCS`] processes per user. Pid 1 is our own reaper; when
 //! the command exits, everything left in the sandbox is killed. Details:
 //! `child.rs`, `mounts.rs`, [`namespaces`].
+//!
+//! This is the only imgbuild crate with `unsafe` code (every other one forbids it):
+//! `fork`, `unshare`, and the fd, capability and network syscalls between fork and
+//! `execve`. Each block says why it is sound in a `SAFETY:` comment.
 mod child;
 mod mounts;
 pub mod namespaces;

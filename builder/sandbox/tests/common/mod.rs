@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use imgbuild_builder::sandbox::{OutputLine, RunError, Sandbox, SandboxMode, Step};
+use imgbuild_sandbox::{OutputLine, RunError, Sandbox, SandboxMode, Step};
 
 pub(crate) const BUSYBOX: &str = "/bin/busybox";
 

@@ -16,6 +16,7 @@
 //!
 //! [`control`] (deb822) and [`version`] (Policy §5.6.12 versions, §7 relations)
 //! are the shared parsers.
+#![forbid(unsafe_code)]
 
 pub mod cache;
 pub mod control;

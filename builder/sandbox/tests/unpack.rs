@@ -4,7 +4,7 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use imgbuild_builder::sandbox::{unpack_layer, OverlayXattrs, Owners, UnpackError, UnpackOptions};
+use imgbuild_sandbox::{unpack_layer, OverlayXattrs, Owners, UnpackError, UnpackOptions};
 use tar::{EntryType, Header};
 
 /// Builds a header with raw (unvalidated) name and link bytes, so tests can
@@ -83,7 +83,7 @@ fn opts() -> UnpackOptions {
     UnpackOptions::default()
 }
 
-fn assert_unsafe(r: Result<imgbuild_builder::sandbox::UnpackReport, UnpackError>) {
+fn assert_unsafe(r: Result<imgbuild_sandbox::UnpackReport, UnpackError>) {
     match r {
         Err(UnpackError::UnsafePath { .. }) => {}
         Err(UnpackError::Write { .. }) => {}

@@ -1,0 +1,76 @@
+//! Running a build: plan, look every step up in the store, execute the misses, and write
+//! the image config and manifest.
+//!
+//! - `orchestrate.rs`: [`build`] itself: stages in dependency order, then for the recipe
+//!   and each stage the plan, the base and the step loop (cache look-up, run on a miss);
+//! - `step.rs`: one step that missed the cache, run in its `StepContext`;
+//! - `base.rs`: importing the base (Debian bootstrap, rootfs, OCI layout or archive,
+//!   registry);
+//! - `image.rs`: the image config (with the recipe's `[config]`) and the manifest;
+//! - `report.rs`: what a build tells while it runs ([`Progress`]) and returns
+//!   ([`BuildReport`]).
+
+mod base;
+mod image;
+mod orchestrate;
+mod report;
+mod step;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use imgbuild_store::{Compression, Digest, StoreError};
+
+use crate::sources::debian::LockMode;
+use crate::sources::SourceError;
+use crate::steps::StepError;
+
+pub use orchestrate::{build, resolve_packages};
+pub use report::{BuildReport, CacheOutcome, Progress, StepReport};
+
+/// How to build.
+pub struct BuildOptions<'a> {
+    /// Every timestamp in the image (`SOURCE_DATE_EPOCH`).
+    pub epoch: u64,
+    /// How layers are compressed in the image.
+    pub compression: Compression,
+    /// Told about each step as it starts and ends, and each line a command prints.
+    pub progress: &'a (dyn Fn(&Progress<'_>) + Sync),
+    /// How the Debian lock file is used.
+    pub lock_mode: LockMode,
+    /// Build secrets: id -> host file, mounted for the `run` steps that name them.
+    pub secrets: BTreeMap<String, PathBuf>,
+    /// Pulls registry bases.
+    pub registry: &'a imgbuild_registry::Client,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The base or an input could not be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A step failed.
+    #[error(transparent)]
+    Step(#[from] StepError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A `run` step names a secret the build was not given.
+    #[error("step {step} needs the secret `{id}`: pass it with --secret id={id},src=FILE")]
+    MissingSecret {
+        /// The step number.
+        step: usize,
+        /// The secret id.
+        id: String,
+    },
+    /// Reading a layer back failed.
+    #[error("reading layer {diff_id}: {source}")]
+    Layer {
+        /// The layer.
+        diff_id: Digest,
+        /// What failed.
+        #[source]
+        source: imgbuild_store::tarball::LayerReadError,
+    },
+}

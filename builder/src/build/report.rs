@@ -1,0 +1,88 @@
+//! What a build reports: progress while it runs, and the outcome of each step and of the
+//! whole build.
+
+use std::path::PathBuf;
+
+use imgbuild_store::Digest;
+
+use crate::sources::registry::ResolvedBase;
+
+/// What a build is doing.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// A step is about to be looked up (and run on a miss).
+    StepStarted {
+        /// Step number.
+        number: usize,
+        /// Number of steps.
+        total: usize,
+        /// What it does.
+        description: &'a str,
+    },
+    /// A step is done.
+    StepFinished(&'a StepReport),
+    /// A line a step's command printed.
+    Output {
+        /// Step number (0 for the base).
+        number: usize,
+        /// The line.
+        line: &'a str,
+    },
+    /// Something worth telling that is not a step (resolving packages, bootstrapping).
+    Note(&'a str),
+}
+
+/// Whether a step came from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheOutcome {
+    /// Found in the store; nothing ran.
+    Hit,
+    /// Executed.
+    Miss,
+}
+
+/// What happened to one step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepReport {
+    /// Step number (1-based).
+    pub index: usize,
+    /// `copy`, `write`, ...
+    pub kind: &'static str,
+    /// One line describing it.
+    pub description: String,
+    /// Hit or miss.
+    pub cache: CacheOutcome,
+    /// Wall time.
+    pub seconds: f64,
+    /// The compressed layer's digest, as the manifest lists it.
+    pub layer: Digest,
+    /// The uncompressed layer's digest.
+    pub diff_id: Digest,
+    /// The step's cache key.
+    pub key: Digest,
+    /// False when the step had network access, so its result may not be reproducible.
+    pub hermetic: bool,
+}
+
+/// The outcome of a build.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildReport {
+    /// The image name.
+    pub image: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// The manifest's size.
+    pub manifest_size: u64,
+    /// The config's digest.
+    pub config: Digest,
+    /// Each step.
+    pub steps: Vec<StepReport>,
+    /// The Debian lock file, when the recipe has a Debian base.
+    pub lock: Option<PathBuf>,
+    /// The registry base and the manifest digest it resolved to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<ResolvedBase>,
+}
