@@ -171,7 +171,10 @@ impl Reader {
             let included = self.include_path(name, &dir)?;
             let text = fs_err::read_to_string(&included).map_err(|e| {
                 self.sources
-                    .error(Some(name.span()), format!("cannot read the included recipe: {e}"))
+                    .error(
+                        Some(name.span()),
+                        format!("cannot read the included recipe: {e}"),
+                    )
                     .help("check the path; it is relative to the file that includes it")
             })?;
             self.read(&included, text, Some(name.span()))?;
@@ -225,9 +228,8 @@ fn merge(sources: &Sources, mut parts: Vec<RawRecipe>) -> Result<RawRecipe, Reci
     let mut main = parts.pop().expect("the main file is always read");
     // The recipe being built names its image: its name and tags win over its includes'.
     let main_image = main.image.as_ref().map(S::get_ref);
-    let (own_name, own_tags) = main_image.map_or((false, false), |i| {
-        (i.name.is_some(), i.tags.is_some())
-    });
+    let (own_name, own_tags) =
+        main_image.map_or((false, false), |i| (i.name.is_some(), i.tags.is_some()));
     let m = Merger { sources };
     let mut out = RawRecipe::default();
     for mut part in parts {
@@ -295,7 +297,12 @@ impl Merger<'_> {
     }
 
     /// A table of strings merged name by name.
-    fn table(&self, what: &str, into: &mut Option<Env>, from: Option<Env>) -> Result<(), RecipeError> {
+    fn table(
+        &self,
+        what: &str,
+        into: &mut Option<Env>,
+        from: Option<Env>,
+    ) -> Result<(), RecipeError> {
         let Some(from) = from else { return Ok(()) };
         let into = into.get_or_insert_with(BTreeMap::new);
         for (k, v) in from {
@@ -358,10 +365,14 @@ impl Merger<'_> {
             m.key("[disk] filesystem", &mut a.filesystem, b.filesystem)?;
             m.key("[disk] cmdline", &mut a.cmdline, b.cmdline)
         })?;
-        self.section(&mut out.initramfs, part.initramfs, |m, a: &mut RawInitramfs, b| {
-            m.key("[initramfs] compression", &mut a.compression, b.compression)?;
-            m.key("[initramfs] init", &mut a.init, b.init)
-        })?;
+        self.section(
+            &mut out.initramfs,
+            part.initramfs,
+            |m, a: &mut RawInitramfs, b| {
+                m.key("[initramfs] compression", &mut a.compression, b.compression)?;
+                m.key("[initramfs] init", &mut a.init, b.init)
+            },
+        )?;
         if let Some(stages) = part.stage {
             let into = out.stage.get_or_insert_with(BTreeMap::new);
             for (name, stage) in stages {
@@ -407,7 +418,9 @@ impl<T: Shift> Shift for Vec<T> {
 
 impl<K: Shift + Ord, V: Shift> Shift for BTreeMap<K, V> {
     fn shift(self, by: usize) -> Self {
-        self.into_iter().map(|(k, v)| (k.shift(by), v.shift(by))).collect()
+        self.into_iter()
+            .map(|(k, v)| (k.shift(by), v.shift(by)))
+            .collect()
     }
 }
 

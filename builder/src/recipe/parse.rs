@@ -1,11 +1,11 @@
 //! Reading a recipe file and validating it into a [`Recipe`].
 
 use super::error::RecipeError;
+use super::include::Sources;
 use super::model::{
     Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
     PlatformSpec, Recipe, RunSpec, Stage, Step, StepOp,
 };
-use super::include::Sources;
 use super::raw::{Env, RawConfig, RawDisk, RawFrom, RawImage, RawInitramfs, RawStep, S};
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -453,11 +453,7 @@ impl Cx<'_> {
     }
 
     /// Validates the steps on `base`.
-    fn steps(
-        &self,
-        raw: Vec<S<RawStep>>,
-        base: &Base,
-    ) -> Result<Vec<Step>, RecipeError> {
+    fn steps(&self, raw: Vec<S<RawStep>>, base: &Base) -> Result<Vec<Step>, RecipeError> {
         let mut steps = Vec::with_capacity(raw.len());
         // True while the image is known to hold nothing that could run (scratch, and only
         // directories, symlinks and removals so far).
@@ -864,10 +860,7 @@ impl Cx<'_> {
         for (stage, at) in all_refs {
             if !known.contains(stage.as_str()) {
                 return Err(self
-                    .err(
-                        Some(at..at + 1),
-                        format!("no stage named `{stage}`"),
-                    )
+                    .err(Some(at..at + 1), format!("no stage named `{stage}`"))
                     .help(format!(
                         "define it as [stage.{stage}] with its own `from` and `step`s"
                     )));
