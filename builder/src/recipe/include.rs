@@ -130,9 +130,8 @@ pub(crate) fn assemble(path: &Path, text: &str) -> Result<(RawRecipe, Sources), 
 
 struct Reader {
     sources: Sources,
-    /// Canonical paths of the files being read, outermost first, with the span of the
-    /// `include` entry that named each (none for the main file).
-    chain: Vec<(PathBuf, Option<Range<usize>>)>,
+    /// Canonical paths of the files being read, outermost first, with the path as named.
+    chain: Vec<(PathBuf, PathBuf)>,
     /// Canonical paths already read: a file included twice is read once, where it first
     /// appears.
     seen: BTreeSet<PathBuf>,
@@ -151,8 +150,8 @@ impl Reader {
         if let Some(at) = self.chain.iter().position(|(p, _)| *p == canonical) {
             let names: Vec<String> = self.chain[at..]
                 .iter()
-                .map(|(p, _)| p.display().to_string())
-                .chain(std::iter::once(canonical.display().to_string()))
+                .map(|(_, named)| named.display().to_string())
+                .chain(std::iter::once(path.display().to_string()))
                 .collect();
             return Err(self
                 .sources
@@ -165,7 +164,7 @@ impl Reader {
         let base = self.sources.push(path, text);
         let file = self.sources.files.last().expect("just pushed");
         let raw = parse_toml(&file.path, &file.text)?.shift(base);
-        self.chain.push((canonical, named_at));
+        self.chain.push((canonical, path.to_owned()));
         let dir = self.sources.files.last().expect("pushed").dir.clone();
         for name in raw.include.iter().flat_map(|l| l.get_ref()) {
             let included = self.include_path(name, &dir)?;
@@ -454,4 +453,74 @@ fields! {
         mode, owner, network, env, workdir, user, secrets
     }
     RawConfig { entrypoint, cmd, env, workdir, user, labels, ports, volumes, stop_signal }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::recipe::{load, parse, Recipe};
+    use std::path::Path;
+
+    fn same(a: &Recipe, b: &Recipe) {
+        assert_eq!(a.image, b.image);
+        assert_eq!(a.base, b.base);
+        let ops = |r: &Recipe| r.steps.iter().map(|s| s.op.clone()).collect::<Vec<_>>();
+        assert_eq!(ops(a), ops(b));
+        assert_eq!(a.config, b.config);
+        assert_eq!(a.disk, b.disk);
+        assert_eq!(a.initramfs, b.initramfs);
+    }
+
+    #[test]
+    fn a_shipped_recipe_is_the_same_as_with_its_include_written_out() {
+        let recipes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes");
+        let common = fs_err::read_to_string(recipes.join("common/debian-bookworm.toml")).unwrap();
+        for name in ["debian-minimal.toml", "debian-vm.toml"] {
+            let path = recipes.join(name);
+            let text = fs_err::read_to_string(&path).unwrap();
+            let line = text.lines().find(|l| l.starts_with("include")).unwrap();
+            // Written out: the included [from] after the recipe's own tables, in one file.
+            let inlined = format!("{}\n{common}", text.replace(line, ""));
+            same(&load(&path).unwrap(), &parse(&path, &inlined).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_built_recipe_names_the_image_and_a_file_included_twice_is_read_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| fs_err::write(tmp.path().join(name), text).unwrap();
+        write(
+            "d.toml",
+            "[image]\nname = \"d\"\ntags = [\"d\"]\n[[step]]\nmkdir = \"/d\"\n",
+        );
+        write(
+            "b.toml",
+            "include = [\"d.toml\"]\n[[step]]\nmkdir = \"/b\"\n",
+        );
+        write(
+            "c.toml",
+            "include = [\"d.toml\"]\n[[step]]\nmkdir = \"/c\"\n",
+        );
+        write(
+            "a.toml",
+            "include = [\"b.toml\", \"c.toml\"]\n[image]\nname = \"a\"\n",
+        );
+        let a = load(&tmp.path().join("a.toml")).unwrap();
+        assert_eq!(
+            (a.image.name.as_str(), a.image.tags.as_slice()),
+            ("a", &["d".to_owned()][..])
+        );
+        let made: Vec<String> = a.steps.iter().map(|s| s.op.describe()).collect();
+        assert_eq!(made, ["mkdir /d", "mkdir /b", "mkdir /c"]);
+        assert_eq!(
+            a.steps.iter().map(|s| s.number).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        // A step's line is in its own file; an error after parsing points there.
+        assert_eq!(a.steps[1].line, 2);
+        let e = a.step_error(&a.steps[1], "/b", "x");
+        assert_eq!(
+            (e.file.file_name().unwrap().to_str(), e.line, e.column),
+            (Some("b.toml"), 3, 10)
+        );
+    }
 }

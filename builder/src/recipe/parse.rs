@@ -40,7 +40,10 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
     let dir = sources.main().dir.clone();
     let Some(image) = raw.image else {
         return Err(sources
-            .error(None, "the recipe has no [image] table")
+            .error(
+                None,
+                "missing field `image`: the recipe has no [image] table",
+            )
             .help("add [image] with name = \"myimage\" to the recipe (or to a file it includes)"));
     };
     let image = cx.image(image)?;
@@ -854,7 +857,7 @@ impl Cx<'_> {
                 StepOp::Copy {
                     from_stage: Some(stage),
                     ..
-                } => Some((stage, s.span.start)),
+                } => Some((stage, s.table.start)),
                 _ => None,
             });
         for (stage, at) in all_refs {
