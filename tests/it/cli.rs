@@ -114,3 +114,76 @@ fn a_sandbox_failure_names_its_step_once() {
     assert!(!stderr.contains("step step"), "{stderr}");
     assert_eq!(stderr.matches("step 3:").count(), 1, "{stderr}");
 }
+
+/// `build --locked` with `files` copied from `recipes/` into a fresh directory (some lock
+/// left out or changed by `edit`): it must fail before any network access; returns stderr.
+fn locked_failure(files: &[&str], recipe: &str, edit: impl FnOnce(&std::path::Path)) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("recipes");
+    fs_err::create_dir_all(&dir).unwrap();
+    for f in files {
+        copy_tree(&repo().join("recipes").join(f), &dir.join(f));
+    }
+    edit(&dir);
+    let out = imgbuild()
+        .arg("build")
+        .arg(dir.join(recipe))
+        .arg("--locked")
+        .arg("--store")
+        .arg(tmp.path().join("store"))
+        .arg("-o")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", dir.display()), "");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
+#[test]
+fn locked_errors_name_the_lock_file_and_a_command_that_updates_it() {
+    let missing = locked_failure(
+        &["debian-minimal.toml", "common"],
+        "debian-minimal.toml",
+        |_| {},
+    );
+    assert!(
+        missing.contains("--locked: debian-minimal.lock: the lock file does not exist"),
+        "{missing}"
+    );
+    assert!(
+        missing.contains("run `imgbuild lock debian-minimal.toml`"),
+        "{missing}"
+    );
+
+    let stale = locked_failure(
+        &["debian-minimal.toml", "debian-minimal.lock", "common"],
+        "debian-minimal.toml",
+        |dir| {
+            let recipe = dir.join("debian-minimal.toml");
+            let text = fs_err::read_to_string(&recipe).unwrap();
+            fs_err::write(
+                &recipe,
+                format!("{text}\n[[step]]\npackages = [\"curl\"]\n"),
+            )
+            .unwrap();
+        },
+    );
+    assert!(
+        stale.contains("--locked: debian-minimal.lock: the lock is out of date: it was resolved with packages = "),
+        "{stale}"
+    );
+    assert!(!stale.contains("recipe.lock"), "{stale}");
+
+    // A stage's lock has no recipe of its own: the advice is a build without --locked.
+    let stage = locked_failure(&["multistage.toml", "hello-c"], "multistage.toml", |_| {});
+    assert!(
+        stage.contains("--locked: multistage.build.lock: the lock file does not exist"),
+        "{stage}"
+    );
+    assert!(
+        stage.contains("build without --locked to update it, then commit multistage.build.lock"),
+        "{stage}"
+    );
+    assert!(!stage.contains("multistage.build.toml"), "{stage}");
+}
