@@ -196,7 +196,23 @@ impl Reader {
                 .error(Some(name.span()), format!("`{}` is not a file inside the recipe's directory", name.get_ref()))
                 .help("include files relative to the including recipe, without `..` or a leading `/`, e.g. include = [\"common/base.toml\"]"));
         }
-        Ok(dir.join(rel))
+        let full = dir.join(rel);
+        // Through a symlink it may still lead out; a missing file is reported when read.
+        if let (Ok(file), Ok(root)) = (full.canonicalize(), dir.canonicalize()) {
+            if !file.starts_with(&root) {
+                return Err(self
+                    .sources
+                    .error(
+                        Some(name.span()),
+                        format!(
+                            "`{}` resolves outside the recipe's directory (through a symlink)",
+                            name.get_ref()
+                        ),
+                    )
+                    .help("copy the file next to the recipe instead of linking to it"));
+            }
+        }
+        Ok(full)
     }
 }
 

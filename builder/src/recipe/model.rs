@@ -16,7 +16,7 @@ pub struct Recipe {
     /// ([`Recipe::step_error`]); spans of steps index into it.
     pub source: Arc<Sources>,
     /// The recipe file's directory (an included file's `copy` sources are relative to its
-    /// own directory, and already resolved in [`StepOp::Copy::matches`]).
+    /// own directory, and already resolved in each copy step's `matches`).
     pub dir: PathBuf,
     /// `[image]`.
     pub image: ImageSpec,
