@@ -3,12 +3,14 @@
 use super::{print_json, Failure};
 use clap::Args;
 use imgbuild_formats::StoredImage;
-use imgbuild_store::Store;
+use imgbuild_store::oci::{ImageConfig, Manifest};
+use imgbuild_store::{Digest, Store};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub(crate) struct InspectArgs {
-    /// A recipe file, or an image in the store as NAME:TAG.
+    /// A recipe file, an OCI layout directory (DIR or DIR:TAG), or an image in the store as
+    /// NAME[:TAG] (NAME alone means NAME:latest).
     target: String,
     /// Timestamp the plan is computed for (as in `build`).
     #[arg(
@@ -89,9 +91,24 @@ pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let Some(found) = store.refs()?.into_iter().find(|r| r.name == args.target) else {
+    if let Some((dir, tag)) = super::push::layout(&args.target) {
+        return inspect_layout(&dir, tag.as_deref(), args.json);
+    }
+    let refs = store.refs()?;
+    // `NAME` means `NAME:latest`, as in every container tool.
+    let tagged = |name: &str| {
+        name.rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'))
+    };
+    let wanted = if tagged(&args.target) {
+        args.target.clone()
+    } else {
+        format!("{}:latest", args.target)
+    };
+    let Some(found) = refs.into_iter().find(|r| r.name == wanted) else {
         return Err(Failure::user(format!(
-            "`{}` is neither a recipe file nor an image in the store; `imgbuild store ls` lists the images",
+            "`{}` is neither a recipe file, an OCI layout directory nor an image in the store; `imgbuild store ls` lists the images",
             args.target
         )));
     };
@@ -100,31 +117,73 @@ pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
         .rsplit_once(':')
         .unwrap_or((&found.name, "latest"));
     let image = StoredImage::load(&store, name, &[tag.to_owned()], &found.manifest)?;
-    if args.json {
+    show_image(
+        &found.name,
+        &found.manifest,
+        &image.manifest,
+        &image.config,
+        args.json,
+    )
+}
+
+/// An image in an OCI layout directory (the one tagged `tag`, or its only one).
+fn inspect_layout(dir: &Path, tag: Option<&str>, json: bool) -> Result<(), Failure> {
+    use imgbuild_registry::{BlobSource, LayoutSource};
+    let source = LayoutSource::new(dir);
+    let (digest, _) = source.manifest(tag)?;
+    let read = |digest: &Digest, what: &str| -> Result<Vec<u8>, Failure> {
+        let bytes = source.read(digest)?;
+        if Digest::of(&bytes) != *digest {
+            return Err(Failure::user(format!(
+                "{}: the {what} blob {digest} does not match its digest; the layout is damaged",
+                dir.display()
+            )));
+        }
+        Ok(bytes)
+    };
+    let bad = |what: &str, e: serde_json::Error| {
+        Failure::user(format!("{}: the {what} is not valid: {e}", dir.display()))
+    };
+    let manifest: Manifest =
+        serde_json::from_slice(&read(&digest, "manifest")?).map_err(|e| bad("manifest", e))?;
+    let config: ImageConfig = serde_json::from_slice(&read(&manifest.config.digest, "config")?)
+        .map_err(|e| bad("config", e))?;
+    let label = match tag {
+        Some(t) => format!("{}:{t}", dir.display()),
+        None => dir.display().to_string(),
+    };
+    show_image(&label, &digest, &manifest, &config, json)
+}
+
+/// Prints an image's manifest and config: as JSON, or its layers with their history.
+fn show_image(
+    label: &str,
+    digest: &Digest,
+    manifest: &Manifest,
+    config: &ImageConfig,
+    json: bool,
+) -> Result<(), Failure> {
+    if json {
         return print_json(&serde_json::json!({
-            "name": found.name, "digest": found.manifest,
-            "base": image.manifest.annotations.get("org.opencontainers.image.base.digest").map(|d| serde_json::json!({
-                "ref": image.manifest.annotations.get("org.opencontainers.image.base.name"),
+            "name": label, "digest": digest,
+            "base": manifest.annotations.get("org.opencontainers.image.base.digest").map(|d| serde_json::json!({
+                "ref": manifest.annotations.get("org.opencontainers.image.base.name"),
                 "digest": d,
             })),
-            "manifest": image.manifest, "config": image.config,
+            "manifest": manifest, "config": config,
         }));
     }
-    println!("{} {}", found.name, found.manifest);
-    let base_of = |k: &str| image.manifest.annotations.get(k);
+    println!("{label} {digest}");
+    let base_of = |k: &str| manifest.annotations.get(k);
     if let (Some(name), Some(digest)) = (
         base_of("org.opencontainers.image.base.name"),
         base_of("org.opencontainers.image.base.digest"),
     ) {
         println!("  base: {name} @ {digest}");
     }
-    println!(
-        "  platform: {}/{}",
-        image.config.os, image.config.architecture
-    );
-    for (layer, history) in image.manifest.layers.iter().zip(
-        image
-            .config
+    println!("  platform: {}/{}", config.os, config.architecture);
+    for (layer, history) in manifest.layers.iter().zip(
+        config
             .history
             .iter()
             .filter(|h| h.empty_layer != Some(true)),

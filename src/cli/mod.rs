@@ -2,6 +2,7 @@
 
 mod build;
 mod failure;
+mod generate;
 mod inspect;
 mod kvm;
 mod lock;
@@ -113,10 +114,31 @@ enum Command {
     /// Look after the store: list, measure, verify, collect garbage.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
+    /// Print a shell completion script.
+    ///
+    /// Examples:
+    ///   imgbuild completions bash > /etc/bash_completion.d/imgbuild
+    ///   imgbuild completions zsh > "${fpath[1]}/_imgbuild"
+    ///   imgbuild completions fish > ~/.config/fish/completions/imgbuild.fish
+    #[command(verbatim_doc_comment)]
+    Completions(generate::CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command with --dir.
+    ///
+    /// Examples:
+    ///   imgbuild man | man -l -
+    ///   imgbuild man --dir /usr/local/share/man/man1
+    #[command(verbatim_doc_comment)]
+    Man(generate::ManArgs),
 }
 
 /// Runs the parsed command line.
 pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
+    // These need no store.
+    match &cli.command {
+        Command::Completions(args) => return generate::completions(args),
+        Command::Man(args) => return generate::man(args),
+        _ => {}
+    }
     let store_dir = store_dir(cli.global.store)?;
     match cli.command {
         Command::Build(args) => build::run(&store_dir, args),
@@ -125,6 +147,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         Command::Push(args) => push::run(&store_dir, args),
         Command::Run(args) => run::run(&store_dir, args),
         Command::Store(cmd) => store_cmd::run(&store_dir, cmd),
+        Command::Completions(_) | Command::Man(_) => Ok(()),
     }
 }
 

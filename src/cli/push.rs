@@ -25,7 +25,7 @@ pub(crate) struct PushArgs {
 }
 
 /// An OCI layout named as DIR or DIR:TAG, if `source` is one.
-fn layout(source: &str) -> Option<(PathBuf, Option<String>)> {
+pub(super) fn layout(source: &str) -> Option<(PathBuf, Option<String>)> {
     let is_layout = |p: &Path| p.join("index.json").is_file();
     if is_layout(Path::new(source)) {
         return Some((PathBuf::from(source), None));

@@ -6,9 +6,11 @@ use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Copies the shipped debian-minimal recipe and its lock into `dir`, with extra steps.
+/// Copies the shipped debian-minimal recipe, the file it includes and its lock into `dir`,
+/// with extra steps.
 fn recipe_with(dir: &Path, extra_steps: &str) -> PathBuf {
     fs_err::create_dir_all(dir).unwrap();
+    copy_tree(&repo().join("recipes/common"), &dir.join("common"));
     let base = fs_err::read_to_string(repo().join("recipes/debian-minimal.toml")).unwrap();
     let recipe = dir.join("debian-minimal.toml");
     fs_err::write(&recipe, format!("{base}\n{extra_steps}")).unwrap();

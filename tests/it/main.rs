@@ -4,9 +4,11 @@
 mod boot_fixture;
 mod bootable;
 mod cache;
+mod cli;
 mod common;
 mod crash;
 mod debian;
+mod includes;
 mod malformed;
 mod oci_output;
 mod outputs;

@@ -120,7 +120,7 @@ pub enum LockError {
         found: u32,
     },
     /// The lock was made for a different request.
-    #[error("recipe.lock is out of date: it was resolved with {field} = {locked}, the recipe now says {recipe}; run without --locked to update it")]
+    #[error("the lock is out of date: it was resolved with {field} = {locked}, the recipe now says {recipe}")]
     Mismatch {
         /// Which setting differs.
         field: &'static str,

@@ -2,11 +2,13 @@
 //! in `docs/recipe.md`.
 
 mod error;
+mod include;
 mod model;
 mod parse;
 mod raw;
 
 pub use error::RecipeError;
+pub use include::{SourceFile, Sources};
 pub use model::stage_refs;
 pub use model::{
     Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,

@@ -5,16 +5,18 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::RecipeError;
+use super::{RecipeError, Sources};
 
 /// A recipe that passed validation.
 #[derive(Debug, Clone)]
 pub struct Recipe {
-    /// The recipe file.
+    /// The recipe file (the lock file is found beside it).
     pub path: PathBuf,
-    /// Its text, for errors found after parsing ([`Recipe::step_error`]).
-    pub source: Arc<str>,
-    /// The directory `copy` sources are relative to.
+    /// Its text and that of every file it includes, for errors found after parsing
+    /// ([`Recipe::step_error`]); spans of steps index into it.
+    pub source: Arc<Sources>,
+    /// The recipe file's directory (an included file's `copy` sources are relative to its
+    /// own directory, and already resolved in each copy step's `matches`).
     pub dir: PathBuf,
     /// `[image]`.
     pub image: ImageSpec,
@@ -37,16 +39,16 @@ impl Recipe {
     /// An error found after parsing about `step` (of the recipe or one of its stages),
     /// pointing at the first occurrence of `needle` in the step's table, else at its kind.
     pub fn step_error(&self, step: &Step, needle: &str, message: impl Into<String>) -> RecipeError {
-        let table = step.table.start.min(self.source.len())..step.table.end.min(self.source.len());
+        let table = step.table.clone();
         let span = self
             .source
-            .get(table.clone())
+            .text(table.clone())
             .and_then(|t| t.find(needle))
             .filter(|_| !needle.is_empty())
             .map_or(step.span.clone(), |at| {
                 table.start + at..table.start + at + needle.len()
             });
-        RecipeError::at(&self.path, &self.source, Some(span), message)
+        self.source.error(Some(span), message)
     }
 
     /// Every step, the recipe's and its stages', with the stage's name.
@@ -211,9 +213,10 @@ pub enum Base {
 pub struct Step {
     /// 1-based position among the steps.
     pub number: usize,
-    /// The line of its `[[step]]` table.
+    /// The line of its `[[step]]` table, in the file that holds it.
     pub line: usize,
-    /// Byte range of its kind's value (`copy = "..."`) in [`Recipe::source`].
+    /// Byte range of its kind's value (`copy = "..."`) in [`Recipe::source`] (global to
+    /// the recipe's files).
     pub span: Range<usize>,
     /// Byte range of its whole table in [`Recipe::source`].
     pub table: Range<usize>,

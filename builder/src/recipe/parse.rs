@@ -1,11 +1,12 @@
 //! Reading a recipe file and validating it into a [`Recipe`].
 
 use super::error::RecipeError;
+use super::include::Sources;
 use super::model::{
     Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
     PlatformSpec, Recipe, RunSpec, Stage, Step, StepOp,
 };
-use super::raw::{Env, RawConfig, RawDisk, RawFrom, RawImage, RawInitramfs, RawRecipe, RawStep, S};
+use super::raw::{Env, RawConfig, RawDisk, RawFrom, RawImage, RawInitramfs, RawStep, S};
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
@@ -31,45 +32,26 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
     parse(path, &source)
 }
 
-/// Validates recipe text as if it were read from `path` (copy sources are looked up
-/// relative to `path`'s directory).
+/// Validates recipe text as if it were read from `path` (copy sources and includes are
+/// looked up relative to `path`'s directory).
 pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
-    let cx = Cx {
-        path,
-        source,
-        line_starts: std::iter::once(0)
-            .chain(source.match_indices('\n').map(|(i, _)| i + 1))
-            .collect(),
+    let (raw, sources) = super::include::assemble(path, source)?;
+    let cx = Cx { sources: &sources };
+    let dir = sources.main().dir.clone();
+    let Some(image) = raw.image else {
+        return Err(sources
+            .error(
+                None,
+                "missing field `image`: the recipe has no [image] table",
+            )
+            .help("add [image] with name = \"myimage\" to the recipe (or to a file it includes)"));
     };
-    let raw: RawRecipe = toml::from_str(source).map_err(|e| {
-        let message = e.message().trim_end().to_owned();
-        let written = e
-            .span()
-            .and_then(|span| source.get(span))
-            .map(str::trim)
-            .filter(|w| !w.is_empty() && w.len() <= 200 && !w.contains('\n'));
-        let help = if message.starts_with("unknown field") {
-            "remove the key or fix its spelling; docs/recipe.md lists every key".to_owned()
-        } else if message.starts_with("missing field") {
-            "add the key; docs/recipe.md lists what each table needs".to_owned()
-        } else if let (true, Some(w)) = (message.contains("expected a sequence"), written) {
-            format!("this key takes a list: write [{w}]")
-        } else {
-            "see docs/recipe.md for the recipe format".to_owned()
-        };
-        cx.err(e.span(), message).help(help)
-    })?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_owned();
-    let image = cx.image(raw.image)?;
+    let image = cx.image(image)?;
     let base = match raw.from {
-        Some(from) => cx.base(from, &dir)?,
+        Some(from) => cx.base(from)?,
         None => Base::Scratch,
     };
-    let steps = cx.steps(raw.step, &base, &dir)?;
+    let steps = cx.steps(raw.step, &base)?;
     let config = match raw.config {
         Some(c) => cx.config(c)?,
         None => ConfigSpec::default(),
@@ -88,17 +70,17 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
         let span = raw_stage.span();
         let raw_stage = raw_stage.into_inner();
         let base = match raw_stage.from {
-            Some(from) => cx.base(from, &dir)?,
+            Some(from) => cx.base(from)?,
             None => Base::Scratch,
         };
-        let steps = cx.steps(raw_stage.step, &base, &dir)?;
+        let steps = cx.steps(raw_stage.step, &base)?;
         stage_spans.insert(name.clone(), span);
         stages.push(Stage { name, base, steps });
     }
     let stages = cx.order_stages(stages, &steps, &stage_spans)?;
     Ok(Recipe {
         path: path.to_owned(),
-        source: source.into(),
+        source: std::sync::Arc::new(sources),
         dir,
         image,
         base,
@@ -111,10 +93,8 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
 }
 
 struct Cx<'a> {
-    path: &'a Path,
-    source: &'a str,
-    /// Byte offset of every line's start, so finding a step's line stays O(log n).
-    line_starts: Vec<usize>,
+    /// The recipe's files; every span is global to them.
+    sources: &'a Sources,
 }
 
 /// Longest image name, as Docker's reference grammar allows.
@@ -246,7 +226,7 @@ const STEP_KINDS: &str = "copy, write, mkdir, symlink, remove, packages or run";
 
 impl Cx<'_> {
     fn err(&self, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> RecipeError {
-        RecipeError::at(self.path, self.source, span, message)
+        self.sources.error(span, message)
     }
 
     fn err_at<T>(&self, value: &S<T>, message: impl Into<String>) -> RecipeError {
@@ -254,7 +234,7 @@ impl Cx<'_> {
     }
 
     fn line_of(&self, offset: usize) -> usize {
-        self.line_starts.partition_point(|&start| start <= offset)
+        self.sources.line_of(offset)
     }
 
     fn image(&self, raw: S<RawImage>) -> Result<ImageSpec, RecipeError> {
@@ -334,7 +314,7 @@ impl Cx<'_> {
         })
     }
 
-    fn base(&self, raw: S<RawFrom>, dir: &Path) -> Result<Base, RecipeError> {
+    fn base(&self, raw: S<RawFrom>) -> Result<Base, RecipeError> {
         let span = raw.span();
         let from = raw.into_inner();
         let mut kinds: Vec<(&str, std::ops::Range<usize>)> = Vec::new();
@@ -401,7 +381,7 @@ impl Cx<'_> {
             }
             if let Some(keyring) = &debian.keyring {
                 debian.keyring =
-                    Some(self.host_file(&S::new(span, keyring.display().to_string()), dir)?);
+                    Some(self.host_file(&S::new(span, keyring.display().to_string()))?);
             }
             return Ok(Base::Debian(debian));
         }
@@ -409,7 +389,7 @@ impl Cx<'_> {
             return Ok(Base::Scratch);
         }
         if let Some(r) = from.rootfs {
-            let file = self.host_file(&r, dir)?;
+            let file = self.host_file(&r)?;
             if let Err(kind) = check_tarball(&file) {
                 return Err(self
                     .err_at(&r, format!("`{}` is not a tar archive: {kind}", r.get_ref()))
@@ -418,7 +398,7 @@ impl Cx<'_> {
             return Ok(Base::Rootfs(file));
         }
         if let Some(a) = from.oci_archive {
-            let file = self.host_file(&a, dir)?;
+            let file = self.host_file(&a)?;
             if let Err(kind) = check_tarball(&file) {
                 return Err(self
                     .err_at(&a, format!("`{}` is not a tar archive: {kind}", a.get_ref()))
@@ -434,7 +414,7 @@ impl Cx<'_> {
             Some((l, t)) if !t.contains('/') && !t.is_empty() => (l.to_owned(), Some(t.to_owned())),
             _ => (text.clone(), None),
         };
-        let dir_path = self.host_file(&S::new(oci.span(), layout), dir)?;
+        let dir_path = self.host_file(&S::new(oci.span(), layout))?;
         if !dir_path.join("index.json").is_file() {
             return Err(self
                 .err_at(&oci, format!("{} is not an OCI layout (no index.json)", dir_path.display()))
@@ -443,8 +423,10 @@ impl Cx<'_> {
         Ok(Base::OciLayout { dir: dir_path, tag })
     }
 
-    /// A host path relative to the recipe's directory that must exist and stay inside it.
-    fn host_file(&self, value: &S<String>, dir: &Path) -> Result<PathBuf, RecipeError> {
+    /// A host path relative to the directory of the recipe file that names it, which must
+    /// exist and stay inside that directory.
+    fn host_file(&self, value: &S<String>) -> Result<PathBuf, RecipeError> {
+        let dir = self.sources.dir_at(value.span().start);
         let rel = Path::new(value.get_ref());
         if rel.is_absolute() || rel.components().any(|c| c == Component::ParentDir) {
             return Err(self
@@ -474,18 +456,13 @@ impl Cx<'_> {
     }
 
     /// Validates the steps on `base`.
-    fn steps(
-        &self,
-        raw: Vec<S<RawStep>>,
-        base: &Base,
-        dir: &Path,
-    ) -> Result<Vec<Step>, RecipeError> {
+    fn steps(&self, raw: Vec<S<RawStep>>, base: &Base) -> Result<Vec<Step>, RecipeError> {
         let mut steps = Vec::with_capacity(raw.len());
         // True while the image is known to hold nothing that could run (scratch, and only
         // directories, symlinks and removals so far).
         let mut empty = matches!(base, Base::Scratch);
         for (i, step) in raw.into_iter().enumerate() {
-            let step = self.step(i + 1, step, dir, matches!(base, Base::Debian(_)), empty)?;
+            let step = self.step(i + 1, step, matches!(base, Base::Debian(_)), empty)?;
             empty &= matches!(
                 step.op,
                 StepOp::Mkdir { .. } | StepOp::Symlink { .. } | StepOp::Remove { .. }
@@ -499,7 +476,6 @@ impl Cx<'_> {
         &self,
         number: usize,
         raw: S<RawStep>,
-        dir: &Path,
         debian_base: bool,
         empty_image: bool,
     ) -> Result<Step, RecipeError> {
@@ -603,7 +579,7 @@ impl Cx<'_> {
                         "name a file, directory or glob relative to the recipe, e.g. copy = \"app/\" (copy = \".\" copies the recipe's whole directory)",
                     ));
                 }
-                let matches = self.copy_sources(copy, dir)?;
+                let matches = self.copy_sources(copy)?;
                 StepOp::Copy {
                     from_stage: None,
                     source,
@@ -823,11 +799,12 @@ impl Cx<'_> {
         })
     }
 
-    fn copy_sources(&self, copy: &S<String>, dir: &Path) -> Result<Vec<PathBuf>, RecipeError> {
+    fn copy_sources(&self, copy: &S<String>) -> Result<Vec<PathBuf>, RecipeError> {
         let pattern = copy.get_ref();
         if !pattern.contains(['*', '?', '[']) {
-            return Ok(vec![self.host_file(copy, dir)?]);
+            return Ok(vec![self.host_file(copy)?]);
         }
+        let dir = self.sources.dir_at(copy.span().start);
         if Path::new(pattern).is_absolute()
             || Path::new(pattern)
                 .components()
@@ -880,22 +857,13 @@ impl Cx<'_> {
                 StepOp::Copy {
                     from_stage: Some(stage),
                     ..
-                } => Some((stage, s.line)),
+                } => Some((stage, s.table.start)),
                 _ => None,
             });
-        for (stage, line) in all_refs {
+        for (stage, at) in all_refs {
             if !known.contains(stage.as_str()) {
-                let offset = self
-                    .source
-                    .lines()
-                    .take(line.saturating_sub(1))
-                    .map(|l| l.len() + 1)
-                    .sum::<usize>();
                 return Err(self
-                    .err(
-                        Some(offset..offset + 1),
-                        format!("no stage named `{stage}`"),
-                    )
+                    .err(Some(at..at + 1), format!("no stage named `{stage}`"))
                     .help(format!(
                         "define it as [stage.{stage}] with its own `from` and `step`s"
                     )));

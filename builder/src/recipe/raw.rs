@@ -6,10 +6,13 @@ use toml::Spanned;
 
 pub(crate) type S<T> = Spanned<T>;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRecipe {
-    pub image: S<RawImage>,
+    /// Other recipe files merged before this one (`recipe/include.rs`).
+    pub include: Option<S<Vec<S<String>>>>,
+    /// Required once the files are merged.
+    pub image: Option<S<RawImage>>,
     pub from: Option<S<RawFrom>>,
     #[serde(default)]
     pub step: Vec<S<RawStep>>,

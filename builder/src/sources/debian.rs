@@ -106,11 +106,26 @@ pub(crate) fn prepare(
                     .check_matches(&request)
                     .err()
                     .map_or_else(String::new, |e| e.to_string()),
-                Err(_) => format!("{} does not exist", lock_path.display()),
+                Err(_) if !lock_path.exists() => "the lock file does not exist".into(),
+                Err(e) => e.to_string(),
+            };
+            // A stage's lock (`RECIPE.STAGE.lock`) has no recipe of its own to `lock`.
+            let help = if recipe_path.is_file() {
+                format!(
+                    "run `imgbuild lock {}` (or build without --locked) and commit {}",
+                    recipe_path.display(),
+                    lock_path.display()
+                )
+            } else {
+                format!(
+                    "build without --locked to update it, then commit {}",
+                    lock_path.display()
+                )
             };
             return Err(SourceError::Locked {
                 path: lock_path,
                 message: why,
+                help,
             });
         }
         _ => {

@@ -65,12 +65,14 @@ pub enum SourceError {
     #[error("{0}")]
     Debian(String),
     /// `--locked` and the lock is missing or out of date.
-    #[error("--locked: {message}\n  = help: run `imgbuild lock {}` (or build without --locked) and commit the lock", path.with_extension("toml").display())]
+    #[error("--locked: {}: {message}\n  = help: {help}", path.display())]
     Locked {
         /// The lock file.
         path: PathBuf,
         /// How it disagrees with the recipe.
         message: String,
+        /// The command that updates it.
+        help: String,
     },
 }
 

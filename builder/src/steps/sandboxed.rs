@@ -55,7 +55,7 @@ pub(crate) fn run_to_layer(
             },
             other => StepError::Sandbox {
                 step: number,
-                message: other.to_string(),
+                message: without_step_name(&other.to_string(), &step.name),
             },
         })?;
     let entries = sandbox.scan_upper().map_err(|e| StepError::Sandbox {
@@ -191,5 +191,29 @@ impl From<StoreError> for UnpackFailure {
 impl From<io::Error> for UnpackFailure {
     fn from(e: io::Error) -> Self {
         Self(e.to_string())
+    }
+}
+
+/// A sandbox error's text without its leading `step NAME: `: the step error in front of it
+/// already names the step (so no "step 3: step step 3: ...").
+fn without_step_name(text: &str, name: &str) -> String {
+    text.strip_prefix(&format!("step {name}: "))
+        .unwrap_or(text)
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_sandbox_error_names_its_step_once() {
+        let e = crate::sandbox::RunError::Invalid {
+            step: "step 3".into(),
+            what: "workdir must be absolute".into(),
+        };
+        let step = super::StepError::Sandbox {
+            step: 3,
+            message: super::without_step_name(&e.to_string(), "step 3"),
+        };
+        assert_eq!(step.to_string(), "step 3: workdir must be absolute");
     }
 }
