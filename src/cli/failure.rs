@@ -129,3 +129,20 @@ impl From<imgbuild_registry::RegistryError> for Failure {
         }
     }
 }
+
+impl From<imgbuild::pipeline::PipelineError> for Failure {
+    fn from(e: imgbuild::pipeline::PipelineError) -> Self {
+        use imgbuild::pipeline::PipelineError as P;
+        match e {
+            P::Recipe(e) => e.into(),
+            P::Prepare(e) => imgbuild_builder::BuildError::from(e).into(),
+            P::Build(e) => e.into(),
+            P::Store(e) => e.into(),
+            P::BootAssets(e) => Self::internal(chain(&e)),
+            P::Export(e) => e.into(),
+            P::Push(e) => e.into(),
+            P::Registry(e) => e.into(),
+            e @ (P::UnknownImage { .. } | P::NothingToLock { .. }) => Self::user(e.to_string()),
+        }
+    }
+}

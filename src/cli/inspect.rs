@@ -2,6 +2,7 @@
 
 use super::{print_json, Failure};
 use clap::Args;
+use imgbuild::pipeline::{self, DryRunRequest};
 use imgbuild_formats::StoredImage;
 use imgbuild_store::oci::{ImageConfig, Manifest};
 use imgbuild_store::{Digest, Store};
@@ -24,76 +25,17 @@ pub(crate) struct InspectArgs {
     /// Print JSON to stdout.
     #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    registry: super::registry_args::RegistryArgs,
 }
 
 pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
     let as_path = PathBuf::from(&args.target);
-    let store = Store::open(store_dir)?;
     if as_path.is_file() {
-        let recipe = imgbuild_builder::recipe::load(&as_path)?;
-        let client = args.registry.client()?;
-        let base = imgbuild_builder::resolve_base(&store, &client, &recipe)
-            .map_err(|e| Failure::user(e.to_string()))?;
-        let packages =
-            imgbuild_builder::resolve_packages(&store, &recipe, imgbuild_builder::LockMode::Update)
-                .map_err(|e| Failure::user(e.to_string()))?;
-        if !recipe.stages.is_empty() {
-            return Err(Failure::user(
-                "inspect does not plan recipes with [stage.*] tables yet; `build --json` reports every key",
-            ));
-        }
-        let inputs = imgbuild_builder::PlanInputs {
-            resolved: base.as_ref(),
-            packages: packages.as_ref(),
-            stages: &std::collections::BTreeMap::new(),
-        };
-        let plan = imgbuild_builder::plan::plan(&recipe, args.source_date_epoch, &inputs)
-            .map_err(|e| Failure::user(e.to_string()))?;
-        let mut steps = Vec::new();
-        for s in &plan.steps {
-            let cached = store.cache_get(&s.key)?.is_some();
-            steps.push(serde_json::json!({
-                "index": s.number, "kind": s.kind, "description": s.description,
-                "key": s.key, "cached": cached,
-            }));
-        }
-        if args.json {
-            return print_json(&serde_json::json!({
-                "image": recipe.image.name, "tags": recipe.image.tags,
-                "platform": recipe.image.platform.to_string(),
-                "base_key": plan.base_key, "base": base, "steps": steps,
-            }));
-        }
-        println!(
-            "{} ({}) tags: {}",
-            recipe.image.name,
-            recipe.image.platform,
-            recipe.image.tags.join(", ")
-        );
-        if let Some(b) = &base {
-            println!("  base: {} resolved to {}", b.reference, b.digest);
-        }
-        for s in &steps {
-            let mark = if s["cached"] == true {
-                "cached"
-            } else {
-                "to build"
-            };
-            println!(
-                "  [{}] {:<40} {}  {}",
-                s["index"],
-                s["description"].as_str().unwrap_or(""),
-                &s["key"].as_str().unwrap_or("")[7..19],
-                mark
-            );
-        }
-        return Ok(());
+        return show_plan(&as_path, store_dir, args.source_date_epoch, args.json);
     }
     if let Some((dir, tag)) = super::push::layout(&args.target) {
         return inspect_layout(&dir, tag.as_deref(), args.json);
     }
+    let store = Store::open(store_dir)?;
     let refs = store.refs()?;
     // `NAME` means `NAME:latest`, as in every container tool.
     let tagged = |name: &str| {
@@ -124,6 +66,65 @@ pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
         &image.config,
         args.json,
     )
+}
+
+/// Prints a recipe's plan (`inspect RECIPE`, `build --dry-run`): every unit, every step's
+/// key, whether it is cached and why not. Nothing is built, fetched or written.
+pub(super) fn show_plan(
+    recipe: &Path,
+    store_dir: &Path,
+    epoch: u64,
+    json: bool,
+) -> Result<(), Failure> {
+    let plan = pipeline::dry_run(&DryRunRequest {
+        recipe: recipe.to_owned(),
+        store: store_dir.to_owned(),
+        epoch,
+    })?;
+    let image = plan.units.last();
+    if json {
+        // The image's unit also at the top, as `build --json` reports it.
+        let mut value =
+            serde_json::to_value(&plan).map_err(|e| Failure::internal(e.to_string()))?;
+        if let Some(image) = image {
+            value["steps"] = serde_json::to_value(&image.steps).unwrap_or_default();
+            value["base_key"] = serde_json::to_value(&image.base_key).unwrap_or_default();
+            value["base"] = serde_json::to_value(&image.base).unwrap_or_default();
+        }
+        return print_json(&value);
+    }
+    println!(
+        "{} ({}) tags: {}, SOURCE_DATE_EPOCH={}",
+        plan.image,
+        plan.platform,
+        plan.tags.join(", "),
+        plan.epoch
+    );
+    for unit in &plan.units {
+        println!("{}:", unit.unit);
+        if let Some(b) = &unit.base {
+            println!("  base: {} resolved to {}", b.reference, b.digest);
+        }
+        if let Some(reason) = &unit.unresolved {
+            println!("  not planned offline: {reason}");
+        }
+        if let Some(why) = &unit.base_why {
+            println!("  base: to build ({why})");
+        }
+        for s in &unit.steps {
+            let key = s
+                .key
+                .as_ref()
+                .map_or_else(|| "?".repeat(12), |k| k.hex()[..12].to_owned());
+            let mark = match (s.cached, &s.why) {
+                (true, _) => "cached".to_owned(),
+                (false, Some(why)) => format!("to build ({why})"),
+                (false, None) => "to build".to_owned(),
+            };
+            println!("  [{}] {:<40} {key}  {mark}", s.index, s.description);
+        }
+    }
+    Ok(())
 }
 
 /// An image in an OCI layout directory (the one tagged `tag`, or its only one).

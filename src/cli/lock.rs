@@ -2,9 +2,9 @@
 
 use super::{print_json, Failure};
 use clap::Args;
-use imgbuild_builder::LockMode;
-use imgbuild_store::Store;
+use imgbuild::pipeline::{self, LockRequest};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Args)]
 pub(crate) struct LockArgs {
@@ -19,32 +19,32 @@ pub(crate) struct LockArgs {
 }
 
 pub(crate) fn run(store_dir: &Path, args: LockArgs) -> Result<(), Failure> {
-    let recipe = imgbuild_builder::recipe::load(&args.recipe)?;
-    let store = Store::open(store_dir)?;
-    let mode = if args.update {
-        LockMode::Refresh
-    } else {
-        LockMode::Update
+    let request = LockRequest {
+        recipe: args.recipe.clone(),
+        store: store_dir.to_owned(),
+        refresh: args.update,
+        registry: Arc::new(super::registry_args::RegistryArgs::default().client()?),
     };
-    let Some(sets) = imgbuild_builder::resolve_packages(&store, &recipe, mode)
-        .map_err(|e| Failure::user(e.to_string()))?
-    else {
-        return Err(Failure::user(format!(
-            "{} has no Debian base, so there is nothing to lock",
-            args.recipe.display()
-        )));
-    };
-    let count = sets.base.len() + sets.steps.values().map(Vec::len).sum::<usize>();
+    let progress = super::build::progress_printer(false);
+    let outcome = pipeline::lock(&request, &progress)?;
     if args.json {
+        // The image's lock (or the first) also at the top, as before stages were locked.
+        let main = outcome.units.last();
         return print_json(&serde_json::json!({
-            "lock": sets.lock_path, "written": sets.lock_written, "packages": count,
+            "lock": main.map(|u| &u.lock),
+            "written": main.is_some_and(|u| u.written),
+            "packages": main.map_or(0, |u| u.packages),
+            "units": outcome.units,
         }));
     }
-    let verb = if sets.lock_written {
-        "wrote"
-    } else {
-        "up to date:"
-    };
-    eprintln!("{verb} {} ({count} packages)", sets.lock_path.display());
+    for unit in &outcome.units {
+        let verb = if unit.written { "wrote" } else { "up to date:" };
+        eprintln!(
+            "{verb} {} ({} packages, {})",
+            unit.lock.display(),
+            unit.packages,
+            unit.unit
+        );
+    }
     Ok(())
 }

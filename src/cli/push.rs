@@ -4,9 +4,7 @@
 use super::registry_args::{reference, RegistryArgs};
 use super::{print_json, Failure};
 use clap::Args;
-use imgbuild_registry::{push_image, LayoutSource, RegistryFetcher};
-use imgbuild_store::oci::MEDIA_TYPE_MANIFEST;
-use imgbuild_store::Store;
+use imgbuild::pipeline::{self, PushRequest, PushSource};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,29 +33,16 @@ pub(super) fn layout(source: &str) -> Option<(PathBuf, Option<String>)> {
 }
 
 pub(crate) fn run(store_dir: &Path, args: PushArgs) -> Result<(), Failure> {
-    let target = reference(&args.target)?;
-    let client = Arc::new(args.registry.client()?);
-    let report = if let Some((dir, tag)) = layout(&args.source) {
-        let source = LayoutSource::new(&dir);
-        let (manifest, media_type) = source.manifest(tag.as_deref())?;
-        push_image(&client, &source, &manifest, &media_type, &target)?
-    } else {
-        let mut store = Store::open(store_dir)?;
-        store.set_fetcher(Box::new(RegistryFetcher::new(Arc::clone(&client))));
-        let Some(found) = store.refs()?.into_iter().find(|r| r.name == args.source) else {
-            return Err(Failure::user(format!(
-                "`{}` is neither an OCI layout directory nor an image in the store; `imgbuild store ls` lists the images",
-                args.source
-            )));
-        };
-        push_image(
-            &client,
-            &store,
-            &found.manifest,
-            MEDIA_TYPE_MANIFEST,
-            &target,
-        )?
+    let source = match layout(&args.source) {
+        Some((dir, tag)) => PushSource::Layout { dir, tag },
+        None => PushSource::Stored(args.source.clone()),
     };
+    let report = pipeline::push(&PushRequest {
+        store: store_dir.to_owned(),
+        source,
+        target: reference(&args.target)?,
+        registry: Arc::new(args.registry.client()?),
+    })?;
     eprintln!(
         "pushed {} {} ({} blobs uploaded, {} already there)",
         report.reference,

@@ -1,14 +1,16 @@
 //! `imgbuild run`: boot a disk (qcow2, raw) or an initramfs in QEMU with the serial
 //! console on the terminal, like `mkosi qemu`. Given a recipe, it builds it first.
 
-use super::build::{build_and_export, BuildArgs};
+use super::registry_args::RegistryArgs;
 use super::{kvm, Failure};
 use clap::Args;
+use imgbuild::pipeline::{self, BuildRequest};
 use imgbuild_formats::Format;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// OVMF's code and variable store (Debian package `ovmf`).
@@ -65,9 +67,21 @@ enum Bootable {
 
 pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
     let target = if args.target.extension().is_some_and(|e| e == "toml") {
-        let build = BuildArgs::for_run(args.target.clone(), args.format, args.out.clone())?;
-        let artifacts = build_and_export(store_dir, &build)?;
-        let a = artifacts
+        let mut request = BuildRequest::new(
+            args.target.clone(),
+            store_dir.to_owned(),
+            args.format,
+            args.out.clone(),
+            Arc::new(RegistryArgs::default().client()?),
+        );
+        request.epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) if !v.is_empty() => super::units::epoch(&v).map_err(Failure::user)?,
+            _ => 0,
+        };
+        let progress = super::build::progress_printer(false);
+        let outcome = pipeline::build(&request, &progress)?;
+        let a = outcome
+            .artifacts
             .into_iter()
             .next()
             .ok_or_else(|| Failure::internal("the build wrote no artifact"))?;

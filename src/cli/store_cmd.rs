@@ -95,7 +95,7 @@ pub(crate) fn run(store_dir: &Path, cmd: StoreCommand) -> Result<(), Failure> {
                 let what = match bucket {
                     Bucket::Blobs => format!("{} blobs", usage.blobs),
                     Bucket::Unpacked => format!("{} unpacked layers", usage.unpacked),
-                    Bucket::Tmp | Bucket::BootAssets => String::new(),
+                    Bucket::Tmp | Bucket::BootAssets | Bucket::Plans => String::new(),
                 };
                 let line = format!("  {:<12} {:>10}  {what}", bucket.dir_name(), human(bytes));
                 println!("{}", line.trim_end());

@@ -107,7 +107,9 @@ impl Store {
                 Bucket::Blobs => {}
                 Bucket::Tmp => self.gc_tmp(&mut report)?,
                 Bucket::Unpacked => self.gc_unpacked_of_gone_layers(&mut report)?,
-                Bucket::BootAssets => self.gc_boot_assets(cutoff, &mut report)?,
+                Bucket::BootAssets | Bucket::Plans => {
+                    self.gc_records(bucket, cutoff, &mut report)?;
+                }
             }
         }
         self.with_index(crate::index::Index::checkpoint)?;
@@ -163,7 +165,11 @@ impl Store {
                 .filter_map(|d| std::fs::symlink_metadata(d).ok())
                 .map(|m| std::os::unix::fs::MetadataExt::size(&m))
                 .sum();
-                disk.other + disk.buckets.get(&Bucket::BootAssets).copied().unwrap_or(0) + dirs
+                let records: u64 = [Bucket::BootAssets, Bucket::Plans]
+                    .iter()
+                    .filter_map(|b| disk.buckets.get(b))
+                    .sum();
+                disk.other + records + dirs
             }
             None => 0,
         };
@@ -255,9 +261,15 @@ impl Store {
         Ok(())
     }
 
-    /// Drops boot-asset resolutions written before `cutoff` (a new build resolves again).
-    fn gc_boot_assets(&self, cutoff: i64, report: &mut GcReport) -> Result<(), StoreError> {
-        for entry in fs_err::read_dir(self.bucket(Bucket::BootAssets))? {
+    /// Drops the records (boot-asset resolutions, built plans) of `bucket` written before
+    /// `cutoff`: a new build writes them again.
+    fn gc_records(
+        &self,
+        bucket: Bucket,
+        cutoff: i64,
+        report: &mut GcReport,
+    ) -> Result<(), StoreError> {
+        for entry in fs_err::read_dir(self.bucket(bucket))? {
             let path = entry?.path();
             let written = std::fs::symlink_metadata(&path)
                 .map_or(0, |m| std::os::unix::fs::MetadataExt::mtime(&m));

@@ -296,8 +296,21 @@ impl Index {
     }
 
     pub(crate) fn get_cache(&self, key: &Digest) -> Result<Option<CacheEntry>, StoreError> {
-        let entry = self
-            .conn
+        let entry = self.peek_cache(key)?;
+        if entry.is_some() {
+            self.conn
+                .execute(
+                    "UPDATE cache SET last_used = ?2 WHERE key = ?1",
+                    params![key.to_string(), now()],
+                )
+                .map_err(self.err())?;
+        }
+        Ok(entry)
+    }
+
+    /// The cache entry for `key`, without marking it used.
+    pub(crate) fn peek_cache(&self, key: &Digest) -> Result<Option<CacheEntry>, StoreError> {
+        self.conn
             .query_row(
                 "SELECT diff_id, created_by, last_used FROM cache WHERE key = ?1",
                 [key.to_string()],
@@ -311,16 +324,7 @@ impl Index {
                 },
             )
             .optional()
-            .map_err(self.err())?;
-        if entry.is_some() {
-            self.conn
-                .execute(
-                    "UPDATE cache SET last_used = ?2 WHERE key = ?1",
-                    params![key.to_string(), now()],
-                )
-                .map_err(self.err())?;
-        }
-        Ok(entry)
+            .map_err(self.err())
     }
 
     pub(crate) fn cache_entries(&self) -> Result<Vec<CacheEntry>, StoreError> {

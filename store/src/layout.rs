@@ -13,6 +13,7 @@
 //!       <diff_id hex>/        the layer's tree (may hold shifted owners and mode-0 dirs)
 //!       <diff_id hex>.used    stamp whose mtime is the dir's last use (gc drops the oldest)
 //!     boot-assets/<key>.json  Bucket::BootAssets: remembered bootloader resolutions
+//!     plans/<recipe>.json     Bucket::Plans: each recipe's last built plan (`build --explain`)
 //! ```
 //!
 //! Every directory below `v1/` is a [`Bucket`]; other crates ask [`Store::bucket`] for
@@ -39,15 +40,19 @@ pub enum Bucket {
     Unpacked,
     /// `boot-assets/`: which bootloader packages a signed Release resolved to.
     BootAssets,
+    /// `plans/`: the inputs of every key of each recipe's last build, by recipe path, so
+    /// the next build can say why a step missed.
+    Plans,
 }
 
 impl Bucket {
     /// Every bucket, in the order `store du` shows them.
-    pub const ALL: [Bucket; 4] = [
+    pub const ALL: [Bucket; 5] = [
         Bucket::Blobs,
         Bucket::Tmp,
         Bucket::Unpacked,
         Bucket::BootAssets,
+        Bucket::Plans,
     ];
 
     /// The directory's name below `v1/`.
@@ -57,6 +62,7 @@ impl Bucket {
             Bucket::Tmp => "tmp",
             Bucket::Unpacked => "unpacked",
             Bucket::BootAssets => "boot-assets",
+            Bucket::Plans => "plans",
         }
     }
 }

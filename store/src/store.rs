@@ -350,6 +350,18 @@ impl Store {
         }
     }
 
+    /// Whether `key` would be a cache hit, without marking the entry used: for plans that
+    /// must leave the store as they found it.
+    pub fn cache_peek(&self, key: &Digest) -> Result<bool, StoreError> {
+        let Some(entry) = self.with_index(|ix| ix.peek_cache(key))? else {
+            return Ok(false);
+        };
+        Ok(self
+            .layer_forms(&entry.diff_id)?
+            .iter()
+            .any(|f| self.blob_available(&f.digest).unwrap_or(false)))
+    }
+
     /// Records that the step with `key` produced the layer `diff_id`.
     pub fn cache_put(
         &self,

@@ -1,36 +1,36 @@
-//! Importing a recipe's base: the Debian bootstrap layer, a rootfs tarball, an OCI layout
-//! or archive, or a registry image, each cached under the plan's base key where it is
-//! built here.
+//! Importing a unit's prepared base: the Debian bootstrap layer, a rootfs tarball, an OCI
+//! layout or archive, or a registry image, each cached under the plan's base key where it
+//! is built here.
 
-use imgbuild_store::Store;
+use imgbuild_store::{Digest, Store};
 
 use super::{BuildError, BuildOptions, Progress};
-use crate::plan::Plan;
-use crate::recipe::{Base, Recipe};
+use crate::prepare::PreparedBase;
+use crate::recipe::PlatformSpec;
 use crate::sandbox::OutputLine;
-use crate::sources::debian::PackageSets;
 use crate::sources::oci::{import_layout, resolve_layout, unpack_archive, BaseImage};
-use crate::sources::registry::{self, ResolvedBase};
-use crate::sources::{rootfs, SourceError};
+use crate::sources::{registry, rootfs, SourceError};
 use crate::steps::install::{bootstrap_layer, Install};
 
 /// The base's layers (and config, for an image base), imported into `store`.
 pub(super) fn import_base(
     store: &Store,
-    recipe: &Recipe,
-    plan: &Plan,
-    resolved: Option<&ResolvedBase>,
-    packages: Option<&PackageSets>,
+    base: &PreparedBase,
+    base_key: &Digest,
+    platform: &PlatformSpec,
     options: &BuildOptions<'_>,
 ) -> Result<BaseImage, BuildError> {
-    Ok(match &recipe.base {
-        Base::Debian(_) => {
-            let sets = packages
-                .ok_or_else(|| SourceError::Debian("Debian base without packages".into()))?;
+    let one_layer = |diff_id| BaseImage {
+        diff_ids: vec![diff_id],
+        config: None,
+        layers: None,
+    };
+    Ok(match base {
+        PreparedBase::Debian { packages: sets, .. } => {
             if sets.base.is_empty() {
                 return Ok(BaseImage::default());
             }
-            let diff_id = match store.cache_get(&plan.base_key)? {
+            let diff_id = match store.cache_get(base_key)? {
                 Some(hit) => hit.diff_id,
                 None => {
                     (options.progress)(&Progress::Note(&format!(
@@ -51,19 +51,15 @@ pub(super) fn import_base(
                         })
                     };
                     let record = bootstrap_layer(store, &install, &mut on_line)?;
-                    store.cache_put(&plan.base_key, &record.diff_id, "debian bootstrap")?;
+                    store.cache_put(base_key, &record.diff_id, "debian bootstrap")?;
                     record.diff_id
                 }
             };
-            BaseImage {
-                diff_ids: vec![diff_id],
-                config: None,
-                layers: None,
-            }
+            one_layer(diff_id)
         }
-        Base::Scratch => BaseImage::default(),
-        Base::Rootfs(path) => {
-            let diff_id = match store.cache_get(&plan.base_key)? {
+        PreparedBase::Scratch => BaseImage::default(),
+        PreparedBase::Rootfs { path, .. } => {
+            let diff_id = match store.cache_get(base_key)? {
                 Some(hit) => hit.diff_id,
                 None => {
                     let record = rootfs::import(store, path, options.epoch, options.compression)?;
@@ -71,32 +67,27 @@ pub(super) fn import_base(
                         .file_name()
                         .map(|n| n.to_string_lossy().into_owned())
                         .unwrap_or_default();
-                    store.cache_put(&plan.base_key, &record.diff_id, &format!("rootfs {name}"))?;
+                    store.cache_put(base_key, &record.diff_id, &format!("rootfs {name}"))?;
                     record.diff_id
                 }
             };
-            BaseImage {
-                diff_ids: vec![diff_id],
-                config: None,
-                layers: None,
-            }
+            one_layer(diff_id)
         }
-        Base::OciLayout { dir, tag } => {
-            let manifest = resolve_layout(dir, tag.as_deref(), &recipe.image.platform)?;
-            import_layout(store, dir, &manifest)?
-        }
-        Base::OciArchive(path) => {
+        PreparedBase::OciLayout { dir, manifest } => import_layout(store, dir, manifest)?,
+        PreparedBase::OciArchive { path, digest } => {
             let tmp = tempfile::tempdir_in(store.root()).map_err(SourceError::Io)?;
             unpack_archive(path, tmp.path())?;
-            let manifest = resolve_layout(tmp.path(), None, &recipe.image.platform)?;
+            // The archive is the one that was hashed when the build was prepared.
+            if crate::sources::file_digest(path)? != *digest {
+                return Err(SourceError::BadImage {
+                    path: path.clone(),
+                    message: "the archive changed while the build ran; build again".into(),
+                }
+                .into());
+            }
+            let manifest = resolve_layout(tmp.path(), None, platform)?;
             import_layout(store, tmp.path(), &manifest)?
         }
-        Base::Registry { reference } => {
-            let resolved = resolved.ok_or_else(|| SourceError::Unresolved {
-                reference: reference.clone(),
-                message: "not resolved to a digest".into(),
-            })?;
-            registry::import(store, options.registry, resolved)?
-        }
+        PreparedBase::Registry(resolved) => registry::import(store, options.registry, resolved)?,
     })
 }

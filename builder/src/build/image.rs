@@ -10,6 +10,7 @@ use imgbuild_store::{Compression, Digest, LayerRecord, Store, StoreError};
 
 use super::orchestrate::Built;
 use super::BuildError;
+use crate::plan::UnitPlan;
 use crate::recipe::{Base, ConfigSpec, Recipe};
 use crate::sources::registry::ResolvedBase;
 
@@ -19,7 +20,9 @@ pub(super) fn write_image(
     store: &Store,
     recipe: &Recipe,
     built: &Built,
+    plan: &UnitPlan,
     layers: &[LayerRecord],
+    resolved: Option<&ResolvedBase>,
     epoch: u64,
 ) -> Result<(Digest, u64, Digest), BuildError> {
     let created = rfc3339(epoch);
@@ -43,7 +46,7 @@ pub(super) fn write_image(
             .history
             .push(history(&created, &format!("rootfs {name}")));
     }
-    for step in &built.plan.steps {
+    for step in &plan.steps {
         config.history.push(history(&created, &step.description));
     }
     apply_config(&mut config.config, &recipe.config);
@@ -71,7 +74,7 @@ pub(super) fn write_image(
                 annotations: BTreeMap::new(),
             })
             .collect(),
-        annotations: annotations(created, built.resolved.as_ref()),
+        annotations: annotations(created, resolved),
     };
     let manifest_bytes =
         serde_json::to_vec(&manifest).map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
@@ -86,7 +89,7 @@ fn annotations(created: String, resolved: Option<&ResolvedBase>) -> BTreeMap<Str
     if let Some(base) = resolved {
         all.insert(
             "org.opencontainers.image.base.name".to_owned(),
-            base.reference.clone(),
+            base.reference.to_string(),
         );
         all.insert(
             "org.opencontainers.image.base.digest".to_owned(),

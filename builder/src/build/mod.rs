@@ -1,8 +1,9 @@
 //! Running a build: plan, look every step up in the store, execute the misses, and write
 //! the image config and manifest.
 //!
-//! - `orchestrate.rs`: [`build`] itself: stages in dependency order, then for the recipe
-//!   and each stage the plan, the base and the step loop (cache look-up, run on a miss);
+//! - `orchestrate.rs`: [`build`] (prepare, plan, execute) and [`execute`]: stages in
+//!   dependency order, then the image; for each unit the base and the step loop (cache
+//!   look-up, run on a miss), then the image's tags and the plan recorded for `explain`;
 //! - `step.rs`: one step that missed the cache, run in its `StepContext`;
 //! - `base.rs`: importing the base (Debian bootstrap, rootfs, OCI layout or archive,
 //!   registry);
@@ -25,7 +26,7 @@ use crate::sources::debian::LockMode;
 use crate::sources::SourceError;
 use crate::steps::StepError;
 
-pub use orchestrate::{build, resolve_packages};
+pub use orchestrate::{build, execute};
 pub use report::{BuildReport, CacheOutcome, Progress, StepReport};
 
 /// How to build.

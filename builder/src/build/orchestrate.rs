@@ -1,5 +1,6 @@
-//! The build's orchestration: stages in dependency order, then for each the plan, the
-//! base, and every step looked up in the store and run on a miss.
+//! The build's orchestration: prepare, plan, then for each unit (stages in dependency
+//! order, independent ones in parallel, the image last) the base and every step looked up
+//! in the store and run on a miss.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -12,21 +13,58 @@ use super::base::import_base;
 use super::image::write_image;
 use super::step::StepContext;
 use super::{BuildError, BuildOptions, BuildReport, CacheOutcome, Progress, StepReport};
-use crate::plan::{plan, Plan, PlanInputs};
-use crate::recipe::{Base, ConfigSpec, Recipe, StepOp};
-use crate::sources::debian::{prepare, LockMode, PackageSets};
+use crate::explain::{self, Cause};
+use crate::plan::{plan, Plan, UnitPlan};
+use crate::prepare::{prepare, Access, Prepared, PreparedUnit, Unit};
+use crate::recipe::{stage_refs, PlatformSpec, Recipe, StepOp};
 use crate::sources::oci::BaseImage;
-use crate::sources::registry::{resolve_base, ResolvedBase};
-use crate::sources::SourceError;
 
-/// Builds `recipe` into `store` and returns what happened.
+/// Builds `recipe` into `store`: [`prepare`], [`plan`], then [`execute`].
 pub fn build(
     store: &Store,
     recipe: &Recipe,
     options: &BuildOptions<'_>,
 ) -> Result<BuildReport, BuildError> {
-    let stages = build_stages(store, recipe, options)?;
-    let mut built = build_layers(store, recipe, options, &stages)?;
+    let note = |n: &str| (options.progress)(&Progress::Note(n));
+    let access = Access::Fetch {
+        lock_mode: options.lock_mode,
+        registry: options.registry,
+    };
+    let prepared = prepare(store, recipe, access, &note)?;
+    let plan = plan(
+        &prepared,
+        options.epoch,
+        &recipe.image.platform.to_string(),
+        &|key| store.cache_peek(key).unwrap_or(false),
+    )?;
+    execute(store, recipe, &prepared, &plan, options)
+}
+
+/// Executes `plan` (made from `prepared`): every unit's misses run, then the image's
+/// config and manifest are written and its tags set. The plan is recorded for the next
+/// build's explanations.
+pub fn execute(
+    store: &Store,
+    recipe: &Recipe,
+    prepared: &Prepared<'_>,
+    plan: &Plan,
+    options: &BuildOptions<'_>,
+) -> Result<BuildReport, BuildError> {
+    let previous = explain::load(store, &recipe.path);
+    let causes = explain::explain(plan, previous.as_ref());
+    let stages = prepared.stages.iter().zip(&plan.stages).collect();
+    let (stages, stage_steps) =
+        build_stages(store, &recipe.image.platform, stages, options, &causes)?;
+    let (image, image_plan) = (&prepared.image, &plan.image);
+    let mut built = build_unit(
+        store,
+        &recipe.image.platform,
+        image,
+        image_plan,
+        options,
+        &stages,
+        &causes,
+    )?;
     // A registry base's layers are reused exactly as pulled; everything else is compressed
     // as asked.
     let kept = built.base.layers.as_deref().unwrap_or_default();
@@ -44,10 +82,23 @@ pub fn build(
     {
         report.layer = layer.digest.clone();
     }
-    let (manifest, manifest_size, config) =
-        write_image(store, recipe, &built, &layers, options.epoch)?;
+    let resolved = image.base.resolved();
+    let (manifest, manifest_size, config) = write_image(
+        store,
+        recipe,
+        &built,
+        image_plan,
+        &layers,
+        resolved,
+        options.epoch,
+    )?;
     for tag in &recipe.image.tags {
         store.set_ref(&format!("{}:{tag}", recipe.image.name), &manifest)?;
+    }
+    if let Err(e) = explain::save(store, &recipe.path, plan) {
+        (options.progress)(&Progress::Note(&format!(
+            "warning: could not record this build's plan for --explain: {e}"
+        )));
     }
     Ok(BuildReport {
         image: recipe.image.name.clone(),
@@ -55,125 +106,93 @@ pub fn build(
         digest: manifest,
         manifest_size,
         config,
-        steps: built.reports,
-        base: built.resolved,
-        lock: built.packages.map(|p| p.lock_path),
+        steps: std::mem::take(&mut built.reports),
+        stage_steps,
+        base: resolved.cloned(),
+        lock: image.base.packages().map(|p| p.lock_path.clone()),
     })
 }
 
-/// The layers of a built recipe or stage.
+/// The layers of a built unit.
 pub(super) struct Built {
     pub(super) base: BaseImage,
-    pub(super) plan: Plan,
     pub(super) diff_ids: Vec<Digest>,
     pub(super) reports: Vec<StepReport>,
-    pub(super) resolved: Option<ResolvedBase>,
-    pub(super) packages: Option<PackageSets>,
 }
 
-/// A built stage: its final key and its layers.
+/// A built stage: its layers.
 pub(super) struct StageOutput {
-    pub(super) key: Digest,
     pub(super) diff_ids: Vec<Digest>,
 }
 
+type Causes = BTreeMap<(Unit, usize), Cause>;
+
 /// Builds every stage, each after the stages it copies from; stages that do not depend on
-/// each other build in parallel.
+/// each other build in parallel. Returns their outputs and their steps' reports.
 fn build_stages(
     store: &Store,
-    recipe: &Recipe,
+    platform: &PlatformSpec,
+    mut pending: Vec<(&PreparedUnit<'_>, &UnitPlan)>,
     options: &BuildOptions<'_>,
-) -> Result<BTreeMap<String, StageOutput>, BuildError> {
+    causes: &Causes,
+) -> Result<(BTreeMap<String, StageOutput>, Vec<StepReport>), BuildError> {
     let mut outputs = BTreeMap::new();
-    let stem = recipe
-        .path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut pending: Vec<&crate::recipe::Stage> = recipe.stages.iter().collect();
+    let mut reports = Vec::new();
     while !pending.is_empty() {
-        // Every stage whose inputs are built goes now, in parallel with the others.
         let (ready, waiting): (Vec<_>, Vec<_>) = pending
             .into_iter()
-            .partition(|s| s.depends_on().all(|d| outputs.contains_key(d)));
-        let built: Vec<(String, StageOutput)> = ready
+            .partition(|(u, _)| stage_refs(u.steps).all(|d| outputs.contains_key(d)));
+        // The plan lists stages in dependency order, so the first one is always ready.
+        let (ready, waiting) = if ready.is_empty() {
+            let mut rest = waiting;
+            let first = rest.remove(0);
+            (vec![first], rest)
+        } else {
+            (ready, waiting)
+        };
+        let built: Vec<(String, StageOutput, Vec<StepReport>)> = ready
             .par_iter()
-            .map(|stage| -> Result<_, BuildError> {
-                (options.progress)(&Progress::Note(&format!("stage {}", stage.name)));
-                let sub = Recipe {
-                    // A stage with a Debian base keeps its own lock: `<recipe>.<stage>.lock`.
-                    path: recipe
-                        .path
-                        .with_file_name(format!("{stem}.{}.toml", stage.name)),
-                    source: recipe.source.clone(),
-                    dir: recipe.dir.clone(),
-                    image: recipe.image.clone(),
-                    base: stage.base.clone(),
-                    steps: stage.steps.clone(),
-                    config: ConfigSpec::default(),
-                    disk: crate::recipe::DiskSpec::default(),
-                    initramfs: crate::recipe::InitramfsSpec::default(),
-                    stages: Vec::new(),
+            .map(|&(unit, planned)| -> Result<_, BuildError> {
+                (options.progress)(&Progress::Note(&unit.unit.to_string()));
+                let built = build_unit(store, platform, unit, planned, options, &outputs, causes)?;
+                let name = match &unit.unit {
+                    Unit::Stage(name) => name.as_str(),
+                    Unit::Image => "image",
                 };
-                let built = build_layers(store, &sub, options, &outputs)?;
-                let key = built
-                    .plan
-                    .steps
-                    .last()
-                    .map_or(built.plan.base_key.clone(), |s| s.key.clone());
                 Ok((
-                    stage.name.clone(),
+                    name.to_owned(),
                     StageOutput {
-                        key,
                         diff_ids: built.diff_ids,
                     },
+                    built.reports,
                 ))
             })
             .collect::<Result<_, _>>()?;
-        outputs.extend(built);
+        for (name, output, steps) in built {
+            outputs.insert(name, output);
+            reports.extend(steps);
+        }
         pending = waiting;
     }
-    Ok(outputs)
+    Ok((outputs, reports))
 }
 
-/// Plans `recipe` and produces its layers: base import, cache look-ups, the misses run.
-fn build_layers(
+/// Produces a unit's layers: base import, cache look-ups, the misses run.
+fn build_unit(
     store: &Store,
-    recipe: &Recipe,
+    platform: &PlatformSpec,
+    unit: &PreparedUnit<'_>,
+    planned: &UnitPlan,
     options: &BuildOptions<'_>,
     stages: &BTreeMap<String, StageOutput>,
+    causes: &Causes,
 ) -> Result<Built, BuildError> {
-    if let Base::Debian(from) = &recipe.base {
-        (options.progress)(&Progress::Note(&format!(
-            "resolving Debian packages ({} {})",
-            from.suite, from.variant
-        )));
-    }
-    let packages = resolve_packages(store, recipe, options.lock_mode)?;
-    let resolved = resolve_base(store, options.registry, recipe)?;
-    let stage_keys: BTreeMap<String, Digest> = stages
-        .iter()
-        .map(|(n, o)| (n.clone(), o.key.clone()))
-        .collect();
-    let inputs = PlanInputs {
-        resolved: resolved.as_ref(),
-        packages: packages.as_ref(),
-        stages: &stage_keys,
-    };
-    let plan = plan(recipe, options.epoch, &inputs)?;
-    let base = import_base(
-        store,
-        recipe,
-        &plan,
-        resolved.as_ref(),
-        packages.as_ref(),
-        options,
-    )?;
+    let base = import_base(store, &unit.base, &planned.base_key, platform, options)?;
     let mut diff_ids = base.diff_ids.clone();
     let mut tree: Option<MergedTree> = None;
     let mut reports = Vec::new();
-    let total = plan.steps.len();
-    for (step, planned) in recipe.steps.iter().zip(&plan.steps) {
+    let total = planned.steps.len();
+    for (step, planned) in unit.steps.iter().zip(&planned.steps) {
         (options.progress)(&Progress::StepStarted {
             number: planned.number,
             total,
@@ -189,7 +208,7 @@ fn build_layers(
                 let context = StepContext {
                     store,
                     options,
-                    packages: packages.as_ref(),
+                    packages: unit.base.packages(),
                     stages,
                     below: &diff_ids,
                     tree: tree.as_ref().unwrap_or_else(|| unreachable!()),
@@ -212,11 +231,23 @@ fn build_layers(
             .next()
             .ok_or_else(|| StoreError::MissingBlob(diff_id.clone()))?;
         diff_ids.push(diff_id.clone());
+        let why = match cache {
+            CacheOutcome::Hit => None,
+            CacheOutcome::Miss => Some(
+                causes
+                    .get(&(unit.unit.clone(), planned.number))
+                    .cloned()
+                    // Planned as cached, then gone before it was looked up (a concurrent gc).
+                    .unwrap_or(Cause::Evicted),
+            ),
+        };
         let report = StepReport {
+            unit: unit.unit.clone(),
             index: planned.number,
             kind: planned.kind,
             description: planned.description.clone(),
             cache,
+            why,
             seconds: start.elapsed().as_secs_f64(),
             layer: layer.digest,
             diff_id,
@@ -228,33 +259,9 @@ fn build_layers(
     }
     Ok(Built {
         base,
-        plan,
         diff_ids,
         reports,
-        resolved,
-        packages,
     })
-}
-
-/// Resolves (or reads from the lock) and fetches the Debian packages of a recipe with a
-/// Debian base; `None` for other bases.
-pub fn resolve_packages(
-    store: &Store,
-    recipe: &Recipe,
-    mode: LockMode,
-) -> Result<Option<PackageSets>, SourceError> {
-    let Base::Debian(from) = &recipe.base else {
-        return Ok(None);
-    };
-    let steps: Vec<(usize, Vec<String>)> = recipe
-        .steps
-        .iter()
-        .filter_map(|s| match &s.op {
-            StepOp::Packages { names } => Some((s.number, names.clone())),
-            _ => None,
-        })
-        .collect();
-    prepare(store, &recipe.path, from, &steps, mode).map(Some)
 }
 
 fn merged_tree(store: &Store, diff_ids: &[Digest]) -> Result<MergedTree, BuildError> {

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use imgbuild_store::Digest;
 
+use crate::explain::Cause;
+use crate::prepare::Unit;
 use crate::sources::registry::ResolvedBase;
 
 /// What a build is doing.
@@ -45,6 +47,8 @@ pub enum CacheOutcome {
 /// What happened to one step.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StepReport {
+    /// The image or the stage the step belongs to.
+    pub unit: Unit,
     /// Step number (1-based).
     pub index: usize,
     /// `copy`, `write`, ...
@@ -53,6 +57,9 @@ pub struct StepReport {
     pub description: String,
     /// Hit or miss.
     pub cache: CacheOutcome,
+    /// For a miss: why, compared with the last build of the recipe in this store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<Cause>,
     /// Wall time.
     pub seconds: f64,
     /// The compressed layer's digest, as the manifest lists it.
@@ -78,8 +85,10 @@ pub struct BuildReport {
     pub manifest_size: u64,
     /// The config's digest.
     pub config: Digest,
-    /// Each step.
+    /// Each step of the image.
     pub steps: Vec<StepReport>,
+    /// Each step of every stage, stages in build order.
+    pub stage_steps: Vec<StepReport>,
     /// The Debian lock file, when the recipe has a Debian base.
     pub lock: Option<PathBuf>,
     /// The registry base and the manifest digest it resolved to.

@@ -203,8 +203,8 @@ pub enum Base {
     Debian(crate::debian::DebianFrom),
     /// An image in a registry: `HOST/REPO:TAG` or `HOST/REPO@sha256:HEX`.
     Registry {
-        /// The reference as written.
-        reference: String,
+        /// The reference, parsed once when the recipe is read.
+        reference: imgbuild_registry::Reference,
     },
 }
 

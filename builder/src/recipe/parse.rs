@@ -359,14 +359,12 @@ impl Cx<'_> {
                     .err_at(v, "`from.image` must be a string")
                     .help("write it as image = \"registry.example.com/library/debian:bookworm\""));
             };
-            if let Err(e) = imgbuild_registry::Reference::parse(text) {
-                return Err(self.err_at(v, e.to_string()).help(
+            return match imgbuild_registry::Reference::parse(text) {
+                Ok(reference) => Ok(Base::Registry { reference }),
+                Err(e) => Err(self.err_at(v, e.to_string()).help(
                     "name the registry host, the repository and a tag or digest, e.g. \"registry.example.com/library/debian:bookworm\"",
-                ));
-            }
-            return Ok(Base::Registry {
-                reference: text.to_owned(),
-            });
+                )),
+            };
         }
         if let Some(v) = from.debian {
             let span = v.span();

@@ -24,6 +24,9 @@ pub enum LockMode {
     Locked,
     /// Resolve again from the mirror and rewrite the lock even if it matches.
     Refresh,
+    /// Use the lock only if it matches and only `.deb`s already in the store; fetch and
+    /// write nothing (for plans that must leave everything as they found it).
+    Offline,
 }
 
 /// The resolved package sets of a recipe.
@@ -76,10 +79,12 @@ pub fn lock_path(recipe: &Path) -> PathBuf {
     recipe.with_extension("lock")
 }
 
-/// Resolves (or reads from the lock) and fetches every package the recipe needs.
+/// Resolves (or reads from the lock at `lock_path`) and fetches every package a unit of
+/// `recipe_path` needs.
 pub(crate) fn prepare(
     store: &Store,
     recipe_path: &Path,
+    lock_path: &Path,
     from: &DebianFrom,
     steps: &[(usize, Vec<String>)],
     mode: LockMode,
@@ -89,7 +94,7 @@ pub(crate) fn prepare(
         .flat_map(|(_, names)| names.iter().cloned())
         .collect();
     let request = from.request(&all_names);
-    let lock_path = lock_path(recipe_path);
+    let lock_path = lock_path.to_owned();
     let cache = StoreCache(store);
     let http = Http::new();
     let existing = if lock_path.exists() {
@@ -99,7 +104,16 @@ pub(crate) fn prepare(
     };
     let matching = existing.filter(|l| l.check_matches(&request).is_ok());
     let (lock, lock_written) = match (matching, mode) {
-        (Some(lock), LockMode::Update | LockMode::Locked) => (lock, false),
+        (Some(lock), LockMode::Update | LockMode::Locked | LockMode::Offline) => (lock, false),
+        (None, LockMode::Offline) => {
+            return Err(SourceError::NotLocal {
+                what: format!(
+                    "{} is missing or does not match the recipe; `imgbuild lock {}` writes it",
+                    lock_path.display(),
+                    recipe_path.display()
+                ),
+            })
+        }
         (None, LockMode::Locked) => {
             let why = match Lockfile::read(&lock_path) {
                 Ok(old) => old
@@ -109,19 +123,11 @@ pub(crate) fn prepare(
                 Err(_) if !lock_path.exists() => "the lock file does not exist".into(),
                 Err(e) => e.to_string(),
             };
-            // A stage's lock (`RECIPE.STAGE.lock`) has no recipe of its own to `lock`.
-            let help = if recipe_path.is_file() {
-                format!(
-                    "run `imgbuild lock {}` (or build without --locked) and commit {}",
-                    recipe_path.display(),
-                    lock_path.display()
-                )
-            } else {
-                format!(
-                    "build without --locked to update it, then commit {}",
-                    lock_path.display()
-                )
-            };
+            let help = format!(
+                "run `imgbuild lock {}` (or build without --locked) and commit {}",
+                recipe_path.display(),
+                lock_path.display()
+            );
             return Err(SourceError::Locked {
                 path: lock_path,
                 message: why,
@@ -141,6 +147,22 @@ pub(crate) fn prepare(
             (resolved.lock, true)
         }
     };
+    if mode == LockMode::Offline {
+        let missing = lock
+            .packages
+            .iter()
+            .filter(|p| cache.get(&p.sha256).is_none())
+            .count();
+        if missing > 0 {
+            return Err(SourceError::NotLocal {
+                what: format!(
+                    "{missing} of the {} packages in {} are not in the store yet (a build fetches them)",
+                    lock.packages.len(),
+                    lock_path.display()
+                ),
+            });
+        }
+    }
     let paths = fetch::fetch_debs(
         &http,
         &lock.source.request.mirror,

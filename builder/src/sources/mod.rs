@@ -64,6 +64,12 @@ pub enum SourceError {
     /// Resolving, verifying or fetching Debian packages failed.
     #[error("{0}")]
     Debian(String),
+    /// A plan that may not fetch or write needs something that is not here yet.
+    #[error("not available without fetching: {what}")]
+    NotLocal {
+        /// What is missing and how to get it.
+        what: String,
+    },
     /// `--locked` and the lock is missing or out of date.
     #[error("--locked: {}: {message}\n  = help: {help}", path.display())]
     Locked {

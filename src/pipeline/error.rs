@@ -1,0 +1,49 @@
+//! Why a pipeline request failed: the error of the stage that failed, as it is.
+
+use imgbuild_builder::boot_assets::BootAssetsError;
+use imgbuild_builder::recipe::RecipeError;
+use imgbuild_builder::{BuildError, SourceError};
+use imgbuild_formats::ExportError;
+use imgbuild_registry::{PushError, RegistryError};
+use imgbuild_store::StoreError;
+
+/// A failed pipeline stage.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The recipe is not valid, or asks for something that was not given.
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+    /// Preparing the inputs (locks, bases) failed.
+    #[error(transparent)]
+    Prepare(#[from] SourceError),
+    /// The build failed.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The bootloaders a disk needs could not be fetched.
+    #[error(transparent)]
+    BootAssets(#[from] BootAssetsError),
+    /// Writing an output failed.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// Pushing the image or the cache failed.
+    #[error(transparent)]
+    Push(#[from] PushError),
+    /// Talking to a registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A push source is neither an OCI layout nor an image in the store.
+    #[error("`{name}` is neither an OCI layout directory nor an image in the store; `imgbuild store ls` lists the images")]
+    UnknownImage {
+        /// What was named.
+        name: String,
+    },
+    /// A recipe without a Debian base has nothing to lock.
+    #[error("{recipe} has no Debian base, so there is nothing to lock")]
+    NothingToLock {
+        /// The recipe file.
+        recipe: std::path::PathBuf,
+    },
+}

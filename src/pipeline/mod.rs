@@ -1,0 +1,249 @@
+//! The pipeline: typed requests in, typed outcomes out.
+//!
+//! - [`build`]: recipe -> prepare -> plan -> build -> export -> push -> cache export
+//!   (`imgbuild build`, and `imgbuild run` before it boots);
+//! - [`dry_run`]: recipe -> prepare offline -> plan, writing nothing (`build --dry-run`,
+//!   `inspect RECIPE`);
+//! - [`lock`]: recipe -> prepare every Debian unit, writing their locks (`imgbuild lock`);
+//! - [`push`]: an image of the store or an OCI layout -> a registry (`imgbuild push`).
+//!
+//! Progress goes to the request's observer as [`Progress`] events; nothing here prints.
+
+mod cache;
+mod dry_run;
+mod error;
+mod export;
+mod lock;
+mod push;
+
+pub use dry_run::StepPreview;
+pub use dry_run::{dry_run, DryRun, DryRunRequest, UnitPreview};
+pub use error::PipelineError;
+pub use lock::{lock, LockOutcome, LockRequest, LockedUnit};
+pub use push::{push, PushRequest, PushSource};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use imgbuild_builder::recipe::{Recipe, StepOp};
+use imgbuild_builder::{BuildOptions, BuildReport, LockMode, Progress};
+use imgbuild_formats::{Artifact, Format, StoredImage};
+use imgbuild_registry::{CacheImport, Client, PushReport, Reference, RegistryFetcher};
+use imgbuild_store::{Compression, Store};
+
+/// What to build and where it goes.
+pub struct BuildRequest {
+    /// The recipe file.
+    pub recipe: PathBuf,
+    /// The store directory.
+    pub store: PathBuf,
+    /// The formats to write (each once, in a fixed order).
+    pub formats: Vec<Format>,
+    /// The output directory.
+    pub out: PathBuf,
+    /// Layer compression.
+    pub compression: Compression,
+    /// `SOURCE_DATE_EPOCH`.
+    pub epoch: u64,
+    /// How the Debian locks are used.
+    pub lock_mode: LockMode,
+    /// Build secrets: id and host file.
+    pub secrets: Vec<(String, PathBuf)>,
+    /// References to push the image to.
+    pub push: Vec<Reference>,
+    /// Where to export the step cache.
+    pub cache_to: Option<Reference>,
+    /// Step caches to import first.
+    pub cache_from: Vec<Reference>,
+    /// Talks to registries.
+    pub registry: Arc<Client>,
+}
+
+impl BuildRequest {
+    /// Building `recipe` into `store` as `format` into `out`, with every default: zstd
+    /// layers, epoch 0, the lock updated as needed, no secrets, no push, no cache.
+    pub fn new(
+        recipe: PathBuf,
+        store: PathBuf,
+        format: Format,
+        out: PathBuf,
+        registry: Arc<Client>,
+    ) -> Self {
+        Self {
+            recipe,
+            store,
+            formats: vec![format],
+            out,
+            compression: Compression::Zstd,
+            epoch: 0,
+            lock_mode: LockMode::Update,
+            secrets: Vec::new(),
+            push: Vec::new(),
+            cache_to: None,
+            cache_from: Vec::new(),
+            registry,
+        }
+    }
+}
+
+/// What a build did.
+#[derive(Debug, serde::Serialize)]
+pub struct BuildOutcome {
+    /// The build itself: image, digest, steps.
+    #[serde(flatten)]
+    pub report: BuildReport,
+    /// Every output written.
+    pub artifacts: Vec<Artifact>,
+    /// Every push.
+    pub pushed: Vec<PushReport>,
+    /// Every cache imported.
+    pub cache_from: Vec<CacheImport>,
+    /// The cache export.
+    pub cache_to: Option<PushReport>,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// The progress observer of a request.
+pub type Observer<'a> = &'a (dyn Fn(&Progress<'_>) + Sync);
+
+/// Builds the recipe, writes every requested format, pushes, exports the cache.
+pub fn build(
+    request: &BuildRequest,
+    progress: Observer<'_>,
+) -> Result<BuildOutcome, PipelineError> {
+    let start = Instant::now();
+    let note = |text: &str| progress(&Progress::Note(text));
+    let recipe = imgbuild_builder::recipe::load(&request.recipe)?;
+    check_secrets(&recipe, &request.secrets)?;
+    let mut store = Store::open(&request.store)?;
+    store.set_fetcher(Box::new(RegistryFetcher::new(Arc::clone(
+        &request.registry,
+    ))));
+    let cache_from = cache::import_all(&request.registry, &store, &request.cache_from, &note);
+    let options = BuildOptions {
+        epoch: request.epoch,
+        compression: request.compression,
+        progress,
+        lock_mode: request.lock_mode,
+        secrets: request.secrets.iter().cloned().collect(),
+        registry: &request.registry,
+    };
+    // The refs the build sets are taken back if an export fails.
+    let tags: Vec<String> = recipe
+        .image
+        .tags
+        .iter()
+        .map(|t| format!("{}:{t}", recipe.image.name))
+        .collect();
+    let refs = store.ref_rollback(&tags)?;
+    let report = imgbuild_builder::build(&store, &recipe, &options)
+        .map_err(|e| located_build_error(&recipe, e))?;
+    let image = StoredImage::load(&store, &report.image, &report.tags, &report.digest)?;
+    let artifacts = export::export_all(&store, &recipe, &image, request, &note)?;
+    refs.keep();
+    let hits = report
+        .steps
+        .iter()
+        .filter(|s| s.cache == imgbuild_builder::CacheOutcome::Hit)
+        .count();
+    note(&format!(
+        "built {}:{} {} in {:.2}s ({hits}/{} steps cached)",
+        report.image,
+        report.tags.join(","),
+        report.digest,
+        start.elapsed().as_secs_f64(),
+        report.steps.len()
+    ));
+    let mut pushed = Vec::new();
+    for target in &request.push {
+        let done = imgbuild_registry::push_image(
+            &request.registry,
+            &store,
+            &report.digest,
+            imgbuild_store::oci::MEDIA_TYPE_MANIFEST,
+            target,
+        )?;
+        note(&format!(
+            "pushed {} ({} blobs uploaded, {} already there)",
+            done.reference,
+            done.uploaded.len(),
+            done.skipped.len()
+        ));
+        pushed.push(done);
+    }
+    let cache_to = match &request.cache_to {
+        Some(target) => Some(cache::export(
+            &request.registry,
+            &store,
+            &report,
+            target,
+            &note,
+        )?),
+        None => None,
+    };
+    Ok(BuildOutcome {
+        report,
+        artifacts,
+        pushed,
+        cache_from,
+        cache_to,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Every secret a `run` step names must be given, before anything runs.
+fn check_secrets(recipe: &Recipe, given: &[(String, PathBuf)]) -> Result<(), PipelineError> {
+    for (_, step) in recipe.all_steps() {
+        let StepOp::Run(run) = &step.op else {
+            continue;
+        };
+        if let Some(id) = run
+            .secrets
+            .iter()
+            .find(|id| !given.iter().any(|(g, _)| g == *id))
+        {
+            let e = recipe
+                .step_error(
+                    step,
+                    &format!("\"{id}\""),
+                    format!(
+                        "step {} needs the secret `{id}`, which was not given",
+                        step.number
+                    ),
+                )
+                .help(format!("pass it with --secret id={id},src=FILE"));
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+/// A build error that is a mistake in the recipe, pointed at in it; any other as it is.
+fn located_build_error(recipe: &Recipe, e: imgbuild_builder::BuildError) -> PipelineError {
+    use imgbuild_builder::{BuildError, StepError};
+    if let BuildError::Step(StepError::NothingInStage { step, path }) = &e {
+        let found = recipe.all_steps().find_map(|(_, s)| match &s.op {
+            StepOp::Copy {
+                source,
+                from_stage: Some(stage),
+                ..
+            } if s.number == *step && source == path => Some((s, stage)),
+            _ => None,
+        });
+        if let Some((s, stage)) = found {
+            return recipe
+                .step_error(
+                    s,
+                    "",
+                    format!("step {step} copies {path}, but stage `{stage}` has nothing there"),
+                )
+                .help(format!(
+                    "check the path, or make an earlier step of [stage.{stage}] create it"
+                ))
+                .into();
+        }
+    }
+    e.into()
+}
