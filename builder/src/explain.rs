@@ -197,11 +197,15 @@ fn first_change(was: &[KeyInput], now: &[KeyInput], below: Option<Option<usize>>
 
 /// Where the record of `recipe` lives.
 fn record_path(store: &Store, recipe: &Path) -> std::path::PathBuf {
-    let absolute = std::path::absolute(recipe).unwrap_or_else(|_| recipe.to_owned());
+    let absolute = absolute(recipe);
     let id = Digest::of(absolute.as_os_str().as_encoded_bytes());
     store
         .bucket(Bucket::Plans)
         .join(format!("{}.json", id.hex()))
+}
+
+fn absolute(recipe: &Path) -> std::path::PathBuf {
+    std::path::absolute(recipe).unwrap_or_else(|_| recipe.to_owned())
 }
 
 /// The record of `recipe`'s last build in `store`, if one is there and readable.
@@ -216,12 +220,13 @@ pub fn load(store: &Store, recipe: &Path) -> Option<PlanRecord> {
 pub fn save(store: &Store, recipe: &Path, plan: &Plan) -> std::io::Result<()> {
     let record = PlanRecord {
         version: RECORD_VERSION,
-        recipe: recipe.display().to_string(),
+        recipe: absolute(recipe).display().to_string(),
         units: plan.units().map(unit_record).collect(),
     };
     let path = record_path(store, recipe);
     let dir = store.bucket(Bucket::Plans);
     fs_err::create_dir_all(&dir)?;
+    // Recipes are named by their absolute path: `gc` drops the records of deleted ones.
     let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
     serde_json::to_writer(&mut tmp, &record)?;
     tmp.persist(&path).map_err(|e| e.error)?;

@@ -107,9 +107,8 @@ impl Store {
                 Bucket::Blobs => {}
                 Bucket::Tmp => self.gc_tmp(&mut report)?,
                 Bucket::Unpacked => self.gc_unpacked_of_gone_layers(&mut report)?,
-                Bucket::BootAssets | Bucket::Plans => {
-                    self.gc_records(bucket, cutoff, &mut report)?;
-                }
+                Bucket::BootAssets => self.gc_records(bucket, cutoff, &mut report)?,
+                Bucket::Plans => self.gc_plans(&mut report)?,
             }
         }
         self.with_index(crate::index::Index::checkpoint)?;
@@ -274,6 +273,26 @@ impl Store {
             let written = std::fs::symlink_metadata(&path)
                 .map_or(0, |m| std::os::unix::fs::MetadataExt::mtime(&m));
             if written <= cutoff {
+                self.remove_other(&path, report)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the plan records of recipes that are gone (unreadable records too); the
+    /// others stay whatever their age, for `build --explain` to compare with.
+    fn gc_plans(&self, report: &mut GcReport) -> Result<(), StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Record {
+            recipe: std::path::PathBuf,
+        }
+        for entry in fs_err::read_dir(self.bucket(Bucket::Plans))? {
+            let path = entry?.path();
+            let recipe = std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
+                .map(|r| r.recipe);
+            if !recipe.is_some_and(|r| r.is_absolute() && r.is_file()) {
                 self.remove_other(&path, report)?;
             }
         }

@@ -8,6 +8,8 @@ mod cli;
 mod common;
 mod crash;
 mod debian;
+mod dry_run;
+mod explain;
 mod includes;
 mod malformed;
 mod oci_output;
