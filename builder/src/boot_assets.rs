@@ -9,7 +9,7 @@
 //! | BIOS | `syslinux` | `usr/bin/syslinux` | the installer, run on the disk file |
 //!
 //! The packages are resolved from the recipe's Debian mirror and suite when it has one,
-//! else from bookworm on [`DEFAULT_MIRROR`](crate::debian::DEFAULT_MIRROR).
+//! else from bookworm on [`crate::debian::DEFAULT_MIRROR`].
 //! [`FetchedBootFiles::packages`] lists exactly what was used, for `recipe.lock`;
 //! [`fetch_locked`] fetches such a list again without touching the indices.
 //!

@@ -175,14 +175,14 @@ fn locked_errors_name_the_lock_file_and_a_command_that_updates_it() {
     );
     assert!(!stale.contains("recipe.lock"), "{stale}");
 
-    // A stage's lock has no recipe of its own: the advice is a build without --locked.
+    // A stage's lock is written by `imgbuild lock` of its recipe too.
     let stage = locked_failure(&["multistage.toml", "hello-c"], "multistage.toml", |_| {});
     assert!(
         stage.contains("--locked: multistage.build.lock: the lock file does not exist"),
         "{stage}"
     );
     assert!(
-        stage.contains("build without --locked to update it, then commit multistage.build.lock"),
+        stage.contains("run `imgbuild lock multistage.toml` (or build without --locked) and commit multistage.build.lock"),
         "{stage}"
     );
     assert!(!stage.contains("multistage.build.toml"), "{stage}");

@@ -313,4 +313,21 @@ fn a_stage_builds_a_binary_and_the_image_takes_only_that() {
     );
     assert_eq!(again["digest"], report["digest"]);
     assert!(cache_outcomes(&again).iter().all(|c| c == "hit"));
+    // `imgbuild lock` knows the stage's lock (up to date, so nothing is written).
+    let locked = run_ok(
+        imgbuild()
+            .arg("lock")
+            .arg(repo().join("recipes/multistage.toml"))
+            .arg("--json")
+            .arg("--store")
+            .arg(shared_store()),
+    );
+    let locked: serde_json::Value = serde_json::from_slice(&locked.stdout).unwrap();
+    assert_eq!(locked["units"][0]["unit"], "stage build", "{locked}");
+    assert_eq!(locked["units"][0]["written"], false);
+    assert!(locked["units"][0]["lock"]
+        .as_str()
+        .unwrap()
+        .ends_with("recipes/multistage.build.lock"));
+    assert!(locked["units"][0]["packages"].as_u64().unwrap() > 50);
 }
