@@ -395,7 +395,7 @@ fn boot_assets(
 ) -> Result<BootAssets, Failure> {
     let fetched =
         imgbuild_builder::boot_assets::fetch(store, from, firmware.uefi(), firmware.bios())
-            .map_err(|e| Failure::internal(super::failure::chain(&e)))?;
+            .map_err(Failure::from)?;
     for p in &fetched.packages {
         eprintln!(
             "bootloader package {} {} ({})",

@@ -35,10 +35,10 @@ pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
         let recipe = imgbuild_builder::recipe::load(&as_path)?;
         let client = args.registry.client()?;
         let base = imgbuild_builder::resolve_base(&store, &client, &recipe)
-            .map_err(|e| Failure::user(e.to_string()))?;
+            .map_err(Failure::from)?;
         let packages =
             imgbuild_builder::resolve_packages(&store, &recipe, imgbuild_builder::LockMode::Update)
-                .map_err(|e| Failure::user(e.to_string()))?;
+                .map_err(Failure::from)?;
         if !recipe.stages.is_empty() {
             return Err(Failure::user(
                 "inspect does not plan recipes with [stage.*] tables yet; `build --json` reports every key",

@@ -26,9 +26,7 @@ pub(crate) fn run(store_dir: &Path, args: LockArgs) -> Result<(), Failure> {
     } else {
         LockMode::Update
     };
-    let Some(sets) = imgbuild_builder::resolve_packages(&store, &recipe, mode)
-        .map_err(|e| Failure::user(e.to_string()))?
-    else {
+    let Some(sets) = imgbuild_builder::resolve_packages(&store, &recipe, mode)? else {
         return Err(Failure::user(format!(
             "{} has no Debian base, so there is nothing to lock",
             args.recipe.display()

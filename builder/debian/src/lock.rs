@@ -131,6 +131,14 @@ pub enum LockError {
     },
 }
 
+impl LockError {
+    /// True when the user has to fix the lock file (or its directory); only a failed
+    /// serialization is imgbuild's fault.
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self, Self::Serialize(_))
+    }
+}
+
 /// Builds the lock for a resolution of `request` against `release`.
 pub fn lock_from_resolution(
     request: &DebianRequest,

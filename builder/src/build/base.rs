@@ -26,7 +26,7 @@ pub(super) fn import_base(
     Ok(match &recipe.base {
         Base::Debian(_) => {
             let sets = packages
-                .ok_or_else(|| SourceError::Debian("Debian base without packages".into()))?;
+                .ok_or_else(|| SourceError::Internal("Debian base without packages"))?;
             if sets.base.is_empty() {
                 return Ok(BaseImage::default());
             }

@@ -66,7 +66,7 @@ impl StepContext<'_> {
             )?,
             StepOp::Packages { .. } => {
                 let sets = packages.ok_or_else(|| {
-                    SourceError::Debian("packages step without a Debian base".into())
+                    SourceError::Internal("packages step without a Debian base")
                 })?;
                 let list = sets.steps.get(&number).cloned().unwrap_or_default();
                 let install = Install {

@@ -61,9 +61,27 @@ pub enum SourceError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Resolving, verifying or fetching Debian packages failed.
+    /// The Debian mirror's Release could not be fetched or verified.
     #[error("{0}")]
-    Debian(String),
+    Release(#[from] crate::debian::release::ReleaseError),
+    /// A Debian `Packages` index could not be fetched or read.
+    #[error("{0}")]
+    Index(#[from] crate::debian::index::IndexError),
+    /// The Debian packages could not be resolved (an unknown package, a conflict).
+    #[error("{0}")]
+    Resolve(#[from] crate::debian::resolve::ResolveError),
+    /// A `.deb` could not be downloaded or verified.
+    #[error("{0}")]
+    Fetch(#[from] crate::debian::fetch::FetchError),
+    /// The lock file could not be read, written or used.
+    #[error("{0}")]
+    Lock(#[from] crate::debian::lock::LockError),
+    /// A fetched `.deb` could not be read.
+    #[error("{0}")]
+    Deb(#[from] crate::debian::deb::DebError),
+    /// imgbuild reached a state it should not (a bug): the message says which.
+    #[error("internal error: {0}; please report it")]
+    Internal(&'static str),
     /// `--locked` and the lock is missing or out of date.
     #[error("--locked: {}: {message}\n  = help: {help}", path.display())]
     Locked {
@@ -74,6 +92,43 @@ pub enum SourceError {
         /// The command that updates it.
         help: String,
     },
+}
+
+impl From<crate::debian::DebianError> for SourceError {
+    fn from(e: crate::debian::DebianError) -> Self {
+        use crate::debian::DebianError as D;
+        match e {
+            D::Release(e) => e.into(),
+            D::Index(e) => e.into(),
+            D::Resolve(e) => e.into(),
+        }
+    }
+}
+
+impl SourceError {
+    /// True when the user has to fix something (a path, a base image, the recipe's
+    /// Debian packages, the lock); false for an unreachable mirror or registry, a failing
+    /// store and imgbuild's own bugs.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Io(_)
+            | Self::Walk { .. }
+            | Self::Unsupported { .. }
+            | Self::BadImage { .. }
+            | Self::Layer { .. }
+            | Self::Unresolved { .. }
+            | Self::Locked { .. } => true,
+            Self::Pull(e) => e.is_user_error(),
+            Self::Store(e) => e.is_user_error(),
+            Self::Release(e) => e.is_user_error(),
+            Self::Index(e) => e.is_user_error(),
+            Self::Resolve(e) => e.is_user_error(),
+            Self::Fetch(e) => e.is_user_error(),
+            Self::Lock(e) => e.is_user_error(),
+            Self::Deb(e) => e.is_user_error(),
+            Self::Internal(_) => false,
+        }
+    }
 }
 
 /// sha256 of a file's bytes.
