@@ -65,8 +65,9 @@ pub(crate) struct Failure {
     pub(crate) message: String,
     pub(crate) code: u8,
     kind: Kind,
-    /// The file, line and column (both 0 when only the file is known).
-    location: Option<(PathBuf, usize, usize)>,
+    /// The file, line and column (both 0 when only the file is known), and the message
+    /// without the quoted line, for `--json`.
+    location: Option<(PathBuf, usize, usize, String)>,
 }
 
 impl Failure {
@@ -101,16 +102,17 @@ impl Failure {
 
     /// The `--json` form: `{"error": {"message", "kind", "file", "line", "column"}}`.
     pub(crate) fn to_json(&self) -> serde_json::Value {
-        let (file, line, column) = match &self.location {
-            Some((file, line, column)) => (
+        let (file, line, column, message) = match &self.location {
+            Some((file, line, column, message)) => (
                 Some(file.display().to_string()),
                 (*line > 0).then_some(*line),
                 (*line > 0).then_some(*column),
+                message,
             ),
-            None => (None, None, None),
+            None => (None, None, None, &self.message),
         };
         serde_json::json!({"error": {
-            "message": self.message,
+            "message": message,
             "kind": self.kind.as_str(),
             "file": file,
             "line": line,
@@ -152,7 +154,11 @@ fn network_in_chain(err: &(dyn Error + 'static)) -> bool {
 impl From<RecipeError> for Failure {
     fn from(e: RecipeError) -> Self {
         let mut failure = Self::new(e.to_string(), e.is_user_error(), Kind::Recipe);
-        failure.location = Some((e.file.clone(), e.line, e.column));
+        let message = match &e.help {
+            Some(help) => format!("{}; {help}", e.message),
+            None => e.message.clone(),
+        };
+        failure.location = Some((e.file.clone(), e.line, e.column, message));
         failure
     }
 }
@@ -171,9 +177,11 @@ fn source_kind(e: &SourceError) -> Kind {
         S::Pull(_) | S::Unresolved { .. } => Kind::Registry,
         S::Store(_) => Kind::Store,
         S::Internal(_) => Kind::Internal,
-        S::Io(_) | S::Walk { .. } | S::Unsupported { .. } | S::BadImage { .. } | S::Layer { .. } => {
-            Kind::Source
-        }
+        S::Io(_)
+        | S::Walk { .. }
+        | S::Unsupported { .. }
+        | S::BadImage { .. }
+        | S::Layer { .. } => Kind::Source,
     }
 }
 

@@ -34,8 +34,8 @@ pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
     if as_path.is_file() {
         let recipe = imgbuild_builder::recipe::load(&as_path)?;
         let client = args.registry.client()?;
-        let base = imgbuild_builder::resolve_base(&store, &client, &recipe)
-            .map_err(Failure::from)?;
+        let base =
+            imgbuild_builder::resolve_base(&store, &client, &recipe).map_err(Failure::from)?;
         let packages =
             imgbuild_builder::resolve_packages(&store, &recipe, imgbuild_builder::LockMode::Update)
                 .map_err(Failure::from)?;
@@ -50,7 +50,7 @@ pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
             stages: &std::collections::BTreeMap::new(),
         };
         let plan = imgbuild_builder::plan::plan(&recipe, args.source_date_epoch, &inputs)
-            .map_err(|e| Failure::user(e.to_string()))?;
+            .map_err(Failure::from)?;
         let mut steps = Vec::new();
         for s in &plan.steps {
             let cached = store.cache_get(&s.key)?.is_some();

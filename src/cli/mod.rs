@@ -136,8 +136,8 @@ enum Command {
 pub(crate) fn parse() -> (Cli, bool) {
     let matches = Cli::command().get_matches();
     let json = wants_json(&matches);
-    let cli = Cli::from_arg_matches(&matches)
-        .unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
+    let cli =
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
     (cli, json)
 }
 

@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod crash;
 mod debian;
+mod errors;
 mod includes;
 mod malformed;
 mod oci_output;

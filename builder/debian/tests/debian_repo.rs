@@ -540,7 +540,10 @@ fn tampered_deb_is_rejected() {
         err.to_string().contains("victim 1.0: hash mismatch"),
         "{err}"
     );
-    assert!(!err.is_user_error(), "a tampered mirror is not the user's mistake");
+    assert!(
+        !err.is_user_error(),
+        "a tampered mirror is not the user's mistake"
+    );
     assert!(
         c.get(&m.expected).is_none(),
         "a bad blob must not enter the cache"
@@ -610,7 +613,10 @@ fn signatures() {
         err.to_string().contains("fetching the signed Release"),
         "{err}"
     );
-    assert!(err.is_user_error(), "a 404 means a wrong suite or mirror URL: {err}");
+    assert!(
+        err.is_user_error(),
+        "a 404 means a wrong suite or mirror URL: {err}"
+    );
 }
 
 #[test]
@@ -639,7 +645,10 @@ fn packages_index_checked_against_release() {
     )
     .unwrap_err();
     assert!(matches!(err, index::IndexError::Mismatch { .. }), "{err}");
-    assert!(!err.is_user_error(), "an inconsistent mirror is not the user's mistake");
+    assert!(
+        !err.is_user_error(),
+        "an inconsistent mirror is not the user's mistake"
+    );
     let err = index::fetch_packages(
         &http,
         &f.mirror,

@@ -25,8 +25,8 @@ pub(super) fn import_base(
 ) -> Result<BaseImage, BuildError> {
     Ok(match &recipe.base {
         Base::Debian(_) => {
-            let sets = packages
-                .ok_or_else(|| SourceError::Internal("Debian base without packages"))?;
+            let sets =
+                packages.ok_or_else(|| SourceError::Internal("Debian base without packages"))?;
             if sets.base.is_empty() {
                 return Ok(BaseImage::default());
             }

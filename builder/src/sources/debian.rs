@@ -156,15 +156,11 @@ pub(crate) fn prepare(
         .zip(paths)
         .collect();
     let (universe, essential) = universe_from_debs(&lock, &debs, &from.architecture)?;
-    let variant: Variant = from
-        .variant
-        .parse()
-        .map_err(SourceError::from)?;
+    let variant: Variant = from.variant.parse().map_err(SourceError::from)?;
     let by_name: BTreeMap<&str, &LockedPackage> =
         lock.packages.iter().map(|p| (p.name.as_str(), p)).collect();
     let resolve = |names: &[String]| -> Result<BTreeSet<String>, SourceError> {
-        let r = debian::resolve::resolve(&universe, variant, names)
-            .map_err(SourceError::from)?;
+        let r = debian::resolve::resolve(&universe, variant, names).map_err(SourceError::from)?;
         Ok(r.packages.into_iter().map(|p| p.name).collect())
     };
     let mut installed = resolve(&[])?;
@@ -236,7 +232,7 @@ fn universe_from_debs(
             p.filename, p.size, p.sha256
         ));
     }
-    let records = debian::index::parse_packages("recipe.lock", "main", &text)
-        .map_err(SourceError::from)?;
+    let records =
+        debian::index::parse_packages("recipe.lock", "main", &text).map_err(SourceError::from)?;
     Ok((Universe::new(records, arch, "the lock"), essential))
 }
