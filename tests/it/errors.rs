@@ -90,7 +90,7 @@ fn malformed_recipes_with_json_print_one_located_error_and_exit_2() {
 }
 
 #[test]
-fn a_syntax_error_is_located_exactly() {
+fn a_bad_value_is_located_by_inspect_too() {
     // `tests/fixtures/bad/bad-name.toml`: the value `"My Image"` starts at line 3, column 8.
     let tmp = tempfile::tempdir().unwrap();
     let case = repo().join("tests/fixtures/bad/bad-name.toml");
@@ -202,4 +202,28 @@ fn an_unknown_debian_package_is_the_users_mistake_and_exits_2() {
             .contains("no-such-package-imgbuild"),
         "{json}"
     );
+}
+
+#[test]
+fn a_bad_flag_with_json_is_a_usage_error() {
+    let out = imgbuild()
+        .args(["build", "x.toml", "--format", "floppy", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["error"]["kind"], "usage", "{json}");
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(message.contains("choose one of"), "{message}");
+    assert!(
+        !message.contains('\u{1b}'),
+        "terminal colours in {message:?}"
+    );
+    // A missing recipe file is the user's too, and names the file.
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.toml");
+    let (out, json) = run_json(&["build"], &missing, &tmp.path().join("store"));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(json["error"]["file"].as_str(), missing.to_str(), "{json}");
+    assert!(json["error"]["line"].is_null(), "{json}");
 }

@@ -385,6 +385,25 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_or_stale_lock_is_the_users_to_fix() {
+        let text = lock().to_toml().unwrap();
+        let errors = [
+            Lockfile::from_toml(Path::new("x"), "lock_version = \"").unwrap_err(),
+            Lockfile::from_toml(Path::new("x"), &text.replace("pool/z.deb", "../z.deb"))
+                .unwrap_err(),
+            lock()
+                .check_matches(&DebianRequest {
+                    suite: "trixie".into(),
+                    ..req()
+                })
+                .unwrap_err(),
+        ];
+        for e in errors {
+            assert!(e.is_user_error(), "{e}");
+        }
+    }
+
+    #[test]
     fn wrong_version() {
         let text = lock()
             .to_toml()

@@ -137,3 +137,29 @@ pub(crate) fn file_digest(path: &Path) -> Result<Digest, SourceError> {
     std::io::copy(&mut fs_err::File::open(path)?, &mut hasher)?;
     Ok(hasher.finish().0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::debian::{http::HttpError, release::ReleaseError, resolve::ResolveError};
+
+    #[test]
+    fn debian_errors_keep_their_type_and_their_class() {
+        let unknown = SourceError::from(crate::debian::DebianError::from(
+            ResolveError::UnknownVariant("tiny".into()),
+        ));
+        assert!(matches!(unknown, SourceError::Resolve(_)), "{unknown:?}");
+        assert!(unknown.is_user_error());
+        let not_found = SourceError::from(ReleaseError::Fetch(HttpError::NotFound {
+            url: "http://mirror/dists/nosuch/InRelease".into(),
+        }));
+        assert!(
+            not_found.is_user_error(),
+            "a 404 means a wrong suite or mirror"
+        );
+        // The typed error stays reachable as the source, for callers that classify.
+        let source = std::error::Error::source(&not_found).expect("a source");
+        assert!(source.downcast_ref::<ReleaseError>().is_some());
+        assert!(!SourceError::Internal("x").is_user_error());
+    }
+}
