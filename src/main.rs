@@ -3,24 +3,27 @@
 
 mod cli;
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let args = cli::Cli::parse();
+    let (args, json) = cli::parse();
     // Without root, everything runs as root of a user namespace mapped to the invoking
     // user's subuid range, so sandboxed steps can own files as any user (as buildah does).
     // Without a subuid range only steps that need the sandbox fail, and they say why.
     if imgbuild_builder::sandbox::IdMap::for_current_user().is_ok() {
         if let Err(e) = imgbuild_builder::sandbox::reexec_in_user_namespace() {
-            eprintln!("error: {e}");
-            return std::process::ExitCode::from(2);
+            return fail(&cli::Failure::user(e.to_string()), json);
         }
     }
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("error: {}", failure.message);
-            std::process::ExitCode::from(failure.code)
-        }
+        Err(failure) => fail(&failure, json),
     }
+}
+
+/// Reports `failure` on stderr and, for `--json`, as one JSON object on stdout.
+fn fail(failure: &cli::Failure, json: bool) -> std::process::ExitCode {
+    eprintln!("error: {}", failure.message);
+    if json {
+        println!("{:#}", failure.to_json());
+    }
+    std::process::ExitCode::from(failure.code)
 }

@@ -87,6 +87,20 @@ pub enum BootAssetsError {
     Store(#[from] imgbuild_store::StoreError),
 }
 
+impl BootAssetsError {
+    /// True when the user has to fix something (the mirror, keyring or suite of the
+    /// recipe's Debian base, a pinned version); false for an unreachable mirror.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Resolve { source, .. } => source.is_user_error(),
+            Self::Fetch(e) => e.is_user_error(),
+            Self::Deb(e) => e.is_user_error(),
+            Self::MissingFile { .. } => true,
+            Self::Store(e) => e.is_user_error(),
+        }
+    }
+}
+
 /// The bootloader binaries and the packages they came from.
 #[derive(Debug, Clone, Default)]
 pub struct FetchedBootFiles {

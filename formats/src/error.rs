@@ -101,6 +101,29 @@ pub(crate) fn no_space(e: &std::io::Error) -> Option<bool> {
 }
 
 impl ExportError {
+    /// True when the user has to fix something: an output path in the way, a `[disk]`
+    /// size too small, an image without a kernel or init. Write failures are not.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::OutputInTheWay { .. }
+            | Self::DiskTooSmall { .. }
+            | Self::NoKernel
+            | Self::NoInit => true,
+            Self::Store(e) => e.is_user_error(),
+            Self::Io(_)
+            | Self::NoSpace { .. }
+            | Self::Write { .. }
+            | Self::Layer { .. }
+            | Self::MissingBootAssets { .. }
+            | Self::Bootloader { .. }
+            | Self::Gpt(_)
+            | Self::Fat(_)
+            | Self::Ext4(_)
+            | Self::Qcow2(_)
+            | Self::Cpio(_) => false,
+        }
+    }
+
     /// Whether this error is an ENOSPC/EDQUOT from writing (`Some(true)` for a quota).
     /// Store errors are never counted: those are the store's disk, not the output's.
     pub(crate) fn no_space(&self) -> Option<bool> {

@@ -14,7 +14,7 @@ mod units;
 
 pub(crate) use failure::Failure;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Declarative, reproducible image builds.
@@ -129,6 +129,30 @@ enum Command {
     ///   imgbuild man --dir /usr/local/share/man/man1
     #[command(verbatim_doc_comment)]
     Man(generate::ManArgs),
+}
+
+/// Parses the command line (exiting on a usage error as clap does); the flag is true
+/// when the command was given `--json`, so that a failure is reported as JSON too.
+pub(crate) fn parse() -> (Cli, bool) {
+    let matches = Cli::command().try_get_matches().unwrap_or_else(|e| {
+        // Without matches, `--json` is looked for among the raw arguments.
+        if e.use_stderr() && std::env::args_os().any(|a| a == "--json") {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let message = first.strip_prefix("error: ").unwrap_or(first);
+            println!("{:#}", Failure::user(message).to_json());
+        }
+        e.exit()
+    });
+    let json = wants_json(&matches);
+    let cli =
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
+    (cli, json)
+}
+
+fn wants_json(matches: &ArgMatches) -> bool {
+    matches!(matches.try_get_one::<bool>("json"), Ok(Some(true)))
+        || matches.subcommand().is_some_and(|(_, sub)| wants_json(sub))
 }
 
 /// Runs the parsed command line.

@@ -47,3 +47,21 @@ pub enum PipelineError {
         recipe: std::path::PathBuf,
     },
 }
+
+impl PipelineError {
+    /// True when the user has to fix something (the recipe, a flag, an input); false when
+    /// a mirror, registry or the store failed, or imgbuild did.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Recipe(e) => e.is_user_error(),
+            Self::Prepare(e) => e.is_user_error(),
+            Self::Build(e) => e.is_user_error(),
+            Self::Store(e) => e.is_user_error(),
+            Self::BootAssets(e) => e.is_user_error(),
+            Self::Export(e) => e.is_user_error(),
+            Self::Push(e) => e.is_user_error(),
+            Self::Registry(e) => e.is_user_error(),
+            Self::UnknownImage { .. } | Self::NothingToLock { .. } => true,
+        }
+    }
+}

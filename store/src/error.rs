@@ -73,6 +73,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the user has to act (wait for or stop a `store gc`, upgrade imgbuild
+    /// or pick another store); false when the store or its disk failed.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::SchemaTooNew { .. } | Self::LockTimeout { .. } => true,
+            Self::Io(_)
+            | Self::Index { .. }
+            | Self::MissingBlob(_)
+            | Self::DigestMismatch { .. }
+            | Self::CorruptBlob { .. }
+            | Self::NoSpace { .. }
+            | Self::Json { .. } => false,
+        }
+    }
+
     pub(crate) fn index(path: &std::path::Path) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
         move |source| {
             if matches!(

@@ -33,6 +33,16 @@ pub enum DebError {
     },
 }
 
+impl DebError {
+    /// Always false: a `.deb` is read after its hash was verified, so a bad one is the
+    /// mirror's or the disk's fault.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Io { .. } | Self::Format { .. } => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Member {
     name: String,

@@ -56,6 +56,18 @@ pub enum FetchError {
     },
 }
 
+impl FetchError {
+    /// True when the user has to fix something (a corrupt or stale lock); an
+    /// unreachable or corrupt mirror is not.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Download { source, .. } => source.is_user_error(),
+            Self::BadDigest { .. } => true,
+            Self::HashMismatch(_) | Self::Cache { .. } => false,
+        }
+    }
+}
+
 /// Details of [`FetchError::HashMismatch`].
 #[derive(Debug, thiserror::Error)]
 #[error("{package} {version}: hash mismatch for {url}: expected sha256 {expected} ({expected_size} bytes), found sha256 {found} ({found_size} bytes); the mirror is corrupt or tampered with, or the lock is stale")]

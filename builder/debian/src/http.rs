@@ -38,6 +38,14 @@ pub enum HttpError {
     },
 }
 
+impl HttpError {
+    /// True when the user has to fix something: a 404 means a wrong mirror URL or suite,
+    /// or a lock naming files the mirror no longer has. A failed connection is not.
+    pub fn is_user_error(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+}
+
 /// How many times a request is tried before giving up.
 pub const ATTEMPTS: u32 = 3;
 

@@ -90,6 +90,22 @@ pub enum IndexError {
     },
 }
 
+impl IndexError {
+    /// True when the user has to fix something (`components`, the architecture, the
+    /// mirror URL); an unreachable or inconsistent mirror is not.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::NotInRelease { .. } => true,
+            Self::Fetch(source) => source.is_user_error(),
+            Self::Mismatch { .. }
+            | Self::Cache { .. }
+            | Self::Decompress { .. }
+            | Self::Control { .. }
+            | Self::Stanza { .. } => false,
+        }
+    }
+}
+
 /// `Multi-Arch` (multiarch spec, Policy §5.6.x "Multi-Arch" in dpkg's deb-control(5)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MultiArch {

@@ -113,6 +113,17 @@ pub enum DebianError {
     Resolve(#[from] resolve::ResolveError),
 }
 
+impl DebianError {
+    /// True when the user has to fix something (see each error's `is_user_error`).
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Release(e) => e.is_user_error(),
+            Self::Index(e) => e.is_user_error(),
+            Self::Resolve(e) => e.is_user_error(),
+        }
+    }
+}
+
 /// Everything one resolution produced.
 #[derive(Debug, Clone)]
 pub struct Resolved {

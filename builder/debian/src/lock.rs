@@ -131,6 +131,14 @@ pub enum LockError {
     },
 }
 
+impl LockError {
+    /// True when the user has to fix the lock file (or its directory); only a failed
+    /// serialization is imgbuild's fault.
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self, Self::Serialize(_))
+    }
+}
+
 /// Builds the lock for a resolution of `request` against `release`.
 pub fn lock_from_resolution(
     request: &DebianRequest,
@@ -374,6 +382,25 @@ mod tests {
             Lockfile::from_toml(Path::new("x"), &bad),
             Err(LockError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn a_bad_or_stale_lock_is_the_users_to_fix() {
+        let text = lock().to_toml().unwrap();
+        let errors = [
+            Lockfile::from_toml(Path::new("x"), "lock_version = \"").unwrap_err(),
+            Lockfile::from_toml(Path::new("x"), &text.replace("pool/z.deb", "../z.deb"))
+                .unwrap_err(),
+            lock()
+                .check_matches(&DebianRequest {
+                    suite: "trixie".into(),
+                    ..req()
+                })
+                .unwrap_err(),
+        ];
+        for e in errors {
+            assert!(e.is_user_error(), "{e}");
+        }
     }
 
     #[test]

@@ -114,6 +114,23 @@ pub enum ReleaseError {
     },
 }
 
+impl ReleaseError {
+    /// True when the user has to fix something: the keyring, the suite, or a mirror
+    /// whose Release does not verify. An unreachable mirror or a malformed Release is not.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Fetch(source) => source.is_user_error(),
+            Self::KeyringRead { .. }
+            | Self::KeyringInvalid { .. }
+            | Self::NotSigned { .. }
+            | Self::BadSignature { .. }
+            | Self::WrongSuite { .. }
+            | Self::Expired { .. } => true,
+            Self::Parse { .. } | Self::Field { .. } => false,
+        }
+    }
+}
+
 /// One file listed in the Release's `SHA256` field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {

@@ -109,6 +109,19 @@ pub enum ResolveError {
     Conflict(Box<Conflict>),
 }
 
+impl ResolveError {
+    /// Always true: an unknown variant or package, or packages that cannot be installed
+    /// together, are the recipe's to fix.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::UnknownVariant(_)
+            | Self::BadRequest { .. }
+            | Self::Unsatisfiable { .. }
+            | Self::Conflict(_) => true,
+        }
+    }
+}
+
 /// Details of [`ResolveError::Conflict`].
 #[derive(Debug, thiserror::Error)]
 #[error("conflicting packages: {package} {version} {kind}: {relation}, but {other} {other_version} is selected (needed by {other_chain}; {package} needed by {chain})")]

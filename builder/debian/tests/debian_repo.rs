@@ -424,7 +424,10 @@ fn variants() {
 
 fn unsat(u: &Universe, req: &[&str]) -> String {
     match resolve::resolve(u, Variant::Custom, &strs(req)) {
-        Err(e @ ResolveError::Unsatisfiable { .. }) => e.to_string(),
+        Err(e @ ResolveError::Unsatisfiable { .. }) => {
+            assert!(e.is_user_error(), "{e}");
+            e.to_string()
+        }
         other => panic!("expected unsatisfiable for {req:?}, got {other:?}"),
     }
 }
@@ -538,6 +541,10 @@ fn tampered_deb_is_rejected() {
         "{err}"
     );
     assert!(
+        !err.is_user_error(),
+        "a tampered mirror is not the user's mistake"
+    );
+    assert!(
         c.get(&m.expected).is_none(),
         "a bad blob must not enter the cache"
     );
@@ -546,6 +553,7 @@ fn tampered_deb_is_rejected() {
     bad[0].sha256 = "../../escape".into();
     let err = fetch::fetch_debs(&Http::new(), &f.mirror, &bad, &c, 2).unwrap_err();
     assert!(matches!(err, FetchError::BadDigest { .. }), "{err}");
+    assert!(err.is_user_error(), "a corrupt lock is the user's to fix");
     assert!(
         fs_err::read_dir(c.staging_dir()).unwrap().next().is_none(),
         "staging not cleaned"
@@ -560,6 +568,7 @@ fn signatures() {
     // Unknown key.
     let err = release::fetch_release(&http, &f.mirror, SUITE, &f.other_keyring, &opts).unwrap_err();
     assert!(matches!(err, ReleaseError::BadSignature { .. }), "{err}");
+    assert!(err.is_user_error(), "{err}");
     // Tampered signed text.
     let text =
         fs_err::read_to_string(f.root.join(format!("repo/dists/{SUITE}/InRelease"))).unwrap();
@@ -570,6 +579,7 @@ fn signatures() {
     // Unsigned.
     let err = release::verify_and_parse("x", SUITE, "Origin: x\n", &f.keyring, &opts).unwrap_err();
     assert!(matches!(err, ReleaseError::NotSigned { .. }), "{err}");
+    assert!(err.is_user_error(), "{err}");
     // Good signature, but another suite was requested.
     let err = release::verify_and_parse("x", "bookworm", &text, &f.keyring, &opts).unwrap_err();
     assert!(matches!(err, ReleaseError::WrongSuite { .. }), "{err}");
@@ -585,6 +595,7 @@ fn signatures() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("debian-archive-keyring"), "{err}");
+    assert!(err.is_user_error(), "{err}");
     // Valid-Until in the past: refused unless allowed (snapshots).
     let err = release::fetch_release(&http, &f.mirror, "expired", &f.keyring, &opts).unwrap_err();
     assert!(matches!(err, ReleaseError::Expired { .. }), "{err}");
@@ -601,6 +612,10 @@ fn signatures() {
     assert!(
         err.to_string().contains("fetching the signed Release"),
         "{err}"
+    );
+    assert!(
+        err.is_user_error(),
+        "a 404 means a wrong suite or mirror URL: {err}"
     );
 }
 
@@ -630,6 +645,10 @@ fn packages_index_checked_against_release() {
     )
     .unwrap_err();
     assert!(matches!(err, index::IndexError::Mismatch { .. }), "{err}");
+    assert!(
+        !err.is_user_error(),
+        "an inconsistent mirror is not the user's mistake"
+    );
     let err = index::fetch_packages(
         &http,
         &f.mirror,
@@ -644,4 +663,21 @@ fn packages_index_checked_against_release() {
         matches!(err, index::IndexError::NotInRelease { .. }),
         "{err}"
     );
+}
+
+#[test]
+fn an_unreachable_mirror_is_not_the_users_mistake() {
+    // Nothing listens on the discard port: the connection is refused (after the retries).
+    let err = release::fetch_release(
+        &Http::new(),
+        "http://127.0.0.1:9/debian",
+        SUITE,
+        Path::new(release::DEFAULT_KEYRING),
+        &ReleaseOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ReleaseError::Fetch(_)), "{err}");
+    assert!(!err.is_user_error(), "{err}");
+    let err = imgbuild_debian::DebianError::from(err);
+    assert!(!err.is_user_error(), "{err}");
 }

@@ -75,3 +75,17 @@ pub enum BuildError {
         source: imgbuild_store::tarball::LayerReadError,
     },
 }
+
+impl BuildError {
+    /// True when the user has to fix something (the recipe, its inputs, its lock, a
+    /// flag); false for a step that failed, an unreachable mirror or registry, the store.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Source(e) => e.is_user_error(),
+            Self::Step(e) => e.is_user_error(),
+            Self::Store(e) => e.is_user_error(),
+            Self::MissingSecret { .. } => true,
+            Self::Layer { .. } => false,
+        }
+    }
+}

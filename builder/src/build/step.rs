@@ -65,9 +65,8 @@ impl StepContext<'_> {
                 &mut on_line,
             )?,
             StepOp::Packages { .. } => {
-                let sets = packages.ok_or_else(|| {
-                    SourceError::Debian("packages step without a Debian base".into())
-                })?;
+                let sets = packages
+                    .ok_or_else(|| SourceError::Internal("packages step without a Debian base"))?;
                 let list = sets.steps.get(&number).cloned().unwrap_or_default();
                 let install = Install {
                     packages: &list,

@@ -26,6 +26,11 @@ pub struct RecipeError {
 impl std::error::Error for RecipeError {}
 
 impl RecipeError {
+    /// Always true: a recipe error is the recipe's author's to fix.
+    pub fn is_user_error(&self) -> bool {
+        true
+    }
+
     /// An error about the bytes `span` of `source`.
     pub fn at(
         file: &Path,

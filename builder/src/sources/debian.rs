@@ -142,7 +142,7 @@ pub(crate) fn prepare(
                 &cache,
                 &ReleaseOptions::default(),
             )
-            .map_err(|e| SourceError::Debian(e.to_string()))?;
+            .map_err(SourceError::from)?;
             resolved.lock.write(&lock_path).map_err(lock_err)?;
             (resolved.lock, true)
         }
@@ -170,7 +170,7 @@ pub(crate) fn prepare(
         &cache,
         fetch::DEFAULT_JOBS,
     )
-    .map_err(|e| SourceError::Debian(e.to_string()))?;
+    .map_err(SourceError::from)?;
     let debs: BTreeMap<String, PathBuf> = lock
         .packages
         .iter()
@@ -178,15 +178,11 @@ pub(crate) fn prepare(
         .zip(paths)
         .collect();
     let (universe, essential) = universe_from_debs(&lock, &debs, &from.architecture)?;
-    let variant: Variant = from
-        .variant
-        .parse()
-        .map_err(|e: debian::resolve::ResolveError| SourceError::Debian(e.to_string()))?;
+    let variant: Variant = from.variant.parse().map_err(SourceError::from)?;
     let by_name: BTreeMap<&str, &LockedPackage> =
         lock.packages.iter().map(|p| (p.name.as_str(), p)).collect();
     let resolve = |names: &[String]| -> Result<BTreeSet<String>, SourceError> {
-        let r = debian::resolve::resolve(&universe, variant, names)
-            .map_err(|e| SourceError::Debian(e.to_string()))?;
+        let r = debian::resolve::resolve(&universe, variant, names).map_err(SourceError::from)?;
         Ok(r.packages.into_iter().map(|p| p.name).collect())
     };
     let mut installed = resolve(&[])?;
@@ -217,7 +213,7 @@ pub(crate) fn prepare(
 }
 
 fn lock_err(e: LockError) -> SourceError {
-    SourceError::Debian(e.to_string())
+    SourceError::Lock(e)
 }
 
 /// A resolver universe made of exactly the locked packages, from their own control fields.
@@ -242,7 +238,7 @@ fn universe_from_debs(
     let mut essential = BTreeSet::new();
     for p in &lock.packages {
         let path = &debs[&p.sha256];
-        let deb = debian::deb::Deb::open(path).map_err(|e| SourceError::Debian(e.to_string()))?;
+        let deb = debian::deb::Deb::open(path).map_err(SourceError::from)?;
         let control = deb.control();
         text.push_str(&format!("Package: {}\n", p.name));
         for field in FIELDS {
@@ -258,7 +254,7 @@ fn universe_from_debs(
             p.filename, p.size, p.sha256
         ));
     }
-    let records = debian::index::parse_packages("recipe.lock", "main", &text)
-        .map_err(|e| SourceError::Debian(e.to_string()))?;
+    let records =
+        debian::index::parse_packages("recipe.lock", "main", &text).map_err(SourceError::from)?;
     Ok((Universe::new(records, arch, "the lock"), essential))
 }

@@ -69,6 +69,21 @@ pub enum StepError {
     },
 }
 
+impl StepError {
+    /// True for a `copy ... from_stage` of a path the stage lacks (the recipe's to fix);
+    /// a failing command, the sandbox or the store are not.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::NothingInStage { .. } => true,
+            Self::Store { source, .. } => source.is_user_error(),
+            Self::Io { .. }
+            | Self::Sandbox { .. }
+            | Self::CommandFailed { .. }
+            | Self::SourceChanged { .. } => false,
+        }
+    }
+}
+
 enum Data {
     None,
     Bytes(Vec<u8>),
