@@ -178,7 +178,10 @@ fn build_deb(
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("debian_repo");
+        // One repository per test process: nextest runs each test in a process of its own,
+        // so a shared path would be rebuilt under another test's feet.
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("debian_repo-{}", std::process::id()));
         if root.exists() {
             fs_err::remove_dir_all(&root).unwrap();
         }
