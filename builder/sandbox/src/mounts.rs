@@ -32,8 +32,10 @@
 //!   (mode `0400`, owned by sandbox root) so that sandbox root, which is
 //!   not host root, can read them;
 //! * with network: `/etc/resolv.conf` and `/etc/hosts` read-only binds of
-//!   the host files (skipped when the rootfs has a symlink there; created
-//!   empty when missing, which [`super::upper`] filters out again).
+//!   the host files, following the host's symlinks (systemd-resolved's stub)
+//!   as container engines do (skipped when the rootfs has a symlink there or
+//!   at `/etc`; created empty when missing, `/etc` too, which
+//!   [`super::upper`] filters out again).
 //!
 //! Mount points `/proc`, `/dev`, `/tmp`, `/run` are created (mode 0755) in
 //! the merged root when no lower provides them, so they appear as empty
@@ -124,11 +126,14 @@ enum Op {
         readonly: bool,
         optional: bool,
     },
-    /// Read-only bind of a host file onto `target` inside the root, unless
-    /// `target` is a symlink (skipped); a missing target is created empty.
+    /// Read-only bind of a host file (its symlinks followed) onto `target`
+    /// inside the root, unless `target` or its `parent` is a symlink or not
+    /// what it should be (skipped); a missing target, and a missing parent
+    /// (mode 0755), are created empty.
     BindFileIfNotSymlink {
         source: CString,
         target: CString,
+        parent: CString,
     },
     PivotRoot {
         new_root: CString,
@@ -485,6 +490,7 @@ impl MountPlan {
                     Op::BindFileIfNotSymlink {
                         source: cstr(format!("/{f}")),
                         target: c(f),
+                        parent: c("etc"),
                     },
                     format!("bind-mount host /{f}"),
                 );
@@ -639,11 +645,28 @@ fn apply_op(op: &Op) -> Result<(), Errno> {
             }
             Ok(())
         }
-        Op::BindFileIfNotSymlink { source, target } => {
+        Op::BindFileIfNotSymlink {
+            source,
+            target,
+            parent,
+        } => {
             match rfs::statat(rfs::CWD, source.as_c_str(), AtFlags::empty()) {
                 Err(Errno::NOENT) => return Ok(()),
                 Err(e) => return Err(e),
                 Ok(_) => {}
+            }
+            // Before pivot_root a symlinked `/etc` would resolve on the host: skip it.
+            // An image without `/etc` gets one, so that names resolve in it too.
+            match rfs::statat(rfs::CWD, parent.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory => {}
+                Ok(_) => return Ok(()),
+                Err(Errno::NOENT) => {
+                    match rfs::mkdir(parent.as_c_str(), Mode::from_raw_mode(0o755)) {
+                        Err(Errno::EXIST) => return Ok(()),
+                        r => r?,
+                    }
+                }
+                Err(e) => return Err(e),
             }
             match rfs::statat(rfs::CWD, target.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Symlink => {
