@@ -227,15 +227,16 @@ fn located_build_error(recipe: &Recipe, e: imgbuild_builder::BuildError) -> Pipe
         recipe.all_steps().find_map(|(_, s)| match &s.op {
             StepOp::Copy {
                 source,
+                to,
                 from_stage: Some(stage),
                 ..
-            } if s.number == step && source == path => Some((s, stage)),
+            } if s.number == step && source == path => Some((s, stage, to)),
             _ => None,
         })
     };
     match &e {
         BuildError::Step(StepError::NothingInStage { step, path }) => {
-            if let Some((s, stage)) = from_stage(*step, path) {
+            if let Some((s, stage, _)) = from_stage(*step, path) {
                 return recipe
                     .step_error(
                         s,
@@ -249,11 +250,11 @@ fn located_build_error(recipe: &Recipe, e: imgbuild_builder::BuildError) -> Pipe
             }
         }
         BuildError::Step(StepError::SeveralInStage { step, path, count }) => {
-            if let Some((s, stage)) = from_stage(*step, path) {
+            if let Some((s, stage, to)) = from_stage(*step, path) {
                 return recipe
                     .step_error(
                         s,
-                        "to",
+                        &format!("\"{to}\""),
                         format!("step {step} copies {path}, which matches {count} paths in stage `{stage}`, into a single path"),
                     )
                     .help("end `to` with `/` to copy every match into that directory, or narrow the glob to one match")

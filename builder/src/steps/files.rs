@@ -51,7 +51,9 @@ pub enum StepError {
         path: String,
     },
     /// A `copy ... from_stage` glob matches several paths, but `to` is not a directory.
-    #[error("step {step}: {path} matches {count} paths in the stage, and `to` does not end with `/`")]
+    #[error(
+        "step {step}: {path} matches {count} paths in the stage, and `to` does not end with `/`"
+    )]
     SeveralInStage {
         /// The step number.
         step: usize,

@@ -3,10 +3,10 @@
 //! ([`image_glob`]), matched against the stage's merged tree.
 
 use super::{image_glob, StepError};
-use std::collections::BTreeSet;
 use crate::recipe::Owner;
 use imgbuild_store::tarball::{EntryKind, EntryMeta, MergedTree, TarWriter, TreeSink};
 use imgbuild_store::{Compression, Digest, LayerRecord, Store};
+use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 
 /// What to copy out of a stage.

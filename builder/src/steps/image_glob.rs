@@ -98,7 +98,10 @@ mod tests {
         assert_eq!(matches(&t, "/etc/*_config"), Vec::<String>::new());
         assert_eq!(matches(&t, "/etc/**/inner"), ["etc/ssh/ssh_host_dir/inner"]);
         assert_eq!(matches(&t, "/etc/**"), ["etc/ssh"]);
-        assert_eq!(matches(&t, "/boot/vmlinuz-*"), ["boot/vmlinuz-6.1.0-13-amd64"]);
+        assert_eq!(
+            matches(&t, "/boot/vmlinuz-*"),
+            ["boot/vmlinuz-6.1.0-13-amd64"]
+        );
         assert_eq!(matches(&t, "/etc/ssh/"), ["etc/ssh"]);
         assert_eq!(matches(&t, "/etc/nothing"), Vec::<String>::new());
     }
