@@ -688,7 +688,7 @@ fn the_same_layer_twice_stacks() {
 }
 
 #[test]
-fn network_steps_get_the_host_resolver_even_without_etc_and_never_through_a_symlinked_etc() {
+fn network_steps_resolve_names_without_etc_or_through_a_stub_link_and_never_write_the_host() {
     if !can_run() {
         return;
     }
@@ -711,6 +711,23 @@ fn network_steps_get_the_host_resolver_even_without_etc_and_never_through_a_syml
         "{lines:?}"
     );
     assert!(!lines.iter().any(|l| l == "WROTE"), "{lines:?}");
+    let entries = f.sandbox(root_mode()).scan_upper().unwrap();
+    assert!(entries.is_empty(), "{entries:#?}");
+
+    // `/etc/resolv.conf` a link to systemd-resolved's stub in `/run` (empty in a build):
+    // the host's file is bound where it points, in the `/run` tmpfs.
+    let f = Fixture::new();
+    std::os::unix::fs::symlink(
+        "../run/systemd/resolve/stub-resolv.conf",
+        f.lower().join("etc/resolv.conf"),
+    )
+    .unwrap();
+    f.own_lower();
+    let mut step = Step::shell("dns", "cat /etc/resolv.conf");
+    step.network = true;
+    let (r, lines) = run_collect(&f.sandbox(root_mode()), &step);
+    r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
+    assert_eq!(lines, host, "through the image's link");
     let entries = f.sandbox(root_mode()).scan_upper().unwrap();
     assert!(entries.is_empty(), "{entries:#?}");
 
