@@ -223,27 +223,62 @@ fn check_secrets(recipe: &Recipe, given: &[(String, PathBuf)]) -> Result<(), Pip
 /// A build error that is a mistake in the recipe, pointed at in it; any other as it is.
 fn located_build_error(recipe: &Recipe, e: imgbuild_builder::BuildError) -> PipelineError {
     use imgbuild_builder::{BuildError, StepError};
-    if let BuildError::Step(StepError::NothingInStage { step, path }) = &e {
-        let found = recipe.all_steps().find_map(|(_, s)| match &s.op {
+    let from_stage = |step: usize, path: &str| {
+        recipe.all_steps().find_map(|(_, s)| match &s.op {
             StepOp::Copy {
                 source,
+                to,
                 from_stage: Some(stage),
                 ..
-            } if s.number == *step && source == path => Some((s, stage)),
+            } if s.number == step && source == path => Some((s, stage, to)),
             _ => None,
-        });
-        if let Some((s, stage)) = found {
-            return recipe
-                .step_error(
-                    s,
-                    "",
-                    format!("step {step} copies {path}, but stage `{stage}` has nothing there"),
-                )
-                .help(format!(
-                    "check the path, or make an earlier step of [stage.{stage}] create it"
-                ))
-                .into();
+        })
+    };
+    match &e {
+        BuildError::Step(StepError::NothingInStage { step, path }) => {
+            if let Some((s, stage, _)) = from_stage(*step, path) {
+                return recipe
+                    .step_error(
+                        s,
+                        "",
+                        format!("step {step} copies {path}, but stage `{stage}` has nothing there"),
+                    )
+                    .help(format!(
+                        "check the path, or make an earlier step of [stage.{stage}] create it"
+                    ))
+                    .into();
+            }
         }
+        BuildError::Step(StepError::SeveralInStage { step, path, count }) => {
+            if let Some((s, stage, to)) = from_stage(*step, path) {
+                return recipe
+                    .step_error(
+                        s,
+                        &format!("\"{to}\""),
+                        format!("step {step} copies {path}, which matches {count} paths in stage `{stage}`, into a single path"),
+                    )
+                    .help("end `to` with `/` to copy every match into that directory, or narrow the glob to one match")
+                    .into();
+            }
+        }
+        BuildError::Step(StepError::NothingToRemove { step, path }) => {
+            let found = recipe.all_steps().find(|(_, s)| {
+                s.number == *step
+                    && matches!(&s.op, StepOp::Remove { paths, .. } if paths.contains(path))
+            });
+            if let Some((stage, s)) = found {
+                let image = stage.map_or("the image".to_owned(), |n| format!("stage `{n}`"));
+                return recipe
+                    .step_error(
+                        s,
+                        &format!("\"{path}\""),
+                        format!("step {step} removes {path}, but nothing in {image} below it matches"),
+                    )
+                    .help("check the path against the image below the step, or add `missing_ok = true` to the step if it may be absent")
+                    .into();
+            }
+        }
+        _ => {}
     }
     e.into()
 }

@@ -32,8 +32,12 @@
 //!   (mode `0400`, owned by sandbox root) so that sandbox root, which is
 //!   not host root, can read them;
 //! * with network: `/etc/resolv.conf` and `/etc/hosts` read-only binds of
-//!   the host files (skipped when the rootfs has a symlink there; created
-//!   empty when missing, which [`super::upper`] filters out again).
+//!   the host files, following the host's symlinks (systemd-resolved's stub)
+//!   as container engines do (skipped when the rootfs has a symlink there or
+//!   at `/etc`; created empty when missing, `/etc` too, which
+//!   [`super::upper`] filters out again). When the image's `/etc/resolv.conf`
+//!   links into `/run` (systemd-resolved's stub), the host file is bound
+//!   where the link points, in the `/run` tmpfs.
 //!
 //! Mount points `/proc`, `/dev`, `/tmp`, `/run` are created (mode 0755) in
 //! the merged root when no lower provides them, so they appear as empty
@@ -124,11 +128,14 @@ enum Op {
         readonly: bool,
         optional: bool,
     },
-    /// Read-only bind of a host file onto `target` inside the root, unless
-    /// `target` is a symlink (skipped); a missing target is created empty.
+    /// Read-only bind of a host file (its symlinks followed) onto `target`
+    /// inside the root, unless `target` or its `parent` is a symlink or not
+    /// what it should be (skipped); a missing target, and a missing parent
+    /// (mode 0755), are created empty.
     BindFileIfNotSymlink {
         source: CString,
         target: CString,
+        parent: CString,
     },
     PivotRoot {
         new_root: CString,
@@ -153,6 +160,8 @@ pub(crate) struct MountSpec<'a> {
     pub(crate) root: &'a Path,
     pub(crate) overlay_options: &'a str,
     pub(crate) network: bool,
+    /// The overlay's upper, then its lowers topmost first, as overlayfs looks up a path.
+    pub(crate) image_dirs: Vec<&'a Path>,
     pub(crate) secrets: Secrets<'a>,
     /// The overlay is already mounted on `root` ([`MountPlan::pre_userns`]).
     pub(crate) premounted: bool,
@@ -175,6 +184,39 @@ pub(crate) struct PreSpec<'a> {
     pub(crate) secrets: &'a [(String, std::path::PathBuf)],
     /// Host ids of sandbox root.
     pub(crate) root_ids: (u32, u32),
+}
+
+/// Where the image's `/etc/resolv.conf` points when it is a symlink into `/run` (as
+/// systemd-resolved's `../run/systemd/resolve/stub-resolv.conf`), as path components
+/// (`["run", "systemd", ...]`). Looked up in the overlay's dirs in overlay order, never
+/// through a symlinked `etc`; the link's target is resolved lexically, from `/etc`.
+fn resolv_conf_in_run(dirs: &[&Path]) -> Option<Vec<String>> {
+    use std::path::Component;
+    let (dir, meta) = dirs.iter().find_map(|d| {
+        let etc = d.join("etc").symlink_metadata().ok()?;
+        let meta = d.join("etc/resolv.conf").symlink_metadata().ok()?;
+        etc.is_dir().then_some((d, meta))
+    })?;
+    if !meta.file_type().is_symlink() {
+        return None;
+    }
+    let link = fs_err::read_link(dir.join("etc/resolv.conf")).ok()?;
+    let mut parts: Vec<String> = if link.is_absolute() {
+        Vec::new()
+    } else {
+        vec!["etc".into()]
+    };
+    for c in link.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop();
+            }
+            Component::Normal(n) => parts.push(n.to_str()?.to_owned()),
+            Component::Prefix(_) => return None,
+        }
+    }
+    (parts.len() >= 2 && parts[0] == "run" && parts[1] != "secrets").then_some(parts)
 }
 
 /// Host device nodes bind-mounted into `/dev`.
@@ -485,8 +527,34 @@ impl MountPlan {
                     Op::BindFileIfNotSymlink {
                         source: cstr(format!("/{f}")),
                         target: c(f),
+                        parent: c("etc"),
                     },
                     format!("bind-mount host /{f}"),
+                );
+            }
+            if let Some(parts) = resolv_conf_in_run(&spec.image_dirs) {
+                // The image links /etc/resolv.conf into /run, which is our fresh tmpfs:
+                // the host's file goes where the link points, and never into the upper.
+                let full = parts.join("/");
+                for i in 2..parts.len() {
+                    let dir = parts[..i].join("/");
+                    push(
+                        Op::Mkdir {
+                            path: c(&dir),
+                            mode: 0o755,
+                        },
+                        format!("create /{dir}"),
+                    );
+                }
+                push(Op::Touch { path: c(&full) }, format!("create /{full}"));
+                push(
+                    Op::Bind {
+                        source: cstr("/etc/resolv.conf"),
+                        target: c(&full),
+                        readonly: true,
+                        optional: true,
+                    },
+                    format!("bind-mount host /etc/resolv.conf onto /{full}"),
                 );
             }
         }
@@ -639,11 +707,28 @@ fn apply_op(op: &Op) -> Result<(), Errno> {
             }
             Ok(())
         }
-        Op::BindFileIfNotSymlink { source, target } => {
+        Op::BindFileIfNotSymlink {
+            source,
+            target,
+            parent,
+        } => {
             match rfs::statat(rfs::CWD, source.as_c_str(), AtFlags::empty()) {
                 Err(Errno::NOENT) => return Ok(()),
                 Err(e) => return Err(e),
                 Ok(_) => {}
+            }
+            // Before pivot_root a symlinked `/etc` would resolve on the host: skip it.
+            // An image without `/etc` gets one, so that names resolve in it too.
+            match rfs::statat(rfs::CWD, parent.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory => {}
+                Ok(_) => return Ok(()),
+                Err(Errno::NOENT) => {
+                    match rfs::mkdir(parent.as_c_str(), Mode::from_raw_mode(0o755)) {
+                        Err(Errno::EXIST) => return Ok(()),
+                        r => r?,
+                    }
+                }
+                Err(e) => return Err(e),
             }
             match rfs::statat(rfs::CWD, target.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Symlink => {

@@ -515,6 +515,9 @@ impl Sandbox {
                 root,
                 overlay_options,
                 network: step.network,
+                image_dirs: std::iter::once(self.upper.as_path())
+                    .chain(self.lowers.iter().rev().map(PathBuf::as_path))
+                    .collect(),
                 secrets: spec_secrets,
                 premounted: matches!(self.mode, SandboxMode::Root(_)),
             }),

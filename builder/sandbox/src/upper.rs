@@ -20,7 +20,8 @@
 //!   user namespace, with the host id of sandbox root) is turned back into
 //!   what the sandbox sees: v2 for sandbox root.
 //! * Sandbox mount points: the sandbox creates `/proc`, `/dev`, `/tmp`,
-//!   `/run` (and `/etc/resolv.conf`, `/etc/hosts` with network) in the
+//!   `/run` (and `/etc/resolv.conf`, `/etc/hosts` with network, and `/etc`
+//!   for them when the image has none) in the
 //!   merged root when no lower has them, so they show up in the upper. An
 //!   entry on that list is dropped only if **no lower dir has that path**
 //!   and it is still what the sandbox made: an empty, non-opaque directory
@@ -28,7 +29,8 @@
 //!   never touched it in the upper (mounting over a directory does not copy
 //!   it up), so an upper entry there is a genuine change and is kept.
 //!   `/sys` is on the list too for images whose base lacks it, and secrets
-//!   live in the `/run` tmpfs, so they never reach the upper.
+//!   live in the `/run` tmpfs, so they never reach the upper. An `etc` that
+//!   no lower has and that holds nothing but dropped mount points goes too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -183,7 +185,7 @@ pub fn scan_upper(upper: &Path, opts: &ScanOptions<'_>) -> Result<Vec<UpperEntry
     }
     for r in &raw {
         if dropped.get(&r.entry.path).is_some_and(|n| *n == r.children)
-            && is_unchanged_copy_up(r, opts.lowers)
+            && (is_unchanged_copy_up(r, opts.lowers) || is_sandbox_made_parent(r, opts.lowers))
         {
             drop_set.insert(r.entry.path.clone());
         }
@@ -227,6 +229,16 @@ fn is_sandbox_artifact(r: &Raw, lowers: &[PathBuf]) -> bool {
         && !lowers
             .iter()
             .any(|l| l.join(&e.path).symlink_metadata().is_ok())
+}
+
+/// `etc`, made by the sandbox for the resolver's mount points in an image
+/// without one: a non-opaque directory that no lower has.
+fn is_sandbox_made_parent(r: &Raw, lowers: &[PathBuf]) -> bool {
+    r.entry.path == "etc"
+        && matches!(r.entry.kind, UpperKind::Dir { opaque: false })
+        && !lowers
+            .iter()
+            .any(|l| l.join(&r.entry.path).symlink_metadata().is_ok())
 }
 
 /// A non-opaque directory whose mode and owner equal those of the same

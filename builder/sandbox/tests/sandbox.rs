@@ -6,6 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 
 use common::*;
 use imgbuild_sandbox::{RunError, Step, StepCommand, UpperEntry, UpperKind, User};
@@ -684,4 +685,67 @@ fn the_same_layer_twice_stacks() {
     let (r, lines) = run_collect(&sb, &Step::shell("twice", "cat /etc/other /etc/motd"));
     r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
     assert_eq!(lines, vec!["x", "hello from the lower"]);
+}
+
+#[test]
+fn network_steps_resolve_names_without_etc_or_through_a_stub_link_and_never_write_the_host() {
+    if !can_run() {
+        return;
+    }
+    // No /etc at all (a scratch image with a static busybox): one is made for the
+    // read-only resolver files, and none of it reaches the upper.
+    let f = Fixture::new();
+    std::fs::remove_dir_all(f.lower().join("etc")).unwrap();
+    let mut step = Step::shell(
+        "dns",
+        "cat /etc/resolv.conf; echo x > /etc/resolv.conf && echo WROTE; true",
+    );
+    step.network = true;
+    let (r, lines) = run_collect(&f.sandbox(root_mode()), &step);
+    r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap();
+    let host: Vec<&str> = host.lines().collect();
+    assert!(!host.is_empty());
+    assert!(
+        lines.len() > host.len() && lines[..host.len()] == host[..],
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l == "WROTE"), "{lines:?}");
+    let entries = f.sandbox(root_mode()).scan_upper().unwrap();
+    assert!(entries.is_empty(), "{entries:#?}");
+
+    // `/etc/resolv.conf` a link to systemd-resolved's stub in `/run` (empty in a build):
+    // the host's file is bound where it points, in the `/run` tmpfs.
+    let f = Fixture::new();
+    std::os::unix::fs::symlink(
+        "../run/systemd/resolve/stub-resolv.conf",
+        f.lower().join("etc/resolv.conf"),
+    )
+    .unwrap();
+    f.own_lower();
+    let mut step = Step::shell("dns", "cat /etc/resolv.conf");
+    step.network = true;
+    let (r, lines) = run_collect(&f.sandbox(root_mode()), &step);
+    r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
+    assert_eq!(lines, host, "through the image's link");
+    let entries = f.sandbox(root_mode()).scan_upper().unwrap();
+    assert!(entries.is_empty(), "{entries:#?}");
+
+    // `/etc` a symlink to a host directory: before pivot_root it would resolve on the
+    // host, so the resolver files are left out rather than created there.
+    let f = Fixture::new();
+    let outside = f.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::remove_dir_all(f.lower().join("etc")).unwrap();
+    std::os::unix::fs::symlink(&outside, f.lower().join("etc")).unwrap();
+    let mut step = Step::shell("dns", "true");
+    step.network = true;
+    let (r, lines) = run_collect(&f.sandbox(root_mode()), &step);
+    r.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "the sandbox wrote through the image's /etc symlink onto the host"
+    );
 }

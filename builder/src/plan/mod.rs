@@ -206,6 +206,17 @@ pub fn plan_unit(
         };
         let mut definition = definition(&step.op);
         let mut named = inputs::definition_fields(&definition);
+        if let StepOp::Remove {
+            missing_ok: true, ..
+        } = &step.op
+        {
+            // Only when set, so that the key of every step without it stays as it was.
+            definition["missing_ok"] = json!(true);
+            named.push(KeyInput::new(
+                InputName::Field("missing_ok".into()),
+                "true".into(),
+            ));
+        }
         if let StepOp::Copy {
             source,
             from_stage: Some(stage),
@@ -285,7 +296,7 @@ fn definition(op: &StepOp) -> Value {
         } => {
             json!({"symlink": {"path": path, "target": target, "owner": owner(o)}})
         }
-        StepOp::Remove { paths } => json!({"remove": paths}),
+        StepOp::Remove { paths, .. } => json!({"remove": paths}),
         StepOp::Packages { names } => json!({"packages": names}),
         StepOp::Run(run) => json!({"run": {
             "script": run.script,

@@ -466,7 +466,7 @@ fields! {
     RawFrom { scratch, rootfs, oci, oci_archive, image, debian }
     RawStep {
         copy, write, mkdir, symlink, remove, packages, run, to, from_stage, content, target,
-        mode, owner, network, env, workdir, user, secrets
+        mode, owner, network, env, workdir, user, secrets, missing_ok
     }
     RawConfig { entrypoint, cmd, env, workdir, user, labels, ports, volumes, stop_signal }
 }

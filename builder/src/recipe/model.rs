@@ -282,8 +282,10 @@ pub enum StepOp {
     },
     /// Delete paths from the image below (as OCI whiteouts).
     Remove {
-        /// Paths in the image.
+        /// Paths or globs in the image, each matched against the image below the step.
         paths: Vec<String>,
+        /// A path or glob that matches nothing is not an error.
+        missing_ok: bool,
     },
     /// Install Debian packages (with their dependencies).
     Packages {
@@ -338,7 +340,7 @@ impl StepOp {
             Self::Write { path, .. } => format!("write {path}"),
             Self::Mkdir { path, .. } => format!("mkdir {path}"),
             Self::Symlink { path, target, .. } => format!("symlink {path} -> {target}"),
-            Self::Remove { paths } => format!("remove {}", paths.join(" ")),
+            Self::Remove { paths, .. } => format!("remove {}", paths.join(" ")),
             Self::Packages { names } => format!("packages {}", names.join(" ")),
             Self::Run(run) => {
                 let first = run.script.lines().next().unwrap_or_default();

@@ -509,7 +509,7 @@ impl Cx<'_> {
             "write" => &["content", "mode", "owner"],
             "mkdir" => &["mode", "owner"],
             "symlink" => &["target", "owner"],
-            "remove" => &[],
+            "remove" => &["missing_ok"],
             "packages" => &[],
             "run" => &["network", "env", "workdir", "user", "secrets"],
             _ => &["network", "env", "workdir", "user", "secrets"],
@@ -520,7 +520,10 @@ impl Cx<'_> {
                 if let Some(v) = &s.$field { options.push((stringify!($field), v.span())); }
             )*};
         }
-        option!(to, from_stage, content, target, mode, owner, network, env, workdir, user, secrets);
+        option!(
+            to, from_stage, content, target, mode, owner, network, env, workdir, user, secrets,
+            missing_ok
+        );
         if let Some((key, span)) = options.iter().find(|(k, _)| !allowed.contains(k)) {
             let help = if allowed.is_empty() {
                 format!("a `{kind}` step takes no other keys")
@@ -563,7 +566,7 @@ impl Cx<'_> {
                         span: kind_span,
                         table: span,
                         op: StepOp::Copy {
-                            source: self.image_path(copy)?,
+                            source: self.image_glob(copy)?,
                             matches: Vec::new(),
                             to: self.image_path(to)?,
                             mode: s.mode.as_ref().map(|m| self.mode(m)).transpose()?,
@@ -654,9 +657,12 @@ impl Cx<'_> {
                 }
                 let paths = list
                     .into_iter()
-                    .map(|p| self.image_path(&S::new(rspan.clone(), p)))
+                    .map(|p| self.image_glob(&S::new(rspan.clone(), p)))
                     .collect::<Result<_, _>>()?;
-                StepOp::Remove { paths }
+                StepOp::Remove {
+                    paths,
+                    missing_ok: s.missing_ok.is_some_and(S::into_inner),
+                }
             }
             "packages" => {
                 let list = s
@@ -735,6 +741,19 @@ impl Cx<'_> {
             table: span,
             op,
         })
+    }
+
+    /// An absolute path or glob inside the image, normalised as [`Self::image_path`]; a
+    /// glob must compile (it is matched when the step runs, against the image below it).
+    fn image_glob(&self, value: &S<String>) -> Result<String, RecipeError> {
+        let path = self.image_path(value)?;
+        if crate::steps::image_glob::is_glob(&path) {
+            crate::steps::image_glob::matcher(&path).map_err(|e| {
+                self.err_at(value, format!("`{}` is not a valid glob: {}", value.get_ref(), e.kind()))
+                    .help("`*` and `?` match within one path component, `**` across them, `[abc]` one of the characters; close every `[`")
+            })?;
+        }
+        Ok(path)
     }
 
     /// An absolute path inside the image, normalised (no `.`, `..` or doubled `/`).

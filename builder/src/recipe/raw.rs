@@ -108,6 +108,7 @@ pub(crate) struct RawStep {
     pub workdir: Option<S<String>>,
     pub user: Option<S<String>>,
     pub secrets: Option<S<Vec<S<String>>>>,
+    pub missing_ok: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

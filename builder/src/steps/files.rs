@@ -5,6 +5,7 @@
 //! has are left out of the layer, so their metadata stays as it was.
 
 use super::copy::{CopyItem, CopyKind, FileStamp};
+use super::image_glob;
 use crate::recipe::{Owner, StepOp};
 use imgbuild_store::tarball::{EntryKind, EntryMeta, MergedTree, TarWriter};
 use imgbuild_store::{Compression, LayerRecord, Store, StoreError};
@@ -47,6 +48,26 @@ pub enum StepError {
         /// The step number.
         step: usize,
         /// The path in the stage, as the step names it.
+        path: String,
+    },
+    /// A `copy ... from_stage` glob matches several paths, but `to` is not a directory.
+    #[error(
+        "step {step}: {path} matches {count} paths in the stage, and `to` does not end with `/`"
+    )]
+    SeveralInStage {
+        /// The step number.
+        step: usize,
+        /// The glob in the stage, as the step names it.
+        path: String,
+        /// How many paths it matches.
+        count: usize,
+    },
+    /// A `remove` path or glob matches nothing in the image below the step.
+    #[error("step {step}: the image has nothing at {path}")]
+    NothingToRemove {
+        /// The step number.
+        step: usize,
+        /// The path or glob, as the step names it.
         path: String,
     },
     /// The step's command exited with a failure.
@@ -164,7 +185,26 @@ pub(crate) fn write_layer(
             let m = EntryMeta::new(rel(path), EntryKind::Symlink(target.clone()), 0o777, epoch);
             entries.insert(rel(path), (owned(m, owner), Data::None));
         }
-        StepOp::Remove { paths } => whiteouts.extend(paths.iter().map(|p| rel(p))),
+        StepOp::Remove { paths, missing_ok } => {
+            for pattern in paths {
+                let found = image_glob::matches(below, pattern);
+                if found.is_empty() && !missing_ok {
+                    return Err(StepError::NothingToRemove {
+                        step,
+                        path: pattern.clone(),
+                    });
+                }
+                whiteouts.extend(found);
+            }
+            // Two patterns may match the same path, or one a path below another's match.
+            whiteouts.sort();
+            whiteouts.dedup();
+            let all = whiteouts.clone();
+            whiteouts.retain(|p| {
+                !p.match_indices('/')
+                    .any(|(at, _)| all.binary_search_by(|a| a.as_str().cmp(&p[..at])).is_ok())
+            });
+        }
         StepOp::Packages { .. } | StepOp::Run(_) => {
             unreachable!("packages and run steps run in the sandbox")
         }

@@ -1,17 +1,19 @@
 //! `copy ... from_stage = NAME`: files from another stage's image, streamed from its merged
-//! layers into this step's layer under their new path.
+//! layers into this step's layer under their new path. The source may be a glob
+//! ([`image_glob`]), matched against the stage's merged tree.
 
-use super::StepError;
+use super::{image_glob, StepError};
 use crate::recipe::Owner;
 use imgbuild_store::tarball::{EntryKind, EntryMeta, MergedTree, TarWriter, TreeSink};
 use imgbuild_store::{Compression, Digest, LayerRecord, Store};
+use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 
 /// What to copy out of a stage.
 pub(crate) struct StageCopy<'a> {
     /// The stage's layers, lowest first.
     pub layers: &'a [Digest],
-    /// Absolute path in the stage.
+    /// Absolute path or glob in the stage.
     pub source: &'a str,
     /// Absolute destination in the image.
     pub to: &'a str,
@@ -49,34 +51,58 @@ pub(crate) fn stage_copy_layer(
             .collect()
     };
     let tree = MergedTree::build(open()?).map_err(read_err)?;
-    let source = copy.source.trim_matches('/').to_owned();
-    let found = tree.get(&source).ok_or_else(|| StepError::NothingInStage {
-        step: number,
-        path: copy.source.to_owned(),
-    })?;
+    let found = image_glob::matches(&tree, copy.source);
     let to = copy.to.trim_matches('/');
-    let dest = if found.is_dir() || !copy.to.ends_with('/') {
-        to.to_owned()
-    } else {
-        format!("{to}/{}", found.name())
+    // Each matched path in the stage and where it lands, as a host `copy` places its
+    // sources: one directory's contents into `to`, one file at `to` (or inside it when
+    // `to` ends with `/`), several matches each inside `to` under its own name.
+    let moves: Vec<(String, String)> = match found.as_slice() {
+        [] => {
+            return Err(StepError::NothingInStage {
+                step: number,
+                path: copy.source.to_owned(),
+            })
+        }
+        [one] => {
+            let at_to = !copy.to.ends_with('/') || tree.get(one).is_some_and(|m| m.is_dir());
+            let dest = if at_to {
+                to.to_owned()
+            } else {
+                format!("{to}/{}", name_of(one))
+            };
+            vec![(one.clone(), dest)]
+        }
+        several if !copy.to.ends_with('/') => {
+            return Err(StepError::SeveralInStage {
+                step: number,
+                path: copy.source.to_owned(),
+                count: several.len(),
+            })
+        }
+        several => several
+            .iter()
+            .map(|p| (p.clone(), format!("{to}/{}", name_of(p))))
+            .collect(),
     };
     let mut layer = store.layer_writer(compression).map_err(store_err)?;
     {
         let mut tar = TarWriter::new(&mut layer);
-        let mut parents = Vec::new();
-        let mut parent = dest.rsplit_once('/').map_or("", |(p, _)| p);
-        while !parent.is_empty() && below.get(parent).is_none() {
-            parents.push(parent.to_owned());
-            parent = parent.rsplit_once('/').map_or("", |(p, _)| p);
+        let mut parents = BTreeSet::new();
+        for (_, dest) in &moves {
+            let mut parent = parent_of(dest);
+            while !parent.is_empty() && below.get(parent).is_none() {
+                parents.insert(parent.to_owned());
+                parent = parent_of(parent);
+            }
         }
-        for dir in parents.iter().rev() {
-            tar.append(&EntryMeta::dir(dir.clone(), epoch), &mut io::empty())
+        // Sorted, so every parent comes before its children.
+        for dir in parents {
+            tar.append(&EntryMeta::dir(dir, epoch), &mut io::empty())
                 .map_err(io_err)?;
         }
         let mut sink = Renaming {
             tar: &mut tar,
-            source: &source,
-            dest: &dest,
+            moves: &moves,
             copy,
             epoch,
         };
@@ -86,20 +112,30 @@ pub(crate) fn stage_copy_layer(
     layer.commit(store).map_err(store_err)
 }
 
-/// Passes on the entries at or below `source`, moved to `dest`.
+/// Passes on the entries at or below each matched source, moved to its destination.
 struct Renaming<'a, W: Write> {
     tar: &'a mut TarWriter<W>,
-    source: &'a str,
-    dest: &'a str,
+    /// (source, destination) pairs, relative; no source is below another.
+    moves: &'a [(String, String)],
     copy: &'a StageCopy<'a>,
     epoch: u64,
 }
 
 impl<W: Write> Renaming<'_, W> {
     fn rename(&self, path: &str) -> Option<String> {
-        let rest = path.strip_prefix(self.source)?;
-        (rest.is_empty() || rest.starts_with('/')).then(|| format!("{}{rest}", self.dest))
+        self.moves.iter().find_map(|(source, dest)| {
+            let rest = path.strip_prefix(source.as_str())?;
+            (rest.is_empty() || rest.starts_with('/')).then(|| format!("{dest}{rest}"))
+        })
     }
+}
+
+fn name_of(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn parent_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(p, _)| p)
 }
 
 impl<W: Write> TreeSink for Renaming<'_, W> {

@@ -4,6 +4,7 @@
 pub(crate) mod copy;
 mod files;
 pub(crate) mod from_stage;
+pub(crate) mod image_glob;
 pub(crate) mod install;
 mod sandboxed;
 
