@@ -91,11 +91,14 @@ pub enum StepError {
 }
 
 impl StepError {
-    /// True for a `copy ... from_stage` of a path the stage lacks (the recipe's to fix);
-    /// a failing command, the sandbox or the store are not.
+    /// True for what the recipe has to fix (a `copy ... from_stage` of a path the stage
+    /// lacks or of several into a file, a `remove` of nothing); a failing command, the
+    /// sandbox or the store are not.
     pub fn is_user_error(&self) -> bool {
         match self {
-            Self::NothingInStage { .. } => true,
+            Self::NothingInStage { .. }
+            | Self::SeveralInStage { .. }
+            | Self::NothingToRemove { .. } => true,
             Self::Store { source, .. } => source.is_user_error(),
             Self::Io { .. }
             | Self::Sandbox { .. }
