@@ -13,7 +13,7 @@ use imgbuild_formats::disk::fat::{FatImage, FatOptions, FileData};
 use imgbuild_formats::disk::gpt::{attr, Gpt, Partition, PartitionSpec};
 use imgbuild_formats::disk::guid::{guid_from_seed, Guid};
 use imgbuild_formats::disk::probe::DiskFormat;
-use imgbuild_formats::vm::{watch, Boot, Firmware, Outcome, Qemu, Watch, OVMF_CODE};
+use imgbuild_formats::vm::{Boot, Firmware, Outcome, Qemu, Watch, OVMF_CODE};
 
 const MIB: u64 = 1024 * 1024;
 const MARKER: &str = "IMGBUILD-BOOT-OK";
@@ -86,15 +86,13 @@ fn boot(disk: &Path, uefi: bool, what: &str) {
     qemu.firmware = Firmware::Auto;
     let vm = qemu.prepare().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(vm.uefi, uefi, "firmware chosen by the boot code probe");
-    let console = watch(
-        vm.command,
-        Watch {
+    let console = vm
+        .watch(Watch {
             timeout: Some(Duration::from_secs(90)),
             expect: Some(MARKER),
             echo: None,
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         console.outcome,
         Outcome::Expected,

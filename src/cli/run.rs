@@ -120,15 +120,13 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
     let expect = args.expect.as_deref();
     let timeout = args.timeout.map(Duration::from_secs);
     let mut term = std::io::stdout();
-    let console = vm::watch(
-        vm.command,
-        Watch {
+    let console = vm
+        .watch(Watch {
             timeout,
             expect,
             echo: Some(&mut term),
-        },
-    )
-    .map_err(vm_failure)?;
+        })
+        .map_err(vm_failure)?;
     let outcome = match (console.outcome, expect) {
         (Outcome::Expected, _) => Ok(()),
         (Outcome::Exited(status), Some(want)) => Err(Failure::internal(format!(

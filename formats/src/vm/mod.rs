@@ -99,7 +99,7 @@ pub struct Qemu {
     pub accel: Option<&'static str>,
 }
 
-/// A QEMU command line ready to [`watch`], with the scratch files it uses.
+/// A QEMU command line with the scratch files it uses; run it with [`Prepared::watch`].
 #[derive(Debug)]
 pub struct Prepared {
     /// The command (stdio not yet set up).
@@ -109,7 +109,7 @@ pub struct Prepared {
     /// Whether OVMF boots the guest.
     pub uefi: bool,
     /// Holds the guest's copy of the UEFI variable store; removed when dropped.
-    _scratch: tempfile::TempDir,
+    scratch: tempfile::TempDir,
 }
 
 impl Qemu {
@@ -165,8 +165,20 @@ impl Qemu {
             command: cmd,
             accel,
             uefi,
-            _scratch: scratch,
+            scratch,
         })
+    }
+}
+
+impl Prepared {
+    /// Runs QEMU and [`watch`]es its console; the scratch files live until it ends.
+    pub fn watch(self, w: Watch<'_>) -> Result<Console, VmError> {
+        let Prepared {
+            command, scratch, ..
+        } = self;
+        let console = watch(command, w);
+        drop(scratch);
+        console
     }
 }
 
