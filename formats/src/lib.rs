@@ -8,6 +8,7 @@
 //! - [`bootdisk`]: bootable raw/qcow2 disks (GPT, ESP with systemd-boot and syslinux, ext4 root)
 //! - [`disk`]: the pieces of a bootable disk: GPT, FAT32 ESP, ext4 root, qcow2
 //! - [`initramfs`]: a newc cpio of the whole userland, with the kernel beside it
+//! - [`vm`]: booting those outputs in QEMU and watching the serial console
 //!
 //! Every output is written beside its final path as a hidden, locked
 //! `.imgbuild-staged-*` entry and renamed into place when complete, so a failed or killed
@@ -26,6 +27,7 @@ pub mod oci_layout;
 mod output;
 pub mod rootfs_tar;
 mod staging;
+pub mod vm;
 
 pub use error::ExportError;
 pub use image::StoredImage;

@@ -5,14 +5,15 @@
 //! Needs Debian packages: gdisk, mtools, syslinux, syslinux-common,
 //! syslinux-efi, qemu-system-x86, ovmf. A missing one fails the test.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use imgbuild_formats::disk::fat::{FatImage, FatOptions, FileData};
 use imgbuild_formats::disk::gpt::{attr, Gpt, Partition, PartitionSpec};
 use imgbuild_formats::disk::guid::{guid_from_seed, Guid};
+use imgbuild_formats::disk::probe::DiskFormat;
+use imgbuild_formats::vm::{Boot, Firmware, Outcome, Qemu, Watch, OVMF_CODE};
 
 const MIB: u64 = 1024 * 1024;
 const MARKER: &str = "IMGBUILD-BOOT-OK";
@@ -72,89 +73,32 @@ fn fat(esp: &Partition, files: Vec<(&str, Vec<u8>)>, disk: &Path) {
     img.write_to(&mut &f, esp.byte_offset()).unwrap();
 }
 
-/// `text` without ANSI escape sequences (firmware consoles position the
-/// cursor before every character).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                chars.next();
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The last `n` characters of `s`, for readable failure messages.
-fn tail(s: &str, n: usize) -> String {
-    let chars: Vec<char> = s.chars().collect();
-    chars[chars.len().saturating_sub(n)..].iter().collect()
-}
-
-/// Boots `disk` in QEMU and waits for `MARKER` on the serial console;
-/// returns the console text without escape sequences.
-fn boot(disk: &Path, extra: &[&str]) -> String {
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-machine",
-            "q35",
-            "-m",
-            "256",
-            "-nographic",
-            "-no-reboot",
-            "-nodefaults",
-        ])
-        .args(["-serial", "stdio", "-monitor", "none"])
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", disk.display()))
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("qemu-system-x86_64: {e}: install the Debian package `qemu-system-x86`")
-        });
-    let mut stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
+/// Boots `disk` through the shared QEMU command line (firmware chosen by probing the
+/// disk: `uefi` says which to expect) and console watcher, and waits up to 90 s for
+/// `MARKER`; fails with the console's tail otherwise.
+fn boot(disk: &Path, uefi: bool, what: &str) {
+    let mut qemu = Qemu::new(Boot::Disk {
+        path: disk.to_owned(),
+        format: DiskFormat::Raw,
     });
-    let start = Instant::now();
-    let mut out = Vec::new();
-    while start.elapsed() < Duration::from_secs(90) {
-        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(200)) {
-            out.extend(chunk);
-        }
-        if strip_ansi(&String::from_utf8_lossy(&out)).contains(MARKER) {
-            break;
-        }
-        if let Ok(Some(_)) = child.try_wait() {
-            while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(200)) {
-                out.extend(chunk);
-            }
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    strip_ansi(&String::from_utf8_lossy(&out))
+    qemu.memory_mib = 256;
+    qemu.smp = 1;
+    qemu.firmware = Firmware::Auto;
+    let vm = qemu.prepare().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(vm.uefi, uefi, "firmware chosen by the boot code probe");
+    let console = vm
+        .watch(Watch {
+            timeout: Some(Duration::from_secs(90)),
+            expect: Some(MARKER),
+            echo: None,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        console.outcome,
+        Outcome::Expected,
+        "{what}; serial console:\n{}",
+        console.tail(3000)
+    );
 }
 
 #[test]
@@ -178,12 +122,8 @@ fn bios_boots_syslinux_from_gpt_esp() {
         "gdisk",
     );
     assert!(v.contains("No problems found"), "{v}");
-    let out = boot(&img, &[]);
-    assert!(
-        out.contains(MARKER),
-        "syslinux did not boot; serial console:\n{}",
-        tail(&out, 3000)
-    );
+    // The GPT's MBR carries gptmbr.bin: the probe picks SeaBIOS.
+    boot(&img, false, "syslinux did not boot");
 }
 
 #[test]
@@ -212,22 +152,7 @@ fn uefi_boots_bootx64_from_esp() {
         ],
         &img,
     );
-    let code = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-    need(code, "ovmf");
-    let vars = dir.path().join("vars.fd");
-    std::fs::write(&vars, need("/usr/share/OVMF/OVMF_VARS_4M.fd", "ovmf")).unwrap();
-    let out = boot(
-        &img,
-        &[
-            "-drive",
-            &format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
-            "-drive",
-            &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
-        ],
-    );
-    assert!(
-        out.contains(MARKER),
-        "UEFI did not run BOOTX64.EFI; serial console:\n{}",
-        tail(&out, 3000)
-    );
+    need(OVMF_CODE, "ovmf");
+    // No boot code in the protective MBR: the probe picks OVMF.
+    boot(&img, true, "UEFI did not run BOOTX64.EFI");
 }

@@ -4,7 +4,6 @@ mod build;
 mod failure;
 mod generate;
 mod inspect;
-mod kvm;
 mod lock;
 mod push;
 mod registry_args;

@@ -1,21 +1,19 @@
 //! `imgbuild run`: boot a disk (qcow2, raw) or an initramfs in QEMU with the serial
-//! console on the terminal, like `mkosi qemu`. Given a recipe, it builds it first.
+//! console on the terminal, like `mkosi qemu`. Given a recipe, it builds it first. The
+//! QEMU command line, the firmware choice and the console watcher are
+//! `imgbuild_formats::vm`'s.
 
+use super::failure::chain;
 use super::registry_args::RegistryArgs;
-use super::{kvm, Failure};
+use super::Failure;
 use clap::Args;
 use imgbuild::pipeline::{self, BuildRequest};
+use imgbuild_formats::disk::probe::{self, DiskFormat};
+use imgbuild_formats::vm::{self, Firmware, Outcome, Qemu, VmError, Watch};
 use imgbuild_formats::Format;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// OVMF's code and variable store (Debian package `ovmf`).
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -98,26 +96,17 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
     } else {
         artifact(&args.target, args.kernel.clone())?
     };
-    let dir = tempfile::tempdir().map_err(|e| Failure::internal(e.to_string()))?;
-    let mut cmd = Command::new("qemu-system-x86_64");
-    let accel = kvm::accel();
-    cmd.args(["-machine", "q35", "-accel", accel, "-smp", "2"])
-        .args(["-m", &args.memory.to_string()])
-        .args(["-nographic", "-nodefaults", "-no-reboot"])
-        .args(["-serial", "mon:stdio"]);
-    match &target {
-        Bootable::Disk { path, qcow2 } => {
-            let format = if *qcow2 { "qcow2" } else { "raw" };
-            cmd.arg("-drive").arg(format!(
-                "file={},format={format},if=virtio,snapshot=on",
-                path.display()
-            ));
-            if args.uefi || !has_mbr_boot_code(path, *qcow2)? {
-                uefi_firmware(&mut cmd, dir.path())?;
-            }
-        }
+    let boot = match target {
+        Bootable::Disk { path, qcow2 } => vm::Boot::Disk {
+            path,
+            format: if qcow2 {
+                DiskFormat::Qcow2
+            } else {
+                DiskFormat::Raw
+            },
+        },
         Bootable::Initramfs { initrd, kernel } => {
-            for p in [initrd, kernel] {
+            for p in [&initrd, &kernel] {
                 if !p.is_file() {
                     return Err(Failure::user(format!(
                         "{} does not exist; build it with --format initramfs",
@@ -125,19 +114,67 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
                     )));
                 }
             }
-            if args.uefi {
-                uefi_firmware(&mut cmd, dir.path())?;
+            vm::Boot::Kernel {
+                kernel,
+                initrd,
+                append: args.append.clone(),
             }
-            cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
-            cmd.args(["-append", &args.append]);
         }
+    };
+    let mut qemu = Qemu::new(boot);
+    qemu.memory_mib = args.memory;
+    if args.uefi {
+        qemu.firmware = Firmware::Uefi;
     }
-    eprintln!("booting with -accel {accel} (IMGBUILD_ACCEL=kvm|tcg overrides)");
-    watch(
-        cmd,
-        args.timeout.map(Duration::from_secs),
-        args.expect.as_deref(),
-    )
+    let vm = qemu.prepare().map_err(vm_failure)?;
+    eprintln!(
+        "booting with -accel {} (IMGBUILD_ACCEL=kvm|tcg overrides)",
+        vm.accel
+    );
+    let expect = args.expect.as_deref();
+    let timeout = args.timeout.map(Duration::from_secs);
+    let mut term = std::io::stdout();
+    let console = vm
+        .watch(Watch {
+            timeout,
+            expect,
+            echo: Some(&mut term),
+        })
+        .map_err(vm_failure)?;
+    let outcome = match (console.outcome, expect) {
+        (Outcome::Expected, _) => Ok(()),
+        (Outcome::Exited(status), Some(want)) => Err(Failure::internal(format!(
+            "the VM stopped ({status}) before `{want}` appeared on the console"
+        ))),
+        (Outcome::Exited(status), None) if status.success() => Ok(()),
+        (Outcome::Exited(status), None) => {
+            Err(Failure::internal(format!("qemu exited with {status}")))
+        }
+        (Outcome::TimedOut, _) => {
+            let limit = timeout.unwrap_or_default().as_secs();
+            Err(Failure::internal(match expect {
+                Some(want) => {
+                    format!("`{want}` did not appear on the console within {limit}s")
+                }
+                None => format!("the VM was still running after {limit}s"),
+            }))
+        }
+    };
+    if outcome.is_ok() {
+        eprintln!(
+            "\nimgbuild run: done after {:.1}s",
+            console.elapsed.as_secs_f64()
+        );
+    }
+    outcome
+}
+
+fn vm_failure(e: VmError) -> Failure {
+    if e.is_user_error() {
+        Failure::user(e.to_string())
+    } else {
+        Failure::internal(chain(&e))
+    }
 }
 
 /// Works out what an artifact path is.
@@ -159,178 +196,10 @@ fn artifact(path: &Path, kernel: Option<PathBuf>) -> Result<Bootable, Failure> {
             kernel,
         });
     }
-    let qcow2 = name.ends_with(".qcow2") || is_qcow2(path)?;
+    let qcow2 = name.ends_with(".qcow2")
+        || probe::is_qcow2(path).map_err(|e| Failure::internal(e.to_string()))?;
     Ok(Bootable::Disk {
         path: path.to_owned(),
         qcow2,
     })
-}
-
-fn io_failure(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
-    move |e| Failure::internal(format!("reading {}: {e}", path.display()))
-}
-
-fn is_qcow2(path: &Path) -> Result<bool, Failure> {
-    let mut magic = [0u8; 4];
-    let mut f = fs_err::File::open(path).map_err(io_failure(path))?;
-    Ok(f.read_exact(&mut magic).is_ok() && &magic == b"QFI\xfb")
-}
-
-/// Whether sector 0 of the disk carries boot code (it boots under BIOS); a disk without
-/// it is UEFI-only.
-fn has_mbr_boot_code(path: &Path, qcow2: bool) -> Result<bool, Failure> {
-    use std::io::{Seek, SeekFrom};
-    let mut f = fs_err::File::open(path).map_err(io_failure(path))?;
-    let mut offset = 0u64;
-    if qcow2 {
-        // qcow2: header field l1_table_offset (byte 40); L1[0] -> L2 table; L2[0] -> cluster.
-        const MASK: u64 = 0x00ff_ffff_ffff_fe00;
-        let mut word = [0u8; 8];
-        let mut read_u64 = |f: &mut fs_err::File, at: u64| -> std::io::Result<u64> {
-            f.seek(SeekFrom::Start(at))?;
-            f.read_exact(&mut word)?;
-            Ok(u64::from_be_bytes(word))
-        };
-        let l1 = read_u64(&mut f, 40).map_err(io_failure(path))?;
-        let l2 = read_u64(&mut f, l1).map_err(io_failure(path))? & MASK;
-        if l2 == 0 {
-            return Ok(false);
-        }
-        let entry = read_u64(&mut f, l2).map_err(io_failure(path))?;
-        if entry & (1 << 62) != 0 {
-            return Ok(true); // compressed: assume BIOS boot code is there
-        }
-        offset = entry & MASK;
-        if offset == 0 {
-            return Ok(false);
-        }
-    }
-    let mut code = [0u8; 440];
-    f.seek(SeekFrom::Start(offset)).map_err(io_failure(path))?;
-    f.read_exact(&mut code).map_err(io_failure(path))?;
-    Ok(code.iter().any(|b| *b != 0))
-}
-
-fn uefi_firmware(cmd: &mut Command, dir: &Path) -> Result<(), Failure> {
-    if !Path::new(OVMF_CODE).is_file() {
-        return Err(Failure::user(format!(
-            "{OVMF_CODE} is missing: install the Debian package `ovmf` to boot with UEFI"
-        )));
-    }
-    let vars = dir.join("OVMF_VARS.fd");
-    fs_err::copy(OVMF_VARS, &vars).map_err(|e| Failure::internal(e.to_string()))?;
-    cmd.arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
-        ))
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=1,file={}",
-            vars.display()
-        ));
-    Ok(())
-}
-
-/// Runs QEMU, copying its console to stdout, until it exits, `expect` appears (success)
-/// or `timeout` passes (failure).
-fn watch(mut cmd: Command, timeout: Option<Duration>, expect: Option<&str>) -> Result<(), Failure> {
-    let mut child = cmd
-        .stdin(if expect.is_some() {
-            Stdio::null()
-        } else {
-            Stdio::inherit()
-        })
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            Failure::user(format!(
-                "qemu-system-x86_64 could not start ({e}): install the Debian package `qemu-system-x86`"
-            ))
-        })?;
-    let mut stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| Failure::internal("qemu has no stdout"))?;
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let start = Instant::now();
-    let mut seen = String::new();
-    let mut term = std::io::stdout();
-    let outcome = loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(chunk) => {
-                let _ = term.write_all(&chunk);
-                let _ = term.flush();
-                if let Some(want) = expect {
-                    seen.push_str(&strip_ansi(&String::from_utf8_lossy(&chunk)));
-                    if seen.contains(want) {
-                        break Ok(());
-                    }
-                    // Keep the tail only: enough to match across chunk boundaries.
-                    let keep = seen.len().saturating_sub(want.len() + 4096);
-                    let cut = (keep..seen.len()).find(|i| seen.is_char_boundary(*i));
-                    seen.drain(..cut.unwrap_or(0));
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = child.wait().map_err(|e| Failure::internal(e.to_string()))?;
-                break match expect {
-                    Some(want) => Err(Failure::internal(format!(
-                        "the VM stopped ({status}) before `{want}` appeared on the console"
-                    ))),
-                    None if status.success() => Ok(()),
-                    None => Err(Failure::internal(format!("qemu exited with {status}"))),
-                };
-            }
-        }
-        if let Some(limit) = timeout.filter(|t| start.elapsed() > *t) {
-            break Err(Failure::internal(match expect {
-                Some(want) => format!(
-                    "`{want}` did not appear on the console within {}s",
-                    limit.as_secs()
-                ),
-                None => format!("the VM was still running after {}s", limit.as_secs()),
-            }));
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    if outcome.is_ok() {
-        eprintln!(
-            "\nimgbuild run: done after {:.1}s",
-            start.elapsed().as_secs_f64()
-        );
-    }
-    outcome
-}
-
-/// `text` without ANSI escape sequences (firmware consoles move the cursor a lot).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            out.push(c);
-            continue;
-        }
-        if chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            chars.next();
-        }
-    }
-    out
 }

@@ -13,7 +13,7 @@ use imgbuild_builder::debian::http::Http;
 use imgbuild_builder::debian::release::ReleaseOptions;
 use imgbuild_builder::debian::{resolve_from_mirror, DebianFrom, DirCache, DEFAULT_MIRROR};
 use imgbuild_formats::disk::source::FileData;
-use imgbuild_formats::initramfs::cpio::{CpioArchive, Entry, EntryKind as CpioKind};
+use imgbuild_formats::initramfs::cpio::{CpioArchive, Entry};
 use imgbuild_store::tarball::{EntryKind, EntryMeta, TarWriter};
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -162,17 +162,16 @@ fn parts() -> &'static Parts {
 fn initrd(p: &Parts) -> Vec<u8> {
     let mut a = CpioArchive::new();
     for d in ["bin", "dev", "proc", "sys", "root", "modules"] {
-        a.add(Entry::new(d, 0o755, EPOCH, CpioKind::Dir));
+        a.add(Entry::new(d, 0o755, EPOCH, EntryKind::Dir));
     }
-    let file = |path: &str, mode, bytes: Vec<u8>| {
-        Entry::new(path, mode, EPOCH, CpioKind::File(FileData::Bytes(bytes)))
-    };
+    let file =
+        |path: &str, mode, bytes: Vec<u8>| Entry::file(path, mode, EPOCH, FileData::Bytes(bytes));
     a.add(file("bin/busybox", 0o755, p.busybox.clone()));
     a.add(Entry::new(
         "bin/sh",
         0o777,
         EPOCH,
-        CpioKind::Symlink("busybox".into()),
+        EntryKind::Symlink("busybox".into()),
     ));
     a.add(file("init", 0o755, INITRD_INIT.as_bytes().to_vec()));
     let mut order = String::new();

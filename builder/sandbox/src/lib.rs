@@ -65,6 +65,7 @@ mod seccomp;
 pub mod unpack;
 pub mod upper;
 
+pub use imgbuild_store::tarball::EntryKind;
 pub use mounts::{MASKED_DIRS, MASKED_FILES, READONLY_PROC, RUN_SIZE, SHM_SIZE, TMP_SIZE};
 pub use namespaces::{
     reexec_in_user_namespace, IdMap, IdMapError, MapWriter, SandboxMode, UsernsError,

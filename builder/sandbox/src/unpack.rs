@@ -6,10 +6,12 @@
 //! Every path is resolved by this module, never by the kernel's normal
 //! path walk:
 //!
-//! * entry names and hard-link targets are split on `/`; a leading `/`,
-//!   empty and `.` components are dropped (so `/etc/x` lands at
-//!   `<root>/etc/x`, like GNU tar does), and any `..` component rejects the
-//!   whole layer with [`UnpackError::UnsafePath`];
+//! * entry metadata comes from the store's tar reader
+//!   ([`imgbuild_store::tarball::read_raw_meta`], names as bytes), which also
+//!   holds the one path check: entry names and hard-link targets are split on
+//!   `/`, a leading `/`, empty and `.` components are dropped (so `/etc/x`
+//!   lands at `<root>/etc/x`, like GNU tar does), and any `..` component
+//!   rejects the whole layer with [`UnpackError::UnsafePath`];
 //! * parent directories are opened one component at a time with
 //!   `openat(O_PATH | O_DIRECTORY | O_NOFOLLOW)` starting from an fd of the
 //!   root, so a symlink (or any non-directory) in a parent position makes
@@ -43,6 +45,10 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
+
+use imgbuild_store::tarball::{
+    read_raw_meta, EntryKind, LayerReadError, RawMeta, OPAQUE_MARKER, WHITEOUT_PREFIX,
+};
 
 use super::overlay::OverlayXattrs;
 
@@ -238,9 +244,7 @@ pub enum UnpackError {
     },
 }
 
-const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const CAPABILITY_XATTR: &str = "security.capability";
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
 
 /// Unpacks the tar stream `reader` into the existing directory `root`.
 ///
@@ -300,6 +304,8 @@ struct Unpacker {
 
 /// Metadata collected from the header and PAX records.
 struct Meta {
+    /// The path relative to the root, `/`-joined (for deferred owners).
+    rel: String,
     mode: u32,
     uid: u32,
     gid: u32,
@@ -307,17 +313,24 @@ struct Meta {
     xattrs: BTreeMap<String, Vec<u8>>,
 }
 
-/// Splits a tar path into safe components (see module docs).
-fn components(raw: &[u8]) -> Result<Vec<OsString>, &'static str> {
-    let mut out = Vec::new();
-    for c in raw.split(|b| *b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => return Err("path contains a `..` component"),
-            c => out.push(OsStr::from_bytes(c).to_owned()),
+impl Meta {
+    fn new(raw: &RawMeta) -> Self {
+        let (secs, nanos) = raw
+            .pax_mtime
+            .unwrap_or((i64::try_from(raw.mtime).unwrap_or(i64::MAX), 0));
+        Self {
+            rel: String::from_utf8_lossy(&raw.path.join(&b'/')).into_owned(),
+            mode: raw.mode,
+            // Never u32::MAX: chown would read it as "leave unchanged".
+            uid: u32::try_from(raw.uid).unwrap_or(u32::MAX - 1),
+            gid: u32::try_from(raw.gid).unwrap_or(u32::MAX - 1),
+            mtime: Timespec {
+                tv_sec: secs,
+                tv_nsec: nanos as _,
+            },
+            xattrs: raw.xattrs.clone(),
         }
     }
-    Ok(out)
 }
 
 fn io_err(e: Errno) -> io::Error {
@@ -406,55 +419,22 @@ impl Unpacker {
         Ok(cur)
     }
 
-    fn meta<R: Read>(
-        &self,
-        entry: &mut tar::Entry<'_, R>,
-        path: &str,
-    ) -> Result<Meta, UnpackError> {
-        let h = entry.header();
-        let mode = h.mode().unwrap_or(0o644) & 0o7777;
-        let mut uid = h.uid().unwrap_or(0);
-        let mut gid = h.gid().unwrap_or(0);
-        let mut secs = h.mtime().unwrap_or(0) as i64;
-        let mut nanos = 0i64;
-        let mut xattrs = BTreeMap::new();
-        if let Some(pax) = entry
-            .pax_extensions()
-            .map_err(|e| self.read_err(&Some(path.to_owned()), e))?
-        {
-            for ext in pax {
-                let ext = ext.map_err(|e| self.read_err(&Some(path.to_owned()), e))?;
-                let Ok(key) = ext.key() else { continue };
-                let val = ext.value_bytes();
-                let num = || {
-                    std::str::from_utf8(val)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u64>().ok())
-                };
-                if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                    xattrs.insert(name.to_owned(), val.to_vec());
-                } else if key == "uid" {
-                    uid = num().unwrap_or(uid);
-                } else if key == "gid" {
-                    gid = num().unwrap_or(gid);
-                } else if key == "mtime" {
-                    if let Some((s, n)) = std::str::from_utf8(val).ok().and_then(parse_pax_time) {
-                        secs = s;
-                        nanos = n;
-                    }
-                }
+    /// An error of the store's tar reader as this layer's refusal or read failure.
+    fn layer_err(&self, path: &str, e: LayerReadError) -> UnpackError {
+        match e {
+            LayerReadError::Escapes { .. } => {
+                self.unsafe_path(path, "path or hard link target contains a `..` component")
+            }
+            LayerReadError::Refused { what, .. } => UnpackError::Refused {
+                root: self.root.clone(),
+                path: path.to_owned(),
+                what,
+            },
+            LayerReadError::Io(source) => self.read_err(&Some(path.to_owned()), source),
+            other @ LayerReadError::UnsupportedType { .. } => {
+                self.read_err(&Some(path.to_owned()), io::Error::other(other.to_string()))
             }
         }
-        Ok(Meta {
-            mode,
-            uid: u32::try_from(uid).unwrap_or(u32::MAX - 1),
-            gid: u32::try_from(gid).unwrap_or(u32::MAX - 1),
-            mtime: Timespec {
-                tv_sec: secs,
-                tv_nsec: nanos as _,
-            },
-            xattrs,
-        })
     }
 
     fn entry<R: Read>(
@@ -471,26 +451,24 @@ impl Unpacker {
         ) {
             return Ok(());
         }
-        if let Some(what) =
-            imgbuild_store::tarball::refused_entry(entry).map_err(|e| UnpackError::Read {
-                root: self.root.clone(),
-                after: Some(path.to_owned()),
-                source: io::Error::other(e.to_string()),
-            })?
-        {
-            return Err(UnpackError::Refused {
-                root: self.root.clone(),
-                path: path.to_owned(),
-                what,
-            });
-        }
-        let raw = entry.path_bytes().into_owned();
-        let comps = components(&raw).map_err(|r| self.unsafe_path(path, r))?;
-        let meta = self.meta(entry, path)?;
+        let raw = match read_raw_meta(entry) {
+            Ok(raw) => raw,
+            Err(LayerReadError::UnsupportedType { kind, .. }) => {
+                self.note(path, UnpackNoteKind::UnsupportedType(kind));
+                return Ok(());
+            }
+            Err(e) => return Err(self.layer_err(path, e)),
+        };
+        let comps: Vec<OsString> = raw
+            .path
+            .iter()
+            .map(|c| OsStr::from_bytes(c).to_owned())
+            .collect();
+        let meta = Meta::new(&raw);
 
         let Some((leaf, parents)) = comps.split_last() else {
             // The root itself (`./`): only a directory entry makes sense.
-            if etype == T::Directory {
+            if raw.kind == EntryKind::Dir {
                 let fd = rfs::openat(
                     &self.root_fd,
                     ".",
@@ -508,7 +486,7 @@ impl Unpacker {
         let leaf_bytes = leaf.as_bytes();
 
         // OCI whiteouts.
-        if leaf_bytes == OPAQUE_MARKER {
+        if leaf_bytes == OPAQUE_MARKER.as_bytes() {
             let dir = rfs::openat(
                 &parent,
                 ".",
@@ -520,7 +498,7 @@ impl Unpacker {
             return rfs::fsetxattr(&dir, name, b"y", XattrFlags::empty())
                 .map_err(|e| self.write_err(path, "set overlay opaque xattr on the parent of", e));
         }
-        if let Some(target) = leaf_bytes.strip_prefix(WHITEOUT_PREFIX) {
+        if let Some(target) = leaf_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             let target = OsStr::from_bytes(target);
             if target.is_empty() || target == "." || target == ".." {
                 return Err(self.unsafe_path(path, "whiteout names no file"));
@@ -548,9 +526,9 @@ impl Unpacker {
             return Ok(());
         }
 
-        match etype {
+        match raw.kind {
             // GNU sparse entries (type S) come expanded from the tar crate.
-            T::Regular | T::GNUSparse => {
+            EntryKind::File => {
                 self.remove_existing(&parent, leaf, false, path)?;
                 let mut f = rfs::openat(
                     &parent,
@@ -574,7 +552,7 @@ impl Unpacker {
                 rfs::futimens(&f, &times(meta.mtime))
                     .map_err(|e| self.write_err(path, "set mtime of", e))?;
             }
-            T::Directory => {
+            EntryKind::Dir => {
                 let reuse = self.remove_existing(&parent, leaf, true, path)?;
                 if !reuse {
                     rfs::mkdirat(&parent, leaf.as_os_str(), Mode::from_raw_mode(0o700))
@@ -590,24 +568,26 @@ impl Unpacker {
                 self.apply_fd_meta(&dir, &meta, path)?;
                 self.dir_times.push((comps.clone(), times(meta.mtime)));
             }
-            T::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| self.unsafe_path(path, "symlink without a target"))?
-                    .into_owned();
+            EntryKind::Symlink(target) => {
+                if target.is_empty() {
+                    return Err(self.unsafe_path(path, "symlink without a target"));
+                }
                 self.remove_existing(&parent, leaf, false, path)?;
                 rfs::symlinkat(OsStr::from_bytes(&target), &parent, leaf.as_os_str())
                     .map_err(|e| self.write_err(path, "create symlink", e))?;
                 self.apply_at_meta(&parent, leaf, &meta, path, false)?;
             }
-            T::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| self.unsafe_path(path, "hard link without a target"))?
-                    .into_owned();
-                let tcomps = components(&target).map_err(|r| self.unsafe_path(path, r))?;
+            EntryKind::Hardlink(target) => {
+                // Normalised by the reader: components joined by `/`, `..` refused.
+                let tcomps: Vec<OsString> = target
+                    .split(|b| *b == b'/')
+                    .filter(|c| !c.is_empty())
+                    .map(|c| OsStr::from_bytes(c).to_owned())
+                    .collect();
                 let Some((tleaf, tparents)) = tcomps.split_last() else {
-                    return Err(self.unsafe_path(path, "hard link to the root"));
+                    return Err(
+                        self.unsafe_path(path, "hard link without a target, or to the root")
+                    );
                 };
                 let tparent = self.open_dir(tparents, false, path).map_err(|e| match e {
                     UnpackError::Write { source, .. } => UnpackError::Write {
@@ -634,10 +614,14 @@ impl Unpacker {
                     )
                 })?;
             }
-            T::Char | T::Block | T::Fifo => {
-                let (ft, dev) = match etype {
-                    T::Char => (FileType::CharacterDevice, dev_of(entry)),
-                    T::Block => (FileType::BlockDevice, dev_of(entry)),
+            EntryKind::CharDevice(..) | EntryKind::BlockDevice(..) | EntryKind::Fifo => {
+                let (ft, dev) = match raw.kind {
+                    EntryKind::CharDevice(major, minor) => {
+                        (FileType::CharacterDevice, rfs::makedev(major, minor))
+                    }
+                    EntryKind::BlockDevice(major, minor) => {
+                        (FileType::BlockDevice, rfs::makedev(major, minor))
+                    }
                     _ => (FileType::Fifo, 0),
                 };
                 self.remove_existing(&parent, leaf, false, path)?;
@@ -655,7 +639,6 @@ impl Unpacker {
                     Err(e) => return Err(self.write_err(path, "create device node", e)),
                 }
             }
-            other => self.note(path, UnpackNoteKind::UnsupportedType(other.as_byte())),
         }
         Ok(())
     }
@@ -692,7 +675,7 @@ impl Unpacker {
     /// chown, chmod, xattrs on an open file or directory.
     fn apply_fd_meta(&mut self, fd: impl AsFd, meta: &Meta, path: &str) -> Result<(), UnpackError> {
         let fd = fd.as_fd();
-        self.defer_owner(path, meta, Some(meta.mode));
+        self.defer_owner(meta, Some(meta.mode));
         if let Some((uid, gid)) = self.host_owner(path, meta)? {
             rfs::fchown(
                 fd,
@@ -731,7 +714,7 @@ impl Unpacker {
         path: &str,
         chmod: bool,
     ) -> Result<(), UnpackError> {
-        self.defer_owner(path, meta, chmod.then_some(meta.mode));
+        self.defer_owner(meta, chmod.then_some(meta.mode));
         if let Some((uid, gid)) = self.host_owner(path, meta)? {
             rfs::chownat(
                 parent,
@@ -795,18 +778,12 @@ impl Unpacker {
         self.opts.owners == Owners::Defer && name == CAPABILITY_XATTR
     }
 
-    fn defer_owner(&mut self, path: &str, meta: &Meta, mode: Option<u32>) {
+    fn defer_owner(&mut self, meta: &Meta, mode: Option<u32>) {
         if self.opts.owners != Owners::Defer {
             return;
         }
-        let rel = components(path.as_bytes())
-            .unwrap_or_default()
-            .iter()
-            .map(|c| c.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join("/");
         self.report.deferred_owners.push(OwnerFix {
-            path: rel,
+            path: meta.rel.clone(),
             uid: meta.uid,
             gid: meta.gid,
             mode,
@@ -867,50 +844,5 @@ fn times(t: Timespec) -> Timestamps {
     Timestamps {
         last_access: t,
         last_modification: t,
-    }
-}
-
-fn dev_of<R: Read>(entry: &tar::Entry<'_, R>) -> rfs::Dev {
-    let h = entry.header();
-    let major = h.device_major().ok().flatten().unwrap_or(0);
-    let minor = h.device_minor().ok().flatten().unwrap_or(0);
-    rfs::makedev(major, minor)
-}
-
-/// Parses a PAX time `SECS[.FRACTION]` into (secs, nanos).
-fn parse_pax_time(s: &str) -> Option<(i64, i64)> {
-    let (secs, frac) = s.trim().split_once('.').unwrap_or((s.trim(), ""));
-    let secs = secs.parse::<i64>().ok()?;
-    let mut nanos = 0i64;
-    for (i, c) in frac.chars().take(9).enumerate() {
-        nanos += i64::from(c.to_digit(10)?) * 10i64.pow(8 - i as u32);
-    }
-    Some((secs, if secs < 0 { -nanos } else { nanos }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn components_reject_dotdot_and_strip_root() {
-        assert!(components(b"../../etc/x").is_err());
-        assert!(components(b"a/../b").is_err());
-        assert_eq!(
-            components(b"/etc/x").unwrap(),
-            vec![OsString::from("etc"), OsString::from("x")]
-        );
-        assert_eq!(
-            components(b"./a//b/").unwrap(),
-            vec![OsString::from("a"), OsString::from("b")]
-        );
-        assert!(components(b"./").unwrap().is_empty());
-    }
-
-    #[test]
-    fn pax_time() {
-        assert_eq!(parse_pax_time("12.5"), Some((12, 500_000_000)));
-        assert_eq!(parse_pax_time("7"), Some((7, 0)));
-        assert_eq!(parse_pax_time("x"), None);
     }
 }

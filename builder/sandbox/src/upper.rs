@@ -8,11 +8,11 @@
 //!   creates them, often as hard links to one shared inode) and, for the
 //!   `userxattr` flavour, zero-size files carrying `user.overlay.whiteout`
 //!   become [`UpperKind::Whiteout`]. Directories with `<prefix>opaque = y`
-//!   get `opaque: true`. Overlay's own `trusted.overlay.*` /
+//!   become [`UpperKind::OpaqueDir`]. Overlay's own `trusted.overlay.*` /
 //!   `user.overlay.*` xattrs are dropped from every entry.
 //! * Hard links: regular files sharing `(dev, ino)` are emitted once as
-//!   [`UpperKind::File`] (first path in sorted order) and then as
-//!   [`UpperKind::Hardlink`] to that path.
+//!   [`EntryKind::File`] (first path in sorted order) and then as
+//!   [`EntryKind::Hardlink`] to that path.
 //! * Owners: the upper holds host ids (every step runs in a user
 //!   namespace); with [`ScanOptions::id_map`] they are mapped back to
 //!   sandbox ids. Whiteouts carry no owner (overlayfs makes them with the
@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 
 use super::namespaces::IdMap;
 use super::overlay::{is_overlay_private_xattr, OverlayXattrs};
+use imgbuild_store::tarball::EntryKind;
 
 /// One entry of the layer diff.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,52 +58,24 @@ pub struct UpperEntry {
     pub xattrs: BTreeMap<String, Vec<u8>>,
     /// Modification time, seconds since the epoch.
     pub mtime: i64,
+    /// Where the entry is in the upper dir (a regular file's bytes are read from here).
+    pub host_path: PathBuf,
+    /// Size in bytes of a regular file; 0 otherwise.
+    pub size: u64,
 }
 
-/// Kind of an [`UpperEntry`].
+/// Kind of an [`UpperEntry`]: an entry typed as the store's tar model types it, or one of
+/// the two things overlayfs adds to that model (kept apart because a layer's tar spells
+/// them as extra names, `.wh.NAME` and `DIR/.wh..wh..opq`, not as entry types).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpperKind {
-    /// Regular file; read the data from `host_path`.
-    File {
-        /// Absolute path of the file in the upper dir.
-        host_path: PathBuf,
-        /// Size in bytes.
-        size: u64,
-    },
-    /// Directory; `opaque` hides everything below it in lower layers (OCI
-    /// `.wh..wh..opq`).
-    Dir {
-        /// Opaque marker.
-        opaque: bool,
-    },
-    /// Symbolic link.
-    Symlink {
-        /// Link target, verbatim.
-        target: String,
-    },
-    /// Hard link to an earlier entry (relative path).
-    Hardlink {
-        /// Path of the first entry with this inode.
-        target: String,
-    },
+    /// An entry the layer carries: file, directory, symlink, hard link to an earlier
+    /// entry, device or fifo.
+    Entry(EntryKind),
+    /// A directory that hides everything below it in lower layers (OCI `.wh..wh..opq`).
+    OpaqueDir,
     /// Deletion of this path from lower layers (OCI `.wh.NAME`).
     Whiteout,
-    /// Character device.
-    CharDevice {
-        /// Major number.
-        major: u32,
-        /// Minor number.
-        minor: u32,
-    },
-    /// Block device.
-    BlockDevice {
-        /// Major number.
-        major: u32,
-        /// Minor number.
-        minor: u32,
-    },
-    /// Named pipe.
-    Fifo,
 }
 
 /// Inputs of [`scan_upper`] besides the upper dir.
@@ -198,12 +171,11 @@ pub fn scan_upper(upper: &Path, opts: &ScanOptions<'_>) -> Result<Vec<UpperEntry
             continue;
         }
         let mut e = r.entry;
-        if let (Some(key), UpperKind::File { .. }) = (r.dev_ino, &e.kind) {
+        if let (Some(key), UpperKind::Entry(EntryKind::File)) = (r.dev_ino, &e.kind) {
             match first_of.get(&key) {
                 Some(first) => {
-                    e.kind = UpperKind::Hardlink {
-                        target: first.clone(),
-                    }
+                    e.kind = UpperKind::Entry(EntryKind::Hardlink(first.clone()));
+                    e.size = 0;
                 }
                 None => {
                     first_of.insert(key, e.path.clone());
@@ -221,8 +193,8 @@ fn is_sandbox_artifact(r: &Raw, lowers: &[PathBuf]) -> bool {
         return false;
     };
     let pristine = match &e.kind {
-        UpperKind::Dir { opaque: false } => is_dir && r.children == 0,
-        UpperKind::File { size: 0, .. } => !is_dir,
+        UpperKind::Entry(EntryKind::Dir) => is_dir && r.children == 0,
+        UpperKind::Entry(EntryKind::File) => !is_dir && e.size == 0,
         _ => false,
     };
     pristine
@@ -235,7 +207,7 @@ fn is_sandbox_artifact(r: &Raw, lowers: &[PathBuf]) -> bool {
 /// without one: a non-opaque directory that no lower has.
 fn is_sandbox_made_parent(r: &Raw, lowers: &[PathBuf]) -> bool {
     r.entry.path == "etc"
-        && matches!(r.entry.kind, UpperKind::Dir { opaque: false })
+        && r.entry.kind == UpperKind::Entry(EntryKind::Dir)
         && !lowers
             .iter()
             .any(|l| l.join(&r.entry.path).symlink_metadata().is_ok())
@@ -244,7 +216,7 @@ fn is_sandbox_made_parent(r: &Raw, lowers: &[PathBuf]) -> bool {
 /// A non-opaque directory whose mode and owner equal those of the same
 /// directory in some lower.
 fn is_unchanged_copy_up(r: &Raw, lowers: &[PathBuf]) -> bool {
-    matches!(r.entry.kind, UpperKind::Dir { opaque: false })
+    r.entry.kind == UpperKind::Entry(EntryKind::Dir)
         && lowers.iter().any(|l| {
             l.join(&r.entry.path)
                 .symlink_metadata()
@@ -283,7 +255,11 @@ fn walk(
             let opaque = xattrs_all
                 .get(opts.overlay.opaque_name())
                 .is_some_and(|v| v == b"y");
-            UpperKind::Dir { opaque }
+            if opaque {
+                UpperKind::OpaqueDir
+            } else {
+                UpperKind::Entry(EntryKind::Dir)
+            }
         } else if ft.is_char_device() && rdev == 0 {
             UpperKind::Whiteout
         } else if ft.is_file() {
@@ -293,10 +269,7 @@ fn walk(
             {
                 UpperKind::Whiteout
             } else {
-                UpperKind::File {
-                    host_path: host.clone(),
-                    size: md.len(),
-                }
+                UpperKind::Entry(EntryKind::File)
             }
         } else if ft.is_symlink() {
             let t = fs_err::read_link(&host).map_err(io_err(&host))?;
@@ -304,19 +277,19 @@ fn walk(
                 .to_str()
                 .ok_or_else(|| ScanError::NonUtf8 { path: host.clone() })?
                 .to_owned();
-            UpperKind::Symlink { target }
+            UpperKind::Entry(EntryKind::Symlink(target))
         } else if ft.is_char_device() {
-            UpperKind::CharDevice {
-                major: rustix::fs::major(rdev),
-                minor: rustix::fs::minor(rdev),
-            }
+            UpperKind::Entry(EntryKind::CharDevice(
+                rustix::fs::major(rdev),
+                rustix::fs::minor(rdev),
+            ))
         } else if ft.is_block_device() {
-            UpperKind::BlockDevice {
-                major: rustix::fs::major(rdev),
-                minor: rustix::fs::minor(rdev),
-            }
+            UpperKind::Entry(EntryKind::BlockDevice(
+                rustix::fs::major(rdev),
+                rustix::fs::minor(rdev),
+            ))
         } else if ft.is_fifo() {
-            UpperKind::Fifo
+            UpperKind::Entry(EntryKind::Fifo)
         } else {
             // Sockets cannot go into a layer; skip them.
             continue;
@@ -332,8 +305,8 @@ fn walk(
                 id,
             }),
         };
-        let dev_ino = (matches!(kind, UpperKind::File { .. }) && md.nlink() > 1)
-            .then(|| (md.dev(), md.ino()));
+        let is_file = kind == UpperKind::Entry(EntryKind::File);
+        let dev_ino = (is_file && md.nlink() > 1).then(|| (md.dev(), md.ino()));
         out.push(Raw {
             entry: UpperEntry {
                 path: rel,
@@ -353,6 +326,8 @@ fn walk(
                     .collect(),
                 mtime: md.mtime(),
                 kind,
+                size: if is_file { md.len() } else { 0 },
+                host_path: host,
             },
             dev_ino,
             children,

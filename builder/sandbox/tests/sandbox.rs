@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 
 use common::*;
-use imgbuild_sandbox::{RunError, Step, StepCommand, UpperEntry, UpperKind, User};
+use imgbuild_sandbox::{EntryKind, RunError, Step, StepCommand, UpperEntry, UpperKind, User};
 
 fn find<'a>(entries: &'a [UpperEntry], path: &str) -> Option<&'a UpperEntry> {
     entries.iter().find(|e| e.path == path)
@@ -36,26 +36,22 @@ fn writes_land_in_upper_and_scan() {
         vec!["root", "root/hello", "root/hello2", "root/sym"],
         "{entries:#?}"
     );
-    assert!(matches!(
+    assert_eq!(
         find(&entries, "root").unwrap().kind,
-        UpperKind::Dir { opaque: false }
-    ));
-    let hello = find(&entries, "root/hello").unwrap();
-    assert!(
-        matches!(&hello.kind, UpperKind::File { size: 3, host_path } if host_path == &f.upper().join("root/hello"))
+        UpperKind::Entry(EntryKind::Dir)
     );
+    let hello = find(&entries, "root/hello").unwrap();
+    assert_eq!(hello.kind, UpperKind::Entry(EntryKind::File));
+    assert_eq!(hello.size, 3);
+    assert_eq!(hello.host_path, f.upper().join("root/hello"));
     assert_eq!((hello.uid, hello.gid), (0, 0));
     assert_eq!(
         find(&entries, "root/hello2").unwrap().kind,
-        UpperKind::Hardlink {
-            target: "root/hello".into()
-        }
+        UpperKind::Entry(EntryKind::Hardlink("root/hello".into()))
     );
     assert_eq!(
         find(&entries, "root/sym").unwrap().kind,
-        UpperKind::Symlink {
-            target: "hello".into()
-        }
+        UpperKind::Entry(EntryKind::Symlink("hello".into()))
     );
 }
 
@@ -79,7 +75,7 @@ fn deletions_become_whiteouts_and_opaque_dirs() {
     );
     assert_eq!(
         find(&entries, "var/lib").unwrap().kind,
-        UpperKind::Dir { opaque: true }
+        UpperKind::OpaqueDir
     );
     assert!(find(&entries, "var/lib/new").is_some());
     assert!(entries

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use imgbuild_sandbox::{scan_upper, OverlayXattrs, ScanOptions, UpperEntry, UpperKind};
+use imgbuild_sandbox::{scan_upper, EntryKind, OverlayXattrs, ScanOptions, UpperEntry, UpperKind};
 use rustix::fs::{makedev, mknodat, FileType, Mode, XattrFlags, CWD};
 
 fn setx(p: &Path, name: &str, v: &[u8]) {
@@ -96,17 +96,30 @@ fn scan_rules() {
         UpperKind::Whiteout,
         "shared whiteout inodes are not hard links"
     );
-    assert_eq!(m["dev"].kind, UpperKind::Dir { opaque: true });
+    assert_eq!(m["dev"].kind, UpperKind::OpaqueDir);
     assert!(m["dev"].xattrs.is_empty());
-    assert!(matches!(m["a"].kind, UpperKind::File { size: 4, .. }));
-    assert_eq!(m["b"].kind, UpperKind::Hardlink { target: "a".into() });
-    assert_eq!(m["z"].kind, UpperKind::Hardlink { target: "a".into() });
+    assert_eq!(m["a"].kind, UpperKind::Entry(EntryKind::File));
+    assert_eq!(m["a"].size, 4);
+    assert_eq!(
+        m["b"].kind,
+        UpperKind::Entry(EntryKind::Hardlink("a".into()))
+    );
+    assert_eq!(
+        m["z"].kind,
+        UpperKind::Entry(EntryKind::Hardlink("a".into()))
+    );
     assert_eq!(
         m["a"].xattrs,
         BTreeMap::from([("user.keep".to_string(), b"1".to_vec())])
     );
-    assert_eq!(m["blk"].kind, UpperKind::BlockDevice { major: 8, minor: 1 });
-    assert_eq!(m["fifo"].kind, UpperKind::Fifo);
-    assert_eq!(m["s"].kind, UpperKind::Symlink { target: "a".into() });
+    assert_eq!(
+        m["blk"].kind,
+        UpperKind::Entry(EntryKind::BlockDevice(8, 1))
+    );
+    assert_eq!(m["fifo"].kind, UpperKind::Entry(EntryKind::Fifo));
+    assert_eq!(
+        m["s"].kind,
+        UpperKind::Entry(EntryKind::Symlink("a".into()))
+    );
     assert_eq!(m["fifo"].mode, 0o600);
 }

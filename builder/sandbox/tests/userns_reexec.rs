@@ -16,7 +16,7 @@ use std::process::Command;
 
 use common::*;
 use imgbuild_sandbox::{
-    reexec_in_user_namespace, unpack_layer, OverlayXattrs, Sandbox, SandboxMode, Step,
+    reexec_in_user_namespace, unpack_layer, EntryKind, OverlayXattrs, Sandbox, SandboxMode, Step,
     UnpackOptions, UpperKind,
 };
 
@@ -149,11 +149,9 @@ fn inner(dir: &Path) {
         .find(|e| e.path == "var/secret/f")
         .expect("scanned");
     assert_eq!((f.uid, f.gid), (100, 100));
-    let UpperKind::File { host_path, .. } = &f.kind else {
-        panic!("{f:?}")
-    };
+    assert_eq!(f.kind, UpperKind::Entry(EntryKind::File), "{f:?}");
     assert_eq!(
-        std::fs::read_to_string(host_path).unwrap(),
+        std::fs::read_to_string(&f.host_path).unwrap(),
         "s\n",
         "readable for the layer writer"
     );

@@ -24,7 +24,12 @@ pub(crate) struct CopyItem {
     pub kind: CopyKind,
 }
 
-/// The kind of a copied entry.
+/// The kind of a copied entry. Not the store's `EntryKind`: this is a plan of what to
+/// copy, made before anything is written, so a file carries where its bytes come from and
+/// the digest and stamp that go into the step's cache key; and a copy makes only files,
+/// directories and symlinks (host hard links become separate files; devices, fifos and
+/// sockets are refused).
+/// `files.rs` turns each item into an `EntryMeta` when the layer is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CopyKind {
     File {

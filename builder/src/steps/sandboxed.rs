@@ -72,35 +72,22 @@ pub(crate) fn run_to_layer(
             meta.mtime = u64::try_from(entry.mtime).unwrap_or(0).min(epoch);
             meta.xattrs = entry.xattrs;
             match entry.kind {
-                UpperKind::Whiteout => {
-                    tar.whiteout(&entry.path, epoch).map_err(io_err)?;
-                    continue;
-                }
-                UpperKind::Dir { opaque } => {
+                UpperKind::Whiteout => tar.whiteout(&entry.path, epoch).map_err(io_err)?,
+                UpperKind::OpaqueDir => {
                     tar.append(&meta, &mut io::empty()).map_err(io_err)?;
-                    if opaque {
-                        tar.opaque(&entry.path, epoch).map_err(io_err)?;
-                    }
-                    continue;
+                    tar.opaque(&entry.path, epoch).map_err(io_err)?;
                 }
-                UpperKind::File { host_path, size } => {
+                UpperKind::Entry(EntryKind::File) => {
                     meta.kind = EntryKind::File;
-                    meta.size = size;
-                    let mut file = fs_err::File::open(&host_path).map_err(io_err)?;
+                    meta.size = entry.size;
+                    let mut file = fs_err::File::open(&entry.host_path).map_err(io_err)?;
                     tar.append(&meta, &mut file).map_err(io_err)?;
-                    continue;
                 }
-                UpperKind::Symlink { target } => meta.kind = EntryKind::Symlink(target),
-                UpperKind::Hardlink { target } => meta.kind = EntryKind::Hardlink(target),
-                UpperKind::CharDevice { major, minor } => {
-                    meta.kind = EntryKind::CharDevice(major, minor)
+                UpperKind::Entry(kind) => {
+                    meta.kind = kind;
+                    tar.append(&meta, &mut io::empty()).map_err(io_err)?;
                 }
-                UpperKind::BlockDevice { major, minor } => {
-                    meta.kind = EntryKind::BlockDevice(major, minor)
-                }
-                UpperKind::Fifo => meta.kind = EntryKind::Fifo,
             }
-            tar.append(&meta, &mut io::empty()).map_err(io_err)?;
         }
         tar.finish().map_err(io_err)?;
     }

@@ -7,7 +7,8 @@
 //! - [`gpt`]: GUID partition table plus protective (or hybrid) MBR.
 //! - [`guid`]: GUIDs with the GPT mixed-endian encoding, seeded GUIDs.
 //! - [`fat`]: a FAT32 filesystem writer (for the EFI system partition).
-//! - [`qcow2`]: a streaming qcow2 v3 writer from a raw image.
+//! - [`qcow2`]: a streaming qcow2 v3 writer from a raw image, and a reader of guest bytes.
+//! - [`probe`]: what a given disk image is: qcow2 or raw, BIOS-bootable or UEFI-only.
 //! - [`ext4`]: deterministic ext4 from a tarball via `mke2fs -d`.
 //! - [`align`]: 1 MiB alignment helpers.
 //! - [`source`]: file contents (bytes, reader, host path).
@@ -19,6 +20,7 @@ pub mod ext4;
 pub mod fat;
 pub mod gpt;
 pub mod guid;
+pub mod probe;
 pub mod qcow2;
 pub mod source;
 pub mod sparse;

@@ -23,7 +23,6 @@ use crate::disk::source::{copy_exact, CopyError, FileData};
 
 /// `S_IFMT` and file type bits.
 const S_IFMT: u32 = 0o170_000;
-const S_IFSOCK: u32 = 0o140_000;
 const S_IFLNK: u32 = 0o120_000;
 const S_IFREG: u32 = 0o100_000;
 const S_IFBLK: u32 = 0o060_000;
@@ -93,61 +92,30 @@ pub enum CpioError {
     Io(#[from] std::io::Error),
 }
 
-/// What an entry is.
-#[derive(Debug)]
-pub enum EntryKind {
-    /// A regular file.
-    File(FileData),
-    /// A directory.
-    Dir,
-    /// A symbolic link to `target` (always mode 0777, as on Linux).
-    Symlink(String),
-    /// A hard link to an earlier [`EntryKind::File`] entry at this path
-    /// (metadata is taken from that file).
-    HardLink(String),
-    /// A character device.
-    CharDevice {
-        /// Device major number.
-        major: u32,
-        /// Device minor number.
-        minor: u32,
-    },
-    /// A block device.
-    BlockDevice {
-        /// Device major number.
-        major: u32,
-        /// Device minor number.
-        minor: u32,
-    },
-    /// A named pipe.
-    Fifo,
-    /// A Unix socket.
-    Socket,
+/// What an entry is: the store's tar entry model. A hard link names an earlier
+/// [`EntryKind::File`] entry (its metadata is taken from that file); a symlink is always
+/// mode 0777, as on Linux. A file's bytes are [`Entry::data`].
+pub use imgbuild_store::tarball::EntryKind;
+
+fn type_bits(kind: &EntryKind) -> u32 {
+    match kind {
+        EntryKind::File | EntryKind::Hardlink(_) => S_IFREG,
+        EntryKind::Dir => S_IFDIR,
+        EntryKind::Symlink(_) => S_IFLNK,
+        EntryKind::CharDevice(..) => S_IFCHR,
+        EntryKind::BlockDevice(..) => S_IFBLK,
+        EntryKind::Fifo => S_IFIFO,
+    }
 }
 
-impl EntryKind {
-    fn type_bits(&self) -> u32 {
-        match self {
-            EntryKind::File(_) | EntryKind::HardLink(_) => S_IFREG,
-            EntryKind::Dir => S_IFDIR,
-            EntryKind::Symlink(_) => S_IFLNK,
-            EntryKind::CharDevice { .. } => S_IFCHR,
-            EntryKind::BlockDevice { .. } => S_IFBLK,
-            EntryKind::Fifo => S_IFIFO,
-            EntryKind::Socket => S_IFSOCK,
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            EntryKind::File(_) | EntryKind::HardLink(_) => "regular file",
-            EntryKind::Dir => "directory",
-            EntryKind::Symlink(_) => "symlink",
-            EntryKind::CharDevice { .. } => "character device",
-            EntryKind::BlockDevice { .. } => "block device",
-            EntryKind::Fifo => "fifo",
-            EntryKind::Socket => "socket",
-        }
+fn kind_name(kind: &EntryKind) -> &'static str {
+    match kind {
+        EntryKind::File | EntryKind::Hardlink(_) => "regular file",
+        EntryKind::Dir => "directory",
+        EntryKind::Symlink(_) => "symlink",
+        EntryKind::CharDevice(..) => "character device",
+        EntryKind::BlockDevice(..) => "block device",
+        EntryKind::Fifo => "fifo",
     }
 }
 
@@ -166,12 +134,14 @@ pub struct Entry {
     pub gid: u32,
     /// Modification time, Unix seconds.
     pub mtime: u64,
-    /// Type and contents.
+    /// Type.
     pub kind: EntryKind,
+    /// The bytes of a [`EntryKind::File`] entry (`None`: empty); ignored for other kinds.
+    pub data: Option<FileData>,
 }
 
 impl Entry {
-    /// An entry with `mode`, owned by root, mtime `mtime`.
+    /// An entry with `mode`, owned by root, mtime `mtime` (a file is empty).
     pub fn new(path: impl Into<String>, mode: u32, mtime: u64, kind: EntryKind) -> Entry {
         Entry {
             path: path.into(),
@@ -180,6 +150,15 @@ impl Entry {
             gid: 0,
             mtime,
             kind,
+            data: None,
+        }
+    }
+
+    /// A regular file holding `data`, with `mode`, owned by root, mtime `mtime`.
+    pub fn file(path: impl Into<String>, mode: u32, mtime: u64, data: FileData) -> Entry {
+        Entry {
+            data: Some(data),
+            ..Entry::new(path, mode, mtime, EntryKind::File)
         }
     }
 }
@@ -231,11 +210,11 @@ impl CpioArchive {
         for e in &self.entries {
             let p = normalize(&e.path)?;
             let t = e.mode & S_IFMT;
-            if t != 0 && t != e.kind.type_bits() {
+            if t != 0 && t != type_bits(&e.kind) {
                 return Err(CpioError::ModeMismatch {
                     path: e.path.clone(),
                     mode: e.mode,
-                    kind: e.kind.name(),
+                    kind: kind_name(&e.kind),
                 });
             }
             paths.push(p);
@@ -248,12 +227,12 @@ impl CpioArchive {
         let mut last = vec![usize::MAX; n];
         for (i, e) in self.entries.iter().enumerate() {
             match &e.kind {
-                EntryKind::File(_) => {
+                EntryKind::File => {
                     file_index.insert(paths[i].as_str(), i);
                     leader[i] = i;
                     last[i] = i;
                 }
-                EntryKind::HardLink(target) => {
+                EntryKind::Hardlink(target) => {
                     let t = normalize(target)?;
                     let Some(&l) = file_index.get(t.as_str()) else {
                         return Err(CpioError::BadLinkTarget {
@@ -291,8 +270,8 @@ impl CpioArchive {
         let mut kinds = Vec::with_capacity(n);
         for e in self.entries {
             match e.kind {
-                EntryKind::File(d) => {
-                    data.push(Some(d));
+                EntryKind::File => {
+                    data.push(Some(e.data.unwrap_or(FileData::Bytes(Vec::new()))));
                     kinds.push(None);
                 }
                 k => {
@@ -360,7 +339,7 @@ impl CpioArchive {
             let Some(kind) = &kinds[i] else {
                 continue;
             };
-            h.mode |= kind.type_bits();
+            h.mode |= type_bits(kind);
             match kind {
                 EntryKind::Dir => {
                     h.nlink = 2;
@@ -373,8 +352,7 @@ impl CpioArchive {
                     out.write_all(target.as_bytes())?;
                     pad4(&mut out)?;
                 }
-                EntryKind::CharDevice { major, minor }
-                | EntryKind::BlockDevice { major, minor } => {
+                EntryKind::CharDevice(major, minor) | EntryKind::BlockDevice(major, minor) => {
                     h.rdev = (*major, *minor);
                     write_header(&mut out, &h)?;
                 }

@@ -7,7 +7,7 @@
 //! are left out of the archive: the kernel is written beside it and an initrd inside an
 //! initramfs is dead weight.
 
-use super::cpio::{CpioArchive, Entry, EntryKind as CpioKind};
+use super::cpio::{CpioArchive, Entry};
 use crate::bootdisk::kernel::find_kernel;
 use crate::disk::source::FileData;
 use crate::{rootfs_tar, ExportError, StoredImage};
@@ -72,29 +72,22 @@ impl TreeSink for CpioSink {
         if self.skip.contains(&meta.path) {
             return io::copy(data, &mut io::sink()).map(drop);
         }
-        let kind = match &meta.kind {
+        let mut entry = match &meta.kind {
             EntryKind::File => {
                 let mut bytes = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
                 data.read_to_end(&mut bytes)?;
-                CpioKind::File(FileData::Bytes(bytes))
+                Entry::file(
+                    meta.path.clone(),
+                    meta.mode,
+                    meta.mtime,
+                    FileData::Bytes(bytes),
+                )
             }
-            EntryKind::Dir => CpioKind::Dir,
-            EntryKind::Symlink(t) => CpioKind::Symlink(t.clone()),
             EntryKind::Hardlink(t) if self.skip.contains(t) || *t == self.kernel_path => {
                 return Ok(())
             }
-            EntryKind::Hardlink(t) => CpioKind::HardLink(t.clone()),
-            EntryKind::CharDevice(major, minor) => CpioKind::CharDevice {
-                major: *major,
-                minor: *minor,
-            },
-            EntryKind::BlockDevice(major, minor) => CpioKind::BlockDevice {
-                major: *major,
-                minor: *minor,
-            },
-            EntryKind::Fifo => CpioKind::Fifo,
+            kind => Entry::new(meta.path.clone(), meta.mode, meta.mtime, kind.clone()),
         };
-        let mut entry = Entry::new(meta.path.clone(), meta.mode, meta.mtime, kind);
         entry.uid = meta.uid;
         entry.gid = meta.gid;
         self.archive.add(entry);
@@ -132,7 +125,7 @@ pub fn build(
             "init",
             0o777,
             image.epoch(),
-            CpioKind::Symlink(target),
+            EntryKind::Symlink(target),
         ));
     }
     Ok(Initramfs {

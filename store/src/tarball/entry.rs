@@ -7,17 +7,18 @@ pub const WHITEOUT_PREFIX: &str = ".wh.";
 /// The name that marks its directory as opaque in an OCI layer.
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
-/// The type of an entry, with what each type carries.
+/// The type of an entry, with what each type carries; link targets are `String`s in the
+/// entry model, bytes (`EntryKind<Vec<u8>>`) where a layer is read for extraction.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EntryKind {
+pub enum EntryKind<N = String> {
     /// A regular file; its bytes follow in the stream.
     File,
     /// A directory.
     Dir,
     /// A symbolic link to the target (as written, not resolved).
-    Symlink(String),
+    Symlink(N),
     /// A hard link to an earlier entry's path (relative, no leading `/`).
-    Hardlink(String),
+    Hardlink(N),
     /// A character device (major, minor).
     CharDevice(u32, u32),
     /// A block device (major, minor).

@@ -12,5 +12,8 @@ mod write;
 
 pub use entry::{EntryKind, EntryMeta, OPAQUE_MARKER, WHITEOUT_PREFIX};
 pub use merge::{MergedTree, TreeSink};
-pub use read::{read_expanding, read_meta, refused_entry, LayerReadError};
+pub use read::{
+    path_components, read_expanding, read_meta, read_raw_meta, refused_entry, LayerReadError,
+    RawMeta,
+};
 pub use write::TarWriter;

@@ -4,7 +4,8 @@
 use super::entry::{EntryKind, EntryMeta};
 use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::path::{Component, Path};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 /// A tar entry that cannot be taken into a layer.
 #[derive(Debug, thiserror::Error)]
@@ -64,22 +65,30 @@ pub fn refused_entry<R: Read>(
     })
 }
 
-/// Normalises a path from a tar header: drops `/` and `./` prefixes and a trailing `/`;
-/// refuses `..` components.
-pub(crate) fn normalize(path: &Path) -> Result<String, LayerReadError> {
+/// The one check of a path from a tar header (an entry's name or a hard link's target):
+/// splits `raw` on `/`, drops empty and `.` components (so a leading `/` or `./` goes) and
+/// refuses `..`. The root itself has no components.
+pub fn path_components(raw: &[u8]) -> Result<Vec<&[u8]>, LayerReadError> {
     let mut parts = Vec::new();
-    for c in path.components() {
+    for c in raw.split(|b| *b == b'/') {
         match c {
-            Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
-            Component::RootDir | Component::CurDir => {}
-            Component::ParentDir | Component::Prefix(_) => {
+            b"" | b"." => {}
+            b".." => {
                 return Err(LayerReadError::Escapes {
-                    path: path.display().to_string(),
+                    path: String::from_utf8_lossy(raw).into_owned(),
                 })
             }
+            c => parts.push(c),
         }
     }
-    Ok(parts.join("/"))
+    Ok(parts)
+}
+
+/// A path from a tar header as the entry model keeps it: [`path_components`] joined by `/`
+/// (names that are not UTF-8 get replacement characters).
+pub(crate) fn normalize(path: &Path) -> Result<String, LayerReadError> {
+    let joined = path_components(path.as_os_str().as_bytes())?.join(&b'/');
+    Ok(String::from_utf8_lossy(&joined).into_owned())
 }
 
 /// GNU's PAX sparse format 1.0 (`tar --sparse --format=pax`): the real name and size.
@@ -246,29 +255,95 @@ pub fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<EntryMeta, La
 }
 
 fn read_meta_inner<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<EntryMeta, LayerReadError> {
-    let path = normalize(&entry.path()?)?;
-    let header = entry.header();
-    let link = || -> Result<String, LayerReadError> {
-        Ok(entry
-            .link_name()?
-            .map(|l| l.to_string_lossy().into_owned())
-            .unwrap_or_default())
+    let raw = read_raw_inner(entry)?;
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    let kind = match raw.kind {
+        EntryKind::File => EntryKind::File,
+        EntryKind::Dir => EntryKind::Dir,
+        EntryKind::Symlink(t) => EntryKind::Symlink(text(t)),
+        EntryKind::Hardlink(t) => EntryKind::Hardlink(text(t)),
+        EntryKind::CharDevice(a, b) => EntryKind::CharDevice(a, b),
+        EntryKind::BlockDevice(a, b) => EntryKind::BlockDevice(a, b),
+        EntryKind::Fifo => EntryKind::Fifo,
     };
+    Ok(EntryMeta {
+        path: text(raw.path.join(&b'/')),
+        kind,
+        mode: raw.mode,
+        uid: u32::try_from(raw.uid).unwrap_or(u32::MAX),
+        gid: u32::try_from(raw.gid).unwrap_or(u32::MAX),
+        mtime: raw.mtime,
+        size: raw.size,
+        xattrs: raw.xattrs,
+    })
+}
+
+/// One entry's metadata as the tar stream has it, names as bytes: what extracting a layer
+/// onto a filesystem needs (a name that is not UTF-8 must survive). [`read_meta`] is this
+/// made into an [`EntryMeta`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMeta {
+    /// The path's components ([`path_components`]); none for the root itself.
+    pub path: Vec<Vec<u8>>,
+    /// The entry's type; a symlink's target as written, a hard link's target normalised
+    /// by [`path_components`] (components joined by `/`).
+    pub kind: EntryKind<Vec<u8>>,
+    /// Permission bits, including setuid, setgid and sticky.
+    pub mode: u32,
+    /// Owner (a PAX `uid` record wins over the header).
+    pub uid: u64,
+    /// Group (a PAX `gid` record wins over the header).
+    pub gid: u64,
+    /// The header's modification time in seconds.
+    pub mtime: u64,
+    /// A PAX `mtime` record as (seconds, nanoseconds), if any and well-formed.
+    pub pax_mtime: Option<(i64, i64)>,
+    /// Size of the data that follows (files only; 0 otherwise).
+    pub size: u64,
+    /// `SCHILY.xattr.*` records, sorted by name.
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// Reads one entry's metadata with names as bytes, refusing what [`refused_entry`] refuses
+/// and paths that climb out with `..`. An entry type imgbuild does not carry is
+/// [`LayerReadError::UnsupportedType`] (the path was checked first).
+pub fn read_raw_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<RawMeta, LayerReadError> {
+    if let Some(what) = refused_entry(entry)? {
+        return Err(LayerReadError::Refused {
+            path: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+            what,
+        });
+    }
+    read_raw_inner(entry)
+}
+
+fn read_raw_inner<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<RawMeta, LayerReadError> {
+    let path_bytes = entry.path_bytes();
+    let path: Vec<Vec<u8>> = path_components(&path_bytes)?
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    let header = entry.header();
+    let link = || -> Vec<u8> {
+        entry
+            .link_name_bytes()
+            .map(|l| l.into_owned())
+            .unwrap_or_default()
+    };
+    // Numeric fields some writers leave empty or garbled read as GNU tar reads them: 0
+    // (a mode as 0644).
     let device = || -> io::Result<(u32, u32)> {
         Ok((
-            header.device_major()?.unwrap_or(0),
-            header.device_minor()?.unwrap_or(0),
+            header.device_major().ok().flatten().unwrap_or(0),
+            header.device_minor().ok().flatten().unwrap_or(0),
         ))
     };
     let kind = match header.entry_type() {
         // GNU sparse entries come expanded (holes as zeros) from the tar crate.
         tar::EntryType::Regular | tar::EntryType::GNUSparse => EntryKind::File,
         tar::EntryType::Directory => EntryKind::Dir,
-        tar::EntryType::Symlink => EntryKind::Symlink(link()?),
-        tar::EntryType::Link => {
-            let target = link()?;
-            EntryKind::Hardlink(normalize(Path::new(&target))?)
-        }
+        tar::EntryType::Symlink => EntryKind::Symlink(link()),
+        tar::EntryType::Link => EntryKind::Hardlink(path_components(&link())?.join(&b'/')),
         tar::EntryType::Char => {
             let (a, b) = device()?;
             EntryKind::CharDevice(a, b)
@@ -280,44 +355,60 @@ fn read_meta_inner<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<EntryMeta, 
         tar::EntryType::Fifo => EntryKind::Fifo,
         other => {
             return Err(LayerReadError::UnsupportedType {
-                path,
+                path: String::from_utf8_lossy(&path.join(&b'/')).into_owned(),
                 kind: other.as_byte(),
             })
         }
     };
-    let mode = header.mode()? & 0o7777;
-    let mut uid = u32::try_from(header.uid()?).unwrap_or(u32::MAX);
-    let mut gid = u32::try_from(header.gid()?).unwrap_or(u32::MAX);
-    let mtime = header.mtime()?;
+    let mode = header.mode().unwrap_or(0o644) & 0o7777;
+    let mut uid = header.uid().unwrap_or(0);
+    let mut gid = header.gid().unwrap_or(0);
+    let mtime = header.mtime().unwrap_or(0);
     let size = if kind == EntryKind::File {
         entry.size()
     } else {
         0
     };
     let mut xattrs = BTreeMap::new();
+    let mut pax_mtime = None;
     if let Some(pax) = entry.pax_extensions()? {
         for ext in pax {
             let ext = ext?;
             let Ok(key) = ext.key() else { continue };
+            let number = || ext.value().ok().and_then(|v| v.trim().parse::<u64>().ok());
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
                 xattrs.insert(name.to_owned(), ext.value_bytes().to_vec());
             } else if key == "uid" {
-                uid = ext.value().ok().and_then(|v| v.parse().ok()).unwrap_or(uid);
+                uid = number().unwrap_or(uid);
             } else if key == "gid" {
-                gid = ext.value().ok().and_then(|v| v.parse().ok()).unwrap_or(gid);
+                gid = number().unwrap_or(gid);
+            } else if key == "mtime" {
+                pax_mtime = ext.value().ok().and_then(parse_pax_time).or(pax_mtime);
             }
         }
     }
-    Ok(EntryMeta {
+    Ok(RawMeta {
         path,
         kind,
         mode,
         uid,
         gid,
         mtime,
+        pax_mtime,
         size,
         xattrs,
     })
+}
+
+/// Parses a PAX time `SECS[.FRACTION]` into (seconds, nanoseconds).
+fn parse_pax_time(s: &str) -> Option<(i64, i64)> {
+    let (secs, frac) = s.trim().split_once('.').unwrap_or((s.trim(), ""));
+    let secs = secs.parse::<i64>().ok()?;
+    let mut nanos = 0i64;
+    for (i, c) in frac.chars().take(9).enumerate() {
+        nanos += i64::from(c.to_digit(10)?) * 10i64.pow(8 - i as u32);
+    }
+    Some((secs, if secs < 0 { -nanos } else { nanos }))
 }
 
 #[cfg(test)]
@@ -330,6 +421,16 @@ mod tests {
         assert_eq!(normalize(Path::new("/etc/x")).unwrap(), "etc/x");
         assert_eq!(normalize(Path::new("./")).unwrap(), "");
         assert!(normalize(Path::new("a/../../etc")).is_err());
+        assert!(path_components(b"sub/../../x").is_err());
+        assert_eq!(path_components(b"./a//b/.").unwrap(), [&b"a"[..], b"b"]);
+        assert!(path_components(b"/").unwrap().is_empty());
+    }
+
+    #[test]
+    fn pax_time() {
+        assert_eq!(parse_pax_time("12.5"), Some((12, 500_000_000)));
+        assert_eq!(parse_pax_time("7"), Some((7, 0)));
+        assert_eq!(parse_pax_time("x"), None);
     }
 
     fn one_entry(kind: tar::EntryType, pax: &[(&str, &[u8])]) -> Result<EntryMeta, LayerReadError> {

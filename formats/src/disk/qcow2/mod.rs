@@ -19,6 +19,7 @@
 //! reading them ([`convert_file`]). Output is deterministic.
 
 mod metadata;
+pub mod read;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;

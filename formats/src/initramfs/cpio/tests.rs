@@ -13,12 +13,7 @@ fn dir(p: &str) -> Entry {
 }
 
 fn file(p: &str, mode: u32, data: &[u8]) -> Entry {
-    Entry::new(
-        p,
-        mode,
-        MTIME,
-        EntryKind::File(FileData::Bytes(data.to_vec())),
-    )
+    Entry::file(p, mode, MTIME, FileData::Bytes(data.to_vec()))
 }
 
 /// A small initramfs tree; `devices` adds device nodes (listing only).
@@ -49,17 +44,17 @@ fn archive(devices: bool) -> Vec<u8> {
         "usr/bin/su-again",
         0,
         MTIME,
-        EntryKind::HardLink("usr/bin/su".into()),
+        EntryKind::Hardlink("usr/bin/su".into()),
     ));
     a.add(file("empty", 0o600, b""));
-    a.add(Entry::new(
+    a.add(Entry::file(
         "init",
         0o755,
         MTIME,
-        EntryKind::File(FileData::Reader {
+        FileData::Reader {
             reader: Box::new(std::io::Cursor::new(b"#!/bin/sh\nexec sh\n".to_vec())),
             len: 18,
-        }),
+        },
     ));
     a.add(dir("run"));
     a.add(Entry::new("run/fifo", 0o644, MTIME, EntryKind::Fifo));
@@ -69,13 +64,13 @@ fn archive(devices: bool) -> Vec<u8> {
             "dev/console",
             0o600,
             MTIME,
-            EntryKind::CharDevice { major: 5, minor: 1 },
+            EntryKind::CharDevice(5, 1),
         ));
         a.add(Entry::new(
             "dev/sda",
             0o660,
             MTIME,
-            EntryKind::BlockDevice { major: 8, minor: 0 },
+            EntryKind::BlockDevice(8, 0),
         ));
     }
     let mut out = Vec::new();
@@ -202,7 +197,7 @@ fn deterministic() {
 #[test]
 fn rejects_bad_entries() {
     let mut a = CpioArchive::new();
-    a.add(Entry::new("x", 0, 0, EntryKind::HardLink("missing".into())));
+    a.add(Entry::new("x", 0, 0, EntryKind::Hardlink("missing".into())));
     assert!(matches!(
         a.write_to(&mut Vec::new()),
         Err(CpioError::BadLinkTarget { .. })
@@ -220,14 +215,14 @@ fn rejects_bad_entries() {
         Err(CpioError::ModeMismatch { .. })
     ));
     let mut a = CpioArchive::new();
-    a.add(Entry::new(
+    a.add(Entry::file(
         "f",
         0o644,
         0,
-        EntryKind::File(FileData::Reader {
+        FileData::Reader {
             reader: Box::new(std::io::empty()),
             len: 3,
-        }),
+        },
     ));
     assert!(matches!(
         a.write_to(&mut Vec::new()),

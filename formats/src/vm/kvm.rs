@@ -28,7 +28,7 @@ const PROBE_CODE: [u8; 178] = [
 const RESET: [u8; 5] = [0xea, 0x00, 0x00, 0x00, 0xf0];
 
 /// The accelerator to give QEMU: `kvm` when it works, else `tcg`.
-pub(crate) fn accel() -> &'static str {
+pub fn accel() -> &'static str {
     match std::env::var("IMGBUILD_ACCEL").as_deref() {
         Ok("kvm") => return "kvm",
         Ok("tcg") => return "tcg",

@@ -1,0 +1,158 @@
+//! What a disk image handed to imgbuild is: qcow2 or raw, and whether it boots under BIOS
+//! (sector 0 carries boot code) or only under UEFI.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::qcow2::read::{Qcow2ReadError, Qcow2Reader, MAGIC};
+
+/// How a disk image is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormat {
+    /// Byte for byte the guest disk.
+    Raw,
+    /// qcow2.
+    Qcow2,
+}
+
+impl DiskFormat {
+    /// QEMU's name for the format (`-drive format=...`).
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// A disk image that could not be probed.
+#[derive(Debug, thiserror::Error)]
+#[error("reading {}: {source}", path.display())]
+pub struct ProbeError {
+    /// The image.
+    pub path: PathBuf,
+    /// What went wrong.
+    #[source]
+    pub source: Qcow2ReadError,
+}
+
+fn probe_err(path: &Path) -> impl Fn(Qcow2ReadError) -> ProbeError + '_ {
+    move |source| ProbeError {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Whether `path` starts with the qcow2 magic (a file shorter than it is not qcow2).
+pub fn is_qcow2(path: &Path) -> Result<bool, ProbeError> {
+    let err = probe_err(path);
+    let mut f = fs_err::File::open(path).map_err(|e| err(e.into()))?;
+    let mut magic = [0u8; 4];
+    Ok(f.read_exact(&mut magic).is_ok() && magic == MAGIC)
+}
+
+/// Whether the first 440 bytes of the guest disk (the MBR's boot code area) are not all
+/// zero: such a disk boots under BIOS; one without is UEFI-only. A qcow2 whose first
+/// cluster is compressed is taken to carry boot code (imgbuild does not decompress it).
+pub fn has_mbr_boot_code(path: &Path, format: DiskFormat) -> Result<bool, ProbeError> {
+    let err = probe_err(path);
+    let f = fs_err::File::open(path).map_err(|e| err(e.into()))?;
+    let mut code = [0u8; 440];
+    match format {
+        DiskFormat::Raw => {
+            let mut f = f;
+            f.seek(SeekFrom::Start(0))
+                .and_then(|_| f.read_exact(&mut code))
+                .map_err(|e| err(e.into()))?;
+        }
+        DiskFormat::Qcow2 => {
+            let mut r = Qcow2Reader::open(f).map_err(&err)?;
+            match r.read_at(0, &mut code) {
+                Ok(()) => {}
+                Err(Qcow2ReadError::Compressed { .. }) => return Ok(true),
+                Err(e) => return Err(err(e)),
+            }
+        }
+    }
+    Ok(code.iter().any(|b| *b != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::qcow2::write_qcow2;
+    use std::io::Write;
+
+    const MIB: u64 = 1024 * 1024;
+
+    /// A raw disk of `size` bytes with `boot` at 0 and a few data runs, and its qcow2
+    /// written by our converter.
+    fn disks(dir: &Path, boot: &[u8], size: u64) -> (PathBuf, PathBuf) {
+        let raw = dir.join("disk.raw");
+        let mut f = fs_err::File::create(&raw).unwrap();
+        f.set_len(size).unwrap();
+        let mut put = |at: u64, data: &[u8]| {
+            f.seek(SeekFrom::Start(at)).unwrap();
+            f.write_all(data).unwrap();
+        };
+        put(0, boot);
+        put(MIB - 3, b"across a cluster boundary");
+        put(600 * MIB, b"second L2 table");
+        drop(f);
+        let qcow2 = dir.join("disk.qcow2");
+        let mut src = fs_err::File::open(&raw).unwrap();
+        let mut out = fs_err::File::create(&qcow2).unwrap();
+        write_qcow2(&mut src, size, &mut out).unwrap();
+        (raw, qcow2)
+    }
+
+    #[test]
+    fn reads_back_what_the_writer_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 700 * MIB + 512;
+        let (raw, qcow2) = disks(dir.path(), &[0xEB; 440], size);
+        assert!(is_qcow2(&qcow2).unwrap());
+        assert!(!is_qcow2(&raw).unwrap());
+        let mut r = Qcow2Reader::open(fs_err::File::open(&qcow2).unwrap()).unwrap();
+        assert_eq!(r.virtual_size(), size);
+        let mut want = fs_err::File::open(&raw).unwrap();
+        for (at, len) in [
+            (0, 600),
+            (MIB - 100, 200),
+            (5 * MIB, 4096),
+            (600 * MIB - 7, 40),
+            (size - 300, 300),
+        ] {
+            let (mut a, mut b) = (vec![0u8; len], vec![1u8; len]);
+            want.seek(SeekFrom::Start(at)).unwrap();
+            want.read_exact(&mut a).unwrap();
+            r.read_at(at, &mut b).unwrap();
+            assert_eq!(a, b, "guest bytes at {at}");
+        }
+        assert!(matches!(
+            Qcow2Reader::open(fs_err::File::open(&raw).unwrap()),
+            Err(Qcow2ReadError::NotQcow2)
+        ));
+    }
+
+    #[test]
+    fn boot_code_is_found_in_raw_and_qcow2_disks() {
+        for (boot, expected) in [(&[0xEBu8, 0x63, 0x90][..], true), (&[0u8; 440][..], false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (raw, qcow2) = disks(dir.path(), boot, 700 * MIB);
+            assert_eq!(has_mbr_boot_code(&raw, DiskFormat::Raw).unwrap(), expected);
+            assert_eq!(
+                has_mbr_boot_code(&qcow2, DiskFormat::Qcow2).unwrap(),
+                expected
+            );
+        }
+        // A partition table alone (bytes 446..) is no boot code.
+        let dir = tempfile::tempdir().unwrap();
+        let mut mbr = vec![0u8; 512];
+        mbr[446] = 0x80;
+        mbr[510..].copy_from_slice(&[0x55, 0xAA]);
+        let (raw, qcow2) = disks(dir.path(), &mbr, 2 * MIB);
+        assert!(!has_mbr_boot_code(&raw, DiskFormat::Raw).unwrap());
+        assert!(!has_mbr_boot_code(&qcow2, DiskFormat::Qcow2).unwrap());
+    }
+}
