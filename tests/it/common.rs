@@ -128,3 +128,31 @@ pub(crate) fn shared_store() -> &'static Path {
         dir
     })
 }
+
+/// The paths in a tar archive, sorted (`tar -tf`).
+pub(crate) fn tar_paths(tar: &Path) -> Vec<String> {
+    let listing = run_ok(Command::new("tar").arg("-tf").arg(tar));
+    let mut paths: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Builds `recipe` into `store` and `out`, expecting a failure: its exit code and stderr.
+pub(crate) fn build_failure(recipe: &Path, store: &Path, out: &Path) -> (Option<i32>, String) {
+    let failed = imgbuild()
+        .arg("build")
+        .arg(recipe)
+        .arg("--store")
+        .arg(store)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .expect("imgbuild runs");
+    (
+        failed.status.code(),
+        String::from_utf8_lossy(&failed.stderr).into_owned(),
+    )
+}

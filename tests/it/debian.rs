@@ -274,16 +274,7 @@ fn a_stage_builds_a_binary_and_the_image_takes_only_that() {
         &out,
         &["-f", "tar", "--locked"],
     );
-    let listing = run_ok(
-        Command::new("tar")
-            .arg("-tf")
-            .arg(out.join("hello-static.rootfs.tar")),
-    );
-    let mut paths: Vec<String> = String::from_utf8_lossy(&listing.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    paths.sort();
+    let paths = tar_paths(&out.join("hello-static.rootfs.tar"));
     assert_eq!(
         paths,
         [

@@ -42,12 +42,7 @@ network = true
     let out = tmp.path().join("out");
     build_json(&recipe, &tmp.path().join("store"), &out, &["-f", "tar"]);
     let tar = out.join("dns.rootfs.tar");
-    let listing = run_ok(Command::new("tar").arg("-tf").arg(&tar));
-    let mut paths: Vec<String> = String::from_utf8_lossy(&listing.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    paths.sort();
+    let paths = tar_paths(&tar);
     assert_eq!(
         paths,
         ["bin/", "bin/busybox", "bin/sh", "resolved"],

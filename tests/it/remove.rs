@@ -134,17 +134,8 @@ fn remove_globs_match_the_image_below_and_missing_ok_enters_the_key_only_when_se
 
     // Without it, the same step fails at the glob that matches nothing, located (exit 2).
     fs_err::write(&recipe, with("")).unwrap();
-    let failed = imgbuild()
-        .arg("build")
-        .arg(&recipe)
-        .arg("--store")
-        .arg(&store)
-        .arg("-o")
-        .arg(tmp.path().join("out2"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&failed.stderr);
-    assert_eq!(failed.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = build_failure(&recipe, &store, &tmp.path().join("out2"));
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("step 5 removes /no/such/*, but nothing in the image below it matches"),
         "{stderr}"

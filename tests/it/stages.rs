@@ -104,12 +104,7 @@ fn from_stage_globs_copy_one_match_to_to_and_several_into_it() {
     let out = tmp.path().join("out");
     build_json(&recipe, &store, &out, &["-f", "tar"]);
     let tar = out.join("globbed.rootfs.tar");
-    let listing = run_ok(Command::new("tar").arg("-tf").arg(&tar));
-    let mut paths: Vec<String> = String::from_utf8_lossy(&listing.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    paths.sort();
+    let paths = tar_paths(&tar);
     assert_eq!(
         paths,
         [
@@ -135,17 +130,8 @@ fn from_stage_globs_copy_one_match_to_to_and_several_into_it() {
     // Several matches into a `to` that is not a directory: located at `to`, exit 2.
     let text = KERNEL.replace("to = \"/kernel/\"", "to = \"/kernel\"");
     fs_err::write(&recipe, &text).unwrap();
-    let failed = imgbuild()
-        .arg("build")
-        .arg(&recipe)
-        .arg("--store")
-        .arg(&store)
-        .arg("-o")
-        .arg(tmp.path().join("out2"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&failed.stderr);
-    assert_eq!(failed.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = build_failure(&recipe, &store, &tmp.path().join("out2"));
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains(
             "step 2 copies /boot/[iv]*-6.1.0-13-amd64, which matches 2 paths in stage `kernel`, into a single path"
@@ -162,17 +148,8 @@ fn from_stage_globs_copy_one_match_to_to_and_several_into_it() {
     // A glob that matches nothing in the stage is the located error of a missing path.
     let text = KERNEL.replace("/boot/vmlinuz-*", "/boot/bzImage-*");
     fs_err::write(&recipe, &text).unwrap();
-    let failed = imgbuild()
-        .arg("build")
-        .arg(&recipe)
-        .arg("--store")
-        .arg(&store)
-        .arg("-o")
-        .arg(tmp.path().join("out3"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&failed.stderr);
-    assert_eq!(failed.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = build_failure(&recipe, &store, &tmp.path().join("out3"));
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("step 1 copies /boot/bzImage-*, but stage `kernel` has nothing there"),
         "{stderr}"
