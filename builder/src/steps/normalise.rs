@@ -284,8 +284,10 @@ fn add_ssh_keys_unit(out: &mut Normalised, lowers: &[PathBuf], epoch: u64) {
             },
             0o644,
         ));
-        out.content
-            .insert(SSH_KEYS_UNIT.to_owned(), SSH_KEYS_UNIT_TEXT.as_bytes().to_vec());
+        out.content.insert(
+            SSH_KEYS_UNIT.to_owned(),
+            SSH_KEYS_UNIT_TEXT.as_bytes().to_vec(),
+        );
     }
     if !present(&out.entries, SSH_KEYS_WANTS) {
         new.push(file(
@@ -360,7 +362,8 @@ mod tests {
 
     #[test]
     fn shadow_days_after_the_epoch_are_clamped_and_zero_and_empty_kept() {
-        let text = "root:*:20400:0:99999:7:::\nnew:$y$x:0:0:99999:7:::\nsys:!:::::::\nold:*:100::::::";
+        let text =
+            "root:*:20400:0:99999:7:::\nnew:$y$x:0:0:99999:7:::\nsys:!:::::::\nold:*:100::::::";
         assert_eq!(
             clamp_last_change(text, 19675).unwrap(),
             "root:*:19675:0:99999:7:::\nnew:$y$x:0:0:99999:7:::\nsys:!:::::::\nold:*:100::::::"
@@ -404,7 +407,7 @@ mod tests {
         // No dpkg status anywhere: nothing changes.
         let mut plain = entries.clone();
         plain.retain(|e| e.path != "var/lib/dpkg/status");
-        let same = normalise(plain.clone(), &[lower.clone()], 1_700_000_000).unwrap();
+        let same = normalise(plain.clone(), std::slice::from_ref(&lower), 1_700_000_000).unwrap();
         assert_eq!(same.entries, plain);
         assert!(same.content.is_empty());
 
