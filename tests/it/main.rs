@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod crash;
 mod debian;
+mod debian_server;
 mod dry_run;
 mod errors;
 mod explain;

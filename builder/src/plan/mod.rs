@@ -30,7 +30,7 @@ use crate::sources::SourceError;
 use crate::steps::copy::{self, CopyItem};
 
 /// Bumped whenever what a key covers changes, so old cache entries stop matching.
-pub const KEY_FORMAT_VERSION: u32 = 1;
+pub const KEY_FORMAT_VERSION: u32 = 2;
 
 /// The planned build: every unit, stages first, the image last.
 #[derive(Debug, Clone, serde::Serialize)]

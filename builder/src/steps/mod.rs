@@ -6,6 +6,7 @@ mod files;
 pub(crate) mod from_stage;
 pub(crate) mod image_glob;
 pub(crate) mod install;
+mod normalise;
 mod sandboxed;
 
 pub(crate) use files::write_layer;

@@ -1,7 +1,9 @@
 //! Steps that run commands: the layers below are unpacked once each (kept in the store as
 //! overlay lower dirs), the command runs in the [`crate::sandbox`], and the overlay's upper
-//! dir becomes the step's layer, with removals as whiteouts and opaque directories marked.
+//! dir becomes the step's layer, with removals as whiteouts and opaque directories marked,
+//! normalised on a dpkg system ([`super::normalise`]).
 
+use super::normalise::normalise;
 use super::StepError;
 use crate::sandbox::{self, OutputLine, Sandbox, SandboxMode, UnpackOptions, UpperKind};
 use imgbuild_store::tarball::{EntryKind, EntryMeta, TarWriter};
@@ -62,10 +64,11 @@ pub(crate) fn run_to_layer(
         step: number,
         message: e.to_string(),
     })?;
+    let normalised = normalise(entries, &sandbox.lowers, epoch).map_err(io_err)?;
     let mut layer = store.layer_writer(compression).map_err(store_err)?;
     {
         let mut tar = TarWriter::new(&mut layer);
-        for entry in entries {
+        for entry in normalised.entries {
             let mut meta = EntryMeta::new(entry.path.clone(), EntryKind::Dir, entry.mode, 0);
             meta.uid = entry.uid;
             meta.gid = entry.gid;
@@ -80,6 +83,10 @@ pub(crate) fn run_to_layer(
                 UpperKind::Entry(EntryKind::File) => {
                     meta.kind = EntryKind::File;
                     meta.size = entry.size;
+                    if let Some(data) = normalised.content.get(&entry.path) {
+                        tar.append(&meta, &mut data.as_slice()).map_err(io_err)?;
+                        continue;
+                    }
                     let mut file = fs_err::File::open(&entry.host_path).map_err(io_err)?;
                     tar.append(&meta, &mut file).map_err(io_err)?;
                 }

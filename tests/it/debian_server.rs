@@ -1,0 +1,126 @@
+//! Reproducible Debian installs by default: the shipped debian-server recipe (systemd,
+//! OpenSSH, D-Bus, a user with a password) gives the same digest from two stores and two
+//! checkout paths, with what Debian makes random normalised away.
+
+use crate::common::*;
+use std::path::Path;
+use std::process::Command;
+
+/// Not 0, so that the shadow days are real days.
+const EPOCH: u64 = 1_700_000_000;
+
+#[test]
+fn debian_server_is_the_same_from_two_stores_and_two_checkouts() {
+    require_tool("tar", "tar");
+    let tmp = tempfile::tempdir().unwrap();
+    let epoch = EPOCH.to_string();
+    let args = ["--locked", "-f", "tar", "--source-date-epoch", &epoch];
+    let first = build_json(
+        &repo().join("recipes/debian-server.toml"),
+        shared_store(),
+        &tmp.path().join("out-a"),
+        &args,
+    );
+    let checkout = tmp.path().join("somewhere/else/recipes");
+    fs_err::create_dir_all(checkout.parent().unwrap()).unwrap();
+    copy_tree(&repo().join("recipes"), &checkout);
+    let second = build_json(
+        &checkout.join("debian-server.toml"),
+        &tmp.path().join("fresh-store"),
+        &tmp.path().join("out-b"),
+        &args,
+    );
+    assert!(cache_outcomes(&second).iter().all(|c| c == "miss"));
+    assert_eq!(
+        first["digest"], second["digest"],
+        "two fresh builds of debian-server differ"
+    );
+    let tars = ["out-a", "out-b"]
+        .map(|o| fs_err::read(tmp.path().join(o).join("debian-server.rootfs.tar")).unwrap());
+    assert!(tars[0] == tars[1], "the rootfs tars differ byte for byte");
+
+    let rootfs = tmp.path().join("rootfs");
+    fs_err::create_dir(&rootfs).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xpf")
+            .arg(tmp.path().join("out-a/debian-server.rootfs.tar"))
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("--numeric-owner"),
+    );
+    assert_normalised(&rootfs);
+}
+
+fn assert_normalised(rootfs: &Path) {
+    assert_eq!(
+        fs_err::read(rootfs.join("etc/machine-id")).unwrap(),
+        b"",
+        "/etc/machine-id is not empty"
+    );
+    assert_eq!(
+        fs_err::read_link(rootfs.join("var/lib/dbus/machine-id")).unwrap(),
+        Path::new("/etc/machine-id")
+    );
+    let keys: Vec<String> = fs_err::read_dir(rootfs.join("etc/ssh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ssh_host_"))
+        .collect();
+    assert!(keys.is_empty(), "SSH host keys in the image: {keys:?}");
+    assert!(
+        rootfs.join("etc/ssh/sshd_config").is_file(),
+        "openssh-server is not installed"
+    );
+    let unit = "/etc/systemd/system/imgbuild-ssh-host-keys.service";
+    let text = fs_err::read_to_string(rootfs.join(&unit[1..])).unwrap();
+    assert!(text.contains("ExecStart=/usr/bin/ssh-keygen -A"), "{text}");
+    assert!(text.contains("Before=ssh.service"), "{text}");
+    assert!(
+        text.contains("ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key"),
+        "{text}"
+    );
+    assert_eq!(
+        fs_err::read_link(
+            rootfs
+                .join("etc/systemd/system/multi-user.target.wants/imgbuild-ssh-host-keys.service")
+        )
+        .unwrap(),
+        Path::new(unit),
+        "the first-boot unit is not enabled"
+    );
+    for gone in [
+        "var/lib/systemd/random-seed",
+        "var/cache/ldconfig/aux-cache",
+        "var/log/dpkg.log",
+        "var/log/alternatives.log",
+        "var/log/apt/history.log",
+        "var/log/apt/term.log",
+        "etc/passwd-",
+        "etc/shadow-",
+        "etc/group-",
+        "etc/gshadow-",
+        "var/lib/dpkg/status-old",
+    ] {
+        assert!(
+            rootfs.join(gone).symlink_metadata().is_err(),
+            "/{gone} is in the image"
+        );
+    }
+    let shadow = fs_err::read_to_string(rootfs.join("etc/shadow")).unwrap();
+    let day = (EPOCH / 86_400).to_string();
+    let mut users = Vec::new();
+    for line in shadow.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        assert_eq!(fields[2], day, "shadow's last-change day in `{line}`");
+        users.push(fields[0]);
+    }
+    assert!(
+        users.contains(&"admin") && users.contains(&"sshd"),
+        "{users:?}"
+    );
+    assert!(
+        shadow.contains("admin:$6$imgbuildsalt$"),
+        "the recipe's password hash is not admin's: {shadow}"
+    );
+}
