@@ -25,9 +25,8 @@ pub trait BlobSource: Sync {
 
 impl BlobSource for Store {
     fn open(&self, digest: &Digest) -> Result<(Box<dyn Read + Send>, u64), RegistryError> {
-        // The upload stops after `size` bytes (before the reader's end-of-blob check), so the
-        // whole blob is hashed first; the stream is hashed again while it is sent.
-        self.check_blob(digest)?;
+        // Hashed while sent: the read that reaches `size` fails unless the digest matches, so
+        // a corrupt blob never completes an upload.
         let blob = self.open_blob_verified(digest)?;
         let size = blob.size();
         Ok((
