@@ -18,7 +18,7 @@ pub struct Store {
     pub(crate) layout: Layout,
     index: Mutex<Index>,
     pub(crate) fetcher: Option<Box<dyn crate::BlobFetcher>>,
-    /// Blobs found intact (or written) since this store was opened.
+    /// Blobs found intact since this store was opened.
     pub(crate) verified: crate::verified::VerifiedSet,
     /// Proof that this store's scratch dirs are in use; set on the first scratch dir.
     scratch_owner: std::sync::OnceLock<crate::blob::ScratchOwner>,

@@ -3,8 +3,9 @@
 //! its last byte is handed out, so a corrupt byte never completes an output.
 //!
 //! One pass: a reader hashes what it reads and checks the digest when it reaches the size
-//! the index recorded. A blob that checked out (or that this store wrote) is remembered
-//! in the store's verified set and not hashed again while the store is open.
+//! the index recorded. A blob that checked out is remembered in the store's verified set
+//! and not hashed again while the store is open (a blob it wrote is not: it is checked
+//! the first time it is read back).
 //! [`LayerReader`] decompresses a layer the same way; a consumer that stops before the end
 //! (a tar parser stops at the end-of-archive blocks) must read it to its end, which drains
 //! the rest of the compressed blob through the hash without decompressing it.
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Buffer size for reading blobs: few syscalls, and the hash works on large chunks.
 const CHUNK: usize = 1 << 20;
 
-/// The blobs an open store has found intact (or written) since it was opened.
+/// The blobs an open store has found intact since it was opened.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct VerifiedSet(Arc<Mutex<HashSet<Digest>>>);
 
@@ -220,7 +221,7 @@ impl Store {
     /// Opens a blob for output: the reader hashes what it yields and fails at the end (or as
     /// soon as the blob is too long) unless the bytes are the blob's. Downloads a blob only
     /// known remotely first, like [`Store::open_blob`]. A blob this store already verified
-    /// or wrote is not hashed again (its size still is checked).
+    /// is not hashed again (its size still is checked).
     pub fn open_blob_verified(&self, digest: &Digest) -> Result<VerifiedReader, StoreError> {
         let file = self.open_blob(digest)?;
         let on_disk = file.metadata()?.len();
@@ -255,7 +256,7 @@ impl Store {
 
     /// Copies a blob to a new file `target` (mode 0644, fsynced) and returns its size: hashed
     /// while copied, or copied by the kernel (`copy_file_range`, a reflink where the
-    /// filesystem has them) when this store already verified or wrote it.
+    /// filesystem has them) when this store already verified it.
     pub fn copy_blob_verified(&self, digest: &Digest, target: &Path) -> Result<u64, StoreError> {
         use std::os::unix::fs::PermissionsExt;
         let mut source = self.open_blob_verified(digest)?;
@@ -453,34 +454,29 @@ mod tests {
     }
 
     #[test]
-    fn copying_a_blob_hashes_it_unless_this_store_verified_it() {
+    fn copying_a_blob_hashes_it_once_per_open_store() {
         let dir = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();
-        let digest = {
-            let store = Store::open(dir.path()).unwrap();
-            let digest = store.put_bytes(&vec![9u8; 50_000]).unwrap().digest;
-            // Written by this store: copied by the kernel, same bytes, 0644.
-            let size = store
-                .copy_blob_verified(&digest, &out.path().join("a"))
-                .unwrap();
-            assert_eq!(size, 50_000);
-            assert_eq!(
-                fs_err::read(out.path().join("a")).unwrap(),
-                vec![9u8; 50_000]
-            );
-            let mode = fs_err::metadata(out.path().join("a"))
-                .unwrap()
-                .permissions();
+        let store = Store::open(dir.path()).unwrap();
+        let digest = store.put_bytes(&vec![9u8; 50_000]).unwrap().digest;
+        assert!(!store.verified.contains(&digest), "written is not verified");
+        // Hashed while copied, then copied by the kernel: the same bytes, 0644, both times.
+        for name in ["a", "b"] {
+            let target = out.path().join(name);
+            assert_eq!(store.copy_blob_verified(&digest, &target).unwrap(), 50_000);
+            assert!(store.verified.contains(&digest));
+            assert_eq!(fs_err::read(&target).unwrap(), vec![9u8; 50_000]);
+            let mode = fs_err::metadata(&target).unwrap().permissions();
             assert_eq!(
                 std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
                 0o644
             );
-            flip_byte(&store.blob_path(&digest), |n| n / 2);
-            digest
-        };
+        }
+        drop(store);
         let store = Store::open(dir.path()).unwrap();
+        flip_byte(&store.blob_path(&digest), |n| n / 2);
         let err = store
-            .copy_blob_verified(&digest, &out.path().join("b"))
+            .copy_blob_verified(&digest, &out.path().join("c"))
             .unwrap_err();
         assert_corrupt(&err, &digest);
     }
