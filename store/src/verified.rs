@@ -163,7 +163,7 @@ pub struct LayerReader {
 
 enum Decoded {
     Zstd(zstd::stream::read::Decoder<'static, BufReader<VerifiedReader>>),
-    Gzip(flate2::read::MultiGzDecoder<BufReader<VerifiedReader>>),
+    Gzip(Box<flate2::read::MultiGzDecoder<BufReader<VerifiedReader>>>),
     Plain(BufReader<VerifiedReader>),
 }
 
@@ -180,7 +180,9 @@ impl LayerReader {
             crate::Compression::Zstd => {
                 Decoded::Zstd(zstd::stream::read::Decoder::with_buffer(raw)?)
             }
-            crate::Compression::Gzip => Decoded::Gzip(flate2::read::MultiGzDecoder::new(raw)),
+            crate::Compression::Gzip => {
+                Decoded::Gzip(Box::new(flate2::read::MultiGzDecoder::new(raw)))
+            }
             crate::Compression::None => Decoded::Plain(raw),
         };
         Ok(Self { decoded })
