@@ -55,12 +55,7 @@ pub fn write(store: &Store, image: &StoredImage, dir: &Path) -> Result<(), Expor
         let target = blob_dir.join(digest.hex());
         // Hashed while copied (a --cache-from layer still in its registry is fetched first):
         // a blob that rotted in the store fails the export instead of reaching the layout.
-        let mut source = store.open_blob_verified(&digest)?;
-        let mut out = fs_err::File::create(&target)?;
-        std::io::copy(&mut source, &mut out)?;
-        source.finish()?;
-        out.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-        out.sync_all()?;
+        store.copy_blob_verified(&digest, &target)?;
     }
     fs_err::write(dir.join("index.json"), index_json(image))?;
     Ok(())

@@ -82,7 +82,7 @@ fn boot(disk: &Path, uefi: bool, what: &str) {
         format: DiskFormat::Raw,
     });
     qemu.memory_mib = 256;
-    qemu.smp = 1;
+    qemu.smp = Some(1);
     qemu.firmware = Firmware::Auto;
     let vm = qemu.prepare().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(vm.uefi, uefi, "firmware chosen by the boot code probe");

@@ -25,8 +25,9 @@ pub trait BlobSource: Sync {
 
 impl BlobSource for Store {
     fn open(&self, digest: &Digest) -> Result<(Box<dyn Read + Send>, u64), RegistryError> {
-        // The upload stops after `size` bytes (before the reader's end-of-blob check), so the
-        // whole blob is hashed first; the stream is hashed again while it is sent.
+        // The whole blob is checked before the upload starts: a corrupt byte found while
+        // sending would surface as a transport error (and be retried). Once checked, the
+        // store does not hash it again while it is sent.
         self.check_blob(digest)?;
         let blob = self.open_blob_verified(digest)?;
         let size = blob.size();

@@ -46,4 +46,4 @@ pub use maintenance::VerifyReport;
 pub use remote::BlobFetcher;
 pub use store::{RefRollback, Store};
 pub use usage::StoreUsage;
-pub use verified::VerifiedReader;
+pub use verified::{LayerReader, VerifiedReader};

@@ -5,7 +5,6 @@ use crate::layer::{Compression, LayerWriter};
 use crate::layout::{Bucket, Layout};
 use crate::lock::StoreLock;
 use crate::{BlobWriter, CacheEntry, Descriptor, Digest, ImageRef, StoreError};
-use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -19,8 +18,8 @@ pub struct Store {
     pub(crate) layout: Layout,
     index: Mutex<Index>,
     pub(crate) fetcher: Option<Box<dyn crate::BlobFetcher>>,
-    /// Blobs [`Store::check_blob`] found intact since this store was opened.
-    checked: Mutex<HashSet<Digest>>,
+    /// Blobs found intact since this store was opened.
+    pub(crate) verified: crate::verified::VerifiedSet,
     /// Proof that this store's scratch dirs are in use; set on the first scratch dir.
     scratch_owner: std::sync::OnceLock<crate::blob::ScratchOwner>,
     _lock: StoreLock,
@@ -71,24 +70,10 @@ impl Store {
             layout,
             index: Mutex::new(index),
             fetcher: None,
-            checked: Mutex::new(HashSet::new()),
+            verified: crate::verified::VerifiedSet::default(),
             scratch_owner: std::sync::OnceLock::new(),
             _lock: lock,
         })
-    }
-
-    pub(crate) fn is_checked(&self, digest: &Digest) -> bool {
-        self.checked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(digest)
-    }
-
-    pub(crate) fn mark_checked(&self, digest: &Digest) {
-        self.checked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(digest.clone());
     }
 
     /// The directory where `diff_id` is (or will be) unpacked as an overlay lower dir, in
@@ -127,7 +112,12 @@ impl Store {
         let root = staging.path().join("root");
         fs_err::create_dir(&root)?;
         let mut reader = self.open_layer(diff_id)?;
-        unpack(&mut reader, &root)?;
+        let unpacked = unpack(&mut reader, &root);
+        // The unpacker stops at the tar's end-of-archive blocks: the rest of the blob is read
+        // (and its digest checked) before the directory goes into place. A corrupt blob is
+        // the error to report even when it made the unpacker fail first.
+        io::copy(&mut reader, &mut io::sink()).map_err(StoreError::from_io)?;
+        unpacked?;
         match fs_err::rename(&root, &dir) {
             Ok(()) => {}
             // Another build unpacked it at the same time: theirs is as good as ours.
@@ -290,7 +280,9 @@ impl Store {
         Ok(forms)
     }
 
-    /// Opens a layer's uncompressed tar stream, from whichever form the store holds.
+    /// Opens a layer's uncompressed tar stream, from whichever form the store holds: a
+    /// [`crate::LayerReader`], hashed while read. Read it to its end (a tar parser stops
+    /// before: drain the rest), where a corrupt blob is an error.
     pub fn open_layer(&self, diff_id: &Digest) -> Result<Box<dyn Read + Send>, StoreError> {
         let forms = self.layer_forms(diff_id)?;
         let form = forms
@@ -302,16 +294,8 @@ impl Store {
             .ok_or_else(|| StoreError::MissingBlob(diff_id.clone()))?;
         let compression =
             Compression::from_media_type(&form.media_type).unwrap_or(Compression::None);
-        // Readers of a layer (tar parsers) stop at the end-of-archive blocks, before the end
-        // of the blob, so the whole blob is checked before anything uses its bytes.
-        self.ensure_local(&form.digest)?;
-        self.check_blob(&form.digest)?;
-        let file = io::BufReader::with_capacity(1 << 20, self.open_blob(&form.digest)?);
-        Ok(match compression {
-            Compression::Zstd => Box::new(zstd::Decoder::with_buffer(file)?),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
-            Compression::None => Box::new(file),
-        })
+        let blob = self.open_blob_verified(&form.digest)?;
+        Ok(Box::new(crate::LayerReader::new(blob, compression)?))
     }
 
     /// The layer compressed as asked: the stored form if there is one, otherwise it is

@@ -329,6 +329,51 @@ fn every_exporter_refuses_a_layer_that_rots_after_the_image_was_loaded() {
     }
 }
 
+/// A cached layer that rots between builds: the next build that reads it (a later step
+/// missed, so the builder merges the layers below it through the store's layer reader)
+/// fails with the store's corrupt-blob error, even though the bytes decompress and parse.
+#[test]
+fn a_cached_layer_that_rots_fails_the_rebuild_that_reads_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Incompressible: zstd stores it as raw blocks, so a flipped byte still decompresses
+    // (into a wrong byte of big.bin) and only the digest check at the end can catch it.
+    incompressible(&tmp.path().join("big.bin"), 3);
+    let recipe = tmp.path().join("rot.toml");
+    let write_recipe = |content: &str| {
+        fs_err::write(
+            &recipe,
+            format!(
+                "[image]\nname = \"rot\"\n\n[from]\nscratch = true\n\n\
+                 [[step]]\ncopy = \"big.bin\"\nto = \"/big.bin\"\n\n\
+                 [[step]]\nwrite = \"/etc/motd\"\ncontent = \"{content}\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_recipe("one");
+    let store = tmp.path().join("store");
+    let first = build(&recipe, &store, &tmp.path().join("out0"), "oci", &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let layer = report["steps"][0]["layer"].as_str().unwrap().to_owned();
+    flip_a_byte(&store, &layer);
+
+    write_recipe("two");
+    let again = build(&recipe, &store, &tmp.path().join("out1"), "oci", &[]);
+    let text = stderr(&again);
+    assert_eq!(again.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("blob {layer} in the store is corrupt"))
+            && text.contains("run `imgbuild store verify --repair`, then build again"),
+        "{text}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap_or_default();
+    assert!(
+        report.is_null(),
+        "no report of a successful build: {report}"
+    );
+}
+
 #[test]
 fn six_builds_at_once_on_brand_new_stores_with_gc_beside_them_all_succeed() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -93,8 +93,10 @@ pub struct Qemu {
     pub firmware: Firmware,
     /// Guest memory in MiB.
     pub memory_mib: u32,
-    /// Virtual CPUs.
-    pub smp: u32,
+    /// Virtual CPUs; `None`: two under KVM, one under TCG (two TCG vCPU threads on a busy
+    /// host wait on each other, for IPIs and RCU grace periods, whenever one is
+    /// descheduled).
+    pub smp: Option<u32>,
     /// `kvm` or `tcg`; `None` asks [`kvm::accel`].
     pub accel: Option<&'static str>,
 }
@@ -113,13 +115,13 @@ pub struct Prepared {
 }
 
 impl Qemu {
-    /// A guest with 1024 MiB, 2 CPUs and automatic firmware booting `boot`.
+    /// A guest with 1024 MiB, the default CPUs and automatic firmware booting `boot`.
     pub fn new(boot: Boot) -> Self {
         Self {
             boot,
             firmware: Firmware::Auto,
             memory_mib: 1024,
-            smp: 2,
+            smp: None,
             accel: None,
         }
     }
@@ -133,8 +135,9 @@ impl Qemu {
         })?;
         let accel = self.accel.unwrap_or_else(kvm::accel);
         let mut cmd = Command::new("qemu-system-x86_64");
+        let smp = self.smp.unwrap_or(if accel == "kvm" { 2 } else { 1 });
         cmd.args(["-machine", "q35", "-accel", accel])
-            .args(["-smp", &self.smp.to_string()])
+            .args(["-smp", &smp.to_string()])
             .args(["-m", &self.memory_mib.to_string()])
             .args(["-nographic", "-nodefaults", "-no-reboot"])
             .args(["-serial", "mon:stdio"]);

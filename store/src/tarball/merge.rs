@@ -129,7 +129,12 @@ impl MergedTree {
         }
     }
 
-    fn apply_layer<R: Read>(&mut self, layer: usize, reader: R) -> Result<(), LayerReadError> {
+    fn apply_layer<R: Read>(&mut self, layer: usize, mut reader: R) -> Result<(), LayerReadError> {
+        let applied = self.apply_entries(layer, &mut reader);
+        read_to_end_after(&mut reader, applied)
+    }
+
+    fn apply_entries<R: Read>(&mut self, layer: usize, reader: R) -> Result<(), LayerReadError> {
         let mut archive = tar::Archive::new(reader);
         for (ordinal, entry) in archive.entries()?.enumerate() {
             let mut entry = entry?;
@@ -300,22 +305,46 @@ impl MergedTree {
             };
             at.insert(pos, &w.meta);
         }
-        for (layer, reader) in layers.into_iter().enumerate() {
-            let mut archive = tar::Archive::new(reader);
-            for (ordinal, entry) in archive.entries()?.enumerate() {
-                let mut entry = entry?;
-                let Some(meta) = at.get(&(layer, ordinal)) else {
-                    continue;
-                };
-                if meta.kind == EntryKind::File {
-                    sink.entry(meta, &mut entry)?;
-                } else {
-                    sink.entry(meta, &mut io::empty())?;
-                }
-            }
+        for (layer, mut reader) in layers.into_iter().enumerate() {
+            let streamed = stream_layer(&mut reader, layer, &at, sink);
+            read_to_end_after(&mut reader, streamed)?;
         }
         Ok(())
     }
+}
+
+/// Streams the entries of one layer that are at a position in `at`.
+fn stream_layer<R: Read>(
+    reader: R,
+    layer: usize,
+    at: &HashMap<Position, &EntryMeta>,
+    sink: &mut dyn TreeSink,
+) -> Result<(), LayerReadError> {
+    let mut archive = tar::Archive::new(reader);
+    for (ordinal, entry) in archive.entries()?.enumerate() {
+        let mut entry = entry?;
+        let Some(meta) = at.get(&(layer, ordinal)) else {
+            continue;
+        };
+        if meta.kind == EntryKind::File {
+            sink.entry(meta, &mut entry)?;
+        } else {
+            sink.entry(meta, &mut io::empty())?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a layer's stream to its end once its tar was parsed (the parser stops at the
+/// end-of-archive blocks), so that a reader which checks its bytes at the end (a store
+/// layer, [`crate::LayerReader`]) does. An error there (a corrupt blob) wins over the
+/// parse's own, which it likely caused.
+fn read_to_end_after<R: Read>(
+    reader: &mut R,
+    parsed: Result<(), LayerReadError>,
+) -> Result<(), LayerReadError> {
+    io::copy(reader, &mut io::sink())?;
+    parsed
 }
 
 #[cfg(test)]
