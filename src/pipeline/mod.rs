@@ -245,5 +245,36 @@ fn located_build_error(recipe: &Recipe, e: imgbuild_builder::BuildError) -> Pipe
                 .into();
         }
     }
+    if let BuildError::Step(StepError::Resolve { step, path, source }) = &e {
+        // Step numbers restart in each stage: the step is the one whose destination holds
+        // the path.
+        let within = |dest: &str| {
+            let dest = dest.trim_end_matches('/');
+            path.strip_prefix(dest)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        let found = recipe.all_steps().find(|(_, s)| {
+            s.number == *step
+                && match &s.op {
+                    StepOp::Copy { to, .. } => within(to),
+                    StepOp::Write { path, .. }
+                    | StepOp::Mkdir { path, .. }
+                    | StepOp::Symlink { path, .. } => within(path),
+                    StepOp::Remove { paths } => paths.iter().any(|p| within(p)),
+                    StepOp::Packages { .. } | StepOp::Run(_) => false,
+                }
+        });
+        if let Some((stage, s)) = found {
+            let unit = stage.map_or_else(String::new, |n| format!(" of [stage.{n}]"));
+            return recipe
+                .step_error(
+                    s,
+                    "",
+                    format!("step {step}{unit} writes {path}, which cannot be resolved inside the image: {source}"),
+                )
+                .help("paths resolve inside the image below the step, following its symlinks; a file cannot hold other files: remove it in an earlier step or choose another path")
+                .into();
+        }
+    }
     e.into()
 }

@@ -9,6 +9,7 @@ mod common;
 mod crash;
 mod debian;
 mod dry_run;
+mod exact_trees;
 mod explain;
 mod includes;
 mod malformed;

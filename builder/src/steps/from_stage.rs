@@ -1,10 +1,16 @@
 //! `copy ... from_stage = NAME`: files from another stage's image, streamed from its merged
 //! layers into this step's layer under their new path.
+//!
+//! Destinations resolve inside the image below as the other file steps' do
+//! ([`PathResolver`]): `to = "/bin/"` on a usrmerged image writes into `usr/bin`.
 
 use super::StepError;
 use crate::recipe::Owner;
-use imgbuild_store::tarball::{EntryKind, EntryMeta, MergedTree, TarWriter, TreeSink};
+use imgbuild_store::tarball::{
+    EntryKind, EntryMeta, MergedTree, PathResolver, ResolveError, TarWriter, TreeSink,
+};
 use imgbuild_store::{Compression, Digest, LayerRecord, Store};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
 /// What to copy out of a stage.
@@ -60,11 +66,23 @@ pub(crate) fn stage_copy_layer(
     } else {
         format!("{to}/{}", found.name())
     };
+    let resolve_err = |path: &str, source| StepError::Resolve {
+        step: number,
+        path: format!("/{path}"),
+        source,
+    };
+    let resolver = PathResolver::new(below);
+    let landed = if found.is_dir() {
+        resolver.resolve_dir(&dest)
+    } else {
+        resolver.resolve_parent(&dest)
+    }
+    .map_err(|e| resolve_err(&dest, e))?;
     let mut layer = store.layer_writer(compression).map_err(store_err)?;
     {
         let mut tar = TarWriter::new(&mut layer);
         let mut parents = Vec::new();
-        let mut parent = dest.rsplit_once('/').map_or("", |(p, _)| p);
+        let mut parent = landed.rsplit_once('/').map_or("", |(p, _)| p);
         while !parent.is_empty() && below.get(parent).is_none() {
             parents.push(parent.to_owned());
             parent = parent.rsplit_once('/').map_or("", |(p, _)| p);
@@ -79,8 +97,15 @@ pub(crate) fn stage_copy_layer(
             dest: &dest,
             copy,
             epoch,
+            resolver,
+            landed: HashMap::new(),
+            failed: None,
         };
-        tree.stream(open()?, &mut sink).map_err(read_err)?;
+        let streamed = tree.stream(open()?, &mut sink);
+        if let Some((path, e)) = sink.failed {
+            return Err(resolve_err(&path, e));
+        }
+        streamed.map_err(read_err)?;
         tar.finish().map_err(io_err)?;
     }
     layer.commit(store).map_err(store_err)
@@ -93,6 +118,12 @@ struct Renaming<'a, W: Write> {
     dest: &'a str,
     copy: &'a StageCopy<'a>,
     epoch: u64,
+    /// Resolves each renamed path inside the image below (and what this step wrote).
+    resolver: PathResolver<'a>,
+    /// Renamed path -> where it landed, for hard link targets.
+    landed: HashMap<String, String>,
+    /// The first path that could not be resolved.
+    failed: Option<(String, ResolveError)>,
 }
 
 impl<W: Write> Renaming<'_, W> {
@@ -107,14 +138,32 @@ impl<W: Write> TreeSink for Renaming<'_, W> {
         let Some(path) = self.rename(&meta.path) else {
             return Ok(());
         };
+        let resolved = if meta.is_dir() {
+            self.resolver.resolve_dir(&path)
+        } else {
+            self.resolver.resolve_parent(&path)
+        };
+        let landed = match resolved {
+            Ok(landed) => landed,
+            Err(e) => {
+                let message = e.to_string();
+                self.failed = Some((path, e));
+                return Err(io::Error::other(message));
+            }
+        };
+        self.resolver.add(&landed, meta.kind.clone());
+        self.landed.insert(path, landed.clone());
         let mut m = meta.clone();
-        m.path = path;
+        m.path = landed;
         m.uid = self.copy.owner.uid;
         m.gid = self.copy.owner.gid;
         m.mtime = self.epoch;
         if let EntryKind::Hardlink(target) = &m.kind {
             // A link to a file outside what is copied becomes nothing rather than dangling.
-            let Some(target) = self.rename(target) else {
+            let Some(target) = self
+                .rename(target)
+                .and_then(|t| self.landed.get(&t).cloned())
+            else {
                 return Ok(());
             };
             m.kind = EntryKind::Hardlink(target);

@@ -8,9 +8,11 @@
 mod entry;
 mod merge;
 mod read;
+mod resolve;
 mod write;
 
 pub use entry::{EntryKind, EntryMeta, OPAQUE_MARKER, WHITEOUT_PREFIX};
 pub use merge::{MergedTree, TreeSink};
 pub use read::{read_expanding, read_meta, refused_entry, LayerReadError};
+pub use resolve::{PathResolver, ResolveError, MAX_LINKS};
 pub use write::TarWriter;
