@@ -128,7 +128,8 @@ fn list_ext4(raw: &Path, work: &Path) -> Tree {
         }
         // `/INODE/MODE/UID/GID/NAME/SIZE/`
         let fields: Vec<&str> = l.split('/').collect();
-        if fields.len() != 8 || fields[5] == "." || fields[5] == ".." {
+        // Inode 0: a deleted entry's leftover in the directory block.
+        if fields.len() != 8 || fields[1] == "0" || fields[5] == "." || fields[5] == ".." {
             continue;
         }
         let mode = u32::from_str_radix(fields[2], 8).expect("octal mode");
