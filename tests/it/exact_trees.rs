@@ -291,6 +291,7 @@ fn compare(recipe: &Path, init: Option<&str>, sandbox: bool, work: &Path) -> Tre
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let tag = report["tags"][0].as_str().unwrap();
 
+    assert_history_per_layer(&artifact(&report, "oci"));
     let tar = list_tar(&artifact(&report, "tar"), work);
     let oci = list_oci(&artifact(&report, "oci"), tag, work);
     assert_same("the OCI image unpacked by umoci", &tar, &oci);
@@ -328,6 +329,30 @@ fn compare(recipe: &Path, init: Option<&str>, sandbox: bool, work: &Path) -> Tre
         );
     }
     tar
+}
+
+/// One history entry per layer, the base's included, so `inspect` names each layer's step.
+fn assert_history_per_layer(layout: &Path) {
+    let json = |digest: &str| -> serde_json::Value {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        serde_json::from_slice(&fs_err::read(layout.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = json(index["manifests"][0]["digest"].as_str().unwrap());
+    let config = json(manifest["config"]["digest"].as_str().unwrap());
+    let history: Vec<&serde_json::Value> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["empty_layer"] != true)
+        .collect();
+    assert_eq!(
+        history.len(),
+        manifest["layers"].as_array().unwrap().len(),
+        "history {history:?}"
+    );
 }
 
 fn has(tree: &Tree, wanted: &str) -> bool {
