@@ -13,6 +13,7 @@ mod cache;
 mod dry_run;
 mod error;
 mod export;
+mod located;
 mod lock;
 mod push;
 
@@ -139,7 +140,7 @@ pub fn build(
         .collect();
     let refs = store.ref_rollback(&tags)?;
     let report = imgbuild_builder::build(&store, &recipe, &options)
-        .map_err(|e| located_build_error(&recipe, e))?;
+        .map_err(|e| located::build_error(&recipe, e))?;
     let image = StoredImage::load(&store, &report.image, &report.tags, &report.digest)?;
     let artifacts = export::export_all(&store, &recipe, &image, request, &note)?;
     refs.keep();
@@ -218,67 +219,4 @@ fn check_secrets(recipe: &Recipe, given: &[(String, PathBuf)]) -> Result<(), Pip
         }
     }
     Ok(())
-}
-
-/// A build error that is a mistake in the recipe, pointed at in it; any other as it is.
-fn located_build_error(recipe: &Recipe, e: imgbuild_builder::BuildError) -> PipelineError {
-    use imgbuild_builder::{BuildError, StepError};
-    let from_stage = |step: usize, path: &str| {
-        recipe.all_steps().find_map(|(_, s)| match &s.op {
-            StepOp::Copy {
-                source,
-                to,
-                from_stage: Some(stage),
-                ..
-            } if s.number == step && source == path => Some((s, stage, to)),
-            _ => None,
-        })
-    };
-    match &e {
-        BuildError::Step(StepError::NothingInStage { step, path }) => {
-            if let Some((s, stage, _)) = from_stage(*step, path) {
-                return recipe
-                    .step_error(
-                        s,
-                        "",
-                        format!("step {step} copies {path}, but stage `{stage}` has nothing there"),
-                    )
-                    .help(format!(
-                        "check the path, or make an earlier step of [stage.{stage}] create it"
-                    ))
-                    .into();
-            }
-        }
-        BuildError::Step(StepError::SeveralInStage { step, path, count }) => {
-            if let Some((s, stage, to)) = from_stage(*step, path) {
-                return recipe
-                    .step_error(
-                        s,
-                        &format!("\"{to}\""),
-                        format!("step {step} copies {path}, which matches {count} paths in stage `{stage}`, into a single path"),
-                    )
-                    .help("end `to` with `/` to copy every match into that directory, or narrow the glob to one match")
-                    .into();
-            }
-        }
-        BuildError::Step(StepError::NothingToRemove { step, path }) => {
-            let found = recipe.all_steps().find(|(_, s)| {
-                s.number == *step
-                    && matches!(&s.op, StepOp::Remove { paths, .. } if paths.contains(path))
-            });
-            if let Some((stage, s)) = found {
-                let image = stage.map_or("the image".to_owned(), |n| format!("stage `{n}`"));
-                return recipe
-                    .step_error(
-                        s,
-                        &format!("\"{path}\""),
-                        format!("step {step} removes {path}, but nothing in {image} below it matches"),
-                    )
-                    .help("check the path against the image below the step, or add `missing_ok = true` to the step if it may be absent")
-                    .into();
-            }
-        }
-        _ => {}
-    }
-    e.into()
 }

@@ -50,7 +50,7 @@ fn text(cmd: &mut Command) -> String {
 }
 
 /// (first byte, length) of partition `n` as sgdisk reports it.
-fn partition(disk: &Path, n: u32) -> (u64, u64, String) {
+pub(crate) fn partition(disk: &Path, n: u32) -> (u64, u64, String) {
     let info = text(
         Command::new("sgdisk")
             .arg("-i")

@@ -11,6 +11,7 @@ mod debian;
 mod debian_server;
 mod dry_run;
 mod errors;
+mod exact_trees;
 mod explain;
 mod includes;
 mod malformed;

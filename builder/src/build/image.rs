@@ -1,5 +1,5 @@
 //! The image config (the base's, the recipe's `[config]` laid over it, one history entry
-//! per step) and the manifest.
+//! per layer: a rootfs or Debian base's layer, then each step) and the manifest.
 
 use std::collections::BTreeMap;
 
@@ -45,6 +45,16 @@ pub(super) fn write_image(
         config
             .history
             .push(history(&created, &format!("rootfs {name}")));
+    }
+    if let (Base::Debian(debian), false) = (&recipe.base, built.base.diff_ids.is_empty()) {
+        // The bootstrap layer: one history entry per layer, so `inspect` names each.
+        config.history.push(history(
+            &created,
+            &format!(
+                "debian {} {} {}",
+                debian.suite, debian.variant, debian.architecture
+            ),
+        ));
     }
     for step in &plan.steps {
         config.history.push(history(&created, &step.description));

@@ -48,7 +48,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
     };
     let image = cx.image(image)?;
     let base = match raw.from {
-        Some(from) => cx.base(from)?,
+        Some(from) => cx.base(from, &image.platform)?,
         None => Base::Scratch,
     };
     let steps = cx.steps(raw.step, &base)?;
@@ -70,7 +70,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
         let span = raw_stage.span();
         let raw_stage = raw_stage.into_inner();
         let base = match raw_stage.from {
-            Some(from) => cx.base(from)?,
+            Some(from) => cx.base(from, &image.platform)?,
             None => Base::Scratch,
         };
         let steps = cx.steps(raw_stage.step, &base)?;
@@ -154,6 +154,19 @@ fn check_image_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The Debian architecture of an OCI platform (as Debian's official images map them).
+pub(crate) fn debian_arch(platform: &PlatformSpec) -> String {
+    match (platform.architecture.as_str(), platform.variant.as_deref()) {
+        ("arm", Some("v7")) => "armhf",
+        ("arm", _) => "armel",
+        ("386", _) => "i386",
+        ("ppc64le", _) => "ppc64el",
+        ("mips64le", _) => "mips64el",
+        (other, _) => other,
+    }
+    .to_owned()
 }
 
 /// A secret id becomes a file name under `/run/secrets`.
@@ -314,7 +327,7 @@ impl Cx<'_> {
         })
     }
 
-    fn base(&self, raw: S<RawFrom>) -> Result<Base, RecipeError> {
+    fn base(&self, raw: S<RawFrom>, platform: &PlatformSpec) -> Result<Base, RecipeError> {
         let span = raw.span();
         let from = raw.into_inner();
         let mut kinds: Vec<(&str, std::ops::Range<usize>)> = Vec::new();
@@ -368,6 +381,7 @@ impl Cx<'_> {
         }
         if let Some(v) = from.debian {
             let span = v.span();
+            let arch_set = v.get_ref().get("architecture").is_some();
             let mut debian: crate::debian::DebianFrom = v.into_inner().try_into().map_err(|e: toml::de::Error| {
                 self.err(Some(span.clone()), format!("[from] debian: {}", e.message().trim_end()))
                     .help("write e.g. debian = { suite = \"bookworm\", variant = \"minbase\" }; keys: suite, variant, mirror, components, keyring, architecture")
@@ -377,6 +391,7 @@ impl Cx<'_> {
                     .err(Some(span), format!("unknown Debian variant `{}`", debian.variant))
                     .help("use \"minbase\" (the default), \"essential\" or \"custom\" (only what packages steps ask for)"));
             }
+            self.debian_architecture(&mut debian, arch_set, platform, span.clone())?;
             if let Some(keyring) = &debian.keyring {
                 debian.keyring =
                     Some(self.host_file(&S::new(span, keyring.display().to_string()))?);
@@ -419,6 +434,43 @@ impl Cx<'_> {
                 .help("point `oci` at a directory made by `imgbuild build --format oci` or `skopeo copy ... oci:DIR:TAG`"));
         }
         Ok(Base::OciLayout { dir: dir_path, tag })
+    }
+
+    /// A Debian base's `architecture` follows `[image] platform` unless it is set; set, it
+    /// must be the platform's.
+    fn debian_architecture(
+        &self,
+        debian: &mut crate::debian::DebianFrom,
+        set: bool,
+        platform: &PlatformSpec,
+        span: std::ops::Range<usize>,
+    ) -> Result<(), RecipeError> {
+        let wanted = debian_arch(platform);
+        if !set {
+            debian.architecture = wanted;
+            return Ok(());
+        }
+        if debian.architecture == wanted {
+            return Ok(());
+        }
+        let key = self
+            .sources
+            .text(span.clone())
+            .and_then(|t| t.find("architecture"))
+            .map_or(span.clone(), |at| {
+                span.start + at..span.start + at + "architecture".len()
+            });
+        Err(self
+            .err(
+                Some(key),
+                format!(
+                    "Debian architecture `{}` does not match [image] platform `{platform}` (whose Debian architecture is `{wanted}`)",
+                    debian.architecture
+                ),
+            )
+            .help(format!(
+                "remove `architecture` (it follows the platform), or set it to \"{wanted}\", or change [image] platform"
+            )))
     }
 
     /// A host path relative to the directory of the recipe file that names it, which must

@@ -3,11 +3,18 @@
 //! Every entry carries the step's owner and the build's timestamp, never the host's.
 //! Parent directories the image below does not have are created 0755 root:root; parents it
 //! has are left out of the layer, so their metadata stays as it was.
+//!
+//! Paths resolve inside the image below, as BuildKit does: symlinks in an entry's parent
+//! path are followed (absolute targets from the image's root, never above it), so on a
+//! usrmerged image `write = "/bin/hello"` lands at `usr/bin/hello` and `bin -> usr/bin`
+//! stays. A directory whose path is a symlink to a directory goes to the directory.
 
 use super::copy::{CopyItem, CopyKind, FileStamp};
 use super::image_glob;
 use crate::recipe::{Owner, StepOp};
-use imgbuild_store::tarball::{EntryKind, EntryMeta, MergedTree, TarWriter};
+use imgbuild_store::tarball::{
+    EntryKind, EntryMeta, MergedTree, PathResolver, ResolveError, TarWriter,
+};
 use imgbuild_store::{Compression, LayerRecord, Store, StoreError};
 use std::collections::BTreeMap;
 use std::io;
@@ -80,6 +87,18 @@ pub enum StepError {
         /// The last lines it printed.
         last_lines: Vec<String>,
     },
+    /// A destination cannot be resolved inside the image: a file is in the way of its
+    /// parent path, or its symlinks loop.
+    #[error("step {step}: cannot write {path} inside the image: {source}")]
+    Resolve {
+        /// The step number.
+        step: usize,
+        /// The path as the step names it (absolute).
+        path: String,
+        /// Why.
+        #[source]
+        source: ResolveError,
+    },
     /// A copied file changed between planning and copying.
     #[error("step {step}: {path} changed while the build read it; run the build again")]
     SourceChanged {
@@ -92,13 +111,15 @@ pub enum StepError {
 
 impl StepError {
     /// True for what the recipe has to fix (a `copy ... from_stage` of a path the stage
-    /// lacks or of several into a file, a `remove` of nothing); a failing command, the
+    /// lacks or of several into a file, a `remove` of nothing, a destination below a
+    /// file or through a symlink loop); a failing command, the
     /// sandbox or the store are not.
     pub fn is_user_error(&self) -> bool {
         match self {
             Self::NothingInStage { .. }
             | Self::SeveralInStage { .. }
-            | Self::NothingToRemove { .. } => true,
+            | Self::NothingToRemove { .. }
+            | Self::Resolve { .. } => true,
             Self::Store { source, .. } => source.is_user_error(),
             Self::Io { .. }
             | Self::Sandbox { .. }
@@ -212,6 +233,8 @@ pub(crate) fn write_layer(
             unreachable!("packages and run steps run in the sandbox")
         }
     }
+    let (entries, whiteouts) = resolve_all(step, below, entries, whiteouts)?;
+    let mut entries = entries;
     let paths: Vec<String> = entries
         .keys()
         .cloned()
@@ -263,6 +286,41 @@ pub(crate) fn write_layer(
         tar.finish().map_err(io_err)?;
     }
     layer.commit(store).map_err(store_err)
+}
+
+type Entries = BTreeMap<String, (EntryMeta, Data)>;
+
+/// Moves every entry and whiteout to where it lands in the image below (parents before
+/// children, so that a directory the step moves takes its contents along).
+fn resolve_all(
+    step: usize,
+    below: &MergedTree,
+    entries: Entries,
+    whiteouts: Vec<String>,
+) -> Result<(Entries, Vec<String>), StepError> {
+    let err = |path: &str, source| StepError::Resolve {
+        step,
+        path: format!("/{path}"),
+        source,
+    };
+    let mut resolver = PathResolver::new(below);
+    let mut out = BTreeMap::new();
+    for (path, (mut meta, data)) in entries {
+        let to = if meta.is_dir() {
+            resolver.resolve_dir(&path)
+        } else {
+            resolver.resolve_parent(&path)
+        }
+        .map_err(|e| err(&path, e))?;
+        resolver.add(&to, meta.kind.clone());
+        meta.path.clone_from(&to);
+        out.insert(to, (meta, data));
+    }
+    let whiteouts = whiteouts
+        .iter()
+        .map(|path| resolver.resolve_parent(path).map_err(|e| err(path, e)))
+        .collect::<Result<_, _>>()?;
+    Ok((out, whiteouts))
 }
 
 fn rel(path: &str) -> String {

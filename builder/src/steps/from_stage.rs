@@ -1,12 +1,17 @@
 //! `copy ... from_stage = NAME`: files from another stage's image, streamed from its merged
 //! layers into this step's layer under their new path. The source may be a glob
 //! ([`image_glob`]), matched against the stage's merged tree.
+//!
+//! Destinations resolve inside the image below as the other file steps' do
+//! ([`PathResolver`]): `to = "/bin/"` on a usrmerged image writes into `usr/bin`.
 
 use super::{image_glob, StepError};
 use crate::recipe::Owner;
-use imgbuild_store::tarball::{EntryKind, EntryMeta, MergedTree, TarWriter, TreeSink};
+use imgbuild_store::tarball::{
+    EntryKind, EntryMeta, MergedTree, PathResolver, ResolveError, TarWriter, TreeSink,
+};
 use imgbuild_store::{Compression, Digest, LayerRecord, Store};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 
 /// What to copy out of a stage.
@@ -84,17 +89,30 @@ pub(crate) fn stage_copy_layer(
             .map(|p| (p.clone(), format!("{to}/{}", name_of(p))))
             .collect(),
     };
+    let resolve_err = |path: &str, source| StepError::Resolve {
+        step: number,
+        path: format!("/{path}"),
+        source,
+    };
+    let resolver = PathResolver::new(below);
+    // Where each destination lands in the image below, and the parents to create there.
+    let mut parents = BTreeSet::new();
+    for (source, dest) in &moves {
+        let landed = if tree.get(source).is_some_and(|m| m.is_dir()) {
+            resolver.resolve_dir(dest)
+        } else {
+            resolver.resolve_parent(dest)
+        }
+        .map_err(|e| resolve_err(dest, e))?;
+        let mut parent = parent_of(&landed);
+        while !parent.is_empty() && below.get(parent).is_none() {
+            parents.insert(parent.to_owned());
+            parent = parent_of(parent);
+        }
+    }
     let mut layer = store.layer_writer(compression).map_err(store_err)?;
     {
         let mut tar = TarWriter::new(&mut layer);
-        let mut parents = BTreeSet::new();
-        for (_, dest) in &moves {
-            let mut parent = parent_of(dest);
-            while !parent.is_empty() && below.get(parent).is_none() {
-                parents.insert(parent.to_owned());
-                parent = parent_of(parent);
-            }
-        }
         // Sorted, so every parent comes before its children.
         for dir in parents {
             tar.append(&EntryMeta::dir(dir, epoch), &mut io::empty())
@@ -105,8 +123,15 @@ pub(crate) fn stage_copy_layer(
             moves: &moves,
             copy,
             epoch,
+            resolver,
+            landed: HashMap::new(),
+            failed: None,
         };
-        tree.stream(open()?, &mut sink).map_err(read_err)?;
+        let streamed = tree.stream(open()?, &mut sink);
+        if let Some((path, e)) = sink.failed {
+            return Err(resolve_err(&path, e));
+        }
+        streamed.map_err(read_err)?;
         tar.finish().map_err(io_err)?;
     }
     layer.commit(store).map_err(store_err)
@@ -119,6 +144,12 @@ struct Renaming<'a, W: Write> {
     moves: &'a [(String, String)],
     copy: &'a StageCopy<'a>,
     epoch: u64,
+    /// Resolves each renamed path inside the image below (and what this step wrote).
+    resolver: PathResolver<'a>,
+    /// Renamed path -> where it landed, for hard link targets.
+    landed: HashMap<String, String>,
+    /// The first path that could not be resolved.
+    failed: Option<(String, ResolveError)>,
 }
 
 impl<W: Write> Renaming<'_, W> {
@@ -143,14 +174,32 @@ impl<W: Write> TreeSink for Renaming<'_, W> {
         let Some(path) = self.rename(&meta.path) else {
             return Ok(());
         };
+        let resolved = if meta.is_dir() {
+            self.resolver.resolve_dir(&path)
+        } else {
+            self.resolver.resolve_parent(&path)
+        };
+        let landed = match resolved {
+            Ok(landed) => landed,
+            Err(e) => {
+                let message = e.to_string();
+                self.failed = Some((path, e));
+                return Err(io::Error::other(message));
+            }
+        };
+        self.resolver.add(&landed, meta.kind.clone());
+        self.landed.insert(path, landed.clone());
         let mut m = meta.clone();
-        m.path = path;
+        m.path = landed;
         m.uid = self.copy.owner.uid;
         m.gid = self.copy.owner.gid;
         m.mtime = self.epoch;
         if let EntryKind::Hardlink(target) = &m.kind {
             // A link to a file outside what is copied becomes nothing rather than dangling.
-            let Some(target) = self.rename(target) else {
+            let Some(target) = self
+                .rename(target)
+                .and_then(|t| self.landed.get(&t).cloned())
+            else {
                 return Ok(());
             };
             m.kind = EntryKind::Hardlink(target);

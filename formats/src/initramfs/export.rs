@@ -11,7 +11,7 @@ use super::cpio::{CpioArchive, Entry};
 use crate::bootdisk::kernel::find_kernel;
 use crate::disk::source::FileData;
 use crate::{rootfs_tar, ExportError, StoredImage};
-use imgbuild_store::tarball::{EntryKind, EntryMeta, TreeSink};
+use imgbuild_store::tarball::{EntryKind, EntryMeta, MergedTree, TreeSink};
 use imgbuild_store::Store;
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
@@ -110,7 +110,9 @@ pub fn build(
             Some(path.clone())
         }
         None if tree.get("init").is_some() => None,
-        None if tree.get("sbin/init").is_some() => Some("/sbin/init".into()),
+        // Resolved inside the image: a systemd image's `/sbin/init` is reached through
+        // `sbin -> usr/sbin` and is itself a link to `../lib/systemd/systemd`.
+        None if runs(&tree, "sbin/init") => Some("/sbin/init".into()),
         None => return Err(ExportError::NoInit),
     };
     let mut sink = CpioSink {
@@ -135,6 +137,14 @@ pub fn build(
     })
 }
 
+/// True when `path`, resolved inside the image, is a regular file (or a hard link to one).
+fn runs(tree: &MergedTree, path: &str) -> bool {
+    tree.resolve(path)
+        .ok()
+        .and_then(|p| tree.get(&p))
+        .is_some_and(|m| matches!(m.kind, EntryKind::File | EntryKind::Hardlink(_)))
+}
+
 impl Initramfs {
     /// Writes the compressed archive to `out`.
     pub fn write_archive(self, out: &mut dyn Write) -> Result<(), ExportError> {
@@ -155,5 +165,41 @@ impl Initramfs {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imgbuild_store::tarball::TarWriter;
+
+    fn tree(links: &[(&str, &str)], files: &[&str]) -> MergedTree {
+        let mut w = TarWriter::new(Vec::new());
+        for (path, target) in links {
+            let m = EntryMeta::new(*path, EntryKind::Symlink((*target).into()), 0o777, 0);
+            w.append(&m, &mut io::empty()).unwrap();
+        }
+        for path in files {
+            let mut m = EntryMeta::file(*path, 1, 0);
+            m.mode = 0o755;
+            w.append(&m, &mut &b"x"[..]).unwrap();
+        }
+        let bytes = w.finish().unwrap();
+        MergedTree::build([bytes.as_slice()]).unwrap()
+    }
+
+    #[test]
+    fn a_usrmerged_systemd_init_is_found_through_its_links() {
+        let systemd = tree(
+            &[
+                ("sbin", "usr/sbin"),
+                ("lib", "usr/lib"),
+                ("usr/sbin/init", "../lib/systemd/systemd"),
+            ],
+            &["usr/lib/systemd/systemd"],
+        );
+        assert!(runs(&systemd, "sbin/init"));
+        let dangling = tree(&[("sbin", "usr/sbin"), ("usr/sbin/init", "nowhere")], &[]);
+        assert!(!runs(&dangling, "sbin/init"));
     }
 }

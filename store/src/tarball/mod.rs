@@ -8,6 +8,7 @@
 mod entry;
 mod merge;
 mod read;
+mod resolve;
 mod write;
 
 pub use entry::{EntryKind, EntryMeta, OPAQUE_MARKER, WHITEOUT_PREFIX};
@@ -16,4 +17,5 @@ pub use read::{
     path_components, read_expanding, read_meta, read_raw_meta, refused_entry, LayerReadError,
     RawMeta,
 };
+pub use resolve::{PathResolver, ResolveError, MAX_LINKS};
 pub use write::TarWriter;
