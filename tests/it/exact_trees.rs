@@ -423,17 +423,8 @@ fn writing_below_a_file_is_a_located_error() {
         "[image]\nname = \"x\"\n\n[from]\nscratch = true\n\n[[step]]\nwrite = \"/etc/motd\"\ncontent = \"hi\"\n\n[[step]]\nwrite = \"/etc/motd/x\"\ncontent = \"no\"\n",
     )
     .unwrap();
-    let output = imgbuild()
-        .arg("build")
-        .arg(&recipe)
-        .arg("--store")
-        .arg(tmp.path().join("store"))
-        .arg("-o")
-        .arg(tmp.path().join("out"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = build_failure(&recipe, &tmp.path().join("store"), &tmp.path().join("out"));
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("step 2 writes /etc/motd/x, which cannot be resolved inside the image: /etc/motd is not a directory"),
         "{stderr}"
