@@ -1,7 +1,9 @@
-//! Reproducible Debian installs by default: the shipped debian-server recipe (systemd,
-//! OpenSSH, D-Bus, a user with a password) gives the same digest from two stores and two
-//! checkout paths, with what Debian makes random normalised away.
+//! Reproducible Debian installs by default: the shipped debian-server recipe (a kernel,
+//! systemd, OpenSSH, D-Bus, a user with a password) gives the same manifest digest, rootfs
+//! tar and qcow2 bytes from two stores and two checkout paths, with what Debian makes
+//! random normalised away, and boots to a running sshd with host keys made on first boot.
 
+use crate::bootable::boot;
 use crate::common::*;
 use std::path::Path;
 use std::process::Command;
@@ -9,12 +11,22 @@ use std::process::Command;
 /// Not 0, so that the shadow days are real days.
 const EPOCH: u64 = 1_700_000_000;
 
+/// One build per store (tar and qcow2 together), compared byte for byte, then one boot:
+/// sshd must come up with the host keys made on that first boot.
 #[test]
 fn debian_server_is_the_same_from_two_stores_and_two_checkouts() {
     require_tool("tar", "tar");
     let tmp = tempfile::tempdir().unwrap();
     let epoch = EPOCH.to_string();
-    let args = ["--locked", "-f", "tar", "--source-date-epoch", &epoch];
+    let args = [
+        "--locked",
+        "-f",
+        "tar",
+        "-f",
+        "qcow2",
+        "--source-date-epoch",
+        &epoch,
+    ];
     let first = build_json(
         &repo().join("recipes/debian-server.toml"),
         shared_store(),
@@ -35,9 +47,19 @@ fn debian_server_is_the_same_from_two_stores_and_two_checkouts() {
         first["digest"], second["digest"],
         "two fresh builds of debian-server differ"
     );
-    let tars = ["out-a", "out-b"]
-        .map(|o| fs_err::read(tmp.path().join(o).join("debian-server.rootfs.tar")).unwrap());
-    assert!(tars[0] == tars[1], "the rootfs tars differ byte for byte");
+    for file in ["debian-server.rootfs.tar", "debian-server.qcow2"] {
+        let [a, b] =
+            ["out-a", "out-b"].map(|o| fs_err::read(tmp.path().join(o).join(file)).unwrap());
+        assert!(
+            a == b,
+            "{file} differs byte for byte between the two builds"
+        );
+    }
+    eprintln!(
+        "debian-server: manifest {}, qcow2 sha256 {}",
+        first["digest"],
+        sha256_hex(&tmp.path().join("out-a/debian-server.qcow2"))
+    );
 
     let rootfs = tmp.path().join("rootfs");
     fs_err::create_dir(&rootfs).unwrap();
@@ -50,6 +72,18 @@ fn debian_server_is_the_same_from_two_stores_and_two_checkouts() {
             .arg("--numeric-owner"),
     );
     assert_normalised(&rootfs);
+
+    // The image has no host keys (asserted above); the marker needs them and a running sshd.
+    boot(
+        &tmp.path().join("out-a/debian-server.qcow2"),
+        "IMGBUILD-SERVER-READY",
+        &[],
+    );
+}
+
+fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(fs_err::read(path).unwrap()))
 }
 
 fn assert_normalised(rootfs: &Path) {
