@@ -39,10 +39,17 @@ pub(crate) fn run(store_dir: &Path, args: LockArgs) -> Result<(), Failure> {
     }
     for unit in &outcome.units {
         let verb = if unit.written { "wrote" } else { "up to date:" };
+        let mut pins = vec![format!("{} packages", unit.packages)];
+        if unit.boot_packages > 0 {
+            pins.push(format!("{} bootloader packages", unit.boot_packages));
+        }
+        if let Some(digest) = &unit.registry_digest {
+            pins.push(format!("base {digest}"));
+        }
         eprintln!(
-            "{verb} {} ({} packages, {})",
+            "{verb} {} ({}, {})",
             unit.lock.display(),
-            unit.packages,
+            pins.join(", "),
             unit.unit
         );
     }

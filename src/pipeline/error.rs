@@ -40,8 +40,8 @@ pub enum PipelineError {
         /// What was named.
         name: String,
     },
-    /// A recipe without a Debian base has nothing to lock.
-    #[error("{recipe} has no Debian base, so there is nothing to lock")]
+    /// A recipe without a Debian or registry base has nothing to lock.
+    #[error("{recipe} has no Debian or registry base, so there is nothing to lock")]
     NothingToLock {
         /// The recipe file.
         recipe: std::path::PathBuf,

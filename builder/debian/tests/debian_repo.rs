@@ -289,6 +289,7 @@ fn from(f: &Fixture, variant: &str) -> DebianFrom {
         components: vec!["main".into()],
         keyring: Some(f.keyring.clone()),
         architecture: "amd64".into(),
+        snapshot: None,
     }
 }
 
