@@ -19,8 +19,8 @@
 //! costs one small signed download.
 
 use crate::debian::fetch::{fetch_debs_or_snapshot, FetchError};
-pub use crate::debian::lock::LockedBootPackage;
 use crate::debian::http::Http;
+pub use crate::debian::lock::LockedBootPackage;
 use crate::debian::release::{fetch_release, ReleaseOptions};
 use crate::debian::{
     deb::{Deb, DebError},
@@ -228,10 +228,8 @@ pub fn fetch_pinned(
     bios: bool,
 ) -> Result<FetchedBootFiles, BootAssetsError> {
     let wanted = packages(uefi, bios);
-    let pinned: Vec<&LockedBootPackage> = pinned
-        .iter()
-        .filter(|p| wanted.contains(&p.name))
-        .collect();
+    let pinned: Vec<&LockedBootPackage> =
+        pinned.iter().filter(|p| wanted.contains(&p.name)).collect();
     let locked: Vec<LockedPackage> = pinned.iter().map(|p| p.package()).collect();
     let Some(first) = pinned.first() else {
         return Ok(FetchedBootFiles::default());

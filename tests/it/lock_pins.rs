@@ -17,7 +17,12 @@ fn a_locked_qcow2_builds_again_without_network_to_the_same_bytes() {
     let lock_before = fs_err::read(repo().join("recipes/debian-vm.lock")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let first = tmp.path().join("first");
-    build_json(&recipe, shared_store(), &first, &["--locked", "-f", "qcow2"]);
+    build_json(
+        &recipe,
+        shared_store(),
+        &first,
+        &["--locked", "-f", "qcow2"],
+    );
 
     // A network namespace of its own: only a loopback interface, and that one down.
     let devices = run_ok(Command::new("unshare").args(["-n", "cat", "/proc/net/dev"]));
@@ -46,7 +51,10 @@ fn a_locked_qcow2_builds_again_without_network_to_the_same_bytes() {
             .args(["--json", "--locked", "-f", "qcow2"]),
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(report["artifacts"].to_string().contains("qcow2"), "{report}");
+    assert!(
+        report["artifacts"].to_string().contains("qcow2"),
+        "{report}"
+    );
     let a = fs_err::read(first.join("debian-vm.qcow2")).unwrap();
     let b = fs_err::read(second.join("debian-vm.qcow2")).unwrap();
     assert!(a.len() > 1 << 20, "a qcow2 of {} bytes", a.len());
@@ -129,7 +137,11 @@ fn tiny_deb(work: &Path) -> Vec<u8> {
     let root = work.join("pkg");
     fs_err::create_dir_all(root.join("DEBIAN")).unwrap();
     fs_err::create_dir_all(root.join("usr/share/imgbuild-snap")).unwrap();
-    fs_err::write(root.join("usr/share/imgbuild-snap/hello"), "from the snapshot\n").unwrap();
+    fs_err::write(
+        root.join("usr/share/imgbuild-snap/hello"),
+        "from the snapshot\n",
+    )
+    .unwrap();
     fs_err::write(
         root.join("DEBIAN/control"),
         "Package: imgbuild-snap\nVersion: 1.0\nArchitecture: all\nMaintainer: imgbuild <t@imgbuild.invalid>\nDescription: snapshot fixture\n fixture\n",
@@ -184,7 +196,9 @@ fn a_locked_deb_gone_from_the_mirror_comes_from_the_snapshot_server_checked_by_h
     let mirror_dir = tmp.path().join("mirror");
     fs_err::create_dir_all(mirror_dir.join("debian/pool/main")).unwrap();
     let snapshot_dir = tmp.path().join("snapshot");
-    let at = snapshot_dir.join("archive/debian/20260711T101637Z").join(FILENAME);
+    let at = snapshot_dir
+        .join("archive/debian/20260711T101637Z")
+        .join(FILENAME);
     fs_err::create_dir_all(at.parent().unwrap()).unwrap();
     fs_err::write(&at, &deb).unwrap();
     let mirror = serve(&mirror_dir);
@@ -201,7 +215,9 @@ fn a_locked_deb_gone_from_the_mirror_comes_from_the_snapshot_server_checked_by_h
     );
     let paths = tar_paths(&out.join("snap.rootfs.tar"));
     assert!(
-        paths.iter().any(|p| p.ends_with("usr/share/imgbuild-snap/hello")),
+        paths
+            .iter()
+            .any(|p| p.ends_with("usr/share/imgbuild-snap/hello")),
         "{paths:?}"
     );
     assert_eq!(fs_err::read(tmp.path().join("snap.lock")).unwrap(), lock);
@@ -283,7 +299,11 @@ fn a_registry_base_is_locked_to_its_digest_and_a_moved_tag_changes_nothing() {
             .args(&args),
     );
     let locked: Value = serde_json::from_slice(&locked.stdout).unwrap();
-    assert_eq!(locked["units"][0]["registry_digest"], old.as_str(), "{locked}");
+    assert_eq!(
+        locked["units"][0]["registry_digest"],
+        old.as_str(),
+        "{locked}"
+    );
     let text = fs_err::read_to_string(&lock_path).unwrap();
     assert!(
         text.contains(&format!(

@@ -95,7 +95,7 @@ pub enum FetchError {
         mirror_url: String,
         /// The snapshot server's error (names the URL).
         #[source]
-        source: HttpError,
+        source: Box<HttpError>,
     },
     /// The file is gone from the mirror and the lock's Release date cannot name a snapshot.
     #[error("{package} {version} is gone from the mirror ({mirror_url}) and the lock's Release date {release_date:?} names no snapshot; re-resolve the lock with `imgbuild lock --refresh`")]
@@ -137,9 +137,8 @@ impl FetchError {
     /// unreachable or corrupt mirror is not.
     pub fn is_user_error(&self) -> bool {
         match self {
-            Self::Download { source, .. } | Self::Snapshot { source, .. } => {
-                source.is_user_error()
-            }
+            Self::Download { source, .. } => source.is_user_error(),
+            Self::Snapshot { source, .. } => source.is_user_error(),
             Self::BadDigest { .. } | Self::NoSnapshotDate { .. } => true,
             Self::HashMismatch(_) | Self::Cache { .. } => false,
         }
@@ -192,7 +191,7 @@ fn fetch_one(
                     package: p.name.clone(),
                     version: p.version.clone(),
                     mirror_url: url,
-                    source,
+                    source: Box::new(source),
                 },
                 e => fetch_error(p, snap_url.clone(), e),
             })

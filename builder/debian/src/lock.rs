@@ -152,7 +152,11 @@ pub struct Lockfile {
     )]
     pub registry_bases: Vec<LockedRegistryBase>,
     /// The bootloader packages of disk exports (image locks only), sorted by name.
-    #[serde(rename = "boot_package", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "boot_package",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub boot_packages: Vec<LockedBootPackage>,
 }
 

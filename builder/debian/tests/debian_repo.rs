@@ -735,7 +735,13 @@ fn a_deb_gone_from_the_mirror_is_fetched_from_the_snapshot_at_the_release_date()
     let lock = r.lock;
     let source = lock.source.as_ref().unwrap();
     assert_eq!(source.release_date, "Wed, 25 Nov 2026 10:00:00 UTC");
-    let pkg = |name: &str| lock.packages.iter().find(|p| p.name == name).unwrap().clone();
+    let pkg = |name: &str| {
+        lock.packages
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .clone()
+    };
     let (libx, apt) = (pkg("libx"), pkg("apt"));
 
     // A mirror that lost libx and apt since the lock was made ...
