@@ -339,7 +339,10 @@ fn prepare_registry(
         }),
         (_, _, Some(client)) if mode != LockMode::Offline => {
             let resolved = registry::resolve(store, client, reference, platform)?;
+            // A unit has one base: Debian packages of an earlier base go.
             let mut lock = existing.unwrap_or_else(Lockfile::empty);
+            lock.source = None;
+            lock.packages.clear();
             lock.registry_bases = vec![LockedRegistryBase {
                 reference: text,
                 digest: resolved.digest.to_string(),

@@ -61,6 +61,21 @@ pub(super) fn export_all(
     Ok(artifacts)
 }
 
+/// With `--locked` and a disk format, fails unless the image's lock pins the bootloaders
+/// the disk needs: before the build, not after it.
+pub(super) fn check_locked_boot_packages(
+    store: &Store,
+    recipe: &Recipe,
+    request: &BuildRequest,
+) -> Result<(), PipelineError> {
+    if request.lock_mode != LockMode::Locked || !request.formats.iter().any(|f| f.is_disk()) {
+        return Ok(());
+    }
+    let firmware = export_options(recipe, &request.out).disk.firmware;
+    let wanted = boot::packages(firmware.uefi(), firmware.bios());
+    pinned_boot_packages(store, recipe, &wanted, LockMode::Locked, &|_| {}).map(|_| ())
+}
+
 /// Maps the recipe's `[disk]` and `[initramfs]` sections to the exporters' options.
 fn export_options(recipe: &Recipe, out: &std::path::Path) -> ExportOptions {
     let mut options = ExportOptions::new(out);

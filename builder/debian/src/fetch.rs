@@ -85,7 +85,7 @@ pub enum FetchError {
     #[error("{}", .0)]
     HashMismatch(Box<HashMismatch>),
     /// The mirror no longer has the file and the snapshot server failed too.
-    #[error("{package} {version} is gone from the mirror ({mirror_url}) and the snapshot server failed: {source}; set `snapshot` in [from.debian] to a reachable snapshot.debian.org mirror, or re-resolve the lock with `imgbuild lock --refresh`")]
+    #[error("{package} {version} is gone from the mirror ({mirror_url}) and the snapshot server failed: {source}; set `snapshot` in `[from] debian` to a reachable snapshot.debian.org mirror, or re-resolve the lock with `imgbuild lock --update`")]
     Snapshot {
         /// Package name.
         package: String,
@@ -98,7 +98,7 @@ pub enum FetchError {
         source: Box<HttpError>,
     },
     /// The file is gone from the mirror and the lock's Release date cannot name a snapshot.
-    #[error("{package} {version} is gone from the mirror ({mirror_url}) and the lock's Release date {release_date:?} names no snapshot; re-resolve the lock with `imgbuild lock --refresh`")]
+    #[error("{package} {version} is gone from the mirror ({mirror_url}) and the lock's Release date {release_date:?} names no snapshot; re-resolve the lock with `imgbuild lock --update`")]
     NoSnapshotDate {
         /// Package name.
         package: String,
