@@ -46,47 +46,49 @@ pub struct LockedUnit {
 /// Every lock of a recipe.
 #[derive(Debug, serde::Serialize)]
 pub struct LockOutcome {
-    /// One entry per unit with a Debian or registry base, stages first.
+    /// One entry per unit with a Debian or registry base, stages first, then the image.
     pub units: Vec<LockedUnit>,
 }
 
-/// Resolves and writes the lock of every unit with a Debian base.
+/// Resolves and writes the lock of every unit with a Debian or registry base, and pins the
+/// bootloader packages of disks in the image's lock (every recipe can be exported as a
+/// disk: its kernel may come from a stage).
 pub fn lock(request: &LockRequest, progress: Observer<'_>) -> Result<LockOutcome, PipelineError> {
     let recipe = imgbuild_builder::recipe::load(&request.recipe)?;
     let store = Store::open(&request.store)?;
     let note = |text: &str| progress(&Progress::Note(text));
+    let lock_mode = if request.refresh {
+        LockMode::Refresh
+    } else {
+        LockMode::Update
+    };
     let access = Access::Fetch {
-        lock_mode: if request.refresh {
-            LockMode::Refresh
-        } else {
-            LockMode::Update
-        },
+        lock_mode,
         registry: &request.registry,
     };
     let mut units = Vec::new();
     for source in stages(&recipe).into_iter().chain([image(&recipe)]) {
-        if !matches!(source.base, Base::Debian(_) | Base::Registry { .. }) {
+        let unit = source.unit.clone();
+        let has_inputs = matches!(source.base, Base::Debian(_) | Base::Registry { .. });
+        if !has_inputs && unit != Unit::Image {
             continue;
         }
-        let lock = unit_lock_path(&recipe.path, &source.unit);
+        let lock = unit_lock_path(&recipe.path, &unit);
         let before = fs_err::read(&lock).ok();
-        let prepared = prepare_unit(&store, &recipe, source, access, &note)?;
-        let (mut written, packages) = match prepared.base.packages() {
-            Some(sets) => (
-                sets.lock_written,
-                sets.base.len() + sets.steps.values().map(Vec::len).sum::<usize>(),
-            ),
-            None => (false, 0),
-        };
-        let registry_digest = prepared.base.resolved().map(|r| r.digest.to_string());
+        let mut written = false;
+        let mut packages = 0;
+        let mut registry_digest = None;
+        if has_inputs {
+            let prepared = prepare_unit(&store, &recipe, source, access, &note)?;
+            if let Some(sets) = prepared.base.packages() {
+                written = sets.lock_written;
+                packages = sets.base.len() + sets.steps.values().map(Vec::len).sum::<usize>();
+            }
+            registry_digest = prepared.base.resolved().map(|r| r.digest.to_string());
+        }
         let mut boot_packages = 0;
-        if prepared.unit == Unit::Image {
+        if unit == Unit::Image {
             let wanted = imgbuild_builder::boot_assets::packages(true, true);
-            let lock_mode = if request.refresh {
-                LockMode::Refresh
-            } else {
-                LockMode::Update
-            };
             let (pinned, boot_written) =
                 pinned_boot_packages(&store, &recipe, &wanted, lock_mode, &note)?;
             boot_packages = pinned.len();
@@ -95,16 +97,11 @@ pub fn lock(request: &LockRequest, progress: Observer<'_>) -> Result<LockOutcome
         written |= fs_err::read(&lock).ok() != before;
         units.push(LockedUnit {
             lock,
-            unit: prepared.unit.clone(),
+            unit,
             written,
             packages,
             boot_packages,
             registry_digest,
-        });
-    }
-    if units.is_empty() {
-        return Err(PipelineError::NothingToLock {
-            recipe: request.recipe.clone(),
         });
     }
     Ok(LockOutcome { units })
