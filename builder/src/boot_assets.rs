@@ -10,16 +10,17 @@
 //!
 //! The packages are resolved from the recipe's Debian mirror and suite when it has one,
 //! else from bookworm on [`crate::debian::DEFAULT_MIRROR`].
-//! [`FetchedBootFiles::packages`] lists exactly what was used, for `recipe.lock`;
-//! [`fetch_locked`] fetches such a list again without touching the indices.
+//! [`resolve`] pins the UEFI and BIOS sets for `recipe.lock` (`[[boot_package]]`);
+//! [`fetch_pinned`] fetches what a disk needs of them without touching the indices.
 //!
 //! Resolving means parsing the suite's whole `Packages` index (over a second), so the
 //! result is remembered in the store's `boot-assets` bucket, keyed by the request and the
 //! SHA-256 of the verified `InRelease`: a new Release resolves again, an unchanged one
 //! costs one small signed download.
 
-use crate::debian::fetch::{fetch_debs, FetchError};
+use crate::debian::fetch::{fetch_debs_or_snapshot, FetchError};
 use crate::debian::http::Http;
+pub use crate::debian::lock::LockedBootPackage;
 use crate::debian::release::{fetch_release, ReleaseOptions};
 use crate::debian::{
     deb::{Deb, DebError},
@@ -126,22 +127,20 @@ pub fn source(from: Option<&DebianFrom>) -> DebianFrom {
         components: vec!["main".to_owned()],
         keyring: None,
         architecture: "amd64".to_owned(),
+        snapshot: None,
     });
     src.variant = "custom".to_owned();
     src
 }
 
-/// Resolves, fetches into the store and unpacks the bootloaders for `uefi`/`bios`.
-pub fn fetch(
+/// Resolves every bootloader package (the UEFI and the BIOS set) against the recipe's
+/// Debian source (see [`source`]), for `recipe.lock`: nothing is downloaded but the
+/// `InRelease` and, unless remembered, the indices.
+pub fn resolve(
     store: &Store,
     from: Option<&DebianFrom>,
-    uefi: bool,
-    bios: bool,
-) -> Result<FetchedBootFiles, BootAssetsError> {
-    let wanted = packages(uefi, bios);
-    if wanted.is_empty() {
-        return Ok(FetchedBootFiles::default());
-    }
+) -> Result<Vec<LockedBootPackage>, BootAssetsError> {
+    let wanted = packages(true, true);
     let src = source(from);
     let cache = StoreCache(store);
     let http = Http::new();
@@ -158,11 +157,17 @@ pub fn fetch(
     )
     .map_err(|e| resolve_err(DebianError::Release(e)))?;
     let remembered = remembered_path(store, &src, &wanted, &release.inrelease_sha256);
+    let pin = |locked: &[LockedPackage], date: &str| -> Vec<LockedBootPackage> {
+        locked
+            .iter()
+            .map(|p| LockedBootPackage::new(p, &src.mirror, &src.suite, date))
+            .collect()
+    };
     if let Some(locked) = fs_err::read(&remembered)
         .ok()
         .and_then(|b| serde_json::from_slice::<Vec<LockedPackage>>(&b).ok())
     {
-        return fetch_locked(store, &src.mirror, &locked);
+        return Ok(pin(&locked, &release.date));
     }
     let resolved = resolve_from_mirror(&http, &src, &wanted, &cache, &ReleaseOptions::default())
         .map_err(resolve_err)?;
@@ -172,9 +177,8 @@ pub fn fetch(
         .into_iter()
         .filter(|p| wanted.contains(&p.name))
         .collect();
-    let fetched = fetch_locked(store, &src.mirror, &locked)?;
     remember(&remembered, &locked);
-    Ok(fetched)
+    Ok(pin(&locked, &resolved.release.date))
 }
 
 /// Where the resolution of `wanted` against the Release `inrelease_sha256` is remembered.
@@ -213,16 +217,35 @@ fn remember(path: &Path, locked: &[LockedPackage]) {
     }
 }
 
-/// Fetches exactly `locked` (as recorded in a lock) and unpacks the bootloaders.
-pub fn fetch_locked(
+/// Fetches the pinned packages that `uefi`/`bios` need into the store (from the mirror
+/// they were resolved from, or from the recipe's snapshot server when the mirror no
+/// longer has them; always checked by hash) and unpacks the bootloaders. Reads no index.
+pub fn fetch_pinned(
     store: &Store,
-    mirror: &str,
-    locked: &[LockedPackage],
+    from: Option<&DebianFrom>,
+    pinned: &[LockedBootPackage],
+    uefi: bool,
+    bios: bool,
 ) -> Result<FetchedBootFiles, BootAssetsError> {
+    let wanted = packages(uefi, bios);
+    let pinned: Vec<&LockedBootPackage> =
+        pinned.iter().filter(|p| wanted.contains(&p.name)).collect();
+    let locked: Vec<LockedPackage> = pinned.iter().map(|p| p.package()).collect();
+    let Some(first) = pinned.first() else {
+        return Ok(FetchedBootFiles::default());
+    };
     let cache = StoreCache(store);
-    let paths = fetch_debs(&Http::new(), mirror, locked, &cache, 3)?;
+    let snapshot = source(from).snapshot(&first.release_date);
+    let paths = fetch_debs_or_snapshot(
+        &Http::new(),
+        &first.mirror,
+        Some(&snapshot),
+        &locked,
+        &cache,
+        3,
+    )?;
     let mut out = FetchedBootFiles {
-        packages: locked.to_vec(),
+        packages: locked.clone(),
         ..FetchedBootFiles::default()
     };
     for (pkg, path) in locked.iter().zip(&paths) {

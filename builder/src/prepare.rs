@@ -4,8 +4,9 @@
 //! A recipe is a list of [`Unit`]s: its stages, in dependency order, then the image. For
 //! each, the base is resolved to what its key covers: a rootfs tarball or OCI archive to
 //! its sha256, an OCI layout to a manifest digest, a registry reference to a manifest
-//! digest, a Debian base to the locked package sets. With [`Access::Offline`] nothing is
-//! fetched or written: what is not on disk yet is a [`SourceError::NotLocal`].
+//! digest (pinned in the unit's lock as `[[registry_base]]`), a Debian base to the locked
+//! package sets. With [`Access::Offline`] nothing is fetched or written: what is not on
+//! disk yet is a [`SourceError::NotLocal`].
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use imgbuild_registry::Client;
 use imgbuild_store::{Digest, Store};
 
+use crate::debian::lock::{LockedRegistryBase, Lockfile};
 use crate::debian::DebianFrom;
 use crate::recipe::{Base, Recipe, Step, StepOp};
 use crate::sources::debian::{self, LockMode, PackageSets};
@@ -244,12 +246,9 @@ pub fn prepare_unit<'r>(
             path: path.clone(),
             digest: sources::file_digest(path)?,
         },
-        Base::Registry { reference } => PreparedBase::Registry(match access {
-            Access::Fetch { registry, .. } => {
-                registry::resolve(store, registry, reference, &recipe.image.platform)?
-            }
-            Access::Offline => registry::resolve_offline(store, reference)?,
-        }),
+        Base::Registry { reference } => {
+            PreparedBase::Registry(prepare_registry(store, recipe, &unit, reference, access)?)
+        }
         Base::Debian(from) => {
             let mode = match access {
                 Access::Fetch { lock_mode, .. } => {
@@ -281,4 +280,76 @@ pub fn prepare_unit<'r>(
         base,
         steps: source.steps,
     })
+}
+
+/// Resolves a registry base through the unit's lock: a lock that pins `reference` gives
+/// the manifest digest and the tag is not resolved again; otherwise the registry resolves
+/// it and the digest is written into the lock (an error with `--locked`).
+fn prepare_registry(
+    store: &Store,
+    recipe: &Recipe,
+    unit: &Unit,
+    reference: &imgbuild_registry::Reference,
+    access: Access<'_>,
+) -> Result<ResolvedBase, SourceError> {
+    let lock_path = unit_lock_path(&recipe.path, unit);
+    let text = reference.to_string();
+    let existing = if lock_path.exists() {
+        Some(Lockfile::read(&lock_path)?)
+    } else {
+        None
+    };
+    let locked = existing.as_ref().map(|l| l.registry_digest(&text));
+    let (client, mode) = match access {
+        Access::Fetch {
+            lock_mode,
+            registry,
+        } => (Some(registry), lock_mode),
+        Access::Offline => (None, LockMode::Offline),
+    };
+    let platform = &recipe.image.platform;
+    match (locked, mode, client) {
+        (Some(Ok(digest)), LockMode::Update | LockMode::Locked | LockMode::Offline, client) => {
+            let digest: Digest = digest.parse().map_err(|_| SourceError::Locked {
+                path: lock_path.clone(),
+                message: format!("{digest:?} is not a digest"),
+                help: "delete the lock and build again".to_owned(),
+            })?;
+            let pinned = reference.with_digest(&digest);
+            let resolved = match client {
+                Some(client) => registry::resolve(store, client, &pinned, platform)?,
+                None => registry::resolve_offline(store, &pinned)?,
+            };
+            Ok(ResolvedBase {
+                reference: reference.clone(),
+                digest: resolved.digest,
+            })
+        }
+        (locked, LockMode::Locked, _) => Err(SourceError::Locked {
+            message: match locked {
+                Some(Err(e)) => e.to_string(),
+                _ => "the lock file does not exist".to_owned(),
+            },
+            help: format!(
+                "run `imgbuild lock {}` (or build without --locked) and commit {}",
+                recipe.path.display(),
+                lock_path.display()
+            ),
+            path: lock_path,
+        }),
+        (_, _, Some(client)) if mode != LockMode::Offline => {
+            let resolved = registry::resolve(store, client, reference, platform)?;
+            // A unit has one base: Debian packages of an earlier base go.
+            let mut lock = existing.unwrap_or_else(Lockfile::empty);
+            lock.source = None;
+            lock.packages.clear();
+            lock.registry_bases = vec![LockedRegistryBase {
+                reference: text,
+                digest: resolved.digest.to_string(),
+            }];
+            lock.write(&lock_path)?;
+            Ok(resolved)
+        }
+        _ => registry::resolve_offline(store, reference),
+    }
 }

@@ -254,7 +254,7 @@ impl From<imgbuild::pipeline::PipelineError> for Failure {
             P::Export(e) => e.into(),
             P::Push(e) => e.into(),
             P::Registry(e) => e.into(),
-            e @ (P::UnknownImage { .. } | P::NothingToLock { .. }) => Self::user(e.to_string()),
+            e @ P::UnknownImage { .. } => Self::user(e.to_string()),
         }
     }
 }

@@ -16,6 +16,8 @@ pub(crate) struct LockArgs {
     /// Print JSON to stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    registry: super::registry_args::RegistryArgs,
 }
 
 pub(crate) fn run(store_dir: &Path, args: LockArgs) -> Result<(), Failure> {
@@ -23,7 +25,7 @@ pub(crate) fn run(store_dir: &Path, args: LockArgs) -> Result<(), Failure> {
         recipe: args.recipe.clone(),
         store: store_dir.to_owned(),
         refresh: args.update,
-        registry: Arc::new(super::registry_args::RegistryArgs::default().client()?),
+        registry: Arc::new(args.registry.client()?),
     };
     let progress = super::build::progress_printer(false);
     let outcome = pipeline::lock(&request, &progress)?;
@@ -39,10 +41,17 @@ pub(crate) fn run(store_dir: &Path, args: LockArgs) -> Result<(), Failure> {
     }
     for unit in &outcome.units {
         let verb = if unit.written { "wrote" } else { "up to date:" };
+        let mut pins = vec![format!("{} packages", unit.packages)];
+        if unit.boot_packages > 0 {
+            pins.push(format!("{} bootloader packages", unit.boot_packages));
+        }
+        if let Some(digest) = &unit.registry_digest {
+            pins.push(format!("base {digest}"));
+        }
         eprintln!(
-            "{verb} {} ({} packages, {})",
+            "{verb} {} ({}, {})",
             unit.lock.display(),
-            unit.packages,
+            pins.join(", "),
             unit.unit
         );
     }

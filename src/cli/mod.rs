@@ -76,11 +76,13 @@ enum Command {
     ///   imgbuild inspect hello:latest --json
     #[command(verbatim_doc_comment)]
     Inspect(inspect::InspectArgs),
-    /// Resolve a recipe's Debian packages and write its lock file (RECIPE with .lock).
+    /// Resolve a recipe's inputs and write its lock file (RECIPE with .lock): the Debian
+    /// packages, a registry base's manifest digest, and the bootloader packages of disks.
     ///
     /// A build uses the lock when it matches the recipe and rewrites it when the recipe
     /// changed; `build --locked` fails instead, for CI. With a lock, packages are fetched
-    /// by hash and no index is read, so the result is the same on any machine.
+    /// by hash and no index is read, so the result is the same on any machine; a package
+    /// gone from the mirror is fetched from the snapshot server at the lock's Release date.
     ///
     /// Examples:
     ///   imgbuild lock recipes/debian-minimal.toml

@@ -40,12 +40,6 @@ pub enum PipelineError {
         /// What was named.
         name: String,
     },
-    /// A recipe without a Debian base has nothing to lock.
-    #[error("{recipe} has no Debian base, so there is nothing to lock")]
-    NothingToLock {
-        /// The recipe file.
-        recipe: std::path::PathBuf,
-    },
 }
 
 impl PipelineError {
@@ -61,7 +55,7 @@ impl PipelineError {
             Self::Export(e) => e.is_user_error(),
             Self::Push(e) => e.is_user_error(),
             Self::Registry(e) => e.is_user_error(),
-            Self::UnknownImage { .. } | Self::NothingToLock { .. } => true,
+            Self::UnknownImage { .. } => true,
         }
     }
 }

@@ -1,9 +1,13 @@
 //! Writing the built image in every requested format: the recipe's `[disk]` and
 //! `[initramfs]` sections mapped to the exporters' options, and the bootloaders a disk
-//! needs fetched first.
+//! needs fetched first: the ones pinned in the image's lock (`[[boot_package]]`), or, with
+//! none pinned and no `--locked`, resolved now and written into the lock.
 
-use imgbuild_builder::debian::DebianFrom;
+use imgbuild_builder::boot_assets::{self as boot, LockedBootPackage};
+use imgbuild_builder::debian::{DebianFrom, Lockfile};
+use imgbuild_builder::prepare::{unit_lock_path, Unit};
 use imgbuild_builder::recipe::{Base, BootMode, InitramfsCompression, Recipe};
+use imgbuild_builder::{LockMode, SourceError};
 use imgbuild_formats::bootdisk::{BootAssets, DiskOptions, Firmware, SyslinuxAssets};
 use imgbuild_formats::initramfs::export::{Compression as CpioCompression, InitramfsOptions};
 use imgbuild_formats::{export, Artifact, ExportOptions, StoredImage};
@@ -28,7 +32,10 @@ pub(super) fn export_all(
             Base::Debian(from) => Some(from),
             _ => None,
         };
-        options.boot_assets = boot_assets(store, from, options.disk.firmware, note)?;
+        let firmware = options.disk.firmware;
+        let wanted = boot::packages(firmware.uefi(), firmware.bios());
+        let (pinned, _) = pinned_boot_packages(store, recipe, &wanted, request.lock_mode, note)?;
+        options.boot_assets = boot_assets(store, from, &pinned, options.disk.firmware, note)?;
     }
     // Staged outputs of builds killed while exporting here (their locks are free); best
     // effort, as each export sweeps again and reports what it cannot write.
@@ -54,6 +61,21 @@ pub(super) fn export_all(
     Ok(artifacts)
 }
 
+/// With `--locked` and a disk format, fails unless the image's lock pins the bootloaders
+/// the disk needs: before the build, not after it.
+pub(super) fn check_locked_boot_packages(
+    store: &Store,
+    recipe: &Recipe,
+    request: &BuildRequest,
+) -> Result<(), PipelineError> {
+    if request.lock_mode != LockMode::Locked || !request.formats.iter().any(|f| f.is_disk()) {
+        return Ok(());
+    }
+    let firmware = export_options(recipe, &request.out).disk.firmware;
+    let wanted = boot::packages(firmware.uefi(), firmware.bios());
+    pinned_boot_packages(store, recipe, &wanted, LockMode::Locked, &|_| {}).map(|_| ())
+}
+
 /// Maps the recipe's `[disk]` and `[initramfs]` sections to the exporters' options.
 fn export_options(recipe: &Recipe, out: &std::path::Path) -> ExportOptions {
     let mut options = ExportOptions::new(out);
@@ -76,15 +98,73 @@ fn export_options(recipe: &Recipe, out: &std::path::Path) -> ExportOptions {
     options
 }
 
-/// Fetches the bootloaders `firmware` needs from Debian into the store.
+/// The bootloader packages `wanted` pinned in the image's lock for the recipe's Debian
+/// source, and whether the lock was written: with none pinned (or `LockMode::Refresh`),
+/// every bootloader package is resolved and written into the lock (an error with
+/// `--locked`).
+pub(super) fn pinned_boot_packages(
+    store: &Store,
+    recipe: &Recipe,
+    wanted: &[String],
+    lock_mode: LockMode,
+    note: &dyn Fn(&str),
+) -> Result<(Vec<LockedBootPackage>, bool), PipelineError> {
+    let from = match &recipe.base {
+        Base::Debian(from) => Some(from),
+        _ => None,
+    };
+    let lock_path = unit_lock_path(&recipe.path, &Unit::Image);
+    let src = boot::source(from);
+    let existing = if lock_path.exists() {
+        Some(Lockfile::read(&lock_path).map_err(SourceError::from)?)
+    } else {
+        None
+    };
+    let pinned = existing
+        .as_ref()
+        .and_then(|l| l.boot_packages_for(&src.mirror, &src.suite, wanted));
+    match (pinned, lock_mode) {
+        (Some(pinned), LockMode::Update | LockMode::Locked | LockMode::Offline) => {
+            Ok((pinned, false))
+        }
+        (_, LockMode::Locked) => Err(SourceError::Locked {
+            message: format!(
+                "it pins no bootloader packages ({}) from {} {} for a disk",
+                wanted.join(", "),
+                src.mirror,
+                src.suite
+            ),
+            help: format!(
+                "run `imgbuild lock {}` (or build without --locked) and commit {}",
+                recipe.path.display(),
+                lock_path.display()
+            ),
+            path: lock_path,
+        }
+        .into()),
+        _ => {
+            let pinned = boot::resolve(store, from)?;
+            let mut lock = existing.unwrap_or_else(Lockfile::empty);
+            lock.boot_packages = pinned.clone();
+            lock.write(&lock_path).map_err(SourceError::from)?;
+            note(&format!(
+                "pinned the bootloader packages in {}",
+                lock_path.display()
+            ));
+            Ok((pinned, true))
+        }
+    }
+}
+
+/// Fetches the pinned bootloaders `firmware` needs into the store.
 fn boot_assets(
     store: &Store,
     from: Option<&DebianFrom>,
+    pinned: &[LockedBootPackage],
     firmware: Firmware,
     note: &dyn Fn(&str),
 ) -> Result<BootAssets, PipelineError> {
-    let fetched =
-        imgbuild_builder::boot_assets::fetch(store, from, firmware.uefi(), firmware.bios())?;
+    let fetched = boot::fetch_pinned(store, from, pinned, firmware.uefi(), firmware.bios())?;
     for p in &fetched.packages {
         note(&format!(
             "bootloader package {} {} ({})",

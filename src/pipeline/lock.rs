@@ -1,5 +1,6 @@
-//! Locking a recipe: every unit with a Debian base (the image and each stage) gets its
-//! package set resolved and written to its lock file.
+//! Locking a recipe: every unit with a Debian or registry base (the image and each stage)
+//! gets its package set or manifest digest resolved and written to its lock file; the
+//! image's lock also pins the bootloader packages of disk exports.
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ use imgbuild_builder::LockMode;
 use imgbuild_registry::Client;
 use imgbuild_store::Store;
 
+use super::export::pinned_boot_packages;
 use super::{Observer, PipelineError};
 use imgbuild_builder::Progress;
 
@@ -20,7 +22,7 @@ pub struct LockRequest {
     pub store: PathBuf,
     /// Resolve again even where a lock still matches.
     pub refresh: bool,
-    /// Talks to registries (unused by Debian units; kept for one preparation path).
+    /// Resolves registry bases.
     pub registry: std::sync::Arc<Client>,
 }
 
@@ -35,47 +37,71 @@ pub struct LockedUnit {
     pub written: bool,
     /// How many packages it pins.
     pub packages: usize,
+    /// How many bootloader packages it pins (the image's lock only).
+    pub boot_packages: usize,
+    /// The manifest digest of a registry base.
+    pub registry_digest: Option<String>,
 }
 
 /// Every lock of a recipe.
 #[derive(Debug, serde::Serialize)]
 pub struct LockOutcome {
-    /// One entry per unit with a Debian base, stages first.
+    /// One entry per unit with a Debian or registry base, stages first, then the image.
     pub units: Vec<LockedUnit>,
 }
 
-/// Resolves and writes the lock of every unit with a Debian base.
+/// Resolves and writes the lock of every unit with a Debian or registry base, and pins the
+/// bootloader packages of disks in the image's lock (every recipe can be exported as a
+/// disk: its kernel may come from a stage).
 pub fn lock(request: &LockRequest, progress: Observer<'_>) -> Result<LockOutcome, PipelineError> {
     let recipe = imgbuild_builder::recipe::load(&request.recipe)?;
     let store = Store::open(&request.store)?;
     let note = |text: &str| progress(&Progress::Note(text));
+    let lock_mode = if request.refresh {
+        LockMode::Refresh
+    } else {
+        LockMode::Update
+    };
     let access = Access::Fetch {
-        lock_mode: if request.refresh {
-            LockMode::Refresh
-        } else {
-            LockMode::Update
-        },
+        lock_mode,
         registry: &request.registry,
     };
     let mut units = Vec::new();
     for source in stages(&recipe).into_iter().chain([image(&recipe)]) {
-        if !matches!(source.base, Base::Debian(_)) {
+        let unit = source.unit.clone();
+        let has_inputs = matches!(source.base, Base::Debian(_) | Base::Registry { .. });
+        if !has_inputs && unit != Unit::Image {
             continue;
         }
-        let prepared = prepare_unit(&store, &recipe, source, access, &note)?;
-        let Some(sets) = prepared.base.packages() else {
-            continue;
-        };
+        let lock = unit_lock_path(&recipe.path, &unit);
+        let before = fs_err::read(&lock).ok();
+        let mut written = false;
+        let mut packages = 0;
+        let mut registry_digest = None;
+        if has_inputs {
+            let prepared = prepare_unit(&store, &recipe, source, access, &note)?;
+            if let Some(sets) = prepared.base.packages() {
+                written = sets.lock_written;
+                packages = sets.base.len() + sets.steps.values().map(Vec::len).sum::<usize>();
+            }
+            registry_digest = prepared.base.resolved().map(|r| r.digest.to_string());
+        }
+        let mut boot_packages = 0;
+        if unit == Unit::Image {
+            let wanted = imgbuild_builder::boot_assets::packages(true, true);
+            let (pinned, boot_written) =
+                pinned_boot_packages(&store, &recipe, &wanted, lock_mode, &note)?;
+            boot_packages = pinned.len();
+            written |= boot_written;
+        }
+        written |= fs_err::read(&lock).ok() != before;
         units.push(LockedUnit {
-            lock: unit_lock_path(&recipe.path, &prepared.unit),
-            unit: prepared.unit.clone(),
-            written: sets.lock_written,
-            packages: sets.base.len() + sets.steps.values().map(Vec::len).sum::<usize>(),
-        });
-    }
-    if units.is_empty() {
-        return Err(PipelineError::NothingToLock {
-            recipe: request.recipe.clone(),
+            lock,
+            unit,
+            written,
+            packages,
+            boot_packages,
+            registry_digest,
         });
     }
     Ok(LockOutcome { units })

@@ -122,6 +122,7 @@ pub fn build(
     store.set_fetcher(Box::new(RegistryFetcher::new(Arc::clone(
         &request.registry,
     ))));
+    export::check_locked_boot_packages(&store, &recipe, request)?;
     let cache_from = cache::import_all(&request.registry, &store, &request.cache_from, &note);
     let options = BuildOptions {
         epoch: request.epoch,

@@ -90,6 +90,7 @@ fn parts() -> &'static Parts {
             components: vec!["main".into()],
             keyring: None,
             architecture: "amd64".into(),
+            snapshot: None,
         };
         let http = Http::new();
         let wanted = ["busybox-static".to_owned(), "linux-image-amd64".to_owned()];

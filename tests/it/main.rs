@@ -14,6 +14,7 @@ mod errors;
 mod exact_trees;
 mod explain;
 mod includes;
+mod lock_pins;
 mod malformed;
 mod network;
 mod oci_output;

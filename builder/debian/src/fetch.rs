@@ -4,6 +4,9 @@
 //! "Pool" layout) and must match the `Size` and `SHA256` recorded in the signed
 //! `Packages` index (or in `recipe.lock`, which copies them). See [`super::cache`]:
 //! the cache never holds a partial or wrong blob; already-cached blobs are not fetched.
+//!
+//! A `.deb` the mirror no longer has (404 or 410) is fetched from a [`Snapshot`] server
+//! instead, at the lock's Release date, and checked against the same hash.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +18,54 @@ use super::lock::LockedPackage;
 
 /// Default number of concurrent downloads.
 pub const DEFAULT_JOBS: usize = 8;
+
+/// The default snapshot server.
+pub const DEFAULT_SNAPSHOT: &str = "https://snapshot.debian.org";
+
+/// Where `.deb`s gone from the mirror are fetched instead: a snapshot.debian.org-style
+/// server, `{url}/archive/debian/{YYYYMMDDTHHMMSSZ}/{filename}`, at the Release date of
+/// the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Base URL, e.g. [`DEFAULT_SNAPSHOT`].
+    pub url: String,
+    /// The lock's Release `Date` (`Sat, 11 Jul 2026 10:16:37 UTC`).
+    pub release_date: String,
+}
+
+impl Snapshot {
+    /// The snapshot timestamp of the Release date, `YYYYMMDDTHHMMSSZ` (UTC).
+    pub fn timestamp(&self) -> Option<String> {
+        let t = super::release::parse_release_date(&self.release_date)?;
+        let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+        // Howard Hinnant's civil_from_days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        Some(format!(
+            "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        ))
+    }
+
+    /// The URL of `filename` (relative to the archive root) on the snapshot server.
+    pub fn url_for(&self, filename: &str) -> Option<String> {
+        let archive = format!(
+            "{}/archive/debian/{}",
+            self.url.trim_end_matches('/'),
+            self.timestamp()?
+        );
+        Some(http::join(&archive, filename))
+    }
+}
 
 /// Downloading a `.deb` failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +84,31 @@ pub enum FetchError {
     /// The bytes do not match the index/lock.
     #[error("{}", .0)]
     HashMismatch(Box<HashMismatch>),
+    /// The mirror no longer has the file and the snapshot server failed too.
+    #[error("{package} {version} is gone from the mirror ({mirror_url}) and the snapshot server failed: {source}; set `snapshot` in `[from] debian` to a reachable snapshot.debian.org mirror, or re-resolve the lock with `imgbuild lock --update`")]
+    Snapshot {
+        /// Package name.
+        package: String,
+        /// Version.
+        version: String,
+        /// The URL the mirror answered 404 or 410 for.
+        mirror_url: String,
+        /// The snapshot server's error (names the URL).
+        #[source]
+        source: Box<HttpError>,
+    },
+    /// The file is gone from the mirror and the lock's Release date cannot name a snapshot.
+    #[error("{package} {version} is gone from the mirror ({mirror_url}) and the lock's Release date {release_date:?} names no snapshot; re-resolve the lock with `imgbuild lock --update`")]
+    NoSnapshotDate {
+        /// Package name.
+        package: String,
+        /// Version.
+        version: String,
+        /// The URL the mirror answered 404 or 410 for.
+        mirror_url: String,
+        /// The lock's Release date.
+        release_date: String,
+    },
     /// The index or lock gives a malformed SHA-256.
     #[error("{package} {version}: {digest:?} is not a SHA-256 digest; the lock file is corrupt, delete it to re-resolve")]
     BadDigest {
@@ -62,7 +138,8 @@ impl FetchError {
     pub fn is_user_error(&self) -> bool {
         match self {
             Self::Download { source, .. } => source.is_user_error(),
-            Self::BadDigest { .. } => true,
+            Self::Snapshot { source, .. } => source.is_user_error(),
+            Self::BadDigest { .. } | Self::NoSnapshotDate { .. } => true,
             Self::HashMismatch(_) | Self::Cache { .. } => false,
         }
     }
@@ -91,11 +168,40 @@ pub struct HashMismatch {
 fn fetch_one(
     http: &Http,
     mirror: &str,
+    snapshot: Option<&Snapshot>,
     p: &LockedPackage,
     cache: &dyn BlobCache,
 ) -> Result<PathBuf, FetchError> {
     let url = http::join(mirror, &p.filename);
-    fetch_verified(http, &url, &p.sha256, p.size, cache).map_err(|e| match e {
+    match fetch_verified(http, &url, &p.sha256, p.size, cache) {
+        Err(FetchVerifiedError::Http(e)) if e.is_not_found() => {
+            let Some(snapshot) = snapshot else {
+                return Err(fetch_error(p, url, FetchVerifiedError::Http(e)));
+            };
+            let Some(snap_url) = snapshot.url_for(&p.filename) else {
+                return Err(FetchError::NoSnapshotDate {
+                    package: p.name.clone(),
+                    version: p.version.clone(),
+                    mirror_url: url,
+                    release_date: snapshot.release_date.clone(),
+                });
+            };
+            fetch_verified(http, &snap_url, &p.sha256, p.size, cache).map_err(|e| match e {
+                FetchVerifiedError::Http(source) => FetchError::Snapshot {
+                    package: p.name.clone(),
+                    version: p.version.clone(),
+                    mirror_url: url,
+                    source: Box::new(source),
+                },
+                e => fetch_error(p, snap_url.clone(), e),
+            })
+        }
+        r => r.map_err(|e| fetch_error(p, url, e)),
+    }
+}
+
+fn fetch_error(p: &LockedPackage, url: String, e: FetchVerifiedError) -> FetchError {
+    match e {
         FetchVerifiedError::BadDigest => FetchError::BadDigest {
             package: p.name.clone(),
             version: p.version.clone(),
@@ -122,7 +228,7 @@ fn fetch_one(
             path,
             source,
         },
-    })
+    }
 }
 
 /// Fetches every package (at most `jobs` at once) and returns their cache paths in
@@ -135,6 +241,18 @@ pub fn fetch_debs(
     cache: &dyn BlobCache,
     jobs: usize,
 ) -> Result<Vec<PathBuf>, FetchError> {
+    fetch_debs_or_snapshot(http, mirror, None, pkgs, cache, jobs)
+}
+
+/// [`fetch_debs`], fetching what the mirror answers 404 or 410 for from `snapshot`.
+pub fn fetch_debs_or_snapshot(
+    http: &Http,
+    mirror: &str,
+    snapshot: Option<&Snapshot>,
+    pkgs: &[LockedPackage],
+    cache: &dyn BlobCache,
+    jobs: usize,
+) -> Result<Vec<PathBuf>, FetchError> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<PathBuf, FetchError>>>> =
         Mutex::new((0..pkgs.len()).map(|_| None).collect());
@@ -143,7 +261,7 @@ pub fn fetch_debs(
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(p) = pkgs.get(i) else { break };
-                let r = fetch_one(http, mirror, p, cache);
+                let r = fetch_one(http, mirror, snapshot, p, cache);
                 if let Ok(mut guard) = results.lock() {
                     guard[i] = Some(r);
                 }
@@ -164,4 +282,31 @@ pub fn fetch_debs(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_urls_use_the_release_date_in_utc() {
+        let s = Snapshot {
+            url: "https://snapshot.debian.org/".into(),
+            release_date: "Sat, 10 Jun 2023 08:55:33 UTC".into(),
+        };
+        assert_eq!(
+            s.url_for("pool/main/b/bash/bash_5.2.15-2+b2_amd64.deb").unwrap(),
+            "https://snapshot.debian.org/archive/debian/20230610T085533Z/pool/main/b/bash/bash_5.2.15-2+b2_amd64.deb"
+        );
+        let leap = Snapshot {
+            release_date: "Thu, 29 Feb 2024 23:59:59 +0100".into(),
+            ..s.clone()
+        };
+        assert_eq!(leap.timestamp().unwrap(), "20240229T225959Z");
+        let bad = Snapshot {
+            release_date: "yesterday".into(),
+            ..s
+        };
+        assert_eq!(bad.url_for("pool/x.deb"), None);
+    }
 }

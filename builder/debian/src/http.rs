@@ -36,13 +36,24 @@ pub enum HttpError {
         /// The URL requested.
         url: String,
     },
+    /// The server answered 410.
+    #[error("GET {url}: gone (410)")]
+    Gone {
+        /// The URL requested.
+        url: String,
+    },
 }
 
 impl HttpError {
     /// True when the user has to fix something: a 404 means a wrong mirror URL or suite,
     /// or a lock naming files the mirror no longer has. A failed connection is not.
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Self::NotFound { .. })
+        self.is_not_found()
+    }
+
+    /// True for a 404 or 410 answer: the server does not have the file.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. } | Self::Gone { .. })
     }
 }
 
@@ -100,6 +111,11 @@ impl Http {
                 Ok(resp) => return Ok(resp.into_body()),
                 Err(ureq::Error::StatusCode(404)) => {
                     return Err(HttpError::NotFound {
+                        url: url.to_owned(),
+                    })
+                }
+                Err(ureq::Error::StatusCode(410)) => {
+                    return Err(HttpError::Gone {
                         url: url.to_owned(),
                     })
                 }

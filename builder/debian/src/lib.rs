@@ -63,6 +63,10 @@ pub struct DebianFrom {
     /// Debian architecture (default `amd64`).
     #[serde(default = "default_arch")]
     pub architecture: String,
+    /// Snapshot server for locked `.deb`s gone from the mirror (default
+    /// [`fetch::DEFAULT_SNAPSHOT`]).
+    #[serde(default)]
+    pub snapshot: Option<String>,
 }
 
 fn default_variant() -> String {
@@ -88,6 +92,17 @@ impl DebianFrom {
             architecture: self.architecture.clone(),
             variant: self.variant.clone(),
             requested: packages.to_vec(),
+        }
+    }
+
+    /// The snapshot server for `.deb`s of a lock resolved at Release `release_date`.
+    pub fn snapshot(&self, release_date: &str) -> fetch::Snapshot {
+        fetch::Snapshot {
+            url: self
+                .snapshot
+                .clone()
+                .unwrap_or_else(|| fetch::DEFAULT_SNAPSHOT.to_owned()),
+            release_date: release_date.to_owned(),
         }
     }
 

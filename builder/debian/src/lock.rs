@@ -7,6 +7,11 @@
 //! `SHA256`). With a lock, [`super::fetch`] needs no index at all: every `.deb` is
 //! fetched by path and checked by hash. Serialization is TOML with packages sorted
 //! by name then architecture, so the file is stable under re-resolution.
+//!
+//! A lock also pins the other inputs of its unit: `[[boot_package]]`, the bootloader
+//! packages of disk exports (with the mirror, suite and Release date they came from), and
+//! `[[registry_base]]`, a registry base's reference and resolved manifest digest. A unit
+//! whose base is not Debian has no `[source]`.
 
 use std::path::{Path, PathBuf};
 
@@ -65,16 +70,94 @@ pub struct LockedPackage {
     pub filename: String,
 }
 
+/// A bootloader package pinned for disk exports: a [`LockedPackage`] plus where it was
+/// resolved (the mirror to fetch it from, the suite, the Release `Date` for the snapshot
+/// fallback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedBootPackage {
+    /// Package name.
+    pub name: String,
+    /// Exact version.
+    pub version: String,
+    /// `amd64`, `all`, ...
+    pub architecture: String,
+    /// Lower-case hex SHA-256 of the `.deb`.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Path relative to the mirror root (`pool/main/...`).
+    pub filename: String,
+    /// Mirror base URL it is fetched from.
+    pub mirror: String,
+    /// Suite it was resolved in.
+    pub suite: String,
+    /// `Date` of the signed Release it was resolved against.
+    pub release_date: String,
+}
+
+impl LockedBootPackage {
+    /// Pins `p`, resolved from `mirror`/`suite` at Release `release_date`.
+    pub fn new(p: &LockedPackage, mirror: &str, suite: &str, release_date: &str) -> Self {
+        LockedBootPackage {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            architecture: p.architecture.clone(),
+            sha256: p.sha256.clone(),
+            size: p.size,
+            filename: p.filename.clone(),
+            mirror: mirror.to_owned(),
+            suite: suite.to_owned(),
+            release_date: release_date.to_owned(),
+        }
+    }
+
+    /// The package part, as [`super::fetch`] takes it.
+    pub fn package(&self) -> LockedPackage {
+        LockedPackage {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            architecture: self.architecture.clone(),
+            sha256: self.sha256.clone(),
+            size: self.size,
+            filename: self.filename.clone(),
+        }
+    }
+}
+
+/// A registry base pinned to a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedRegistryBase {
+    /// The reference as the recipe writes it.
+    pub reference: String,
+    /// The manifest digest it resolved to for the recipe's platform (`sha256:...`).
+    pub digest: String,
+}
+
 /// The whole lock file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lockfile {
     /// Format version ([`LOCK_VERSION`]).
     pub lock_version: u32,
-    /// Provenance.
-    pub source: LockSource,
+    /// Provenance of the Debian packages; `None` for a unit whose base is not Debian.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<LockSource>,
     /// The packages, sorted by name then architecture.
-    #[serde(rename = "package", default)]
+    #[serde(rename = "package", default, skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<LockedPackage>,
+    /// The registry base, pinned to its manifest digest.
+    #[serde(
+        rename = "registry_base",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub registry_bases: Vec<LockedRegistryBase>,
+    /// The bootloader packages of disk exports (image locks only), sorted by name.
+    #[serde(
+        rename = "boot_package",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub boot_packages: Vec<LockedBootPackage>,
 }
 
 /// Reading, writing or checking a lock failed.
@@ -162,12 +245,14 @@ pub fn lock_from_resolution(
     });
     Lockfile {
         lock_version: LOCK_VERSION,
-        source: LockSource {
+        source: Some(LockSource {
             request: request.clone(),
             release_date: release.date.clone(),
             inrelease_sha256: release.inrelease_sha256.clone(),
-        },
+        }),
         packages,
+        registry_bases: Vec::new(),
+        boot_packages: Vec::new(),
     }
 }
 
@@ -179,10 +264,61 @@ fn normalized(v: &[String]) -> Vec<String> {
 }
 
 impl Lockfile {
+    /// A lock that pins nothing yet.
+    pub fn empty() -> Lockfile {
+        Lockfile {
+            lock_version: LOCK_VERSION,
+            source: None,
+            packages: Vec::new(),
+            registry_bases: Vec::new(),
+            boot_packages: Vec::new(),
+        }
+    }
+
+    /// The pinned bootloader packages named `names`, when every one is pinned and was
+    /// resolved from `mirror` (ignoring a trailing `/`) and `suite`.
+    pub fn boot_packages_for(
+        &self,
+        mirror: &str,
+        suite: &str,
+        names: &[String],
+    ) -> Option<Vec<LockedBootPackage>> {
+        names
+            .iter()
+            .map(|n| {
+                self.boot_packages
+                    .iter()
+                    .find(|b| {
+                        &b.name == n
+                            && b.suite == suite
+                            && b.mirror.trim_end_matches('/') == mirror.trim_end_matches('/')
+                    })
+                    .cloned()
+            })
+            .collect()
+    }
+
+    /// Fails with [`LockError::Mismatch`] unless this lock pins the registry base
+    /// `reference` (as the recipe writes it); returns its digest.
+    pub fn registry_digest(&self, reference: &str) -> Result<&str, LockError> {
+        match self.registry_bases.first() {
+            Some(b) if b.reference == reference => Ok(&b.digest),
+            Some(b) => Err(LockError::Mismatch {
+                field: "image",
+                locked: b.reference.clone(),
+                recipe: reference.to_owned(),
+            }),
+            None => Err(LockError::Mismatch {
+                field: "image",
+                locked: "nothing (no [[registry_base]])".to_owned(),
+                recipe: reference.to_owned(),
+            }),
+        }
+    }
+
     /// Fails with [`LockError::Mismatch`] unless this lock was resolved for `request`
     /// (requested names and components compared as sets; mirror ignoring a trailing `/`).
     pub fn check_matches(&self, request: &DebianRequest) -> Result<(), LockError> {
-        let l = &self.source.request;
         let mismatch = |field, locked: String, recipe: String| {
             Err(LockError::Mismatch {
                 field,
@@ -190,6 +326,14 @@ impl Lockfile {
                 recipe,
             })
         };
+        let Some(source) = &self.source else {
+            return mismatch(
+                "mirror",
+                "nothing (no [source])".to_owned(),
+                request.mirror.clone(),
+            );
+        };
+        let l = &source.request;
         if l.mirror.trim_end_matches('/') != request.mirror.trim_end_matches('/') {
             return mismatch("mirror", l.mirror.clone(), request.mirror.clone());
         }
@@ -230,6 +374,10 @@ impl Lockfile {
             (a.name.as_str(), a.architecture.as_str())
                 .cmp(&(b.name.as_str(), b.architecture.as_str()))
         });
+        me.boot_packages.sort_by(|a, b| {
+            (a.name.as_str(), a.architecture.as_str())
+                .cmp(&(b.name.as_str(), b.architecture.as_str()))
+        });
         let body = toml::to_string(&me).map_err(LockError::Serialize)?;
         Ok(format!(
             "# Generated by imgbuild from the recipe; do not edit.\n{body}"
@@ -248,7 +396,8 @@ impl Lockfile {
                 found: lock.lock_version,
             });
         }
-        for p in &lock.packages {
+        let boot = lock.boot_packages.iter().map(LockedBootPackage::package);
+        for p in lock.packages.iter().cloned().chain(boot) {
             let invalid = |reason| LockError::Invalid {
                 path: path.to_owned(),
                 package: p.name.clone(),
@@ -261,6 +410,15 @@ impl Lockfile {
                 return Err(invalid(
                     "filename must be a relative path inside the mirror",
                 ));
+            }
+        }
+        for b in &lock.registry_bases {
+            if !b.digest.strip_prefix("sha256:").is_some_and(is_sha256_hex) {
+                return Err(LockError::Invalid {
+                    path: path.to_owned(),
+                    package: b.reference.clone(),
+                    reason: "digest is not sha256: and 64 lower-case hex digits",
+                });
             }
         }
         Ok(lock)
@@ -306,11 +464,11 @@ mod tests {
     fn lock() -> Lockfile {
         Lockfile {
             lock_version: LOCK_VERSION,
-            source: LockSource {
+            source: Some(LockSource {
                 request: req(),
                 release_date: "Sat, 11 Jul 2026 10:16:37 UTC".into(),
                 inrelease_sha256: "00".into(),
-            },
+            }),
             packages: vec![
                 LockedPackage {
                     name: "zlib1g".into(),
@@ -329,6 +487,8 @@ mod tests {
                     filename: "pool/b.deb".into(),
                 },
             ],
+            registry_bases: Vec::new(),
+            boot_packages: Vec::new(),
         }
     }
 
@@ -401,6 +561,54 @@ mod tests {
         for e in errors {
             assert!(e.is_user_error(), "{e}");
         }
+    }
+
+    #[test]
+    fn boot_packages_and_registry_bases_round_trip_and_are_checked() {
+        let mut l = lock();
+        let p = &l.packages[0].clone();
+        l.boot_packages = vec![LockedBootPackage::new(
+            p,
+            "http://deb.debian.org/debian/",
+            "bookworm",
+            "Sat, 11 Jul 2026 10:16:37 UTC",
+        )];
+        let text = l.to_toml().unwrap();
+        assert!(text.contains("[[boot_package]]"), "{text}");
+        let back = Lockfile::from_toml(Path::new("x"), &text).unwrap();
+        assert_eq!(back.boot_packages, l.boot_packages);
+        assert_eq!(back.to_toml().unwrap(), text);
+        let names = vec!["zlib1g".to_owned()];
+        let mirror = "http://deb.debian.org/debian";
+        assert_eq!(
+            back.boot_packages_for(mirror, "bookworm", &names).unwrap()[0].sha256,
+            p.sha256
+        );
+        assert!(back.boot_packages_for(mirror, "trixie", &names).is_none());
+        let more = vec!["zlib1g".to_owned(), "syslinux".to_owned()];
+        assert!(back.boot_packages_for(mirror, "bookworm", &more).is_none());
+
+        let mut r = Lockfile::empty();
+        r.registry_bases = vec![LockedRegistryBase {
+            reference: "localhost:5000/base:1".into(),
+            digest: format!("sha256:{}", "b".repeat(64)),
+        }];
+        let text = r.to_toml().unwrap();
+        assert!(!text.contains("[source]"), "{text}");
+        let back = Lockfile::from_toml(Path::new("x"), &text).unwrap();
+        assert_eq!(back.source, None);
+        assert_eq!(
+            back.registry_digest("localhost:5000/base:1").unwrap(),
+            r.registry_bases[0].digest
+        );
+        let e = back.registry_digest("localhost:5000/base:2").unwrap_err();
+        assert!(e.to_string().contains("out of date"), "{e}");
+        assert!(back.check_matches(&req()).is_err());
+        let bad = text.replace("sha256:", "sha512:");
+        assert!(matches!(
+            Lockfile::from_toml(Path::new("x"), &bad),
+            Err(LockError::Invalid { .. })
+        ));
     }
 
     #[test]

@@ -289,6 +289,7 @@ fn from(f: &Fixture, variant: &str) -> DebianFrom {
         components: vec!["main".into()],
         keyring: Some(f.keyring.clone()),
         architecture: "amd64".into(),
+        snapshot: None,
     }
 }
 
@@ -683,4 +684,154 @@ fn an_unreachable_mirror_is_not_the_users_mistake() {
     assert!(!err.is_user_error(), "{err}");
     let err = imgbuild_debian::DebianError::from(err);
     assert!(!err.is_user_error(), "{err}");
+}
+
+/// Serves `dir` on loopback until dropped.
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(dir: &Path) -> Served {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/serve.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3: {e}; install the Debian package python3"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().expect("serve.py printed no port");
+    Served {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+#[test]
+fn a_deb_gone_from_the_mirror_is_fetched_from_the_snapshot_at_the_release_date() {
+    let f = fixture();
+    let http = Http::new();
+    let from = from(f, "minbase");
+    let r = debian::resolve_from_mirror(
+        &http,
+        &from,
+        &strs(&["app"]),
+        &cache("snapshot-resolve"),
+        &ReleaseOptions::default(),
+    )
+    .unwrap();
+    let lock = r.lock;
+    let source = lock.source.as_ref().unwrap();
+    assert_eq!(source.release_date, "Wed, 25 Nov 2026 10:00:00 UTC");
+    let pkg = |name: &str| {
+        lock.packages
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .clone()
+    };
+    let (libx, apt) = (pkg("libx"), pkg("apt"));
+
+    // A mirror that lost libx and apt since the lock was made ...
+    let work = f.root.join("snapshot-test");
+    let _ = fs_err::remove_dir_all(&work);
+    let mirror_dir = work.join("mirror");
+    for p in &lock.packages {
+        if p.name != "libx" && p.name != "apt" {
+            let to = mirror_dir.join(&p.filename);
+            fs_err::create_dir_all(to.parent().unwrap()).unwrap();
+            fs_err::copy(f.root.join("repo").join(&p.filename), to).unwrap();
+        }
+    }
+    // ... and a snapshot server with libx as locked and apt with other bytes, at the
+    // Release date.
+    let at = work.join("snapshot/archive/debian/20261125T100000Z");
+    for (p, tamper) in [(&libx, false), (&apt, true)] {
+        let mut bytes = fs_err::read(f.root.join("repo").join(&p.filename)).unwrap();
+        if tamper {
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0xff;
+        }
+        let to = at.join(&p.filename);
+        fs_err::create_dir_all(to.parent().unwrap()).unwrap();
+        fs_err::write(to, bytes).unwrap();
+    }
+    let mirror = serve(&mirror_dir);
+    let snapshot_server = serve(&work.join("snapshot"));
+    let snapshot = fetch::Snapshot {
+        url: snapshot_server.url.clone(),
+        release_date: source.release_date.clone(),
+    };
+
+    // Without the snapshot server the lock is dead.
+    let c = cache("snapshot-fetch");
+    let without_apt: Vec<_> = lock
+        .packages
+        .iter()
+        .filter(|p| p.name != "apt")
+        .cloned()
+        .collect();
+    let err = fetch::fetch_debs(&http, &mirror.url, &without_apt, &c, 2).unwrap_err();
+    assert!(
+        matches!(&err, FetchError::Download { package, source, .. } if package == "libx" && source.is_not_found()),
+        "{err}"
+    );
+    // With it, libx comes from the snapshot, checked against the locked hash.
+    let paths =
+        fetch::fetch_debs_or_snapshot(&http, &mirror.url, Some(&snapshot), &without_apt, &c, 2)
+            .unwrap();
+    for (p, path) in without_apt.iter().zip(&paths) {
+        assert_eq!(sha256_file(path).unwrap(), p.sha256, "{}", p.name);
+    }
+    assert!(c.get(&libx.sha256).is_some());
+    // A snapshot file with other bytes is refused and never enters the cache.
+    let err = fetch::fetch_debs_or_snapshot(
+        &http,
+        &mirror.url,
+        Some(&snapshot),
+        std::slice::from_ref(&apt),
+        &c,
+        1,
+    )
+    .unwrap_err();
+    let FetchError::HashMismatch(m) = &err else {
+        panic!("expected a hash mismatch, got {err:?}")
+    };
+    assert!(
+        m.url.starts_with(&format!(
+            "{}/archive/debian/20261125T100000Z/pool/",
+            snapshot_server.url
+        )),
+        "{err}"
+    );
+    assert!(c.get(&apt.sha256).is_none());
+    // A snapshot server that lacks the file too: the error names both.
+    let elsewhere = fetch::Snapshot {
+        release_date: "Thu, 26 Nov 2026 10:00:00 UTC".into(),
+        ..snapshot
+    };
+    let mut gone = pkg("python3-fake");
+    gone.filename = "pool/main/gone_1_amd64.deb".into();
+    let empty = cache("snapshot-empty");
+    let err =
+        fetch::fetch_debs_or_snapshot(&http, &mirror.url, Some(&elsewhere), &[gone], &empty, 1)
+            .unwrap_err();
+    assert!(matches!(err, FetchError::Snapshot { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("is gone from the mirror") && text.contains("20261126T100000Z"),
+        "{text}"
+    );
 }

@@ -392,6 +392,18 @@ impl Cx<'_> {
                     .help("use \"minbase\" (the default), \"essential\" or \"custom\" (only what packages steps ask for)"));
             }
             self.debian_architecture(&mut debian, arch_set, platform, span.clone())?;
+            if let Some(url) = debian.snapshot.as_deref().filter(|u| !is_http_url(u)) {
+                let key = self
+                    .sources
+                    .text(span.clone())
+                    .and_then(|t| t.find("snapshot"))
+                    .map_or(span.clone(), |at| {
+                        span.start + at..span.start + at + "snapshot".len()
+                    });
+                return Err(self
+                    .err(Some(key), format!("`snapshot` is not an http(s) URL: {url:?}"))
+                    .help("write the base URL of a snapshot.debian.org-style server, e.g. snapshot = \"https://snapshot.debian.org\""));
+            }
             if let Some(keyring) = &debian.keyring {
                 debian.keyring =
                     Some(self.host_file(&S::new(span, keyring.display().to_string()))?);
@@ -1244,6 +1256,17 @@ fn parse_size(text: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(mult)
+}
+
+/// True for `http://HOST...` or `https://HOST...` without spaces, query or fragment.
+fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    rest.is_some_and(|r| {
+        let host = r.split('/').next().unwrap_or("");
+        !host.is_empty() && !r.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
+    })
 }
 
 #[cfg(test)]

@@ -102,6 +102,10 @@ pub(crate) fn prepare(
     } else {
         None
     };
+    let kept_boot = existing
+        .as_ref()
+        .map(|l| l.boot_packages.clone())
+        .unwrap_or_default();
     let matching = existing.filter(|l| l.check_matches(&request).is_ok());
     let (lock, lock_written) = match (matching, mode) {
         (Some(lock), LockMode::Update | LockMode::Locked | LockMode::Offline) => (lock, false),
@@ -143,8 +147,11 @@ pub(crate) fn prepare(
                 &ReleaseOptions::default(),
             )
             .map_err(SourceError::from)?;
-            resolved.lock.write(&lock_path).map_err(lock_err)?;
-            (resolved.lock, true)
+            let mut lock = resolved.lock;
+            // The bootloaders are checked against the recipe when a disk is exported.
+            lock.boot_packages = kept_boot;
+            lock.write(&lock_path).map_err(lock_err)?;
+            (lock, true)
         }
     };
     if mode == LockMode::Offline {
@@ -163,9 +170,15 @@ pub(crate) fn prepare(
             });
         }
     }
-    let paths = fetch::fetch_debs(
+    let source = lock
+        .source
+        .as_ref()
+        .ok_or(SourceError::Internal("a matching lock has a [source]"))?;
+    let snapshot = from.snapshot(&source.release_date);
+    let paths = fetch::fetch_debs_or_snapshot(
         &http,
-        &lock.source.request.mirror,
+        &source.request.mirror,
+        Some(&snapshot),
         &lock.packages,
         &cache,
         fetch::DEFAULT_JOBS,
