@@ -205,7 +205,11 @@ fn print_check(recipe_path: &Path, outcome: &pipeline::BuildOutcome) {
         );
         print_differences(&base.differences);
     }
-    let steps = outcome.report.stage_steps.iter().chain(&outcome.report.steps);
+    let steps = outcome
+        .report
+        .stage_steps
+        .iter()
+        .chain(&outcome.report.steps);
     for step in steps.filter(|s| s.reproducible == Some(false)) {
         let at = place(&step.unit, step.index).map_or_else(String::new, |p| format!(", {p}"));
         println!(
@@ -241,6 +245,7 @@ fn print_differences(differences: &[Difference]) {
             Change::Changed if d.fields == ["order"] => {
                 "the same entries, in another order or encoding".to_owned()
             }
+            Change::Changed if d.fields.len() == 1 => format!("{} differs", d.fields[0]),
             Change::Changed => format!("{} differ", d.fields.join(", ")),
         };
         println!("  {}: {what}", d.path);

@@ -153,15 +153,15 @@ pub fn build(
         lock_mode: request.lock_mode,
         registry: &request.registry,
     };
-    let prepared = imgbuild_builder::prepare(&store, &recipe, access, &note)
-        .map_err(|e| located(e.into()))?;
+    let prepared =
+        imgbuild_builder::prepare(&store, &recipe, access, &note).map_err(|e| located(e.into()))?;
     let platform = &recipe.image.platform;
     let plan = imgbuild_builder::plan(&prepared, request.epoch, &platform.to_string(), &|key| {
         store.cache_peek(key).unwrap_or(false)
     })
     .map_err(|e| located(e.into()))?;
-    let mut report = imgbuild_builder::execute(&store, &recipe, &prepared, &plan, &options)
-        .map_err(located)?;
+    let mut report =
+        imgbuild_builder::execute(&store, &recipe, &prepared, &plan, &options).map_err(located)?;
     let check = if request.check {
         let found = check::check(&store, platform, &prepared, &plan, &options, &mut report)
             .map_err(|e| match e {

@@ -21,7 +21,8 @@ pub struct Difference {
     /// Whether it is only in one of the layers or in both, changed.
     pub change: Change,
     /// For [`Change::Changed`]: what differs, among `kind`, `content`, `mode`, `owner`,
-    /// `mtime`, `link target`, `device` and `xattrs`.
+    /// `mtime`, `link target`, `device` and `xattrs` (and `order`, which the caller adds
+    /// for layers whose entries are all the same).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<&'static str>,
     /// For a small UTF-8 file whose content differs: the first lines that differ.
