@@ -119,16 +119,18 @@ pub(super) fn check(
 /// The entries that differ between the stored layer and the one made again; a layer whose
 /// entries are all the same differs in their order or encoding, said as one difference
 /// of `/` with the field `order`.
-fn differences(store: &Store, layer: &Rebuild) -> Result<Vec<Difference>, CheckError> {
+fn differences(store: &Store, layer: &Rebuild) -> Result<Vec<Difference>, PipelineError> {
     let found = diff_layers(|again| -> Result<_, CompareError> {
         Ok(store.open_layer(if again { &layer.rebuilt } else { &layer.stored })?)
     })
-    .map_err(|source| CheckError::Compare {
-        unit: layer.unit.to_string(),
-        step: layer.index,
-        stored: layer.stored.clone(),
-        rebuilt: layer.rebuilt.clone(),
-        source,
+    .map_err(|source| {
+        Box::new(CheckError::Compare {
+            unit: layer.unit.to_string(),
+            step: layer.index,
+            stored: layer.stored.clone(),
+            rebuilt: layer.rebuilt.clone(),
+            source,
+        })
     })?;
     if found.is_empty() {
         return Ok(vec![Difference {

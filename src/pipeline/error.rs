@@ -36,7 +36,7 @@ pub enum PipelineError {
     Registry(#[from] RegistryError),
     /// `build --check` could not compare two layers.
     #[error(transparent)]
-    Check(#[from] super::CheckError),
+    Check(#[from] Box<super::CheckError>),
     /// A push source is neither an OCI layout nor an image in the store.
     #[error("`{name}` is neither an OCI layout directory nor an image in the store; `imgbuild store ls` lists the images")]
     UnknownImage {

@@ -75,7 +75,7 @@ fn check(recipe: &Path, store: &Path, out: &Path, extra: &[&str]) -> std::proces
         .expect("imgbuild runs")
 }
 
-fn step<'a>(report: &'a Value, index: u64) -> &'a Value {
+fn step(report: &Value, index: u64) -> &Value {
     report["steps"]
         .as_array()
         .expect("steps")

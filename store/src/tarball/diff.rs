@@ -117,21 +117,15 @@ where
 
 fn changed_fields(a: &Compared, b: &Compared) -> Vec<&'static str> {
     let mut fields = Vec::new();
-    match (&a.kind, &b.kind) {
-        (EntryKind::Symlink(x), EntryKind::Symlink(y))
-        | (EntryKind::Hardlink(x), EntryKind::Hardlink(y)) => {
-            if x != y {
-                fields.push("link target");
-            }
-        }
-        (EntryKind::CharDevice(..), EntryKind::CharDevice(..))
-        | (EntryKind::BlockDevice(..), EntryKind::BlockDevice(..)) => {
-            if a.kind != b.kind {
-                fields.push("device");
-            }
-        }
-        (x, y) if std::mem::discriminant(x) != std::mem::discriminant(y) => fields.push("kind"),
-        _ => {}
+    let same_kind = std::mem::discriminant(&a.kind) == std::mem::discriminant(&b.kind);
+    if !same_kind {
+        fields.push("kind");
+    } else if a.kind != b.kind {
+        // Same kind, different payload: a link's target or a device's numbers.
+        fields.push(match a.kind {
+            EntryKind::Symlink(_) | EntryKind::Hardlink(_) => "link target",
+            _ => "device",
+        });
     }
     if (a.size, a.sha256) != (b.size, b.sha256) {
         fields.push("content");
