@@ -22,7 +22,7 @@ fn main() -> std::process::ExitCode {
 /// Reports `failure` on stderr and, for `--json`, as one JSON object on stdout.
 fn fail(failure: &cli::Failure, json: bool) -> std::process::ExitCode {
     eprintln!("error: {}", failure.message);
-    if json {
+    if json && !failure.reported {
         println!("{:#}", failure.to_json());
     }
     std::process::ExitCode::from(failure.code)

@@ -25,7 +25,8 @@ pub use imgbuild_debian as debian;
 pub use imgbuild_sandbox as sandbox;
 
 pub use build::{
-    build, execute, BuildError, BuildOptions, BuildReport, CacheOutcome, Progress, StepReport,
+    build, execute, rebuild_all, BuildError, BuildOptions, BuildReport, CacheOutcome, Progress,
+    Rebuild, StepReport,
 };
 pub use explain::Cause;
 pub use plan::{plan, Plan, PlannedStep, UnitPlan};

@@ -6,6 +6,7 @@ use clap::Args;
 use imgbuild::pipeline::{self, BuildRequest};
 use imgbuild_builder::{CacheOutcome, LockMode, Progress, Unit};
 use imgbuild_formats::Format;
+use imgbuild_store::tarball::{Change, Difference};
 use imgbuild_store::Compression;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,11 @@ pub(crate) struct BuildArgs {
     /// differs from the last build of this recipe (always in --json, as `why`).
     #[arg(long)]
     explain: bool,
+    /// After building, make every layer again (each step on the stored layers below it,
+    /// the Debian bootstrap from the same .debs) and compare: print each step whose layer
+    /// differs with the paths that differ, and exit 1 if any does.
+    #[arg(long, conflicts_with = "dry_run")]
+    check: bool,
 }
 
 fn parse_secret(s: &str) -> Result<(String, PathBuf), String> {
@@ -149,13 +155,115 @@ pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
             .map(|r| reference(r))
             .collect::<Result<_, _>>()?,
         registry: Arc::new(args.registry.client()?),
+        check: args.check,
     };
     let progress = progress_printer(args.explain);
     let outcome = pipeline::build(&request, &progress)?;
     if args.json {
         print_json(&outcome)?;
+    } else if outcome.check.is_some() {
+        print_check(&args.recipe, &outcome);
     }
-    Ok(())
+    match &outcome.check {
+        Some(check) if !check.reproducible => Err(Failure::reported(format!(
+            "{} of {} layers were not reproducible",
+            check.differing, check.checked
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Prints what `--check` found on stdout: a block per layer that differs, naming the
+/// step (number, recipe file:line, kind) and each path that differs, then a summary.
+fn print_check(recipe_path: &Path, outcome: &pipeline::BuildOutcome) {
+    let Some(check) = &outcome.check else {
+        return;
+    };
+    // The build loaded it a moment ago; without it the blocks only lack file:line.
+    let recipe = imgbuild_builder::recipe::load(recipe_path).ok();
+    let place = |unit: &Unit, index: usize| -> Option<String> {
+        let recipe = recipe.as_ref()?;
+        let stage = match unit {
+            Unit::Image => None,
+            Unit::Stage(name) => Some(name.as_str()),
+        };
+        let (_, step) = recipe
+            .all_steps()
+            .find(|(s, step)| *s == stage && step.number == index)?;
+        let file = recipe.source.file_at(step.table.start);
+        Some(format!("{}:{}", file.path.display(), step.line))
+    };
+    let unit_name = |unit: &Unit| match unit {
+        Unit::Image => String::new(),
+        Unit::Stage(name) => format!("stage {name} "),
+    };
+    for base in check.bases.iter().filter(|b| !b.reproducible) {
+        println!(
+            "{}base ({}) is not reproducible:",
+            unit_name(&base.unit),
+            base.description
+        );
+        print_differences(&base.differences);
+    }
+    let steps = outcome
+        .report
+        .stage_steps
+        .iter()
+        .chain(&outcome.report.steps);
+    for step in steps.filter(|s| s.reproducible == Some(false)) {
+        let at = place(&step.unit, step.index).map_or_else(String::new, |p| format!(", {p}"));
+        println!(
+            "{}step {} ({}{at}) is not reproducible: {}",
+            unit_name(&step.unit),
+            step.index,
+            step.kind,
+            step.description
+        );
+        print_differences(&step.differences);
+    }
+    if check.reproducible {
+        println!(
+            "reproducible: all {} layers were made again bit for bit",
+            check.checked
+        );
+    } else {
+        println!(
+            "not reproducible: {} of {} layers differ",
+            check.differing, check.checked
+        );
+    }
+}
+
+/// How many paths a block lists before it says how many more differ.
+const PATHS_SHOWN: usize = 50;
+
+fn print_differences(differences: &[Difference]) {
+    for d in differences.iter().take(PATHS_SHOWN) {
+        let what = match d.change {
+            Change::Added => "only in the layer made again".to_owned(),
+            Change::Removed => "only in the stored layer".to_owned(),
+            Change::Changed if d.fields == ["order"] => {
+                "the same entries, in another order or encoding".to_owned()
+            }
+            Change::Changed if d.fields.len() == 1 => format!("{} differs", d.fields[0]),
+            Change::Changed => format!("{} differ", d.fields.join(", ")),
+        };
+        println!("  {}: {what}", d.path);
+        if let Some(lines) = &d.lines {
+            for (i, line) in lines.stored.iter().enumerate() {
+                println!("    stored  {}: {line}", lines.line + i);
+            }
+            for (i, line) in lines.rebuilt.iter().enumerate() {
+                println!("    again   {}: {line}", lines.line + i);
+            }
+        }
+    }
+    if differences.len() > PATHS_SHOWN {
+        println!(
+            "  ... and {} more paths (all of them in --json)",
+            differences.len() - PATHS_SHOWN
+        );
+    }
 }
 
 /// Prints build progress to stderr: a line per step (completed in place on a terminal),

@@ -68,6 +68,9 @@ pub(crate) struct Failure {
     /// The file, line and column (both 0 when only the file is known), and the message
     /// without the quoted line, for `--json`.
     location: Option<(PathBuf, usize, usize, String)>,
+    /// The command already printed its outcome (its `--json` object included), so no
+    /// error object follows it.
+    pub(crate) reported: bool,
 }
 
 impl Failure {
@@ -77,6 +80,7 @@ impl Failure {
             code: if user { 2 } else { 1 },
             kind,
             location: None,
+            reported: false,
         }
     }
 
@@ -98,6 +102,15 @@ impl Failure {
 
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(message.into(), false, Kind::Internal)
+    }
+
+    /// Exit 1 after a command printed its outcome, which says what went wrong
+    /// (`build --check` finding layers that differ).
+    pub(crate) fn reported(message: impl Into<String>) -> Self {
+        Self {
+            reported: true,
+            ..Self::new(message.into(), false, Kind::Build)
+        }
     }
 
     /// The `--json` form: `{"error": {"message", "kind", "file", "line", "column"}}`.
@@ -197,7 +210,9 @@ impl From<BuildError> for Failure {
         let kind = match &e {
             BuildError::Source(s) => source_kind(s),
             BuildError::Step(_) => Kind::Build,
-            BuildError::Store(_) | BuildError::Layer { .. } => Kind::Store,
+            BuildError::Store(_) | BuildError::Layer { .. } | BuildError::LeftTheCache { .. } => {
+                Kind::Store
+            }
             BuildError::MissingSecret { .. } => Kind::Usage,
         };
         Self::classified(&e, e.is_user_error(), kind)
@@ -255,6 +270,7 @@ impl From<imgbuild::pipeline::PipelineError> for Failure {
             P::Push(e) => e.into(),
             P::Registry(e) => e.into(),
             e @ P::UnknownImage { .. } => Self::user(e.to_string()),
+            e @ P::Check(_) => Self::classified(&e, false, Kind::Store),
         }
     }
 }

@@ -34,6 +34,9 @@ pub enum PipelineError {
     /// Talking to a registry failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// `build --check` could not compare two layers.
+    #[error(transparent)]
+    Check(#[from] Box<super::CheckError>),
     /// A push source is neither an OCI layout nor an image in the store.
     #[error("`{name}` is neither an OCI layout directory nor an image in the store; `imgbuild store ls` lists the images")]
     UnknownImage {
@@ -55,6 +58,7 @@ impl PipelineError {
             Self::Export(e) => e.is_user_error(),
             Self::Push(e) => e.is_user_error(),
             Self::Registry(e) => e.is_user_error(),
+            Self::Check(_) => false,
             Self::UnknownImage { .. } => true,
         }
     }

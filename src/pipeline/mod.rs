@@ -1,7 +1,8 @@
 //! The pipeline: typed requests in, typed outcomes out.
 //!
-//! - [`build`]: recipe -> prepare -> plan -> build -> export -> push -> cache export
-//!   (`imgbuild build`, and `imgbuild run` before it boots);
+//! - [`build`]: recipe -> prepare -> plan -> build -> (check) -> export -> push -> cache
+//!   export (`imgbuild build`, and `imgbuild run` before it boots); the check
+//!   (`build --check`, [`check`]) makes every layer again and compares;
 //! - [`dry_run`]: recipe -> prepare offline -> plan, writing nothing (`build --dry-run`,
 //!   `inspect RECIPE`);
 //! - [`lock`]: recipe -> prepare every Debian unit, writing their locks (`imgbuild lock`);
@@ -10,6 +11,7 @@
 //! Progress goes to the request's observer as [`Progress`] events; nothing here prints.
 
 mod cache;
+mod check;
 mod dry_run;
 mod error;
 mod export;
@@ -17,6 +19,7 @@ mod located;
 mod lock;
 mod push;
 
+pub use check::{BaseCheck, CheckError, CheckOutcome, CompareError};
 pub use dry_run::StepPreview;
 pub use dry_run::{dry_run, DryRun, DryRunRequest, UnitPreview};
 pub use error::PipelineError;
@@ -28,7 +31,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use imgbuild_builder::recipe::{Recipe, StepOp};
-use imgbuild_builder::{BuildOptions, BuildReport, LockMode, Progress};
+use imgbuild_builder::{Access, BuildOptions, BuildReport, LockMode, Progress};
 use imgbuild_formats::{Artifact, Format, StoredImage};
 use imgbuild_registry::{CacheImport, Client, PushReport, Reference, RegistryFetcher};
 use imgbuild_store::{Compression, Store};
@@ -59,6 +62,8 @@ pub struct BuildRequest {
     pub cache_from: Vec<Reference>,
     /// Talks to registries.
     pub registry: Arc<Client>,
+    /// After building, make every layer again and compare (`build --check`).
+    pub check: bool,
 }
 
 impl BuildRequest {
@@ -84,6 +89,7 @@ impl BuildRequest {
             cache_to: None,
             cache_from: Vec::new(),
             registry,
+            check: false,
         }
     }
 }
@@ -102,6 +108,9 @@ pub struct BuildOutcome {
     pub cache_from: Vec<CacheImport>,
     /// The cache export.
     pub cache_to: Option<PushReport>,
+    /// What `check` found, when asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckOutcome>,
     /// Wall time.
     pub seconds: f64,
 }
@@ -140,8 +149,38 @@ pub fn build(
         .map(|t| format!("{}:{t}", recipe.image.name))
         .collect();
     let refs = store.ref_rollback(&tags)?;
-    let report = imgbuild_builder::build(&store, &recipe, &options)
-        .map_err(|e| located::build_error(&recipe, e))?;
+    let located = |e| located::build_error(&recipe, e);
+    let access = Access::Fetch {
+        lock_mode: request.lock_mode,
+        registry: &request.registry,
+    };
+    let prepared =
+        imgbuild_builder::prepare(&store, &recipe, access, &note).map_err(|e| located(e.into()))?;
+    let platform = &recipe.image.platform;
+    let plan = imgbuild_builder::plan(&prepared, request.epoch, &platform.to_string(), &|key| {
+        store.cache_peek(key).unwrap_or(false)
+    })
+    .map_err(|e| located(e.into()))?;
+    let mut report =
+        imgbuild_builder::execute(&store, &recipe, &prepared, &plan, &options).map_err(located)?;
+    let check = if request.check {
+        let found = check::check(&store, platform, &prepared, &plan, &options, &mut report)
+            .map_err(|e| match e {
+                PipelineError::Build(e) => located(e),
+                e => e,
+            })?;
+        note(&if found.reproducible {
+            format!("check: {} layers made again, all the same", found.checked)
+        } else {
+            format!(
+                "check: {} layers made again, {} differ",
+                found.checked, found.differing
+            )
+        });
+        Some(found)
+    } else {
+        None
+    };
     let image = StoredImage::load(&store, &report.image, &report.tags, &report.digest)?;
     let artifacts = export::export_all(&store, &recipe, &image, request, &note)?;
     refs.keep();
@@ -191,6 +230,7 @@ pub fn build(
         pushed,
         cache_from,
         cache_to,
+        check,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

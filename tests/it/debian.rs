@@ -215,7 +215,7 @@ fn a_secret_is_readable_in_its_step_and_in_no_layer() {
         .as_array()
         .unwrap()
         .iter()
-        .all(|s| s["hermetic"] == true));
+        .all(|s| s["network"] == false && s["reproducible"].is_null()));
     // Without the secret, a step that needs it (and is not cached) says what to pass.
     let other = recipe_with(
         &tmp.path().join("other"),
@@ -246,7 +246,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 #[test]
-fn network_steps_are_reported_as_not_hermetic_and_have_no_network_by_default() {
+fn network_steps_are_reported_as_such_and_have_no_network_by_default() {
     let tmp = tempfile::tempdir().unwrap();
     let recipe = recipe_with(
         tmp.path(),
@@ -260,8 +260,9 @@ fn network_steps_are_reported_as_not_hermetic_and_have_no_network_by_default() {
         "{default}"
     );
     let steps = report["steps"].as_array().unwrap();
-    assert_eq!(steps[1]["hermetic"], true);
-    assert_eq!(steps[2]["hermetic"], false);
+    assert_eq!(steps[1]["network"], false);
+    assert_eq!(steps[2]["network"], true);
+    assert!(steps.iter().all(|s| s.get("hermetic").is_none()));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod boot_fixture;
 mod bootable;
 mod cache;
+mod check;
 mod cli;
 mod common;
 mod crash;

@@ -8,10 +8,13 @@
 //! - `base.rs`: importing the base (Debian bootstrap, rootfs, OCI layout or archive,
 //!   registry);
 //! - `image.rs`: the image config (with the recipe's `[config]`) and the manifest;
+//! - `check.rs`: `build --check`: every layer made again on its stored layers below,
+//!   without the cache ([`rebuild_all`]);
 //! - `report.rs`: what a build tells while it runs ([`Progress`]) and returns
 //!   ([`BuildReport`]).
 
 mod base;
+mod check;
 mod image;
 mod orchestrate;
 mod report;
@@ -26,6 +29,7 @@ use crate::sources::debian::LockMode;
 use crate::sources::SourceError;
 use crate::steps::StepError;
 
+pub use check::{rebuild_all, Rebuild};
 pub use orchestrate::{build, execute};
 pub use report::{BuildReport, CacheOutcome, Progress, StepReport};
 
@@ -65,6 +69,14 @@ pub enum BuildError {
         /// The secret id.
         id: String,
     },
+    /// `build --check` found a step's cache entry gone.
+    #[error("the layer of {unit} step {step} left the cache while it was checked (a concurrent `imgbuild store gc`?); build again")]
+    LeftTheCache {
+        /// The image or the stage.
+        unit: String,
+        /// The step number.
+        step: usize,
+    },
     /// Reading a layer back failed.
     #[error("reading layer {diff_id}: {source}")]
     Layer {
@@ -85,7 +97,7 @@ impl BuildError {
             Self::Step(e) => e.is_user_error(),
             Self::Store(e) => e.is_user_error(),
             Self::MissingSecret { .. } => true,
-            Self::Layer { .. } => false,
+            Self::Layer { .. } | Self::LeftTheCache { .. } => false,
         }
     }
 }

@@ -252,7 +252,9 @@ fn build_unit(
             layer: layer.digest,
             diff_id,
             key: planned.key.clone(),
-            hermetic: !matches!(&step.op, StepOp::Run(run) if run.network),
+            network: matches!(&step.op, StepOp::Run(run) if run.network),
+            reproducible: None,
+            differences: Vec::new(),
         };
         (options.progress)(&Progress::StepFinished(&report));
         reports.push(report);
@@ -264,7 +266,7 @@ fn build_unit(
     })
 }
 
-fn merged_tree(store: &Store, diff_ids: &[Digest]) -> Result<MergedTree, BuildError> {
+pub(super) fn merged_tree(store: &Store, diff_ids: &[Digest]) -> Result<MergedTree, BuildError> {
     let mut tree = MergedTree::default();
     for d in diff_ids {
         tree.push_layer(store.open_layer(d)?)

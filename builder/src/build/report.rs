@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use imgbuild_store::tarball::Difference;
 use imgbuild_store::Digest;
 
 use crate::explain::Cause;
@@ -68,8 +69,13 @@ pub struct StepReport {
     pub diff_id: Digest,
     /// The step's cache key.
     pub key: Digest,
-    /// False when the step had network access, so its result may not be reproducible.
-    pub hermetic: bool,
+    /// True when the step had the host's network (`network = true`).
+    pub network: bool,
+    /// Whether `build --check` made the same layer again; `null` when not checked.
+    pub reproducible: Option<bool>,
+    /// When not reproducible: the paths whose entries differ, stored vs made again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<Difference>,
 }
 
 /// The outcome of a build.
