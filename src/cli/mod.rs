@@ -104,11 +104,13 @@ enum Command {
     /// Given a recipe, builds it first (--format qcow2 by default). Uses KVM when it
     /// really works here, else TCG; OVMF (UEFI) for UEFI-only disks or with --uefi, SeaBIOS
     /// otherwise. The disk is opened with snapshot=on: the artifact is never modified.
-    /// Ctrl-A X quits QEMU.
+    /// The guest has a virtio NIC on QEMU's user-mode network (DHCP, NAT to the host's
+    /// network); -p forwards host ports to it. Ctrl-A X quits QEMU.
     ///
     /// Examples:
     ///   imgbuild run recipes/debian-vm.toml
-    ///   imgbuild run out/debian-vm.qcow2 --uefi
+    ///   imgbuild run recipes/debian-server.toml -p 2222:22   # then ssh -p 2222 admin@127.0.0.1
+    ///   imgbuild run out/debian-vm.qcow2 --uefi --cpus 2 --memory 2048
     ///   imgbuild run out/busybox.initramfs.cpio.zst --timeout 60 --expect "login:"
     #[command(verbatim_doc_comment)]
     Run(run::RunArgs),

@@ -9,7 +9,9 @@ use super::Failure;
 use clap::Args;
 use imgbuild::pipeline::{self, BuildRequest};
 use imgbuild_formats::disk::probe::{self, DiskFormat};
-use imgbuild_formats::vm::{self, Firmware, Outcome, Qemu, VmError, Watch};
+use imgbuild_formats::vm::{
+    self, Firmware, Outcome, PortForward, Qemu, UserNetwork, VmError, Watch,
+};
 use imgbuild_formats::Format;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +40,21 @@ pub(crate) struct RunArgs {
     /// Guest memory in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     memory: u32,
+    /// Virtual CPUs [default: 2 with KVM, 1 under TCG, where more are slower].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    cpus: Option<u32>,
+    /// Forward a TCP port of the host (on 127.0.0.1 unless ADDR is given) to the guest,
+    /// e.g. `-p 2222:22` for `ssh -p 2222 USER@127.0.0.1`; repeatable.
+    #[arg(short = 'p', long = "publish", value_name = "[ADDR:]HOST:GUEST")]
+    publish: Vec<PortForward>,
+    /// Leave out the guest's NIC (by default a virtio NIC on QEMU's user-mode network:
+    /// DHCP gives the guest 10.0.2.15 and NAT reaches the host's network).
+    #[arg(long, conflicts_with = "publish")]
+    no_network: bool,
+    /// Pass one more argument to qemu-system-x86_64, after imgbuild's own; repeat for
+    /// several (`--qemu-arg=-device --qemu-arg=virtio-rng-pci`).
+    #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
+    qemu_args: Vec<String>,
     /// For an initramfs: the kernel [default: NAME.vmlinuz beside it].
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
@@ -123,6 +140,11 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
     };
     let mut qemu = Qemu::new(boot);
     qemu.memory_mib = args.memory;
+    qemu.smp = args.cpus;
+    qemu.network = (!args.no_network).then(|| UserNetwork {
+        forwards: args.publish.clone(),
+    });
+    qemu.extra_args = args.qemu_args.clone();
     if args.uefi {
         qemu.firmware = Firmware::Uefi;
     }

@@ -1,12 +1,14 @@
 //! Reproducible Debian installs by default: the shipped debian-server recipe (a kernel,
 //! systemd, OpenSSH, D-Bus, a user with a password) gives the same manifest digest, rootfs
 //! tar and qcow2 bytes from two stores and two checkout paths, with what Debian makes
-//! random normalised away, and boots to a running sshd with host keys made on first boot.
+//! random normalised away, and boots to a running sshd with host keys made on first boot,
+//! reached through `imgbuild run -p`.
 
-use crate::bootable::boot;
 use crate::common::*;
+use crate::running_vm::{banner, free_port, RunningVm};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 /// Not 0, so that the shadow days are real days.
 const EPOCH: u64 = 1_700_000_000;
@@ -73,11 +75,20 @@ fn debian_server_is_the_same_from_two_stores_and_two_checkouts() {
     );
     assert_normalised(&rootfs);
 
-    // The image has no host keys (asserted above); the marker needs them and a running sshd.
-    boot(
+    // The image has no host keys (asserted above); the marker needs them and a running
+    // sshd, which answers through the default NIC and a forwarded port.
+    let port = free_port();
+    let vm = RunningVm::boot(
         &tmp.path().join("out-a/debian-server.qcow2"),
         "IMGBUILD-SERVER-READY",
-        &[],
+        &["-p", &format!("{port}:22")],
+        Duration::from_secs(300),
+    );
+    let hello = banner(port, Duration::from_secs(60));
+    assert!(
+        hello.starts_with("SSH-2.0-OpenSSH"),
+        "port {port} -> guest 22 answered {hello:?}; console:\n{}",
+        vm.tail()
     );
 }
 

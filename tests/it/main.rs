@@ -25,6 +25,7 @@ mod registry;
 mod registry_support;
 mod remove;
 mod reproducible;
+mod running_vm;
 mod stages;
 mod store_integrity;
 mod store_layout;

@@ -145,6 +145,23 @@ fn usage_errors_exit_2() {
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
+    for (args, says) in [
+        (&["-p", "22"][..], "is not [ADDR:]HOST_PORT:GUEST_PORT"),
+        (
+            &["-p", "2222:22", "--no-network"][..],
+            "cannot be used with",
+        ),
+        (&["--cpus", "0"][..], "--cpus"),
+    ] {
+        let out = imgbuild()
+            .args(["run", "x.qcow2"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "run {args:?}: {stderr}");
+        assert!(stderr.contains(says), "run {args:?}: {stderr}");
+    }
 }
 
 /// One bad input made at run time: files next to the recipe, extra arguments, environment.

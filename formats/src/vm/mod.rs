@@ -5,11 +5,14 @@
 //!
 //! - [`kvm`]: whether KVM really works here (a probe boot), else TCG.
 //! - [`console`]: the console watcher and the ANSI escape filter it matches through.
+//! - [`network`]: the guest's NIC on QEMU's user-mode network and forwarded ports.
 
 pub mod console;
 pub mod kvm;
+pub mod network;
 
 pub use console::{watch, Console, Outcome, Watch};
+pub use network::{PortForward, UserNetwork};
 
 use crate::disk::probe::{has_mbr_boot_code, DiskFormat, ProbeError};
 use std::path::{Path, PathBuf};
@@ -84,7 +87,7 @@ pub enum Boot {
 }
 
 /// A QEMU x86-64 guest: q35, serial console (with the monitor) on stdio, no display, no
-/// reboot, virtio disk.
+/// reboot, virtio disk, and a virtio NIC on the user-mode network unless left out.
 #[derive(Debug, Clone)]
 pub struct Qemu {
     /// What to boot.
@@ -99,6 +102,10 @@ pub struct Qemu {
     pub smp: Option<u32>,
     /// `kvm` or `tcg`; `None` asks [`kvm::accel`].
     pub accel: Option<&'static str>,
+    /// The NIC and its forwarded ports; `None`: no NIC at all.
+    pub network: Option<UserNetwork>,
+    /// More QEMU arguments, appended last.
+    pub extra_args: Vec<String>,
 }
 
 /// A QEMU command line with the scratch files it uses; run it with [`Prepared::watch`].
@@ -115,7 +122,8 @@ pub struct Prepared {
 }
 
 impl Qemu {
-    /// A guest with 1024 MiB, the default CPUs and automatic firmware booting `boot`.
+    /// A guest with 1024 MiB, the default CPUs, automatic firmware and a NIC on the
+    /// user-mode network, booting `boot`.
     pub fn new(boot: Boot) -> Self {
         Self {
             boot,
@@ -123,6 +131,8 @@ impl Qemu {
             memory_mib: 1024,
             smp: None,
             accel: None,
+            network: Some(UserNetwork::default()),
+            extra_args: Vec::new(),
         }
     }
 
@@ -164,6 +174,10 @@ impl Qemu {
             cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
             cmd.args(["-append", append]);
         }
+        if let Some(network) = &self.network {
+            cmd.args(network.qemu_args());
+        }
+        cmd.args(&self.extra_args);
         Ok(Prepared {
             command: cmd,
             accel,
@@ -205,4 +219,35 @@ fn uefi_firmware(cmd: &mut Command, dir: &Path) -> Result<(), VmError> {
             vars.display()
         ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(qemu: &Qemu) -> Vec<String> {
+        let prepared = qemu.prepare().unwrap();
+        prepared
+            .command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_nic_unless_left_out_and_extra_arguments_last() {
+        let mut qemu = Qemu::new(Boot::Kernel {
+            kernel: "k".into(),
+            initrd: "i".into(),
+            append: "console=ttyS0".into(),
+        });
+        qemu.accel = Some("tcg");
+        qemu.extra_args = vec!["-device".into(), "virtio-rng-pci".into()];
+        let with = args(&qemu);
+        assert!(with.contains(&"virtio-net-pci,netdev=net0,romfile=".to_owned()));
+        assert_eq!(with[with.len() - 2..], ["-device", "virtio-rng-pci"]);
+        qemu.network = None;
+        let without = args(&qemu);
+        assert!(!without.iter().any(|a| a.contains("netdev")), "{without:?}");
+    }
 }
