@@ -90,6 +90,10 @@ fn parts() -> &'static Parts {
             components: vec!["main".into()],
             keyring: None,
             architecture: "amd64".into(),
+            updates: false,
+            security: false,
+            apt: false,
+            sources: Vec::new(),
         };
         let http = Http::new();
         let wanted = ["busybox-static".to_owned(), "linux-image-amd64".to_owned()];

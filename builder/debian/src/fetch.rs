@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use super::cache::{fetch_verified, BlobCache, FetchVerifiedError};
 use super::http::{self, Http, HttpError};
-use super::lock::LockedPackage;
+use super::lock::{LockedPackage, Lockfile};
 
 /// Default number of concurrent downloads.
 pub const DEFAULT_JOBS: usize = 8;
@@ -135,6 +135,31 @@ pub fn fetch_debs(
     cache: &dyn BlobCache,
     jobs: usize,
 ) -> Result<Vec<PathBuf>, FetchError> {
+    fetch_each(http, &|_| mirror, pkgs, cache, jobs)
+}
+
+/// Fetches every package of `lock`, each from the repository it names (see
+/// [`Lockfile::uri_of`]), as [`fetch_debs`] does.
+pub fn fetch_locked(
+    http: &Http,
+    lock: &Lockfile,
+    cache: &dyn BlobCache,
+    jobs: usize,
+) -> Result<Vec<PathBuf>, FetchError> {
+    let mirror = |p: &LockedPackage| {
+        lock.uri_of(p)
+            .unwrap_or(lock.source.request.mirror.as_str())
+    };
+    fetch_each(http, &mirror, &lock.packages, cache, jobs)
+}
+
+fn fetch_each<'m>(
+    http: &Http,
+    mirror_of: &(dyn Fn(&LockedPackage) -> &'m str + Sync),
+    pkgs: &[LockedPackage],
+    cache: &dyn BlobCache,
+    jobs: usize,
+) -> Result<Vec<PathBuf>, FetchError> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<PathBuf, FetchError>>>> =
         Mutex::new((0..pkgs.len()).map(|_| None).collect());
@@ -143,7 +168,7 @@ pub fn fetch_debs(
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(p) = pkgs.get(i) else { break };
-                let r = fetch_one(http, mirror, p, cache);
+                let r = fetch_one(http, mirror_of(p), p, cache);
                 if let Ok(mut guard) = results.lock() {
                     guard[i] = Some(r);
                 }
