@@ -50,7 +50,7 @@ pub(super) fn import_base(
                             line: line.line,
                         })
                     };
-                    let record = bootstrap_layer(store, &install, &mut on_line)?;
+                    let record = bootstrap_layer(store, &install, &sets.apt_files, &mut on_line)?;
                     store.cache_put(base_key, &record.diff_id, "debian bootstrap")?;
                     record.diff_id
                 }

@@ -9,7 +9,7 @@
 
 use super::error::RecipeError;
 use super::raw::{
-    Env, OneOrMany, RawConfig, RawDisk, RawFrom, RawImage, RawInitramfs, RawRecipe, RawStage,
+    Env, OneOrMany, RawAptSource, RawConfig, RawDebian, RawDisk, RawFrom, RawImage, RawInitramfs, RawRecipe, RawStage,
     RawStep, S,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -464,6 +464,10 @@ fields! {
     RawInitramfs { compression, init }
     RawImage { name, tags, platform }
     RawFrom { scratch, rootfs, oci, oci_archive, image, debian }
+    RawDebian {
+        suite, variant, mirror, components, keyring, architecture, updates, security, apt, source
+    }
+    RawAptSource { uri, suite, components, keyring }
     RawStep {
         copy, write, mkdir, symlink, remove, packages, run, to, from_stage, content, target,
         mode, owner, network, env, workdir, user, secrets, missing_ok

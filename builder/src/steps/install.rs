@@ -10,6 +10,7 @@ use super::StepError;
 use crate::debian::deb::Deb;
 use crate::debian::LockedPackage;
 use crate::sandbox::{self, OutputLine};
+use crate::sources::debian::AptFile;
 use imgbuild_store::tarball::{read_meta, EntryKind, EntryMeta, MergedTree, TarWriter};
 use imgbuild_store::{Compression, Digest, LayerRecord, Store};
 use std::collections::{BTreeMap, BTreeSet};
@@ -220,10 +221,12 @@ pub(crate) fn dpkg_layer(
     )
 }
 
-/// Bootstraps a Debian base: unpack, configure with dpkg, squash into one layer.
+/// Bootstraps a Debian base: unpack, configure with dpkg, add the apt configuration,
+/// squash into one layer.
 pub(crate) fn bootstrap_layer(
     store: &Store,
     install: &Install<'_>,
+    apt_files: &[AptFile],
     on_line: &mut dyn FnMut(&OutputLine<'_>),
 ) -> Result<LayerRecord, StepError> {
     // The two intermediate layers are read back at once and never exported: not worth compressing.
@@ -239,12 +242,41 @@ pub(crate) fn bootstrap_layer(
         &scratch,
         on_line,
     )?;
-    squash(
-        store,
-        &[unpacked.diff_id, configured.diff_id],
-        install.epoch,
-        install.compression,
-    )
+    let mut layers = vec![unpacked.diff_id, configured.diff_id];
+    if !apt_files.is_empty() {
+        layers.push(files_layer(store, apt_files, install.epoch)?.diff_id);
+    }
+    squash(store, &layers, install.epoch, install.compression)
+}
+
+/// A layer of root-owned 0644 files (and their 0755 parent directories), at `epoch`.
+fn files_layer(store: &Store, files: &[AptFile], epoch: u64) -> Result<LayerRecord, StepError> {
+    let store_err = |source| StepError::Store { step: 0, source };
+    let io_err = |source| StepError::Io { step: 0, source };
+    let mut layer = store
+        .layer_writer(Compression::None)
+        .map_err(store_err)?;
+    {
+        let mut tar = TarWriter::new(&mut layer);
+        let mut dirs = BTreeSet::new();
+        for f in files {
+            let mut parent = String::new();
+            for part in f.path.split('/').take(f.path.split('/').count() - 1) {
+                if !parent.is_empty() {
+                    parent.push('/');
+                }
+                parent.push_str(part);
+                if dirs.insert(parent.clone()) {
+                    tar.append(&EntryMeta::dir(parent.clone(), epoch), &mut io::empty())
+                        .map_err(io_err)?;
+                }
+            }
+            let meta = EntryMeta::file(f.path.clone(), f.content.len() as u64, epoch);
+            tar.append(&meta, &mut &f.content[..]).map_err(io_err)?;
+        }
+        tar.finish().map_err(io_err)?;
+    }
+    layer.commit(store).map_err(store_err)
 }
 
 /// Merges layers into one.
