@@ -221,12 +221,10 @@ pub(crate) fn dpkg_layer(
     )
 }
 
-/// Bootstraps a Debian base: unpack, configure with dpkg, add the apt configuration,
-/// squash into one layer.
+/// Bootstraps a Debian base: unpack, configure with dpkg, squash into one layer.
 pub(crate) fn bootstrap_layer(
     store: &Store,
     install: &Install<'_>,
-    apt_files: &[AptFile],
     on_line: &mut dyn FnMut(&OutputLine<'_>),
 ) -> Result<LayerRecord, StepError> {
     // The two intermediate layers are read back at once and never exported: not worth compressing.
@@ -242,11 +240,25 @@ pub(crate) fn bootstrap_layer(
         &scratch,
         on_line,
     )?;
-    let mut layers = vec![unpacked.diff_id, configured.diff_id];
-    if !apt_files.is_empty() {
-        layers.push(files_layer(store, apt_files, install.epoch)?.diff_id);
-    }
-    squash(store, &layers, install.epoch, install.compression)
+    squash(
+        store,
+        &[unpacked.diff_id, configured.diff_id],
+        install.epoch,
+        install.compression,
+    )
+}
+
+/// The layer `below` with `files` added (root-owned, 0644, parents 0755, at `epoch`), as
+/// one layer: a bootstrap with its apt configuration.
+pub(crate) fn with_files(
+    store: &Store,
+    below: &Digest,
+    files: &[AptFile],
+    epoch: u64,
+    compression: Compression,
+) -> Result<LayerRecord, StepError> {
+    let added = files_layer(store, files, epoch)?;
+    squash(store, &[below.clone(), added.diff_id], epoch, compression)
 }
 
 /// A layer of root-owned 0644 files (and their 0755 parent directories), at `epoch`.
