@@ -32,7 +32,11 @@ fn make_repo(dir: &Path) -> PathBuf {
     let pkg = dir.join("pkg");
     fs_err::create_dir_all(pkg.join("DEBIAN")).unwrap();
     fs_err::create_dir_all(pkg.join("usr/share/imgbuild-hello")).unwrap();
-    fs_err::write(pkg.join("usr/share/imgbuild-hello/hello"), "hello from apt\n").unwrap();
+    fs_err::write(
+        pkg.join("usr/share/imgbuild-hello/hello"),
+        "hello from apt\n",
+    )
+    .unwrap();
     fs_err::write(
         pkg.join("DEBIAN/control"),
         "Package: imgbuild-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: imgbuild <t@imgbuild.invalid>\nDepends: libc6\nDescription: test package\n fixture for imgbuild\n",
@@ -175,7 +179,11 @@ network = true
     assert_eq!(
         extra,
         [
-            ("updates", "http://deb.debian.org/debian", "bookworm-updates"),
+            (
+                "updates",
+                "http://deb.debian.org/debian",
+                "bookworm-updates"
+            ),
             (
                 "security",
                 "http://deb.debian.org/debian-security",
@@ -201,7 +209,9 @@ network = true
         .expect("imgbuild-hello locked");
     assert_eq!(hello.source.as_deref(), Some("127.0.0.1"));
     assert!(
-        lock.packages.iter().all(|p| p.source.as_deref() != Some("127.0.0.1") || p.name == "imgbuild-hello"),
+        lock.packages
+            .iter()
+            .all(|p| p.source.as_deref() != Some("127.0.0.1") || p.name == "imgbuild-hello"),
         "only imgbuild-hello comes from the local repository"
     );
 
@@ -245,7 +255,9 @@ network = true
     let policy = read("policy.txt");
     assert!(
         policy.contains("Installed: 1.0")
-            && policy.contains(&format!("http://127.0.0.1:{port} stable/main amd64 Packages")),
+            && policy.contains(&format!(
+                "http://127.0.0.1:{port} stable/main amd64 Packages"
+            )),
         "apt does not see imgbuild-hello in the local repository:\n{policy}"
     );
 }

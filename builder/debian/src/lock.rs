@@ -113,7 +113,11 @@ pub struct Lockfile {
     /// Provenance.
     pub source: LockSource,
     /// The other repositories, in recipe order.
-    #[serde(rename = "extra_source", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "extra_source",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub extra_sources: Vec<LockExtraSource>,
     /// The packages, sorted by name then architecture.
     #[serde(rename = "package", default)]
@@ -273,9 +277,16 @@ impl Lockfile {
     /// repositories `extra` (besides the main one; components compared as sets).
     pub fn check_sources(&self, extra: &[SourceRequest]) -> Result<(), LockError> {
         let show = |v: &mut dyn Iterator<Item = &SourceRequest>| {
-            v.map(|s| format!("{} {} {}", s.uri, s.suite, normalized(&s.components).join(" ")))
-                .collect::<Vec<_>>()
-                .join(", ")
+            v.map(|s| {
+                format!(
+                    "{} {} {}",
+                    s.uri,
+                    s.suite,
+                    normalized(&s.components).join(" ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
         };
         let same = self.extra_sources.len() == extra.len()
             && self.extra_sources.iter().zip(extra).all(|(l, r)| {
@@ -349,7 +360,9 @@ impl Lockfile {
                 ));
             }
             if lock.uri_of(p).is_none() {
-                return Err(invalid("its `source` is not an [[extra_source]] of the lock"));
+                return Err(invalid(
+                    "its `source` is not an [[extra_source]] of the lock",
+                ));
             }
         }
         Ok(lock)

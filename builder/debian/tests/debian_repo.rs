@@ -495,7 +495,10 @@ fn several_sources_resolve_together_and_lock_each() {
         .map(|s| s.request.name.as_str())
         .collect();
     assert_eq!(names, ["updates", "127.0.0.1"]);
-    assert_eq!(r.lock.extra_sources[0].request.suite, format!("{SUITE}-updates"));
+    assert_eq!(
+        r.lock.extra_sources[0].request.suite,
+        format!("{SUITE}-updates")
+    );
     assert_eq!(
         r.lock.extra_sources[1].keyring_sha256,
         sha256_file(&f.other_keyring).unwrap()
@@ -530,7 +533,13 @@ fn several_sources_resolve_together_and_lock_each() {
     });
     let e = debian::resolve_from_mirror(&http, &from, &requested, &c, &ReleaseOptions::default())
         .unwrap_err();
-    assert!(matches!(e, debian::DebianError::Release(ReleaseError::BadSignature { .. })), "{e}");
+    assert!(
+        matches!(
+            e,
+            debian::DebianError::Release(ReleaseError::BadSignature { .. })
+        ),
+        "{e}"
+    );
 }
 
 #[test]

@@ -9,8 +9,8 @@
 
 use super::error::RecipeError;
 use super::raw::{
-    Env, OneOrMany, RawAptSource, RawConfig, RawDebian, RawDisk, RawFrom, RawImage, RawInitramfs, RawRecipe, RawStage,
-    RawStep, S,
+    Env, OneOrMany, RawAptSource, RawConfig, RawDebian, RawDisk, RawFrom, RawImage, RawInitramfs,
+    RawRecipe, RawStage, RawStep, S,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;

@@ -6,9 +6,7 @@ use super::model::{
     Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
     PlatformSpec, Recipe, RunSpec, Stage, Step, StepOp,
 };
-use super::raw::{
-    Env, RawConfig, RawDebian, RawDisk, RawFrom, RawImage, RawInitramfs, RawStep, S,
-};
+use super::raw::{Env, RawConfig, RawDebian, RawDisk, RawFrom, RawImage, RawInitramfs, RawStep, S};
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
@@ -466,7 +464,9 @@ impl Cx<'_> {
         };
         let mut debian = crate::debian::DebianFrom {
             suite: suite(raw.suite)?,
-            variant: raw.variant.map_or_else(|| "minbase".to_owned(), S::into_inner),
+            variant: raw
+                .variant
+                .map_or_else(|| "minbase".to_owned(), S::into_inner),
             mirror,
             components: components(raw.components)?,
             keyring: raw.keyring.map(|k| self.keyring_file(&k)).transpose()?,
@@ -1353,6 +1353,48 @@ mod tests {
 
     fn parse_err(text: &str) -> RecipeError {
         parse(Path::new("r.toml"), text).expect_err("the recipe should be refused")
+    }
+
+    fn debian_base(text: &str) -> crate::debian::DebianFrom {
+        match parse(Path::new("r.toml"), text).expect("recipe").base {
+            Base::Debian(d) => d,
+            other => panic!("not a Debian base: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn debian_inline_and_table_forms_are_the_same() {
+        let inline = debian_base(
+            "[image]\nname = \"x\"\n[from]\ndebian = { suite = \"bookworm\", variant = \"minbase\" }\n",
+        );
+        let table = debian_base(
+            "[image]\nname = \"x\"\n[from.debian]\nsuite = \"bookworm\"\nvariant = \"minbase\"\n",
+        );
+        assert_eq!(inline, table);
+        assert!(inline.apt && !inline.updates && !inline.security && inline.sources.is_empty());
+        assert_eq!(inline.apt_sources().len(), 1);
+        // An absolute keyring is taken as it is.
+        let keyring = tempfile::NamedTempFile::new().unwrap();
+        let full = debian_base(&format!(
+            "[image]\nname = \"x\"\n[from.debian]\nsuite = \"bookworm\"\nupdates = true\nsecurity = true\napt = false\n\
+             [[from.debian.source]]\nuri = \"https://a.example/debian\"\nsuite = \"stable\"\nkeyring = \"{0}\"\n\
+             [[from.debian.source]]\nuri = \"https://a.example/other\"\nsuite = \"stable\"\ncomponents = [\"main\", \"contrib\"]\nkeyring = \"{0}\"\n",
+            keyring.path().display()
+        ));
+        assert!(!full.apt);
+        let names: Vec<Option<String>> = full.apt_sources().into_iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            [
+                None,
+                Some("updates".into()),
+                Some("security".into()),
+                Some("a.example".into()),
+                Some("a.example-2".into())
+            ]
+        );
+        assert_eq!(full.sources[1].keyring, keyring.path());
+        assert_eq!(full.sources[1].components, ["main", "contrib"]);
     }
 
     #[test]

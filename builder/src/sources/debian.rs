@@ -109,14 +109,24 @@ pub(crate) fn apt_files(from: &DebianFrom) -> Result<Vec<AptFile>, SourceError> 
             Some("updates") => main_suites.push(s.suite.clone()),
             Some("security") => {
                 debian.push('\n');
-                debian.push_str(&stanza(&s.uri, &[s.suite.clone()], &s.components, &main_signed_by));
+                debian.push_str(&stanza(
+                    &s.uri,
+                    &[s.suite.clone()],
+                    &s.components,
+                    &main_signed_by,
+                ));
             }
             _ => {}
         }
     }
     debian.insert_str(
         0,
-        &stanza(&from.mirror, &main_suites, &from.components, &main_signed_by),
+        &stanza(
+            &from.mirror,
+            &main_suites,
+            &from.components,
+            &main_signed_by,
+        ),
     );
     files.push(AptFile {
         path: "etc/apt/sources.list.d/debian.sources".into(),
@@ -133,8 +143,13 @@ pub(crate) fn apt_files(from: &DebianFrom) -> Result<Vec<AptFile>, SourceError> 
         });
         files.push(AptFile {
             path: format!("etc/apt/sources.list.d/{name}.sources"),
-            content: stanza(&s.uri, &[s.suite.clone()], &s.components, &format!("/{keyring}"))
-                .into_bytes(),
+            content: stanza(
+                &s.uri,
+                &[s.suite.clone()],
+                &s.components,
+                &format!("/{keyring}"),
+            )
+            .into_bytes(),
         });
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -198,7 +213,10 @@ pub(crate) fn prepare(
         None
     };
     let extra = from.extra_requests();
-    let matches = |l: &Lockfile| l.check_matches(&request).and_then(|()| l.check_sources(&extra));
+    let matches = |l: &Lockfile| {
+        l.check_matches(&request)
+            .and_then(|()| l.check_sources(&extra))
+    };
     let matching = existing.filter(|l| matches(l).is_ok());
     let (lock, lock_written) = match (matching, mode) {
         (Some(lock), LockMode::Update | LockMode::Locked | LockMode::Offline) => (lock, false),

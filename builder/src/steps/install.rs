@@ -265,9 +265,7 @@ pub(crate) fn with_files(
 fn files_layer(store: &Store, files: &[AptFile], epoch: u64) -> Result<LayerRecord, StepError> {
     let store_err = |source| StepError::Store { step: 0, source };
     let io_err = |source| StepError::Io { step: 0, source };
-    let mut layer = store
-        .layer_writer(Compression::None)
-        .map_err(store_err)?;
+    let mut layer = store.layer_writer(Compression::None).map_err(store_err)?;
     {
         let mut tar = TarWriter::new(&mut layer);
         let mut dirs = BTreeSet::new();
