@@ -111,7 +111,7 @@ pub(crate) fn apt_files(from: &DebianFrom) -> Result<Vec<AptFile>, SourceError> 
                 debian.push('\n');
                 debian.push_str(&stanza(
                     &s.uri,
-                    &[s.suite.clone()],
+                    std::slice::from_ref(&s.suite),
                     &s.components,
                     &main_signed_by,
                 ));
@@ -145,7 +145,7 @@ pub(crate) fn apt_files(from: &DebianFrom) -> Result<Vec<AptFile>, SourceError> 
             path: format!("etc/apt/sources.list.d/{name}.sources"),
             content: stanza(
                 &s.uri,
-                &[s.suite.clone()],
+                std::slice::from_ref(&s.suite),
                 &s.components,
                 &format!("/{keyring}"),
             )
@@ -366,4 +366,65 @@ fn universe_from_debs(
     let records =
         debian::index::parse_packages("recipe.lock", "main", &text).map_err(SourceError::from)?;
     Ok((Universe::new(records, arch, "the lock"), essential))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apt_files_name_each_source_and_copy_its_keyring() {
+        let dir = tempfile::tempdir().unwrap();
+        let main_key = dir.path().join("main.gpg");
+        let extra_key = dir.path().join("extra.asc");
+        fs_err::write(&main_key, b"main key").unwrap();
+        fs_err::write(&extra_key, b"extra key").unwrap();
+        let mut from = DebianFrom {
+            suite: "bookworm".into(),
+            variant: "minbase".into(),
+            mirror: "http://mirror.example/debian".into(),
+            components: vec!["main".into(), "contrib".into()],
+            keyring: Some(main_key),
+            architecture: "amd64".into(),
+            updates: false,
+            security: true,
+            apt: true,
+            sources: vec![crate::debian::ExtraSource {
+                uri: "https://pkgs.example.com/apt".into(),
+                suite: "stable".into(),
+                components: vec!["main".into()],
+                keyring: extra_key,
+            }],
+        };
+        let files = apt_files(&from).unwrap();
+        let by_path: BTreeMap<&str, &str> = files
+            .iter()
+            .map(|f| (f.path.as_str(), std::str::from_utf8(&f.content).unwrap()))
+            .collect();
+        assert_eq!(
+            by_path.keys().copied().collect::<Vec<_>>(),
+            [
+                "etc/apt/keyrings/debian.gpg",
+                "etc/apt/keyrings/pkgs.example.com.asc",
+                "etc/apt/sources.list.d/debian.sources",
+                "etc/apt/sources.list.d/pkgs.example.com.sources",
+            ]
+        );
+        assert_eq!(by_path["etc/apt/keyrings/debian.gpg"], "main key");
+        assert_eq!(
+            by_path["etc/apt/keyrings/pkgs.example.com.asc"],
+            "extra key"
+        );
+        assert_eq!(
+            by_path["etc/apt/sources.list.d/debian.sources"],
+            "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\nComponents: main contrib\nSigned-By: /etc/apt/keyrings/debian.gpg\n\n\
+             Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\nComponents: main contrib\nSigned-By: /etc/apt/keyrings/debian.gpg\n"
+        );
+        assert_eq!(
+            by_path["etc/apt/sources.list.d/pkgs.example.com.sources"],
+            "Types: deb\nURIs: https://pkgs.example.com/apt\nSuites: stable\nComponents: main\nSigned-By: /etc/apt/keyrings/pkgs.example.com.asc\n"
+        );
+        from.apt = false;
+        assert!(apt_files(&from).unwrap().is_empty());
+    }
 }
