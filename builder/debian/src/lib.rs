@@ -3,8 +3,9 @@
 //! Turns a recipe's `[from] debian = { suite, variant, ... }` plus the packages of its
 //! steps into an exact, locked set of `.deb` files:
 //!
-//! 1. [`release`]: fetch `dists/<suite>/InRelease`, verify its OpenPGP signature
-//!    against a keyring, parse its `SHA256` list;
+//! 1. [`release`]: fetch `dists/<suite>/InRelease` of every source (the main one,
+//!    `-updates`, `-security`, extra repositories; [`DebianFrom::apt_sources`]), verify its
+//!    OpenPGP signature against that source's keyring, parse its `SHA256` list;
 //! 2. [`index`]: fetch each component's `Packages` index, checked against the Release;
 //! 3. [`resolve`]: close the requested set under `Pre-Depends`/`Depends`;
 //! 4. [`lock`]: record the result as `recipe.lock`;
@@ -273,7 +274,7 @@ impl DebianError {
 /// Everything one resolution produced.
 #[derive(Debug, Clone)]
 pub struct Resolved {
-    /// The verified Release.
+    /// The verified Release of the main source.
     pub release: Release,
     /// The package set.
     pub resolution: Resolution,
