@@ -128,8 +128,16 @@ pub fn source(from: Option<&DebianFrom>) -> DebianFrom {
         keyring: None,
         architecture: "amd64".to_owned(),
         snapshot: None,
+        updates: false,
+        security: false,
+        apt: false,
+        sources: Vec::new(),
     });
     src.variant = "custom".to_owned();
+    // Bootloaders come from the main suite alone (their packages are fetched from it).
+    src.updates = false;
+    src.security = false;
+    src.sources.clear();
     src
 }
 

@@ -92,8 +92,8 @@ pub enum PreparedBase {
     Registry(ResolvedBase),
     /// A Debian userland and its locked package sets.
     Debian {
-        /// The recipe's `[from] debian` table.
-        from: DebianFrom,
+        /// The recipe's `[from] debian` table (boxed: it is the largest variant by far).
+        from: Box<DebianFrom>,
         /// The packages of the base and of each `packages` step.
         packages: PackageSets,
     },
@@ -270,7 +270,7 @@ pub fn prepare_unit<'r>(
                 .collect();
             let lock = unit_lock_path(&recipe.path, &unit);
             PreparedBase::Debian {
-                from: from.clone(),
+                from: Box::new(from.clone()),
                 packages: debian::prepare(store, &recipe.path, &lock, from, &steps, mode)?,
             }
         }

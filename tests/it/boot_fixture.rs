@@ -91,6 +91,10 @@ fn parts() -> &'static Parts {
             keyring: None,
             architecture: "amd64".into(),
             snapshot: None,
+            updates: false,
+            security: false,
+            apt: false,
+            sources: Vec::new(),
         };
         let http = Http::new();
         let wanted = ["busybox-static".to_owned(), "linux-image-amd64".to_owned()];

@@ -1,6 +1,7 @@
 //! End-to-end tests: every one drives the `imgbuild` binary as a user would and checks the
 //! result with real peers (skopeo, umoci, tar).
 
+mod apt_sources;
 mod boot_fixture;
 mod bootable;
 mod cache;

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use super::cache::{fetch_verified, BlobCache, FetchVerifiedError};
 use super::http::{self, Http, HttpError};
-use super::lock::LockedPackage;
+use super::lock::{LockedPackage, Lockfile};
 
 /// Default number of concurrent downloads.
 pub const DEFAULT_JOBS: usize = 8;
@@ -241,7 +241,7 @@ pub fn fetch_debs(
     cache: &dyn BlobCache,
     jobs: usize,
 ) -> Result<Vec<PathBuf>, FetchError> {
-    fetch_debs_or_snapshot(http, mirror, None, pkgs, cache, jobs)
+    fetch_each(http, &move |_| (mirror, None), pkgs, cache, jobs)
 }
 
 /// [`fetch_debs`], fetching what the mirror answers 404 or 410 for from `snapshot`.
@@ -249,6 +249,41 @@ pub fn fetch_debs_or_snapshot(
     http: &Http,
     mirror: &str,
     snapshot: Option<&Snapshot>,
+    pkgs: &[LockedPackage],
+    cache: &dyn BlobCache,
+    jobs: usize,
+) -> Result<Vec<PathBuf>, FetchError> {
+    fetch_each(http, &move |_| (mirror, snapshot), pkgs, cache, jobs)
+}
+
+/// Fetches every package of `lock`, each from the repository it names (see
+/// [`Lockfile::uri_of`]), as [`fetch_debs`] does. What the main source (and its
+/// `-updates` suite, on the same mirror) no longer has comes from `snapshot`; other
+/// repositories have no snapshot server.
+pub fn fetch_locked(
+    http: &Http,
+    lock: &Lockfile,
+    snapshot: Option<&Snapshot>,
+    cache: &dyn BlobCache,
+    jobs: usize,
+) -> Result<Vec<PathBuf>, FetchError> {
+    let main = lock
+        .source
+        .as_ref()
+        .map_or("", |s| s.request.mirror.as_str());
+    let source_of = |p: &LockedPackage| match lock.uri_of(p) {
+        Some(uri) if uri != main => (uri, None),
+        _ => (main, snapshot),
+    };
+    fetch_each(http, &source_of, &lock.packages, cache, jobs)
+}
+
+/// Where a package is fetched from: its repository and the snapshot server, if any.
+type SourceOf<'m> = dyn Fn(&LockedPackage) -> (&'m str, Option<&'m Snapshot>) + Sync + 'm;
+
+fn fetch_each<'m>(
+    http: &Http,
+    source_of: &SourceOf<'m>,
     pkgs: &[LockedPackage],
     cache: &dyn BlobCache,
     jobs: usize,
@@ -261,6 +296,7 @@ pub fn fetch_debs_or_snapshot(
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(p) = pkgs.get(i) else { break };
+                let (mirror, snapshot) = source_of(p);
                 let r = fetch_one(http, mirror, snapshot, p, cache);
                 if let Ok(mut guard) = results.lock() {
                     guard[i] = Some(r);

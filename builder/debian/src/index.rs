@@ -153,6 +153,8 @@ pub struct PackageRecord {
     pub sha256: String,
     /// Component the index belongs to (`main`, ...).
     pub component: String,
+    /// The source it was read from: `None` for the main one (see [`crate::AptSource`]).
+    pub source: Option<String>,
 }
 
 fn stanza(origin: &str, component: &str, p: &Paragraph<'_>) -> Result<PackageRecord, IndexError> {
@@ -204,6 +206,7 @@ fn stanza(origin: &str, component: &str, p: &Paragraph<'_>) -> Result<PackageRec
             .map_err(|_| err(format!("{name}: bad Size")))?,
         sha256,
         component: component.to_owned(),
+        source: None,
     })
 }
 

@@ -3,8 +3,9 @@
 //! Turns a recipe's `[from] debian = { suite, variant, ... }` plus the packages of its
 //! steps into an exact, locked set of `.deb` files:
 //!
-//! 1. [`release`]: fetch `dists/<suite>/InRelease`, verify its OpenPGP signature
-//!    against a keyring, parse its `SHA256` list;
+//! 1. [`release`]: fetch `dists/<suite>/InRelease` of every source (the main one,
+//!    `-updates`, `-security`, extra repositories; [`DebianFrom::apt_sources`]), verify its
+//!    OpenPGP signature against that source's keyring, parse its `SHA256` list;
 //! 2. [`index`]: fetch each component's `Packages` index, checked against the Release;
 //! 3. [`resolve`]: close the requested set under `Pre-Depends`/`Depends`;
 //! 4. [`lock`]: record the result as `recipe.lock`;
@@ -35,12 +36,15 @@ use serde::Deserialize;
 
 pub use cache::{BlobCache, DirCache};
 pub use index::PackageRecord;
-pub use lock::{DebianRequest, LockedPackage, Lockfile};
+pub use lock::{DebianRequest, LockedPackage, Lockfile, SourceRequest};
 pub use release::Release;
 pub use resolve::{Resolution, Universe, Variant};
 
 /// The default mirror.
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+
+/// Where `security = true` resolves `SUITE-security` from.
+pub const SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
 
 /// The recipe's `[from] debian = { ... }` table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -67,6 +71,60 @@ pub struct DebianFrom {
     /// [`fetch::DEFAULT_SNAPSHOT`]).
     #[serde(default)]
     pub snapshot: Option<String>,
+    /// Also resolve from `SUITE-updates` on the same mirror.
+    #[serde(default)]
+    pub updates: bool,
+    /// Also resolve from `SUITE-security` on [`SECURITY_MIRROR`].
+    #[serde(default)]
+    pub security: bool,
+    /// Write the sources as deb822 files (and their keyrings) into the image.
+    #[serde(default = "default_apt")]
+    pub apt: bool,
+    /// More repositories (`[[from.debian.source]]`), each verified with its own keyring.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<ExtraSource>,
+}
+
+/// One `[[from.debian.source]]`: a third-party repository.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraSource {
+    /// Repository base URL (`http://` or `https://`).
+    pub uri: String,
+    /// Suite or codename.
+    pub suite: String,
+    /// Components (default `["main"]`).
+    #[serde(default = "default_components")]
+    pub components: Vec<String>,
+    /// The OpenPGP keyring its `InRelease` must be signed with.
+    pub keyring: PathBuf,
+}
+
+/// One repository a Debian base resolves from, with the keyring that verifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AptSource {
+    /// `None` for the main source; `updates`, `security` or a name made from the host.
+    pub name: Option<String>,
+    /// Repository base URL.
+    pub uri: String,
+    /// Suite.
+    pub suite: String,
+    /// Components.
+    pub components: Vec<String>,
+    /// Keyring on the host.
+    pub keyring: PathBuf,
+}
+
+impl AptSource {
+    /// The lock's description of this source (extra sources only have a name).
+    pub fn request(&self) -> SourceRequest {
+        SourceRequest {
+            name: self.name.clone().unwrap_or_default(),
+            uri: self.uri.clone(),
+            suite: self.suite.clone(),
+            components: self.components.clone(),
+        }
+    }
 }
 
 fn default_variant() -> String {
@@ -80,6 +138,35 @@ fn default_components() -> Vec<String> {
 }
 fn default_arch() -> String {
     "amd64".to_owned()
+}
+fn default_apt() -> bool {
+    true
+}
+
+/// A file-name-safe name for a repository: its host, other characters than ASCII
+/// letters, digits, `.` and `-` replaced by `-` (`packages.example.com`).
+fn name_of(uri: &str) -> String {
+    let host = uri
+        .split_once("://")
+        .map_or(uri, |(_, rest)| rest)
+        .split(['/', ':', '@'])
+        .next()
+        .unwrap_or_default();
+    let name: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "source".to_owned()
+    } else {
+        name
+    }
 }
 
 impl DebianFrom {
@@ -112,6 +199,66 @@ impl DebianFrom {
             .as_deref()
             .unwrap_or(Path::new(release::DEFAULT_KEYRING))
     }
+
+    /// Every repository to resolve from: the main one, `SUITE-updates`, `SUITE-security`,
+    /// then the extra sources in recipe order, each named uniquely (the host, then
+    /// `-2`, `-3`... when taken).
+    pub fn apt_sources(&self) -> Vec<AptSource> {
+        let main_keyring = self.keyring_path().to_owned();
+        let mut out = vec![AptSource {
+            name: None,
+            uri: self.mirror.clone(),
+            suite: self.suite.clone(),
+            components: self.components.clone(),
+            keyring: main_keyring.clone(),
+        }];
+        let mut taken: Vec<String> = vec!["debian".into(), "updates".into(), "security".into()];
+        if self.updates {
+            out.push(AptSource {
+                name: Some("updates".into()),
+                uri: self.mirror.clone(),
+                suite: format!("{}-updates", self.suite),
+                components: self.components.clone(),
+                keyring: main_keyring.clone(),
+            });
+        }
+        if self.security {
+            out.push(AptSource {
+                name: Some("security".into()),
+                uri: SECURITY_MIRROR.into(),
+                suite: format!("{}-security", self.suite),
+                components: self.components.clone(),
+                keyring: main_keyring,
+            });
+        }
+        for s in &self.sources {
+            let base = name_of(&s.uri);
+            let mut name = base.clone();
+            let mut n = 1;
+            while taken.contains(&name) {
+                n += 1;
+                name = format!("{base}-{n}");
+            }
+            taken.push(name.clone());
+            out.push(AptSource {
+                name: Some(name),
+                uri: s.uri.clone(),
+                suite: s.suite.clone(),
+                components: s.components.clone(),
+                keyring: s.keyring.clone(),
+            });
+        }
+        out
+    }
+
+    /// The lock's description of every source but the main one.
+    pub fn extra_requests(&self) -> Vec<SourceRequest> {
+        self.apt_sources()
+            .iter()
+            .skip(1)
+            .map(AptSource::request)
+            .collect()
+    }
 }
 
 /// Any failure of [`resolve_from_mirror`].
@@ -142,7 +289,7 @@ impl DebianError {
 /// Everything one resolution produced.
 #[derive(Debug, Clone)]
 pub struct Resolved {
-    /// The verified Release.
+    /// The verified Release of the main source.
     pub release: Release,
     /// The package set.
     pub resolution: Resolution,
@@ -150,8 +297,10 @@ pub struct Resolved {
     pub lock: Lockfile,
 }
 
-/// Fetches and verifies the Release, fetches the indices of all components, resolves
-/// `packages` on top of the variant's base set and builds the lock.
+/// Fetches and verifies the Release of every source (each with its keyring), fetches
+/// the indices of all their components, resolves `packages` on top of the variant's base
+/// set over all of them together (the highest version wins, as with apt) and builds the
+/// lock, which names the source of every package that is not from the main one.
 pub fn resolve_from_mirror(
     http: &http::Http,
     from: &DebianFrom,
@@ -160,29 +309,57 @@ pub fn resolve_from_mirror(
     opts: &release::ReleaseOptions,
 ) -> Result<Resolved, DebianError> {
     let variant: Variant = from.variant.parse()?;
-    let release =
-        release::fetch_release(http, &from.mirror, &from.suite, from.keyring_path(), opts)?;
     let mut pkgs = Vec::new();
-    for c in &from.components {
-        pkgs.extend(index::fetch_packages(
-            http,
-            &from.mirror,
-            &from.suite,
-            &release,
-            c,
-            &from.architecture,
-            cache,
-        )?);
+    let mut releases = Vec::new();
+    for src in from.apt_sources() {
+        let release = release::fetch_release(http, &src.uri, &src.suite, &src.keyring, opts)?;
+        for c in &src.components {
+            let mut records = index::fetch_packages(
+                http,
+                &src.uri,
+                &src.suite,
+                &release,
+                c,
+                &from.architecture,
+                cache,
+            )?;
+            for r in &mut records {
+                r.source.clone_from(&src.name);
+            }
+            pkgs.extend(records);
+        }
+        let keyring_sha256 = cache::sha256_file(&src.keyring).map_err(|source| {
+            release::ReleaseError::KeyringRead {
+                path: src.keyring.clone(),
+                source,
+            }
+        })?;
+        releases.push((src, release, keyring_sha256));
     }
-    let origin = format!(
-        "{} {} {}",
-        from.suite,
-        from.components.join(" "),
-        from.architecture
-    );
+    let origin = releases
+        .iter()
+        .map(|(s, _, _)| format!("{} {}", s.suite, s.components.join(" ")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let origin = format!("{origin} {}", from.architecture);
     let universe = Universe::new(pkgs, &from.architecture, &origin);
     let resolution = resolve::resolve(&universe, variant, packages)?;
-    let lock = lock::lock_from_resolution(&from.request(packages), &release, &resolution);
+    let mut releases = releases.into_iter();
+    let Some((_, release, main_keyring)) = releases.next() else {
+        unreachable!("apt_sources always holds the main source")
+    };
+    let mut lock = lock::lock_from_resolution(&from.request(packages), &release, &resolution);
+    if let Some(source) = lock.source.as_mut() {
+        source.keyring_sha256 = Some(main_keyring);
+    }
+    lock.extra_sources = releases
+        .map(|(src, r, keyring_sha256)| lock::LockExtraSource {
+            request: src.request(),
+            release_date: r.date.clone(),
+            inrelease_sha256: r.inrelease_sha256.clone(),
+            keyring_sha256,
+        })
+        .collect();
     Ok(Resolved {
         release,
         resolution,

@@ -12,6 +12,13 @@
 //! packages of disk exports (with the mirror, suite and Release date they came from), and
 //! `[[registry_base]]`, a registry base's reference and resolved manifest digest. A unit
 //! whose base is not Debian has no `[source]`.
+//!
+//! A base that resolves from several repositories (`updates`, `security`,
+//! `[[from.debian.source]]`) records each of them but the main one as an
+//! `[[extra_source]]` (name, uri, suite, components, Release date and digest, keyring
+//! digest), and each package that comes from one of them names it in `source`; a
+//! package without `source` is from the main `[source]`, so locks of one source read
+//! and write as before.
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +58,36 @@ pub struct LockSource {
     pub release_date: String,
     /// SHA-256 of the `InRelease` used.
     pub inrelease_sha256: String,
+    /// SHA-256 of the keyring that verified it (absent in locks of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyring_sha256: Option<String>,
+}
+
+/// What a recipe asks of one repository other than the main one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRequest {
+    /// `updates`, `security` or the name made from its host; packages name it.
+    pub name: String,
+    /// Repository base URL.
+    pub uri: String,
+    /// Suite.
+    pub suite: String,
+    /// Components.
+    pub components: Vec<String>,
+}
+
+/// One `[[extra_source]]` of the lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockExtraSource {
+    /// The repository.
+    #[serde(flatten)]
+    pub request: SourceRequest,
+    /// `Date` of its signed Release.
+    pub release_date: String,
+    /// SHA-256 of its `InRelease`.
+    pub inrelease_sha256: String,
+    /// SHA-256 of the keyring that verified it.
+    pub keyring_sha256: String,
 }
 
 /// One locked `.deb`.
@@ -68,6 +105,9 @@ pub struct LockedPackage {
     pub size: u64,
     /// Path relative to the mirror root (`pool/main/...`).
     pub filename: String,
+    /// The `[[extra_source]]` it comes from; absent for the main source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A bootloader package pinned for disk exports: a [`LockedPackage`] plus where it was
@@ -120,6 +160,7 @@ impl LockedBootPackage {
             sha256: self.sha256.clone(),
             size: self.size,
             filename: self.filename.clone(),
+            source: None,
         }
     }
 }
@@ -141,6 +182,13 @@ pub struct Lockfile {
     /// Provenance of the Debian packages; `None` for a unit whose base is not Debian.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<LockSource>,
+    /// The other repositories, in recipe order.
+    #[serde(
+        rename = "extra_source",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub extra_sources: Vec<LockExtraSource>,
     /// The packages, sorted by name then architecture.
     #[serde(rename = "package", default, skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<LockedPackage>,
@@ -238,6 +286,7 @@ pub fn lock_from_resolution(
             sha256: p.sha256.clone(),
             size: p.size,
             filename: p.filename.clone(),
+            source: p.source.clone(),
         })
         .collect();
     packages.sort_by(|a, b| {
@@ -249,7 +298,9 @@ pub fn lock_from_resolution(
             request: request.clone(),
             release_date: release.date.clone(),
             inrelease_sha256: release.inrelease_sha256.clone(),
+            keyring_sha256: None,
         }),
+        extra_sources: Vec::new(),
         packages,
         registry_bases: Vec::new(),
         boot_packages: Vec::new(),
@@ -269,6 +320,7 @@ impl Lockfile {
         Lockfile {
             lock_version: LOCK_VERSION,
             source: None,
+            extra_sources: Vec::new(),
             packages: Vec::new(),
             registry_bases: Vec::new(),
             boot_packages: Vec::new(),
@@ -367,6 +419,53 @@ impl Lockfile {
         Ok(())
     }
 
+    /// Fails with [`LockError::Mismatch`] unless this lock resolved from exactly the
+    /// repositories `extra` (besides the main one; components compared as sets).
+    pub fn check_sources(&self, extra: &[SourceRequest]) -> Result<(), LockError> {
+        let show = |v: &mut dyn Iterator<Item = &SourceRequest>| {
+            v.map(|s| {
+                format!(
+                    "{} {} {}",
+                    s.uri,
+                    s.suite,
+                    normalized(&s.components).join(" ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+        };
+        let same = self.extra_sources.len() == extra.len()
+            && self.extra_sources.iter().zip(extra).all(|(l, r)| {
+                let l = &l.request;
+                l.name == r.name
+                    && l.uri.trim_end_matches('/') == r.uri.trim_end_matches('/')
+                    && l.suite == r.suite
+                    && normalized(&l.components) == normalized(&r.components)
+            });
+        if same {
+            return Ok(());
+        }
+        let none = |s: String| if s.is_empty() { "none".to_owned() } else { s };
+        Err(LockError::Mismatch {
+            field: "sources",
+            locked: none(show(&mut self.extra_sources.iter().map(|s| &s.request))),
+            recipe: none(show(&mut extra.iter())),
+        })
+    }
+
+    /// The base URL of the repository `p` comes from (`None`: the lock does not list
+    /// its source; [`Lockfile::from_toml`] refuses a `source` naming no `[[extra_source]]`).
+    pub fn uri_of(&self, p: &LockedPackage) -> Option<&str> {
+        match &p.source {
+            None => self.source.as_ref().map(|s| s.request.mirror.as_str()),
+            Some(name) => self
+                .extra_sources
+                .iter()
+                .find(|s| &s.request.name == name)
+                .map(|s| s.request.uri.as_str()),
+        }
+    }
+
     /// Serializes to TOML (packages re-sorted, so output is canonical).
     pub fn to_toml(&self) -> Result<String, LockError> {
         let mut me = self.clone();
@@ -409,6 +508,11 @@ impl Lockfile {
             if p.filename.starts_with('/') || p.filename.split('/').any(|c| c == "..") {
                 return Err(invalid(
                     "filename must be a relative path inside the mirror",
+                ));
+            }
+            if p.source.is_some() && lock.uri_of(&p).is_none() {
+                return Err(invalid(
+                    "its `source` is not an [[extra_source]] of the lock",
                 ));
             }
         }
@@ -468,7 +572,9 @@ mod tests {
                 request: req(),
                 release_date: "Sat, 11 Jul 2026 10:16:37 UTC".into(),
                 inrelease_sha256: "00".into(),
+                keyring_sha256: None,
             }),
+            extra_sources: Vec::new(),
             packages: vec![
                 LockedPackage {
                     name: "zlib1g".into(),
@@ -477,6 +583,7 @@ mod tests {
                     sha256: "a".repeat(64),
                     size: 1,
                     filename: "pool/z.deb".into(),
+                    source: None,
                 },
                 LockedPackage {
                     name: "bash".into(),
@@ -485,6 +592,7 @@ mod tests {
                     sha256: "c".repeat(64),
                     size: 2,
                     filename: "pool/b.deb".into(),
+                    source: None,
                 },
             ],
             registry_bases: Vec::new(),
@@ -621,5 +729,53 @@ mod tests {
             Lockfile::from_toml(Path::new("x"), &text),
             Err(LockError::Version { found: 9, .. })
         ));
+    }
+
+    fn extra(name: &str) -> SourceRequest {
+        SourceRequest {
+            name: name.into(),
+            uri: format!("http://{name}.example/debian"),
+            suite: "stable".into(),
+            components: vec!["main".into()],
+        }
+    }
+
+    #[test]
+    fn extra_sources_round_trip_and_name_each_package_source() {
+        let old_text = lock().to_toml().unwrap();
+        assert!(
+            !old_text.contains("source =") && !old_text.contains("extra_source"),
+            "a lock of one source must read as before:\n{old_text}"
+        );
+        let mut l = lock();
+        l.extra_sources.push(LockExtraSource {
+            request: extra("security"),
+            release_date: "d".into(),
+            inrelease_sha256: "11".into(),
+            keyring_sha256: "22".into(),
+        });
+        l.packages[0].source = Some("security".into());
+        let text = l.to_toml().unwrap();
+        assert!(text.contains("[[extra_source]]"), "{text}");
+        assert!(text.contains("source = \"security\""), "{text}");
+        let back = Lockfile::from_toml(Path::new("x"), &text).unwrap();
+        assert_eq!(back, {
+            let mut sorted = l.clone();
+            sorted.packages.reverse();
+            sorted
+        });
+        let zlib = back.packages.iter().find(|p| p.name == "zlib1g").unwrap();
+        assert_eq!(back.uri_of(zlib), Some("http://security.example/debian"));
+        let bash = back.packages.iter().find(|p| p.name == "bash").unwrap();
+        assert_eq!(back.uri_of(bash), Some("http://deb.debian.org/debian"));
+        back.check_sources(&[extra("security")]).unwrap();
+        let e = back.check_sources(&[]).unwrap_err().to_string();
+        assert!(e.contains("sources") && e.contains("none"), "{e}");
+        assert!(back.check_sources(&[extra("other")]).is_err());
+        lock().check_sources(&[]).unwrap();
+
+        let unknown = text.replace("source = \"security\"", "source = \"nowhere\"");
+        let e = Lockfile::from_toml(Path::new("x"), &unknown).unwrap_err();
+        assert!(e.to_string().contains("extra_source"), "{e}");
     }
 }

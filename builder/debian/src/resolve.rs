@@ -174,11 +174,13 @@ impl Universe {
             .into_iter()
             .filter(|p| p.architecture == arch || p.architecture == "all")
             .collect();
-        // Highest version first per name, then deterministic order.
+        // Highest version first per name (across sources, as apt), then the main
+        // source, then a deterministic order.
         pkgs.sort_by(|a, b| {
             a.name
                 .cmp(&b.name)
                 .then_with(|| b.version.cmp(&a.version))
+                .then_with(|| a.source.cmp(&b.source))
                 .then_with(|| a.component.cmp(&b.component))
         });
         pkgs.dedup_by(|b, a| a.name == b.name);

@@ -254,6 +254,50 @@ fn fixture() -> &'static Fixture {
         let other_keyring = root.join("other.gpg");
         fs_err::write(&other_keyring, run(gpg(&other_home).args(["--export", &other]), "gpg"))
             .unwrap();
+        // Two more repositories on the same server: `imgtest-updates` on the main mirror
+        // (signed by the archive key), and a third-party one under `extra/` signed by
+        // the other key.
+        let updates = [("libx", "1.3", "amd64", "Multi-Arch: same\n")];
+        let extra = [
+            ("python3-fake", "3.10", "amd64", ""),
+            ("libx", "1.1", "amd64", "Multi-Arch: same\n"),
+            ("only-extra", "1", "all", "Depends: libx (>= 1.3)\n"),
+        ];
+        for (repo_dir, pool, suite, pkgs, home, fpr) in [
+            (&repo, "pool/updates", format!("{SUITE}-updates"), &updates[..], &home, &fpr),
+            (&repo.join("extra"), "pool/main", "stable".to_owned(), &extra[..], &other_home, &other),
+        ] {
+            fs_err::create_dir_all(repo_dir.join(pool)).unwrap();
+            for p in pkgs {
+                build_deb(&work.join(&suite), &repo_dir.join(pool), "-Zxz", *p);
+            }
+            let packages = run(
+                Command::new("dpkg-scanpackages")
+                    .current_dir(repo_dir)
+                    .args(["--multiversion", pool])
+                    .stderr(Stdio::null()),
+                "dpkg-dev",
+            );
+            let dists = repo_dir.join(format!("dists/{suite}"));
+            fs_err::create_dir_all(dists.join("main/binary-amd64")).unwrap();
+            fs_err::write(dists.join("main/binary-amd64/Packages"), &packages).unwrap();
+            fs_err::write(
+                dists.join("Release"),
+                format!(
+                    "Suite: {suite}\nCodename: {suite}\nDate: Thu, 26 Nov 2026 10:00:00 UTC\nArchitectures: amd64\nComponents: main\nSHA256:\n {} {} main/binary-amd64/Packages\n",
+                    sha256(&packages),
+                    packages.len()
+                ),
+            )
+            .unwrap();
+            run(
+                gpg(home)
+                    .args(["--yes", "--local-user", fpr, "--clearsign", "-o"])
+                    .arg(dists.join("InRelease"))
+                    .arg(dists.join("Release")),
+                "gpg",
+            );
+        }
         for h in [&home, &other_home] {
             let _ = Command::new("gpgconf").arg("--homedir").arg(h).args(["--kill", "gpg-agent"]).status();
         }
@@ -290,6 +334,10 @@ fn from(f: &Fixture, variant: &str) -> DebianFrom {
         keyring: Some(f.keyring.clone()),
         architecture: "amd64".into(),
         snapshot: None,
+        updates: false,
+        security: false,
+        apt: true,
+        sources: Vec::new(),
     }
 }
 
@@ -407,6 +455,95 @@ fn resolve_fetch_lock_round_trip() {
     let r2 = debian::resolve_from_mirror(&http, &from, &requested, &c, &ReleaseOptions::default())
         .unwrap();
     assert_eq!(r2.lock.to_toml().unwrap(), r.lock.to_toml().unwrap());
+}
+
+#[test]
+fn several_sources_resolve_together_and_lock_each() {
+    let f = fixture();
+    let http = Http::new();
+    let c = cache("sources");
+    let mut from = from(f, "custom");
+    from.updates = true;
+    from.sources.push(debian::ExtraSource {
+        uri: format!("{}extra", f.mirror),
+        suite: "stable".into(),
+        components: vec!["main".into()],
+        keyring: f.other_keyring.clone(),
+    });
+    let requested = strs(&["only-extra", "python3-fake"]);
+    let r = debian::resolve_from_mirror(&http, &from, &requested, &c, &ReleaseOptions::default())
+        .unwrap();
+    let got: Vec<(String, String, Option<String>)> = r
+        .lock
+        .packages
+        .iter()
+        .map(|p| (p.name.clone(), p.version.clone(), p.source.clone()))
+        .collect();
+    // The highest version wins across sources: libx 1.3 from updates beats 1.2 (main) and
+    // 1.1 (extra); python3-fake 3.11 (main) beats 3.10 (extra).
+    assert_eq!(
+        got,
+        [
+            ("libx".into(), "1.3".into(), Some("updates".into())),
+            ("only-extra".into(), "1".into(), Some("127.0.0.1".into())),
+            ("python3-fake".into(), "3.11".into(), None),
+        ]
+    );
+    let names: Vec<&str> = r
+        .lock
+        .extra_sources
+        .iter()
+        .map(|s| s.request.name.as_str())
+        .collect();
+    assert_eq!(names, ["updates", "127.0.0.1"]);
+    assert_eq!(
+        r.lock.extra_sources[0].request.suite,
+        format!("{SUITE}-updates")
+    );
+    assert_eq!(
+        r.lock.extra_sources[1].keyring_sha256,
+        sha256_file(&f.other_keyring).unwrap()
+    );
+    assert_eq!(
+        r.lock
+            .source
+            .as_ref()
+            .and_then(|s| s.keyring_sha256.as_deref()),
+        Some(sha256_file(&f.keyring).unwrap().as_str())
+    );
+    let text = r.lock.to_toml().unwrap();
+    let back = Lockfile::from_toml(Path::new("x"), &text).unwrap();
+    assert_eq!(back, r.lock);
+    back.check_sources(&from.extra_requests()).unwrap();
+    assert!(back.check_sources(&[]).is_err());
+    // By lock alone, each .deb comes from its own repository.
+    let c2 = cache("sources-by-lock");
+    let paths = fetch::fetch_locked(&http, &back, None, &c2, 4).unwrap();
+    for (p, path) in back.packages.iter().zip(&paths) {
+        assert_eq!(sha256_file(path).unwrap(), p.sha256, "{}", p.name);
+    }
+    // Without the extra source, `only-extra` is nowhere.
+    from.sources.clear();
+    let e = debian::resolve_from_mirror(&http, &from, &requested, &c, &ReleaseOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("only-extra"), "{e}");
+    // The extra source verified with the archive key (not its own) is refused.
+    from.sources.push(debian::ExtraSource {
+        uri: format!("{}extra", f.mirror),
+        suite: "stable".into(),
+        components: vec!["main".into()],
+        keyring: f.keyring.clone(),
+    });
+    let e = debian::resolve_from_mirror(&http, &from, &requested, &c, &ReleaseOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            debian::DebianError::Release(ReleaseError::BadSignature { .. })
+        ),
+        "{e}"
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ use crate::recipe::PlatformSpec;
 use crate::sandbox::OutputLine;
 use crate::sources::oci::{import_layout, resolve_layout, unpack_archive, BaseImage};
 use crate::sources::{registry, rootfs, SourceError};
-use crate::steps::install::{bootstrap_layer, Install};
+use crate::steps::install::{bootstrap_layer, with_files, Install};
 
 /// The base's layers (and config, for an image base), imported into `store`.
 pub(super) fn import_base(
@@ -33,10 +33,6 @@ pub(super) fn import_base(
             let diff_id = match store.cache_get(base_key)? {
                 Some(hit) => hit.diff_id,
                 None => {
-                    (options.progress)(&Progress::Note(&format!(
-                        "bootstrapping {} Debian packages",
-                        sets.base.len()
-                    )));
                     let install = Install {
                         packages: &sets.base,
                         debs: &sets.debs,
@@ -44,15 +40,53 @@ pub(super) fn import_base(
                         epoch: options.epoch,
                         compression: options.compression,
                     };
-                    let mut on_line = |line: &OutputLine<'_>| {
-                        (options.progress)(&Progress::Output {
-                            number: 0,
-                            line: line.line,
+                    // The packages alone have a key of their own, so that bases that
+                    // differ only in their apt configuration share the dpkg run.
+                    let packages_key = Digest::of(
+                        serde_json::json!({
+                            "debian bootstrap": sets.base.iter().map(|p| &p.sha256).collect::<Vec<_>>(),
+                            "epoch": options.epoch,
+                            "v": crate::plan::KEY_FORMAT_VERSION,
                         })
+                        .to_string()
+                        .as_bytes(),
+                    );
+                    let bootstrap = match store.cache_get(&packages_key)? {
+                        Some(hit) => hit.diff_id,
+                        None => {
+                            (options.progress)(&Progress::Note(&format!(
+                                "bootstrapping {} Debian packages",
+                                sets.base.len()
+                            )));
+                            let mut on_line = |line: &OutputLine<'_>| {
+                                (options.progress)(&Progress::Output {
+                                    number: 0,
+                                    line: line.line,
+                                })
+                            };
+                            let record = bootstrap_layer(store, &install, &mut on_line)?;
+                            store.cache_put(
+                                &packages_key,
+                                &record.diff_id,
+                                "debian bootstrap (packages)",
+                            )?;
+                            record.diff_id
+                        }
                     };
-                    let record = bootstrap_layer(store, &install, &mut on_line)?;
-                    store.cache_put(base_key, &record.diff_id, "debian bootstrap")?;
-                    record.diff_id
+                    let diff_id = if sets.apt_files.is_empty() {
+                        bootstrap
+                    } else {
+                        with_files(
+                            store,
+                            &bootstrap,
+                            &sets.apt_files,
+                            options.epoch,
+                            options.compression,
+                        )?
+                        .diff_id
+                    };
+                    store.cache_put(base_key, &diff_id, "debian bootstrap")?;
+                    diff_id
                 }
             };
             one_layer(diff_id)

@@ -65,6 +65,14 @@ pub(super) fn packages(list: &[LockedPackage]) -> impl Iterator<Item = KeyInput>
     })
 }
 
+/// One file of a Debian base's apt configuration: its content digest.
+pub(super) fn apt_file(file: &crate::sources::debian::AptFile) -> KeyInput {
+    KeyInput::new(
+        InputName::File(format!("/{}", file.path)),
+        format!("file 644 {}", imgbuild_store::Digest::of(&file.content)),
+    )
+}
+
 /// The step's kind, then one input per field of its definition (`{"KIND": {fields}}`).
 pub(super) fn definition_fields(definition: &Value) -> Vec<KeyInput> {
     let Some((kind, fields)) = definition.as_object().and_then(|m| m.iter().next()) else {

@@ -171,15 +171,22 @@ pub fn plan_unit(
                 ),
             )];
             named.extend(inputs::packages(&packages.base));
-            (
-                json!({"debian": {
-                    "suite": from.suite,
-                    "variant": from.variant,
-                    "architecture": from.architecture,
-                    "debs": debs(&packages.base),
-                }}),
-                named,
-            )
+            named.extend(packages.apt_files.iter().map(inputs::apt_file));
+            let mut debian = json!({
+                "suite": from.suite,
+                "variant": from.variant,
+                "architecture": from.architecture,
+                "debs": debs(&packages.base),
+            });
+            // Only when there is one, so that `apt = false` keeps the keys it had.
+            if !packages.apt_files.is_empty() {
+                debian["apt"] = packages
+                    .apt_files
+                    .iter()
+                    .map(|f| json!([f.path, Digest::of(&f.content).to_string()]))
+                    .collect();
+            }
+            (json!({ "debian": debian }), named)
         }
     };
     base_inputs.insert(0, KeyInput::new(InputName::Epoch, epoch.to_string()));

@@ -9,8 +9,8 @@
 
 use super::error::RecipeError;
 use super::raw::{
-    Env, OneOrMany, RawConfig, RawDisk, RawFrom, RawImage, RawInitramfs, RawRecipe, RawStage,
-    RawStep, S,
+    Env, OneOrMany, RawAptSource, RawConfig, RawDebian, RawDisk, RawFrom, RawImage, RawInitramfs,
+    RawRecipe, RawStage, RawStep, S,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -464,6 +464,11 @@ fields! {
     RawInitramfs { compression, init }
     RawImage { name, tags, platform }
     RawFrom { scratch, rootfs, oci, oci_archive, image, debian }
+    RawDebian {
+        suite, variant, mirror, components, keyring, architecture, updates, security, apt, source,
+        snapshot
+    }
+    RawAptSource { uri, suite, components, keyring }
     RawStep {
         copy, write, mkdir, symlink, remove, packages, run, to, from_stage, content, target,
         mode, owner, network, env, workdir, user, secrets, missing_ok

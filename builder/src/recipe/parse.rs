@@ -6,7 +6,7 @@ use super::model::{
     Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
     PlatformSpec, Recipe, RunSpec, Stage, Step, StepOp,
 };
-use super::raw::{Env, RawConfig, RawDisk, RawFrom, RawImage, RawInitramfs, RawStep, S};
+use super::raw::{Env, RawConfig, RawDebian, RawDisk, RawFrom, RawImage, RawInitramfs, RawStep, S};
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
@@ -154,6 +154,15 @@ fn check_image_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A Debian archive component name (`main`, `non-free-firmware`, `updates/main`).
+fn is_component(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./+".contains(&b))
+        && !name.split('/').any(|c| c.is_empty() || c == "..")
 }
 
 /// The Debian architecture of an OCI platform (as Debian's official images map them).
@@ -348,10 +357,11 @@ impl Cx<'_> {
                 kinds.push((name, v.span()));
             }
         }
-        for (name, v) in [("image", &from.image), ("debian", &from.debian)] {
-            if let Some(v) = v {
-                kinds.push((name, v.span()));
-            }
+        if let Some(v) = &from.image {
+            kinds.push(("image", v.span()));
+        }
+        if let Some(v) = &from.debian {
+            kinds.push(("debian", v.suite.span()));
         }
         let help = "name exactly one of: scratch = true, rootfs = \"file.tar.zst\", image = \"host/repo:tag\", oci = \"layout:tag\", oci_archive = \"image.tar\"";
         match kinds.as_slice() {
@@ -380,35 +390,7 @@ impl Cx<'_> {
             };
         }
         if let Some(v) = from.debian {
-            let span = v.span();
-            let arch_set = v.get_ref().get("architecture").is_some();
-            let mut debian: crate::debian::DebianFrom = v.into_inner().try_into().map_err(|e: toml::de::Error| {
-                self.err(Some(span.clone()), format!("[from] debian: {}", e.message().trim_end()))
-                    .help("write e.g. debian = { suite = \"bookworm\", variant = \"minbase\" }; keys: suite, variant, mirror, components, keyring, architecture")
-            })?;
-            if !["minbase", "essential", "custom"].contains(&debian.variant.as_str()) {
-                return Err(self
-                    .err(Some(span), format!("unknown Debian variant `{}`", debian.variant))
-                    .help("use \"minbase\" (the default), \"essential\" or \"custom\" (only what packages steps ask for)"));
-            }
-            self.debian_architecture(&mut debian, arch_set, platform, span.clone())?;
-            if let Some(url) = debian.snapshot.as_deref().filter(|u| !is_http_url(u)) {
-                let key = self
-                    .sources
-                    .text(span.clone())
-                    .and_then(|t| t.find("snapshot"))
-                    .map_or(span.clone(), |at| {
-                        span.start + at..span.start + at + "snapshot".len()
-                    });
-                return Err(self
-                    .err(Some(key), format!("`snapshot` is not an http(s) URL: {url:?}"))
-                    .help("write the base URL of a snapshot.debian.org-style server, e.g. snapshot = \"https://snapshot.debian.org\""));
-            }
-            if let Some(keyring) = &debian.keyring {
-                debian.keyring =
-                    Some(self.host_file(&S::new(span, keyring.display().to_string()))?);
-            }
-            return Ok(Base::Debian(debian));
+            return self.debian(v, platform).map(Base::Debian);
         }
         if from.scratch.is_some() {
             return Ok(Base::Scratch);
@@ -448,30 +430,148 @@ impl Cx<'_> {
         Ok(Base::OciLayout { dir: dir_path, tag })
     }
 
+    /// `[from] debian`: the main source, `updates`, `security` and the extra sources, each
+    /// with a keyring that exists.
+    fn debian(
+        &self,
+        raw: RawDebian,
+        platform: &PlatformSpec,
+    ) -> Result<crate::debian::DebianFrom, RecipeError> {
+        let arch_span = raw.architecture.as_ref().map(S::span);
+        let components = |c: Option<S<Vec<String>>>| -> Result<Vec<String>, RecipeError> {
+            let Some(c) = c else {
+                return Ok(vec!["main".to_owned()]);
+            };
+            if c.get_ref().is_empty() || c.get_ref().iter().any(|n| !is_component(n)) {
+                return Err(self
+                    .err_at(&c, "`components` must name at least one component, each like `main` or `non-free-firmware`")
+                    .help("write e.g. components = [\"main\", \"contrib\"]"));
+            }
+            Ok(c.into_inner())
+        };
+        let suite = |s: S<String>| -> Result<String, RecipeError> {
+            if !is_component(s.get_ref()) {
+                return Err(self
+                    .err_at(&s, format!("`{}` is not a suite name", s.get_ref()))
+                    .help("name a suite or codename, e.g. \"bookworm\" or \"stable\""));
+            }
+            Ok(s.into_inner())
+        };
+        let variant_span = raw.variant.as_ref().map(S::span);
+        let mirror = match raw.mirror {
+            Some(m) => self.repository_url(m)?,
+            None => crate::debian::DEFAULT_MIRROR.to_owned(),
+        };
+        let mut debian = crate::debian::DebianFrom {
+            suite: suite(raw.suite)?,
+            variant: raw
+                .variant
+                .map_or_else(|| "minbase".to_owned(), S::into_inner),
+            mirror,
+            components: components(raw.components)?,
+            keyring: raw.keyring.map(|k| self.keyring_file(&k)).transpose()?,
+            architecture: raw
+                .architecture
+                .map_or_else(|| "amd64".to_owned(), S::into_inner),
+            updates: raw.updates.is_some_and(S::into_inner),
+            security: raw.security.is_some_and(S::into_inner),
+            apt: raw.apt.is_none_or(S::into_inner),
+            sources: Vec::new(),
+            snapshot: raw.snapshot.map(|s| self.snapshot_url(s)).transpose()?,
+        };
+        if !["minbase", "essential", "custom"].contains(&debian.variant.as_str()) {
+            return Err(self
+                .err(Some(variant_span.unwrap_or_default()), format!("unknown Debian variant `{}`", debian.variant))
+                .help("use \"minbase\" (the default), \"essential\" or \"custom\" (only what packages steps ask for)"));
+        }
+        self.debian_architecture(&mut debian, arch_span, platform)?;
+        for source in raw.source.unwrap_or_default() {
+            let uri = source.uri.get_ref().clone();
+            let Some(keyring) = source.keyring else {
+                return Err(self
+                    .err_at(&source.uri, format!("the source {uri} names no `keyring`; imgbuild installs only from signed repositories"))
+                    .help("add keyring = \"keys/REPO.gpg\": the repository's OpenPGP public key (binary or armored), relative to the recipe or an absolute path"));
+            };
+            debian.sources.push(crate::debian::ExtraSource {
+                uri: self.repository_url(source.uri)?,
+                suite: suite(source.suite)?,
+                components: components(source.components)?,
+                keyring: self.keyring_file(&keyring)?,
+            });
+        }
+        Ok(debian)
+    }
+
+    /// A repository's base URL: `http://` or `https://` and a host.
+    fn repository_url(&self, value: S<String>) -> Result<String, RecipeError> {
+        let text = value.get_ref();
+        let host = text
+            .strip_prefix("http://")
+            .or_else(|| text.strip_prefix("https://"))
+            .and_then(|rest| rest.split('/').next())
+            .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace));
+        if host.is_none() || text.contains(char::is_whitespace) {
+            return Err(self
+                .err_at(&value, format!("`{text}` is not an http:// or https:// repository URL"))
+                .help("write the repository's base URL, e.g. \"https://packages.example.com/debian\" (the directory that holds dists/ and pool/)"));
+        }
+        Ok(value.into_inner())
+    }
+
+    /// A snapshot server's base URL (`snapshot`): `http://` or `https://` and a host.
+    fn snapshot_url(&self, value: S<String>) -> Result<String, RecipeError> {
+        if !is_http_url(value.get_ref()) {
+            return Err(self
+                .err_at(&value, format!("`snapshot` is not an http(s) URL: {:?}", value.get_ref()))
+                .help("write the base URL of a snapshot.debian.org-style server, e.g. snapshot = \"https://snapshot.debian.org\""));
+        }
+        Ok(value.into_inner())
+    }
+
+    /// A keyring: an absolute path on the host, or a path relative to the recipe; it must
+    /// be a file.
+    fn keyring_file(&self, value: &S<String>) -> Result<PathBuf, RecipeError> {
+        let path = Path::new(value.get_ref());
+        let full = if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.host_file(value)?
+        };
+        if !full.is_file() {
+            return Err(self
+                .err_at(value, format!("keyring `{}` is not a file", full.display()))
+                .help("name the repository's OpenPGP public key file (binary .gpg or armored .asc), relative to the recipe or as an absolute path; Debian's is /usr/share/keyrings/debian-archive-keyring.gpg from the debian-archive-keyring package"));
+        }
+        Ok(full)
+    }
+
     /// A Debian base's `architecture` follows `[image] platform` unless it is set; set, it
     /// must be the platform's.
     fn debian_architecture(
         &self,
         debian: &mut crate::debian::DebianFrom,
-        set: bool,
+        set: Option<std::ops::Range<usize>>,
         platform: &PlatformSpec,
-        span: std::ops::Range<usize>,
     ) -> Result<(), RecipeError> {
         let wanted = debian_arch(platform);
-        if !set {
+        let Some(value) = set else {
             debian.architecture = wanted;
             return Ok(());
-        }
+        };
         if debian.architecture == wanted {
             return Ok(());
         }
-        let key = self
-            .sources
-            .text(span.clone())
-            .and_then(|t| t.find("architecture"))
-            .map_or(span.clone(), |at| {
-                span.start + at..span.start + at + "architecture".len()
-            });
+        // Point at the key: the last `architecture` before its value.
+        let from = value.start.saturating_sub(64);
+        let key = (from..value.start)
+            .rev()
+            .find_map(|start| {
+                self.sources
+                    .text(start..value.start)
+                    .and_then(|t| t.rfind("architecture"))
+                    .map(|at| start + at..start + at + "architecture".len())
+            })
+            .unwrap_or(value);
         Err(self
             .err(
                 Some(key),
@@ -1275,6 +1375,48 @@ mod tests {
 
     fn parse_err(text: &str) -> RecipeError {
         parse(Path::new("r.toml"), text).expect_err("the recipe should be refused")
+    }
+
+    fn debian_base(text: &str) -> crate::debian::DebianFrom {
+        match parse(Path::new("r.toml"), text).expect("recipe").base {
+            Base::Debian(d) => d,
+            other => panic!("not a Debian base: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn debian_inline_and_table_forms_are_the_same() {
+        let inline = debian_base(
+            "[image]\nname = \"x\"\n[from]\ndebian = { suite = \"bookworm\", variant = \"minbase\" }\n",
+        );
+        let table = debian_base(
+            "[image]\nname = \"x\"\n[from.debian]\nsuite = \"bookworm\"\nvariant = \"minbase\"\n",
+        );
+        assert_eq!(inline, table);
+        assert!(inline.apt && !inline.updates && !inline.security && inline.sources.is_empty());
+        assert_eq!(inline.apt_sources().len(), 1);
+        // An absolute keyring is taken as it is.
+        let keyring = tempfile::NamedTempFile::new().unwrap();
+        let full = debian_base(&format!(
+            "[image]\nname = \"x\"\n[from.debian]\nsuite = \"bookworm\"\nupdates = true\nsecurity = true\napt = false\n\
+             [[from.debian.source]]\nuri = \"https://a.example/debian\"\nsuite = \"stable\"\nkeyring = \"{0}\"\n\
+             [[from.debian.source]]\nuri = \"https://a.example/other\"\nsuite = \"stable\"\ncomponents = [\"main\", \"contrib\"]\nkeyring = \"{0}\"\n",
+            keyring.path().display()
+        ));
+        assert!(!full.apt);
+        let names: Vec<Option<String>> = full.apt_sources().into_iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            [
+                None,
+                Some("updates".into()),
+                Some("security".into()),
+                Some("a.example".into()),
+                Some("a.example-2".into())
+            ]
+        );
+        assert_eq!(full.sources[1].keyring, keyring.path());
+        assert_eq!(full.sources[1].components, ["main", "contrib"]);
     }
 
     #[test]

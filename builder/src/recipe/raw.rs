@@ -13,6 +13,7 @@ pub(crate) struct RawRecipe {
     pub include: Option<S<Vec<S<String>>>>,
     /// Required once the files are merged.
     pub image: Option<S<RawImage>>,
+    #[serde(default, deserialize_with = "spanned_from")]
     pub from: Option<S<RawFrom>>,
     #[serde(default)]
     pub step: Vec<S<RawStep>>,
@@ -25,6 +26,7 @@ pub(crate) struct RawRecipe {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStage {
+    #[serde(default, deserialize_with = "spanned_from")]
     pub from: Option<S<RawFrom>>,
     #[serde(default)]
     pub step: Vec<S<RawStep>>,
@@ -62,7 +64,54 @@ pub(crate) struct RawFrom {
     pub oci: Option<S<String>>,
     pub oci_archive: Option<S<String>>,
     pub image: Option<S<toml::Value>>,
-    pub debian: Option<S<toml::Value>>,
+    /// Not spanned: toml cannot span a table made by a `[from.debian]` header.
+    pub debian: Option<RawDebian>,
+}
+
+/// `[from]`, spanned from its keys: toml cannot span a table that only a dotted header
+/// such as `[from.debian]` makes.
+fn spanned_from<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<S<RawFrom>>, D::Error> {
+    let Some(from) = Option::<RawFrom>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let spans = [
+        from.scratch.as_ref().map(S::span),
+        from.rootfs.as_ref().map(S::span),
+        from.oci.as_ref().map(S::span),
+        from.oci_archive.as_ref().map(S::span),
+        from.image.as_ref().map(S::span),
+        from.debian.as_ref().map(|d| d.suite.span()),
+    ];
+    let start = spans.iter().flatten().map(|r| r.start).min().unwrap_or(0);
+    let end = spans.iter().flatten().map(|r| r.end).max().unwrap_or(0);
+    Ok(Some(S::new(start..end, from)))
+}
+
+/// `[from] debian = { ... }` or `[from.debian]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDebian {
+    pub suite: S<String>,
+    pub variant: Option<S<String>>,
+    pub mirror: Option<S<String>>,
+    pub components: Option<S<Vec<String>>>,
+    pub keyring: Option<S<String>>,
+    pub architecture: Option<S<String>>,
+    pub updates: Option<S<bool>>,
+    pub security: Option<S<bool>>,
+    pub apt: Option<S<bool>>,
+    pub source: Option<Vec<RawAptSource>>,
+    pub snapshot: Option<S<String>>,
+}
+
+/// One `[[from.debian.source]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAptSource {
+    pub uri: S<String>,
+    pub suite: S<String>,
+    pub components: Option<S<Vec<String>>>,
+    pub keyring: Option<S<String>>,
 }
 
 /// A table of strings (environment, labels) with the position of every key and value.

@@ -44,6 +44,116 @@ pub struct PackageSets {
     pub lock_written: bool,
     /// Packages with `Essential: yes`, installed first.
     pub essential: BTreeSet<String>,
+    /// The apt configuration the base layer gets (empty with `apt = false`).
+    pub apt_files: Vec<AptFile>,
+}
+
+/// One file of the image's apt configuration: a deb822 `.sources` file or a keyring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AptFile {
+    /// Path in the image, relative (`etc/apt/sources.list.d/debian.sources`).
+    pub path: String,
+    /// Its bytes.
+    pub content: Vec<u8>,
+}
+
+/// The keyring Debian's own images name in `Signed-By` (from `debian-archive-keyring`,
+/// which `apt` depends on).
+const IMAGE_DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// Where a keyring copied from the host goes in the image: `.asc` stays armored (apt
+/// reads `Signed-By` files by their extension).
+fn image_keyring(name: &str, host: &Path) -> String {
+    let ext = if host.extension().is_some_and(|e| e == "asc") {
+        "asc"
+    } else {
+        "gpg"
+    };
+    format!("etc/apt/keyrings/{name}.{ext}")
+}
+
+fn stanza(uri: &str, suites: &[String], components: &[String], signed_by: &str) -> String {
+    format!(
+        "Types: deb\nURIs: {uri}\nSuites: {}\nComponents: {}\nSigned-By: {signed_by}\n",
+        suites.join(" "),
+        components.join(" ")
+    )
+}
+
+/// The image's apt configuration for `from` (nothing with `apt = false`): Debian's own
+/// repositories in `/etc/apt/sources.list.d/debian.sources` (the main suite, `-updates`
+/// and `-security`), each extra source in `NAME.sources`, all in deb822 with `Signed-By`.
+/// The main keyring is Debian's in the image unless the recipe names one; every other
+/// keyring is copied from the host to `/etc/apt/keyrings/NAME.gpg` (or `.asc`).
+pub(crate) fn apt_files(from: &DebianFrom) -> Result<Vec<AptFile>, SourceError> {
+    if !from.apt {
+        return Ok(Vec::new());
+    }
+    let mut files = Vec::new();
+    let main_signed_by = match &from.keyring {
+        None => IMAGE_DEBIAN_KEYRING.to_owned(),
+        Some(host) => {
+            let path = image_keyring("debian", host);
+            files.push(AptFile {
+                path: path.clone(),
+                content: fs_err::read(host)?,
+            });
+            format!("/{path}")
+        }
+    };
+    let sources = from.apt_sources();
+    let mut main_suites = vec![from.suite.clone()];
+    let mut debian = String::new();
+    for s in &sources[1..] {
+        match s.name.as_deref() {
+            Some("updates") => main_suites.push(s.suite.clone()),
+            Some("security") => {
+                debian.push('\n');
+                debian.push_str(&stanza(
+                    &s.uri,
+                    std::slice::from_ref(&s.suite),
+                    &s.components,
+                    &main_signed_by,
+                ));
+            }
+            _ => {}
+        }
+    }
+    debian.insert_str(
+        0,
+        &stanza(
+            &from.mirror,
+            &main_suites,
+            &from.components,
+            &main_signed_by,
+        ),
+    );
+    files.push(AptFile {
+        path: "etc/apt/sources.list.d/debian.sources".into(),
+        content: debian.into_bytes(),
+    });
+    // The extra sources come after `updates` and `security` (see `apt_sources`).
+    let extras = sources.len() - from.sources.len();
+    for s in &sources[extras..] {
+        let name = s.name.as_deref().unwrap_or("source");
+        let keyring = image_keyring(name, &s.keyring);
+        files.push(AptFile {
+            path: keyring.clone(),
+            content: fs_err::read(&s.keyring)?,
+        });
+        files.push(AptFile {
+            path: format!("etc/apt/sources.list.d/{name}.sources"),
+            content: stanza(
+                &s.uri,
+                std::slice::from_ref(&s.suite),
+                &s.components,
+                &format!("/{keyring}"),
+            )
+            .into_bytes(),
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
 }
 
 /// The store as a [`BlobCache`] (for packages and bootloaders): downloads become blobs
@@ -106,7 +216,12 @@ pub(crate) fn prepare(
         .as_ref()
         .map(|l| l.boot_packages.clone())
         .unwrap_or_default();
-    let matching = existing.filter(|l| l.check_matches(&request).is_ok());
+    let extra = from.extra_requests();
+    let matches = |l: &Lockfile| {
+        l.check_matches(&request)
+            .and_then(|()| l.check_sources(&extra))
+    };
+    let matching = existing.filter(|l| matches(l).is_ok());
     let (lock, lock_written) = match (matching, mode) {
         (Some(lock), LockMode::Update | LockMode::Locked | LockMode::Offline) => (lock, false),
         (None, LockMode::Offline) => {
@@ -120,8 +235,7 @@ pub(crate) fn prepare(
         }
         (None, LockMode::Locked) => {
             let why = match Lockfile::read(&lock_path) {
-                Ok(old) => old
-                    .check_matches(&request)
+                Ok(old) => matches(&old)
                     .err()
                     .map_or_else(String::new, |e| e.to_string()),
                 Err(_) if !lock_path.exists() => "the lock file does not exist".into(),
@@ -175,15 +289,8 @@ pub(crate) fn prepare(
         .as_ref()
         .ok_or(SourceError::Internal("a matching lock has a [source]"))?;
     let snapshot = from.snapshot(&source.release_date);
-    let paths = fetch::fetch_debs_or_snapshot(
-        &http,
-        &source.request.mirror,
-        Some(&snapshot),
-        &lock.packages,
-        &cache,
-        fetch::DEFAULT_JOBS,
-    )
-    .map_err(SourceError::from)?;
+    let paths = fetch::fetch_locked(&http, &lock, Some(&snapshot), &cache, fetch::DEFAULT_JOBS)
+        .map_err(SourceError::from)?;
     let debs: BTreeMap<String, PathBuf> = lock
         .packages
         .iter()
@@ -222,6 +329,7 @@ pub(crate) fn prepare(
         lock_path,
         lock_written,
         essential,
+        apt_files: apt_files(from)?,
     })
 }
 
@@ -270,4 +378,66 @@ fn universe_from_debs(
     let records =
         debian::index::parse_packages("recipe.lock", "main", &text).map_err(SourceError::from)?;
     Ok((Universe::new(records, arch, "the lock"), essential))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apt_files_name_each_source_and_copy_its_keyring() {
+        let dir = tempfile::tempdir().unwrap();
+        let main_key = dir.path().join("main.gpg");
+        let extra_key = dir.path().join("extra.asc");
+        fs_err::write(&main_key, b"main key").unwrap();
+        fs_err::write(&extra_key, b"extra key").unwrap();
+        let mut from = DebianFrom {
+            suite: "bookworm".into(),
+            variant: "minbase".into(),
+            mirror: "http://mirror.example/debian".into(),
+            components: vec!["main".into(), "contrib".into()],
+            keyring: Some(main_key),
+            architecture: "amd64".into(),
+            updates: false,
+            security: true,
+            apt: true,
+            snapshot: None,
+            sources: vec![crate::debian::ExtraSource {
+                uri: "https://pkgs.example.com/apt".into(),
+                suite: "stable".into(),
+                components: vec!["main".into()],
+                keyring: extra_key,
+            }],
+        };
+        let files = apt_files(&from).unwrap();
+        let by_path: BTreeMap<&str, &str> = files
+            .iter()
+            .map(|f| (f.path.as_str(), std::str::from_utf8(&f.content).unwrap()))
+            .collect();
+        assert_eq!(
+            by_path.keys().copied().collect::<Vec<_>>(),
+            [
+                "etc/apt/keyrings/debian.gpg",
+                "etc/apt/keyrings/pkgs.example.com.asc",
+                "etc/apt/sources.list.d/debian.sources",
+                "etc/apt/sources.list.d/pkgs.example.com.sources",
+            ]
+        );
+        assert_eq!(by_path["etc/apt/keyrings/debian.gpg"], "main key");
+        assert_eq!(
+            by_path["etc/apt/keyrings/pkgs.example.com.asc"],
+            "extra key"
+        );
+        assert_eq!(
+            by_path["etc/apt/sources.list.d/debian.sources"],
+            "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\nComponents: main contrib\nSigned-By: /etc/apt/keyrings/debian.gpg\n\n\
+             Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\nComponents: main contrib\nSigned-By: /etc/apt/keyrings/debian.gpg\n"
+        );
+        assert_eq!(
+            by_path["etc/apt/sources.list.d/pkgs.example.com.sources"],
+            "Types: deb\nURIs: https://pkgs.example.com/apt\nSuites: stable\nComponents: main\nSigned-By: /etc/apt/keyrings/pkgs.example.com.asc\n"
+        );
+        from.apt = false;
+        assert!(apt_files(&from).unwrap().is_empty());
+    }
 }

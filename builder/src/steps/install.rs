@@ -10,6 +10,7 @@ use super::StepError;
 use crate::debian::deb::Deb;
 use crate::debian::LockedPackage;
 use crate::sandbox::{self, OutputLine};
+use crate::sources::debian::AptFile;
 use imgbuild_store::tarball::{read_meta, EntryKind, EntryMeta, MergedTree, TarWriter};
 use imgbuild_store::{Compression, Digest, LayerRecord, Store};
 use std::collections::{BTreeMap, BTreeSet};
@@ -245,6 +246,47 @@ pub(crate) fn bootstrap_layer(
         install.epoch,
         install.compression,
     )
+}
+
+/// The layer `below` with `files` added (root-owned, 0644, parents 0755, at `epoch`), as
+/// one layer: a bootstrap with its apt configuration.
+pub(crate) fn with_files(
+    store: &Store,
+    below: &Digest,
+    files: &[AptFile],
+    epoch: u64,
+    compression: Compression,
+) -> Result<LayerRecord, StepError> {
+    let added = files_layer(store, files, epoch)?;
+    squash(store, &[below.clone(), added.diff_id], epoch, compression)
+}
+
+/// A layer of root-owned 0644 files (and their 0755 parent directories), at `epoch`.
+fn files_layer(store: &Store, files: &[AptFile], epoch: u64) -> Result<LayerRecord, StepError> {
+    let store_err = |source| StepError::Store { step: 0, source };
+    let io_err = |source| StepError::Io { step: 0, source };
+    let mut layer = store.layer_writer(Compression::None).map_err(store_err)?;
+    {
+        let mut tar = TarWriter::new(&mut layer);
+        let mut dirs = BTreeSet::new();
+        for f in files {
+            let mut parent = String::new();
+            for part in f.path.split('/').take(f.path.split('/').count() - 1) {
+                if !parent.is_empty() {
+                    parent.push('/');
+                }
+                parent.push_str(part);
+                if dirs.insert(parent.clone()) {
+                    tar.append(&EntryMeta::dir(parent.clone(), epoch), &mut io::empty())
+                        .map_err(io_err)?;
+                }
+            }
+            let meta = EntryMeta::file(f.path.clone(), f.content.len() as u64, epoch);
+            tar.append(&meta, &mut &f.content[..]).map_err(io_err)?;
+        }
+        tar.finish().map_err(io_err)?;
+    }
+    layer.commit(store).map_err(store_err)
 }
 
 /// Merges layers into one.
