@@ -8,6 +8,7 @@ use super::{BuildError, BuildOptions, Progress};
 use crate::prepare::PreparedBase;
 use crate::recipe::PlatformSpec;
 use crate::sandbox::OutputLine;
+use crate::sources::debian::PackageSets;
 use crate::sources::oci::{import_layout, resolve_layout, unpack_archive, BaseImage};
 use crate::sources::{registry, rootfs, SourceError};
 use crate::steps::install::{bootstrap_layer, with_files, Install};
@@ -73,18 +74,7 @@ pub(super) fn import_base(
                             record.diff_id
                         }
                     };
-                    let diff_id = if sets.apt_files.is_empty() {
-                        bootstrap
-                    } else {
-                        with_files(
-                            store,
-                            &bootstrap,
-                            &sets.apt_files,
-                            options.epoch,
-                            options.compression,
-                        )?
-                        .diff_id
-                    };
+                    let diff_id = with_apt_files(store, bootstrap, sets, options)?;
                     store.cache_put(base_key, &diff_id, "debian bootstrap")?;
                     diff_id
                 }
@@ -124,4 +114,25 @@ pub(super) fn import_base(
         }
         PreparedBase::Registry(resolved) => registry::import(store, options.registry, resolved)?,
     })
+}
+
+/// A Debian base's layer: its dpkg bootstrap with the apt files squashed on top (the
+/// bootstrap itself when there are none, `apt = false`).
+pub(super) fn with_apt_files(
+    store: &Store,
+    bootstrap: Digest,
+    sets: &PackageSets,
+    options: &BuildOptions<'_>,
+) -> Result<Digest, BuildError> {
+    if sets.apt_files.is_empty() {
+        return Ok(bootstrap);
+    }
+    let record = with_files(
+        store,
+        &bootstrap,
+        &sets.apt_files,
+        options.epoch,
+        options.compression,
+    )?;
+    Ok(record.diff_id)
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use imgbuild_store::{Digest, Store};
 
-use super::base::import_base;
+use super::base::{import_base, with_apt_files};
 use super::orchestrate::{merged_tree, StageOutput};
 use super::step::StepContext;
 use super::{BuildError, BuildOptions, Progress};
@@ -109,10 +109,9 @@ fn rebuild_unit(
                     line: line.line,
                 })
             };
-            Some((
-                "debian bootstrap".to_owned(),
-                bootstrap_layer(store, &install, &mut on_line)?,
-            ))
+            let bootstrap = bootstrap_layer(store, &install, &mut on_line)?;
+            let diff_id = with_apt_files(store, bootstrap.diff_id, sets, options)?;
+            Some(("debian bootstrap".to_owned(), diff_id))
         }
         PreparedBase::Rootfs { path, .. } => {
             let name = path
@@ -121,17 +120,17 @@ fn rebuild_unit(
                 .unwrap_or_default();
             note(&format!("check: {prefix}[0] rootfs {name}"));
             let record = rootfs::import(store, path, options.epoch, options.compression)?;
-            Some((format!("rootfs {name}"), record))
+            Some((format!("rootfs {name}"), record.diff_id))
         }
         _ => None,
     };
-    if let (Some((description, record)), Some(stored)) = (again, base.diff_ids.first()) {
+    if let (Some((description, rebuilt_id)), Some(stored)) = (again, base.diff_ids.first()) {
         rebuilt.push(Rebuild {
             unit: unit.unit.clone(),
             index: 0,
             description,
             stored: stored.clone(),
-            rebuilt: record.diff_id,
+            rebuilt: rebuilt_id,
         });
     }
     let mut below = base.diff_ids.clone();
