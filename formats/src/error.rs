@@ -86,6 +86,9 @@ pub enum ExportError {
     /// Converting to qcow2 failed.
     #[error("converting the disk to qcow2: {0}")]
     Qcow2(#[from] crate::disk::qcow2::Qcow2Error),
+    /// Turning the disk into a fixed VHD failed.
+    #[error("writing the VHD: {0}")]
+    Vhd(#[from] crate::disk::vhd::VhdError),
     /// Writing the initramfs archive failed.
     #[error("writing the initramfs: {0}")]
     Cpio(#[from] crate::initramfs::cpio::CpioError),
@@ -120,6 +123,7 @@ impl ExportError {
             | Self::Fat(_)
             | Self::Ext4(_)
             | Self::Qcow2(_)
+            | Self::Vhd(_)
             | Self::Cpio(_) => false,
         }
     }

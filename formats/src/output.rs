@@ -1,7 +1,9 @@
 //! Choosing an exporter and writing its output atomically.
 
 use crate::bootdisk::{raw, BootAssets, DiskOptions};
+use crate::disk::guid::guid_from_seed;
 use crate::disk::qcow2::convert_file;
+use crate::disk::vhd::raw_to_fixed_vhd;
 use crate::initramfs::export::{self as initramfs, InitramfsOptions};
 use crate::staging::{self, Staged};
 use crate::{docker_archive, oci_archive, oci_layout, rootfs_tar, ExportError, StoredImage};
@@ -24,19 +26,22 @@ pub enum Format {
     Raw,
     /// The same bootable disk as qcow2.
     Qcow2,
+    /// The same bootable disk as a fixed VHD (Azure).
+    Vhd,
     /// A compressed newc cpio of the userland, with the kernel beside it.
     Initramfs,
 }
 
 impl Format {
     /// Every format, for `--help` and error messages.
-    pub const ALL: [Format; 7] = [
+    pub const ALL: [Format; 8] = [
         Format::Oci,
         Format::OciArchive,
         Format::DockerArchive,
         Format::Tar,
         Format::Raw,
         Format::Qcow2,
+        Format::Vhd,
         Format::Initramfs,
     ];
 
@@ -49,6 +54,7 @@ impl Format {
             Self::Tar => "tar",
             Self::Raw => "raw",
             Self::Qcow2 => "qcow2",
+            Self::Vhd => "vhd",
             Self::Initramfs => "initramfs",
         }
     }
@@ -62,18 +68,19 @@ impl Format {
             Self::Tar => format!("{stem}.rootfs.tar"),
             Self::Raw => format!("{stem}.raw"),
             Self::Qcow2 => format!("{stem}.qcow2"),
+            Self::Vhd => format!("{stem}.vhd"),
             Self::Initramfs => format!("{stem}.initramfs.cpio.zst"),
         }
     }
 
-    /// True for the formats that boot (and need a kernel in the image).
+    /// True for the formats `imgbuild run` boots (the other disk formats boot too, elsewhere).
     pub fn is_bootable(self) -> bool {
         matches!(self, Self::Raw | Self::Qcow2 | Self::Initramfs)
     }
 
-    /// True for the disk formats (they need bootloader binaries).
+    /// True for the disk formats (they need a kernel and bootloader binaries).
     pub fn is_disk(self) -> bool {
-        matches!(self, Self::Raw | Self::Qcow2)
+        matches!(self, Self::Raw | Self::Qcow2 | Self::Vhd)
     }
 }
 
@@ -97,9 +104,9 @@ impl std::str::FromStr for Format {
 pub struct ExportOptions {
     /// The output directory (created if missing).
     pub out_dir: PathBuf,
-    /// Disk layout for `raw` and `qcow2`.
+    /// Disk layout for the disk formats.
     pub disk: DiskOptions,
-    /// Bootloader binaries for `raw` and `qcow2`.
+    /// Bootloader binaries for the disk formats.
     pub boot_assets: BootAssets,
     /// Compression and `/init` for `initramfs`.
     pub initramfs: InitramfsOptions,
@@ -180,6 +187,15 @@ pub fn export(
                 disk.write(raw.path())
                     .map_err(|e| no_space_by_path(&path, raw.path(), e))?;
                 convert_file(raw.path(), tmp)?;
+                Ok(())
+            })?;
+        }
+        Format::Vhd => {
+            let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
+            let uuid = guid_from_seed(format!("imgbuild:{}:vhd", image.manifest_digest).as_bytes());
+            write_path_atomically(&path, |tmp| {
+                disk.write(tmp)?;
+                raw_to_fixed_vhd(tmp, image.epoch(), uuid.0)?;
                 Ok(())
             })?;
         }
