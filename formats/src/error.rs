@@ -89,6 +89,9 @@ pub enum ExportError {
     /// Turning the disk into a fixed VHD failed.
     #[error("writing the VHD: {0}")]
     Vhd(#[from] crate::disk::vhd::VhdError),
+    /// Writing the GCE archive failed.
+    #[error("writing the GCE image archive: {0}")]
+    Gce(#[from] crate::disk::gce::GceError),
     /// Writing the initramfs archive failed.
     #[error("writing the initramfs: {0}")]
     Cpio(#[from] crate::initramfs::cpio::CpioError),
@@ -124,6 +127,7 @@ impl ExportError {
             | Self::Ext4(_)
             | Self::Qcow2(_)
             | Self::Vhd(_)
+            | Self::Gce(_)
             | Self::Cpio(_) => false,
         }
     }

@@ -1,6 +1,7 @@
 //! Choosing an exporter and writing its output atomically.
 
 use crate::bootdisk::{raw, BootAssets, DiskOptions};
+use crate::disk::gce::write_tar_gz;
 use crate::disk::guid::guid_from_seed;
 use crate::disk::qcow2::convert_file;
 use crate::disk::vhd::raw_to_fixed_vhd;
@@ -28,13 +29,15 @@ pub enum Format {
     Qcow2,
     /// The same bootable disk as a fixed VHD (Azure).
     Vhd,
+    /// The same bootable disk as `disk.raw` in a gzip'd GNU tar (Google Compute Engine).
+    Gce,
     /// A compressed newc cpio of the userland, with the kernel beside it.
     Initramfs,
 }
 
 impl Format {
     /// Every format, for `--help` and error messages.
-    pub const ALL: [Format; 8] = [
+    pub const ALL: [Format; 9] = [
         Format::Oci,
         Format::OciArchive,
         Format::DockerArchive,
@@ -42,6 +45,7 @@ impl Format {
         Format::Raw,
         Format::Qcow2,
         Format::Vhd,
+        Format::Gce,
         Format::Initramfs,
     ];
 
@@ -55,6 +59,7 @@ impl Format {
             Self::Raw => "raw",
             Self::Qcow2 => "qcow2",
             Self::Vhd => "vhd",
+            Self::Gce => "gce",
             Self::Initramfs => "initramfs",
         }
     }
@@ -69,6 +74,7 @@ impl Format {
             Self::Raw => format!("{stem}.raw"),
             Self::Qcow2 => format!("{stem}.qcow2"),
             Self::Vhd => format!("{stem}.vhd"),
+            Self::Gce => format!("{stem}.gce.tar.gz"),
             Self::Initramfs => format!("{stem}.initramfs.cpio.zst"),
         }
     }
@@ -80,7 +86,7 @@ impl Format {
 
     /// True for the disk formats (they need a kernel and bootloader binaries).
     pub fn is_disk(self) -> bool {
-        matches!(self, Self::Raw | Self::Qcow2 | Self::Vhd)
+        matches!(self, Self::Raw | Self::Qcow2 | Self::Vhd | Self::Gce)
     }
 }
 
@@ -196,6 +202,19 @@ pub fn export(
             write_path_atomically(&path, |tmp| {
                 disk.write(tmp)?;
                 raw_to_fixed_vhd(tmp, image.epoch(), uuid.0)?;
+                Ok(())
+            })?;
+        }
+        Format::Gce => {
+            let mut disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
+            // GCE imports only disks of a whole GiB.
+            disk.round_size_up(1 << 30)?;
+            // Staged, so a killed build's copy is swept.
+            let raw = Staged::file_in(&options.out_dir)?;
+            disk.write(raw.path())
+                .map_err(|e| no_space_by_path(&path, raw.path(), e))?;
+            write_file_atomically(&path, |out| {
+                write_tar_gz(raw.path(), image.epoch(), out)?;
                 Ok(())
             })?;
         }

@@ -5,6 +5,7 @@ mod boot_fixture;
 mod bootable;
 mod cache;
 mod check;
+mod cloud_disks;
 mod cli;
 mod common;
 mod crash;

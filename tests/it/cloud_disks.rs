@@ -1,0 +1,69 @@
+//! The cloud disk formats (`--format vhd|gce`) of the boot fixture: each read by
+//! `qemu-img` (or extracted by GNU tar) is byte for byte the raw disk, which boots (see
+//! [`crate::bootable`]); two builds from two stores give the same bytes.
+
+use crate::bootable::{artifact, build};
+use crate::boot_fixture::recipe;
+use crate::common::{require_tool, run_ok};
+use std::path::Path;
+use std::process::Command;
+
+const GIB: u64 = 1 << 30;
+
+fn text(cmd: &mut Command) -> String {
+    let out = run_ok(cmd);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn identical(raw: &Path, format: &str, other: &Path) {
+    let c = text(
+        Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", format])
+            .arg(raw)
+            .arg(other),
+    );
+    assert!(c.contains("Images are identical"), "{format}: {c}");
+}
+
+#[test]
+fn cloud_formats_read_back_as_the_raw_disk() {
+    require_tool("qemu-img", "qemu-utils");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // A whole GiB, as GCE wants, so the raw disk is the same size as the GCE one.
+    let recipe = recipe(tmp.path(), "cloudfix", "[disk]\nsize = \"1GiB\"\n");
+    let formats = ["raw", "vhd", "gce"];
+    let a = build(&recipe, tmp.path(), "a", &formats);
+    let b = build(&recipe, tmp.path(), "b", &formats);
+    let raw = artifact(&a, "raw");
+    assert_eq!(fs_err::metadata(&raw).expect("raw").len(), GIB);
+
+    let vhd = artifact(&a, "vhd");
+    assert!(vhd.ends_with("cloudfix.vhd"), "{}", vhd.display());
+    let info = text(Command::new("qemu-img").args(["info", "-f", "vpc"]).arg(&vhd));
+    assert!(
+        info.contains("file format: vpc") && info.contains(&format!("({GIB} bytes)")),
+        "{info}"
+    );
+    identical(&raw, "vpc", &vhd);
+
+    let gce = artifact(&a, "gce");
+    assert!(gce.ends_with("cloudfix.gce.tar.gz"), "{}", gce.display());
+    let x = tmp.path().join("x");
+    fs_err::create_dir(&x).expect("mkdir");
+    run_ok(Command::new("tar").arg("-xzSf").arg(&gce).arg("-C").arg(&x));
+    let names: Vec<_> = fs_err::read_dir(&x)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["disk.raw"]);
+    identical(&raw, "raw", &x.join("disk.raw"));
+
+    for f in formats {
+        // cmp, not two 1 GiB reads into memory.
+        run_ok(Command::new("cmp").arg(artifact(&a, f)).arg(artifact(&b, f)));
+    }
+}
