@@ -92,6 +92,9 @@ pub enum ExportError {
     /// Writing the GCE archive failed.
     #[error("writing the GCE image archive: {0}")]
     Gce(#[from] crate::disk::gce::GceError),
+    /// Writing the VMDK failed.
+    #[error("converting the disk to VMDK: {0}")]
+    Vmdk(#[from] crate::disk::vmdk::VmdkError),
     /// Writing the initramfs archive failed.
     #[error("writing the initramfs: {0}")]
     Cpio(#[from] crate::initramfs::cpio::CpioError),
@@ -127,6 +130,7 @@ impl ExportError {
             | Self::Ext4(_)
             | Self::Qcow2(_)
             | Self::Vhd(_)
+            | Self::Vmdk(_)
             | Self::Gce(_)
             | Self::Cpio(_) => false,
         }

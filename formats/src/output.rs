@@ -5,6 +5,7 @@ use crate::disk::gce::write_tar_gz;
 use crate::disk::guid::guid_from_seed;
 use crate::disk::qcow2::convert_file;
 use crate::disk::vhd::raw_to_fixed_vhd;
+use crate::disk::vmdk::write_stream_optimized;
 use crate::initramfs::export::{self as initramfs, InitramfsOptions};
 use crate::staging::{self, Staged};
 use crate::{docker_archive, oci_archive, oci_layout, rootfs_tar, ExportError, StoredImage};
@@ -27,6 +28,8 @@ pub enum Format {
     Raw,
     /// The same bootable disk as qcow2.
     Qcow2,
+    /// The same bootable disk as a streamOptimized VMDK (VMware, OVA).
+    Vmdk,
     /// The same bootable disk as a fixed VHD (Azure).
     Vhd,
     /// The same bootable disk as `disk.raw` in a gzip'd GNU tar (Google Compute Engine).
@@ -37,13 +40,14 @@ pub enum Format {
 
 impl Format {
     /// Every format, for `--help` and error messages.
-    pub const ALL: [Format; 9] = [
+    pub const ALL: [Format; 10] = [
         Format::Oci,
         Format::OciArchive,
         Format::DockerArchive,
         Format::Tar,
         Format::Raw,
         Format::Qcow2,
+        Format::Vmdk,
         Format::Vhd,
         Format::Gce,
         Format::Initramfs,
@@ -58,6 +62,7 @@ impl Format {
             Self::Tar => "tar",
             Self::Raw => "raw",
             Self::Qcow2 => "qcow2",
+            Self::Vmdk => "vmdk",
             Self::Vhd => "vhd",
             Self::Gce => "gce",
             Self::Initramfs => "initramfs",
@@ -73,6 +78,7 @@ impl Format {
             Self::Tar => format!("{stem}.rootfs.tar"),
             Self::Raw => format!("{stem}.raw"),
             Self::Qcow2 => format!("{stem}.qcow2"),
+            Self::Vmdk => format!("{stem}.vmdk"),
             Self::Vhd => format!("{stem}.vhd"),
             Self::Gce => format!("{stem}.gce.tar.gz"),
             Self::Initramfs => format!("{stem}.initramfs.cpio.zst"),
@@ -86,7 +92,10 @@ impl Format {
 
     /// True for the disk formats (they need a kernel and bootloader binaries).
     pub fn is_disk(self) -> bool {
-        matches!(self, Self::Raw | Self::Qcow2 | Self::Vhd | Self::Gce)
+        matches!(
+            self,
+            Self::Raw | Self::Qcow2 | Self::Vmdk | Self::Vhd | Self::Gce
+        )
     }
 }
 
@@ -193,6 +202,20 @@ pub fn export(
                 disk.write(raw.path())
                     .map_err(|e| no_space_by_path(&path, raw.path(), e))?;
                 convert_file(raw.path(), tmp)?;
+                Ok(())
+            })?;
+        }
+        Format::Vmdk => {
+            let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
+            let seed =
+                guid_from_seed(format!("imgbuild:{}:vmdk", image.manifest_digest).as_bytes());
+            let cid = u32::from_le_bytes([seed.0[0], seed.0[1], seed.0[2], seed.0[3]]);
+            let name = format.file_name(stem);
+            let raw = Staged::file_in(&options.out_dir)?;
+            disk.write(raw.path())
+                .map_err(|e| no_space_by_path(&path, raw.path(), e))?;
+            write_file_atomically(&path, |out| {
+                write_stream_optimized(raw.path(), &name, cid, out)?;
                 Ok(())
             })?;
         }

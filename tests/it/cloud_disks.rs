@@ -1,9 +1,9 @@
-//! The cloud disk formats (`--format vhd|gce`) of the boot fixture: each read by
+//! The cloud disk formats (`--format vmdk|vhd|gce`) of the boot fixture: each read by
 //! `qemu-img` (or extracted by GNU tar) is byte for byte the raw disk, which boots (see
 //! [`crate::bootable`]); two builds from two stores give the same bytes.
 
-use crate::bootable::{artifact, build};
 use crate::boot_fixture::recipe;
+use crate::bootable::{artifact, build};
 use crate::common::{require_tool, run_ok};
 use std::path::Path;
 use std::process::Command;
@@ -35,15 +35,27 @@ fn cloud_formats_read_back_as_the_raw_disk() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // A whole GiB, as GCE wants, so the raw disk is the same size as the GCE one.
     let recipe = recipe(tmp.path(), "cloudfix", "[disk]\nsize = \"1GiB\"\n");
-    let formats = ["raw", "vhd", "gce"];
+    let formats = ["raw", "vmdk", "vhd", "gce"];
     let a = build(&recipe, tmp.path(), "a", &formats);
     let b = build(&recipe, tmp.path(), "b", &formats);
     let raw = artifact(&a, "raw");
     assert_eq!(fs_err::metadata(&raw).expect("raw").len(), GIB);
 
+    let vmdk = artifact(&a, "vmdk");
+    assert!(vmdk.ends_with("cloudfix.vmdk"), "{}", vmdk.display());
+    let info = text(Command::new("qemu-img").arg("info").arg(&vmdk));
+    assert!(info.contains("create type: streamOptimized"), "{info}");
+    let check = text(Command::new("qemu-img").arg("check").arg(&vmdk));
+    assert!(check.contains("No errors were found"), "{check}");
+    identical(&raw, "vmdk", &vmdk);
+
     let vhd = artifact(&a, "vhd");
     assert!(vhd.ends_with("cloudfix.vhd"), "{}", vhd.display());
-    let info = text(Command::new("qemu-img").args(["info", "-f", "vpc"]).arg(&vhd));
+    let info = text(
+        Command::new("qemu-img")
+            .args(["info", "-f", "vpc"])
+            .arg(&vhd),
+    );
     assert!(
         info.contains("file format: vpc") && info.contains(&format!("({GIB} bytes)")),
         "{info}"
@@ -64,6 +76,10 @@ fn cloud_formats_read_back_as_the_raw_disk() {
 
     for f in formats {
         // cmp, not two 1 GiB reads into memory.
-        run_ok(Command::new("cmp").arg(artifact(&a, f)).arg(artifact(&b, f)));
+        run_ok(
+            Command::new("cmp")
+                .arg(artifact(&a, f))
+                .arg(artifact(&b, f)),
+        );
     }
 }

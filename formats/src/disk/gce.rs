@@ -94,7 +94,10 @@ pub fn write_tar_gz<W: Write>(raw: &Path, mtime: u64, out: W) -> Result<GceSumma
     let end = (written + 2 * BLOCK as u64).div_ceil(RECORD) * RECORD;
     let tail = stored.next_multiple_of(BLOCK as u64) - stored + (end - written);
     w(&mut gz, &vec![0u8; tail as usize])?;
-    gz.finish().map_err(GceError::Write)?.flush().map_err(GceError::Write)?;
+    gz.finish()
+        .map_err(GceError::Write)?
+        .flush()
+        .map_err(GceError::Write)?;
     Ok(GceSummary {
         disk_size: size,
         stored,
@@ -246,7 +249,15 @@ mod tests {
         let out = run_ok(
             "qemu-img",
             "qemu-utils",
-            &["compare", "-f", "raw", "-F", "raw", s(&raw), s(&x.join("disk.raw"))],
+            &[
+                "compare",
+                "-f",
+                "raw",
+                "-F",
+                "raw",
+                s(&raw),
+                s(&x.join("disk.raw")),
+            ],
         );
         assert!(out.contains("Images are identical"), "{out}");
         let meta = std::fs::metadata(x.join("disk.raw")).unwrap();
@@ -267,7 +278,11 @@ mod tests {
         let again = dir.path().join("again.tar.gz");
         write_tar_gz(&raw, 1_700_000_000, std::fs::File::create(&again).unwrap()).unwrap();
         assert_eq!(std::fs::read(&again).unwrap(), bytes);
-        let gz = Command::new("gzip").arg("-t").arg(&archive).status().unwrap();
+        let gz = Command::new("gzip")
+            .arg("-t")
+            .arg(&archive)
+            .status()
+            .unwrap();
         assert!(gz.success());
     }
 }
