@@ -91,7 +91,7 @@ impl PreparedDisk<'_> {
     /// rest), for formats whose importers want one (GCE: a whole GiB).
     pub fn round_size_up(&mut self, unit: u64) -> Result<(), ExportError> {
         let size = self.layout.disk_size;
-        if size % unit != 0 {
+        if !size.is_multiple_of(unit) {
             self.layout = plan(
                 self.kernel.bytes() + self.assets.esp_bytes(),
                 self.tree.file_bytes(),
