@@ -21,6 +21,8 @@ use super::sparse::{DataExtents, FileExtents};
 
 /// Granularity of the sparse map: chunks of this many bytes are stored whole.
 const CHUNK: u64 = 64 * 1024;
+/// A zero chunk, compared with `!=` (a memcmp).
+static ZERO: [u8; CHUNK as usize] = [0; CHUNK as usize];
 /// tar block size.
 const BLOCK: usize = 512;
 /// GNU tar's default record: the archive is padded to a multiple of it.
@@ -119,7 +121,7 @@ fn sparse_map(file: &std::fs::File, size: u64) -> std::io::Result<Vec<(u64, u64)
             let len = CHUNK.min(size - chunk);
             reader.seek(SeekFrom::Start(chunk))?;
             reader.read_exact(&mut buf[..len as usize])?;
-            if buf[..len as usize].iter().any(|&b| b != 0) {
+            if buf[..len as usize] != ZERO[..len as usize] {
                 match map.last_mut() {
                     Some((o, l)) if *o + *l == chunk => *l += len,
                     _ => map.push((chunk, len)),

@@ -51,6 +51,8 @@ const MARKER_EOS: u32 = 0;
 const MARKER_GT: u32 = 1;
 const MARKER_GD: u32 = 2;
 const MARKER_FOOTER: u32 = 3;
+/// A zero grain, compared with `==` (a memcmp).
+static ZERO: [u8; GRAIN as usize] = [0; GRAIN as usize];
 /// Grains compressed together (4 MiB).
 const BATCH: usize = 64;
 
@@ -165,7 +167,7 @@ pub fn write_stream_optimized<W: Write>(
         reader
             .read_exact(&mut buf[..(end - start) as usize])
             .map_err(read_err)?;
-        if buf.iter().all(|&b| b == 0) {
+        if buf[..] == ZERO[..] {
             continue;
         }
         batch.push((g, buf));
