@@ -3,7 +3,7 @@
 use crate::bootdisk::{raw, BootAssets, DiskOptions};
 use crate::disk::gce::write_tar_gz;
 use crate::disk::guid::guid_from_seed;
-use crate::disk::qcow2::convert_file;
+use crate::disk::qcow2::{convert_file, convert_file_compressed};
 use crate::disk::vhd::raw_to_fixed_vhd;
 use crate::disk::vmdk::write_stream_optimized;
 use crate::initramfs::export::{self as initramfs, InitramfsOptions};
@@ -201,7 +201,11 @@ pub fn export(
                 // Judged while the raw disk still takes its space.
                 disk.write(raw.path())
                     .map_err(|e| no_space_by_path(&path, raw.path(), e))?;
-                convert_file(raw.path(), tmp)?;
+                if options.disk.compress {
+                    convert_file_compressed(raw.path(), tmp)?;
+                } else {
+                    convert_file(raw.path(), tmp)?;
+                }
                 Ok(())
             })?;
         }

@@ -87,6 +87,7 @@ fn export_options(recipe: &Recipe, out: &std::path::Path) -> ExportOptions {
             BootMode::Hybrid => Firmware::Hybrid,
         },
         cmdline: recipe.disk.cmdline.clone(),
+        compress: recipe.disk.compress,
     };
     options.initramfs = InitramfsOptions {
         compression: match recipe.initramfs.compression {

@@ -1,6 +1,7 @@
-//! The cloud disk formats (`--format vmdk|vhd|gce`) of the boot fixture: each read by
-//! `qemu-img` (or extracted by GNU tar) is byte for byte the raw disk, which boots (see
-//! [`crate::bootable`]); two builds from two stores give the same bytes.
+//! The cloud disk formats (`--format vmdk|vhd|gce`) and a compressed qcow2 (`[disk]
+//! compress = true`) of the boot fixture: each read by `qemu-img` (or extracted by GNU tar)
+//! is byte for byte the raw disk, which boots (see [`crate::bootable`]); two builds from
+//! two stores give the same bytes.
 
 use crate::boot_fixture::recipe;
 use crate::bootable::{artifact, build};
@@ -34,12 +35,42 @@ fn cloud_formats_read_back_as_the_raw_disk() {
     require_tool("qemu-img", "qemu-utils");
     let tmp = tempfile::tempdir().expect("tempdir");
     // A whole GiB, as GCE wants, so the raw disk is the same size as the GCE one.
-    let recipe = recipe(tmp.path(), "cloudfix", "[disk]\nsize = \"1GiB\"\n");
-    let formats = ["raw", "vmdk", "vhd", "gce"];
+    let recipe = recipe(
+        tmp.path(),
+        "cloudfix",
+        "[disk]\nsize = \"1GiB\"\ncompress = true\n",
+    );
+    let formats = ["raw", "qcow2", "vmdk", "vhd", "gce"];
     let a = build(&recipe, tmp.path(), "a", &formats);
     let b = build(&recipe, tmp.path(), "b", &formats);
     let raw = artifact(&a, "raw");
     assert_eq!(fs_err::metadata(&raw).expect("raw").len(), GIB);
+
+    let qcow2 = artifact(&a, "qcow2");
+    let check = text(
+        Command::new("qemu-img")
+            .args(["check", "--output=json"])
+            .arg(&qcow2),
+    );
+    assert!(
+        check.contains("\"compressed-clusters\": ")
+            && !check.contains("\"compressed-clusters\": 0,"),
+        "{check}"
+    );
+    identical(&raw, "qcow2", &qcow2);
+    let plain = tmp.path().join("plain.qcow2");
+    run_ok(
+        Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&plain),
+    );
+    let (ours, theirs) = (
+        fs_err::metadata(&qcow2).expect("qcow2").len(),
+        fs_err::metadata(&plain).expect("plain").len(),
+    );
+    eprintln!("compressed qcow2 {ours} bytes, uncompressed (qemu-img) {theirs}");
+    assert!(ours < theirs, "compressed {ours} >= uncompressed {theirs}");
 
     let vmdk = artifact(&a, "vmdk");
     assert!(vmdk.ends_with("cloudfix.vmdk"), "{}", vmdk.display());

@@ -1012,6 +1012,9 @@ impl Cx<'_> {
             }
             spec.cmdline = cmdline.into_inner();
         }
+        if let Some(compress) = d.compress {
+            spec.compress = compress.into_inner();
+        }
         Ok(spec)
     }
 
