@@ -92,6 +92,9 @@ pub enum ExportError {
     /// Writing the GCE archive failed.
     #[error("writing the GCE image archive: {0}")]
     Gce(#[from] crate::disk::gce::GceError),
+    /// Writing the VHDX failed.
+    #[error("converting the disk to VHDX: {0}")]
+    Vhdx(#[from] crate::disk::vhdx::VhdxError),
     /// Writing the VMDK failed.
     #[error("converting the disk to VMDK: {0}")]
     Vmdk(#[from] crate::disk::vmdk::VmdkError),
@@ -131,6 +134,7 @@ impl ExportError {
             | Self::Qcow2(_)
             | Self::Vhd(_)
             | Self::Vmdk(_)
+            | Self::Vhdx(_)
             | Self::Gce(_)
             | Self::Cpio(_) => false,
         }

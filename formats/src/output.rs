@@ -32,6 +32,8 @@ pub enum Format {
     Vmdk,
     /// The same bootable disk as a fixed VHD (Azure).
     Vhd,
+    /// The same bootable disk as a dynamic VHDX (Hyper-V).
+    Vhdx,
     /// The same bootable disk as `disk.raw` in a gzip'd GNU tar (Google Compute Engine).
     Gce,
     /// A compressed newc cpio of the userland, with the kernel beside it.
@@ -40,7 +42,7 @@ pub enum Format {
 
 impl Format {
     /// Every format, for `--help` and error messages.
-    pub const ALL: [Format; 10] = [
+    pub const ALL: [Format; 11] = [
         Format::Oci,
         Format::OciArchive,
         Format::DockerArchive,
@@ -49,6 +51,7 @@ impl Format {
         Format::Qcow2,
         Format::Vmdk,
         Format::Vhd,
+        Format::Vhdx,
         Format::Gce,
         Format::Initramfs,
     ];
@@ -64,6 +67,7 @@ impl Format {
             Self::Qcow2 => "qcow2",
             Self::Vmdk => "vmdk",
             Self::Vhd => "vhd",
+            Self::Vhdx => "vhdx",
             Self::Gce => "gce",
             Self::Initramfs => "initramfs",
         }
@@ -80,6 +84,7 @@ impl Format {
             Self::Qcow2 => format!("{stem}.qcow2"),
             Self::Vmdk => format!("{stem}.vmdk"),
             Self::Vhd => format!("{stem}.vhd"),
+            Self::Vhdx => format!("{stem}.vhdx"),
             Self::Gce => format!("{stem}.gce.tar.gz"),
             Self::Initramfs => format!("{stem}.initramfs.cpio.zst"),
         }
@@ -94,7 +99,7 @@ impl Format {
     pub fn is_disk(self) -> bool {
         matches!(
             self,
-            Self::Raw | Self::Qcow2 | Self::Vmdk | Self::Vhd | Self::Gce
+            Self::Raw | Self::Qcow2 | Self::Vmdk | Self::Vhd | Self::Vhdx | Self::Gce
         )
     }
 }
@@ -229,6 +234,17 @@ pub fn export(
             write_path_atomically(&path, |tmp| {
                 disk.write(tmp)?;
                 raw_to_fixed_vhd(tmp, image.epoch(), uuid.0)?;
+                Ok(())
+            })?;
+        }
+        Format::Vhdx => {
+            let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
+            let seed = format!("imgbuild:{}", image.manifest_digest);
+            write_path_atomically(&path, |tmp| {
+                let raw = Staged::file_in(&options.out_dir)?;
+                disk.write(raw.path())
+                    .map_err(|e| no_space_by_path(&path, raw.path(), e))?;
+                crate::disk::vhdx::convert_file(raw.path(), tmp, &seed)?;
                 Ok(())
             })?;
         }

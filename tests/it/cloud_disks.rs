@@ -1,4 +1,4 @@
-//! The cloud disk formats (`--format vmdk|vhd|gce`) and a compressed qcow2 (`[disk]
+//! The cloud disk formats (`--format vmdk|vhd|vhdx|gce`) and a compressed qcow2 (`[disk]
 //! compress = true`) of the boot fixture: each read by `qemu-img` (or extracted by GNU tar)
 //! is byte for byte the raw disk, which boots (see [`crate::bootable`]); two builds from
 //! two stores give the same bytes.
@@ -40,7 +40,7 @@ fn cloud_formats_read_back_as_the_raw_disk() {
         "cloudfix",
         "[disk]\nsize = \"1GiB\"\ncompress = true\n",
     );
-    let formats = ["raw", "qcow2", "vmdk", "vhd", "gce"];
+    let formats = ["raw", "qcow2", "vmdk", "vhd", "vhdx", "gce"];
     let a = build(&recipe, tmp.path(), "a", &formats);
     let b = build(&recipe, tmp.path(), "b", &formats);
     let raw = artifact(&a, "raw");
@@ -92,6 +92,12 @@ fn cloud_formats_read_back_as_the_raw_disk() {
         "{info}"
     );
     identical(&raw, "vpc", &vhd);
+
+    let vhdx = artifact(&a, "vhdx");
+    assert!(vhdx.ends_with("cloudfix.vhdx"), "{}", vhdx.display());
+    let check = text(Command::new("qemu-img").arg("check").arg(&vhdx));
+    assert!(check.contains("No errors were found"), "{check}");
+    identical(&raw, "vhdx", &vhdx);
 
     let gce = artifact(&a, "gce");
     assert!(gce.ends_with("cloudfix.gce.tar.gz"), "{}", gce.display());
