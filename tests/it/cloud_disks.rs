@@ -5,7 +5,7 @@
 
 use crate::boot_fixture::recipe;
 use crate::bootable::{artifact, build};
-use crate::common::{require_tool, run_ok};
+use crate::common::{imgbuild, require_tool, run_ok};
 use std::path::Path;
 use std::process::Command;
 
@@ -79,6 +79,14 @@ fn cloud_formats_read_back_as_the_raw_disk() {
     let check = text(Command::new("qemu-img").arg("check").arg(&vmdk));
     assert!(check.contains("No errors were found"), "{check}");
     identical(&raw, "vmdk", &vmdk);
+    // `imgbuild run` says what it is rather than booting it as raw.
+    let out = imgbuild().arg("run").arg(&vmdk).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is a VMDK, which imgbuild run does not boot"),
+        "{stderr}"
+    );
 
     let vhd = artifact(&a, "vhd");
     assert!(vhd.ends_with("cloudfix.vhd"), "{}", vhd.display());

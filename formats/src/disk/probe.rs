@@ -51,6 +51,32 @@ pub fn is_qcow2(path: &Path) -> Result<bool, ProbeError> {
     Ok(f.read_exact(&mut magic).is_ok() && magic == MAGIC)
 }
 
+/// What `path` is when it is one of the disk containers imgbuild writes but does not boot
+/// (`imgbuild run` boots raw and qcow2): "a VMDK", "a VHDX" or "a gzip archive" (a GCE
+/// image). `None` for anything else, a fixed VHD included (its guest bytes come first, so
+/// it boots as raw).
+pub fn unbootable_container(path: &Path) -> Result<Option<&'static str>, ProbeError> {
+    let err = probe_err(path);
+    let mut f = fs_err::File::open(path).map_err(|e| err(e.into()))?;
+    let mut head = [0u8; 8];
+    let mut got = 0;
+    while got < head.len() {
+        match f.read(&mut head[got..]).map_err(|e| err(e.into()))? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(if head[..4] == *b"KDMV" {
+        Some("a VMDK")
+    } else if head == *b"vhdxfile" {
+        Some("a VHDX")
+    } else if head[..2] == [0x1f, 0x8b] {
+        Some("a gzip archive")
+    } else {
+        None
+    })
+}
+
 /// Whether the first 440 bytes of the guest disk (the MBR's boot code area) are not all
 /// zero: such a disk boots under BIOS; one without is UEFI-only.
 pub fn has_mbr_boot_code(path: &Path, format: DiskFormat) -> Result<bool, ProbeError> {
@@ -135,6 +161,32 @@ mod tests {
             Qcow2Reader::open(fs_err::File::open(&raw).unwrap()),
             Err(Qcow2ReadError::NotQcow2)
         ));
+    }
+
+    #[test]
+    fn the_other_containers_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, qcow2) = disks(dir.path(), &[0xEB; 440], 700 * MIB);
+        assert_eq!(unbootable_container(&raw).unwrap(), None);
+        assert_eq!(unbootable_container(&qcow2).unwrap(), None);
+        let vmdk = dir.path().join("d.vmdk");
+        crate::disk::vmdk::write_stream_optimized(
+            &raw,
+            "d.vmdk",
+            1,
+            fs_err::File::create(&vmdk).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(unbootable_container(&vmdk).unwrap(), Some("a VMDK"));
+        let vhdx = dir.path().join("d.vhdx");
+        crate::disk::vhdx::convert_file(&raw, &vhdx, "t").unwrap();
+        assert_eq!(unbootable_container(&vhdx).unwrap(), Some("a VHDX"));
+        let gce = dir.path().join("d.tar.gz");
+        crate::disk::gce::write_tar_gz(&raw, 0, fs_err::File::create(&gce).unwrap()).unwrap();
+        assert_eq!(unbootable_container(&gce).unwrap(), Some("a gzip archive"));
+        let tiny = dir.path().join("tiny");
+        fs_err::write(&tiny, b"K").unwrap();
+        assert_eq!(unbootable_container(&tiny).unwrap(), None);
     }
 
     #[test]
