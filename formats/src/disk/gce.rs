@@ -8,14 +8,15 @@
 //! holes. Numbers that do not fit the 11 octal digits of a field (8 GiB and
 //! more) use GNU's base-256 form. The raw file is read twice (once for the map,
 //! which precedes the data, once for the data), skipping holes with
-//! `SEEK_DATA`. The gzip header carries no mtime and no name, and the member's
+//! `SEEK_DATA`. gzip compresses 1 MiB chunks in parallel (pigz's scheme, see
+//! [`ParallelGz`]); its header carries no mtime and no name, and the member's
 //! mtime is the image's epoch, so the output is reproducible.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use flate2::write::GzEncoder;
-use flate2::{Compression, GzBuilder};
+use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use rayon::prelude::*;
 
 use super::sparse::{DataExtents, FileExtents};
 
@@ -69,11 +70,8 @@ pub fn write_tar_gz<W: Write>(raw: &Path, mtime: u64, out: W) -> Result<GceSumma
     let map = sparse_map(file.file(), size).map_err(read_err)?;
     let stored: u64 = map.iter().map(|&(_, len)| len).sum();
 
-    let mut gz: GzEncoder<W> = GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(out, Compression::default());
-    let w = |gz: &mut GzEncoder<W>, bytes: &[u8]| gz.write_all(bytes).map_err(GceError::Write);
+    let mut gz = ParallelGz::new(out).map_err(GceError::Write)?;
+    let w = |gz: &mut ParallelGz<W>, bytes: &[u8]| gz.write(bytes).map_err(GceError::Write);
     let blocks = headers(size, stored, mtime, &map);
     for block in &blocks {
         w(&mut gz, block)?;
@@ -96,14 +94,112 @@ pub fn write_tar_gz<W: Write>(raw: &Path, mtime: u64, out: W) -> Result<GceSumma
     let end = (written + 2 * BLOCK as u64).div_ceil(RECORD) * RECORD;
     let tail = stored.next_multiple_of(BLOCK as u64) - stored + (end - written);
     w(&mut gz, &vec![0u8; tail as usize])?;
-    gz.finish()
-        .map_err(GceError::Write)?
-        .flush()
-        .map_err(GceError::Write)?;
+    gz.finish().map_err(GceError::Write)?;
     Ok(GceSummary {
         disk_size: size,
         stored,
     })
+}
+
+/// Uncompressed bytes per independently compressed gzip chunk.
+const GZ_CHUNK: usize = 1 << 20;
+/// Chunks compressed at once.
+const GZ_BATCH: usize = 8;
+
+/// A gzip writer that compresses 1 MiB chunks in parallel, as pigz does: each
+/// chunk becomes raw deflate blocks ended by a sync flush (the last by the
+/// final block), so the chunks join into one deflate stream. Chunk boundaries
+/// sit at fixed offsets of the input, so the output does not depend on the
+/// thread count or on how the input was split into writes. The header has no
+/// mtime and no name.
+struct ParallelGz<W: Write> {
+    out: W,
+    pending: Vec<u8>,
+    crc: Crc,
+}
+
+impl<W: Write> ParallelGz<W> {
+    fn new(mut out: W) -> std::io::Result<Self> {
+        // Magic, deflate, no flags, mtime 0, no extra flags, OS unknown.
+        out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
+        Ok(Self {
+            out,
+            pending: Vec::with_capacity(GZ_CHUNK * GZ_BATCH),
+            crc: Crc::new(),
+        })
+    }
+
+    fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            let room = GZ_CHUNK * GZ_BATCH - self.pending.len();
+            let n = room.min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.pending.len() == GZ_CHUNK * GZ_BATCH {
+                self.compress_pending(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Compresses the whole chunks pending (all of it when `last`).
+    fn compress_pending(&mut self, last: bool) -> std::io::Result<()> {
+        let whole = if last {
+            self.pending.len()
+        } else {
+            self.pending.len() / GZ_CHUNK * GZ_CHUNK
+        };
+        let chunks: Vec<&[u8]> = if whole == 0 {
+            vec![&[]]
+        } else {
+            self.pending[..whole].chunks(GZ_CHUNK).collect()
+        };
+        let n = chunks.len();
+        let packed: Vec<Vec<u8>> = chunks
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, chunk)| deflate_chunk(chunk, last && i + 1 == n))
+            .collect::<std::io::Result<_>>()?;
+        for p in packed {
+            self.out.write_all(&p)?;
+        }
+        self.crc.update(&self.pending[..whole]);
+        self.pending.drain(..whole);
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.compress_pending(true)?;
+        self.out.write_all(&self.crc.sum().to_le_bytes())?;
+        self.out.write_all(&self.crc.amount().to_le_bytes())?;
+        self.out.flush()
+    }
+}
+
+/// `chunk` as raw deflate, ended by a sync flush or, when `last`, the final block.
+fn deflate_chunk(chunk: &[u8], last: bool) -> std::io::Result<Vec<u8>> {
+    let mut z = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(chunk.len() / 2 + 1024);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(64 * 1024);
+        }
+        let status = z
+            .compress_vec(&chunk[z.total_in() as usize..], &mut out, flush)
+            .map_err(std::io::Error::other)?;
+        let consumed = z.total_in() as usize == chunk.len();
+        match status {
+            Status::StreamEnd => break,
+            _ if !last && consumed && out.len() < out.capacity() => break,
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// The `(offset, length)` runs of 64 KiB chunks of `file` that hold a
@@ -207,6 +303,53 @@ mod tests {
         number(&mut f, 8 * 1024 * MIB);
         assert_eq!(f[0], 0x80);
         assert_eq!(&f[4..], &(8 * 1024 * MIB).to_be_bytes());
+    }
+
+    #[test]
+    fn parallel_gzip_is_one_stream_whatever_the_writes() {
+        let mut x = 7u32;
+        let data: Vec<u8> = (0..(9 << 20) + 12_345)
+            .map(|i: u32| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                if i.is_multiple_of(3) {
+                    (x >> 24) as u8
+                } else {
+                    b"abc"[(i % 3) as usize]
+                }
+            })
+            .collect();
+        let gz = |step: usize| {
+            let mut out = Vec::new();
+            let mut z = ParallelGz::new(&mut out).unwrap();
+            for part in data.chunks(step) {
+                z.write(part).unwrap();
+            }
+            z.finish().unwrap();
+            out
+        };
+        let a = gz(1_000_003);
+        assert!(
+            a == gz(4096),
+            "the output depends on how the input was written"
+        );
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&a[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back == data);
+        // GNU gzip checks the CRC and length too.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.gz");
+        std::fs::write(&file, &a).unwrap();
+        run_ok("gzip", "gzip", &["-t", s(&file)]);
+        // Empty input: a valid, empty stream.
+        let mut empty = Vec::new();
+        ParallelGz::new(&mut empty).unwrap().finish().unwrap();
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&empty[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back.is_empty());
     }
 
     #[test]
