@@ -218,7 +218,9 @@ pub fn export(
             let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
             let seed =
                 guid_from_seed(format!("imgbuild:{}:vmdk", image.manifest_digest).as_bytes());
-            let cid = u32::from_le_bytes([seed.0[0], seed.0[1], seed.0[2], seed.0[3]]);
+            // Any value but ffffffff, which means "no content ID" (as parentCID does).
+            let cid =
+                u32::from_le_bytes([seed.0[0], seed.0[1], seed.0[2], seed.0[3]]).min(0xffff_fffe);
             let name = format.file_name(stem);
             let raw = Staged::file_in(&options.out_dir)?;
             disk.write(raw.path())

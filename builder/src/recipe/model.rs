@@ -26,7 +26,7 @@ pub struct Recipe {
     pub steps: Vec<Step>,
     /// `[config]`.
     pub config: ConfigSpec,
-    /// `[disk]`: how `--format raw|qcow2` lays out the disk.
+    /// `[disk]`: how the disk formats (raw, qcow2, vmdk, vhd, vhdx, gce) lay out the disk.
     pub disk: DiskSpec,
     /// `[initramfs]`: how `--format initramfs` packs the userland.
     pub initramfs: InitramfsSpec,

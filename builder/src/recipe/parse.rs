@@ -1409,6 +1409,21 @@ mod tests {
     }
 
     #[test]
+    fn disk_compress_is_a_boolean_off_by_default() {
+        let head = "[image]\nname = \"x\"\n";
+        let r = parse(Path::new("r.toml"), head).unwrap();
+        assert!(!r.disk.compress);
+        let r = parse(
+            Path::new("r.toml"),
+            &format!("{head}[disk]\ncompress = true\n"),
+        )
+        .unwrap();
+        assert!(r.disk.compress);
+        let e = parse_err(&format!("{head}[disk]\ncompress = \"yes\"\n"));
+        assert_eq!(e.line, 4);
+    }
+
+    #[test]
     fn entrypoint_as_a_string_gets_the_list_form_as_help() {
         let e = parse_err("[image]\nname = \"x\"\n[config]\nentrypoint = \"/bin/sh\"\n");
         assert_eq!(
