@@ -110,8 +110,8 @@ pub fn write_stream_optimized<W: Write>(
     let size = file.metadata().map_err(read_err)?.len();
     let capacity = size.div_ceil(SECTOR);
     let grains = size.div_ceil(GRAIN);
-    // Grain table entries are 32-bit sector offsets; 2 TiB of guest keeps them in range
-    // even for incompressible data.
+    // Grain table entries are 32-bit sector offsets: a file of at most 2 TiB.
+    let sector_of = |at: u64| u32::try_from(at / SECTOR).map_err(|_| VmdkError::TooLarge { size });
     if size > 2 << 40 {
         return Err(VmdkError::TooLarge { size });
     }
@@ -140,7 +140,7 @@ pub fn write_stream_optimized<W: Write>(
             .collect::<Result<_, _>>()
             .map_err(VmdkError::Write)?;
         for ((g, _), record) in batch.iter().zip(records) {
-            gt[*g as usize] = (out.at / SECTOR) as u32;
+            gt[*g as usize] = sector_of(out.at)?;
             w(out, &record)?;
             *stored += 1;
         }
@@ -180,7 +180,7 @@ pub fn write_stream_optimized<W: Write>(
     let mut gd = Vec::with_capacity(gt.len() / GT_ENTRIES as usize);
     for table in gt.chunks(GT_ENTRIES as usize) {
         w(&mut out, &marker(GT_SECTORS, MARKER_GT))?;
-        gd.push((out.at / SECTOR) as u32);
+        gd.push(sector_of(out.at)?);
         let bytes: Vec<u8> = table.iter().flat_map(|e| e.to_le_bytes()).collect();
         w(&mut out, &bytes)?;
     }
