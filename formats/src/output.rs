@@ -4,6 +4,7 @@ use crate::bootdisk::{raw, BootAssets, DiskOptions};
 use crate::disk::gce::write_tar_gz;
 use crate::disk::guid::guid_from_seed;
 use crate::disk::qcow2::{convert_file, convert_file_compressed};
+use crate::disk::sparse::copy_sparse;
 use crate::disk::vhd::raw_to_fixed_vhd;
 use crate::disk::vmdk::write_stream_optimized;
 use crate::initramfs::export::{self as initramfs, InitramfsOptions};
@@ -167,6 +168,50 @@ pub fn export(
     format: Format,
     options: &ExportOptions,
 ) -> Result<Artifact, ExportError> {
+    export_one(store, image, format, options, &mut None)
+}
+
+/// Writes `image` as each of `formats` once, in [`Format`] order, calling `written` after
+/// each; like [`export`], but the disk formats share one raw disk: written once (`raw`'s
+/// own output when it is asked for, else a staged file beside the outputs, removed at the
+/// end) and converted for each.
+pub fn export_all(
+    store: &Store,
+    image: &StoredImage,
+    formats: &[Format],
+    options: &ExportOptions,
+    written: &mut dyn FnMut(&Artifact),
+) -> Result<Vec<Artifact>, ExportError> {
+    let mut formats = formats.to_vec();
+    formats.sort();
+    formats.dedup();
+    let mut shared = None;
+    let mut artifacts = Vec::with_capacity(formats.len());
+    for format in formats {
+        let artifact = export_one(store, image, format, options, &mut shared)?;
+        written(&artifact);
+        artifacts.push(artifact);
+    }
+    Ok(artifacts)
+}
+
+/// The raw disk the disk formats of one [`export_all`] are made from.
+struct SharedRaw {
+    /// Where it is: `raw`'s output, or `staged`.
+    path: PathBuf,
+    /// Its size in bytes.
+    size: u64,
+    /// Keeps a staged raw disk (and its lock) until the exports are done.
+    _staged: Option<Staged>,
+}
+
+fn export_one(
+    store: &Store,
+    image: &StoredImage,
+    format: Format,
+    options: &ExportOptions,
+    shared: &mut Option<SharedRaw>,
+) -> Result<Artifact, ExportError> {
     let stem = image.file_stem();
     let path = match format {
         Format::Initramfs => {
@@ -194,74 +239,8 @@ pub fn export(
             write_file_atomically(&path, |out| docker_archive::write(store, image, out))?
         }
         Format::Tar => write_file_atomically(&path, |out| rootfs_tar::write(store, image, out))?,
-        Format::Raw => {
-            let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
-            write_path_atomically(&path, |tmp| disk.write(tmp))?;
-        }
-        Format::Qcow2 => {
-            let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
-            write_path_atomically(&path, |tmp| {
-                // The raw disk is staged too, so a killed build's copy is swept.
-                let raw = Staged::file_in(&options.out_dir)?;
-                // Judged while the raw disk still takes its space.
-                disk.write(raw.path())
-                    .map_err(|e| no_space_by_path(&path, raw.path(), e))?;
-                if options.disk.compress {
-                    convert_file_compressed(raw.path(), tmp)?;
-                } else {
-                    convert_file(raw.path(), tmp)?;
-                }
-                Ok(())
-            })?;
-        }
-        Format::Vmdk => {
-            let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
-            let seed =
-                guid_from_seed(format!("imgbuild:{}:vmdk", image.manifest_digest).as_bytes());
-            // Any value but ffffffff, which means "no content ID" (as parentCID does).
-            let cid =
-                u32::from_le_bytes([seed.0[0], seed.0[1], seed.0[2], seed.0[3]]).min(0xffff_fffe);
-            let name = format.file_name(stem);
-            let raw = Staged::file_in(&options.out_dir)?;
-            disk.write(raw.path())
-                .map_err(|e| no_space_by_path(&path, raw.path(), e))?;
-            write_file_atomically(&path, |out| {
-                write_stream_optimized(raw.path(), &name, cid, out)?;
-                Ok(())
-            })?;
-        }
-        Format::Vhd => {
-            let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
-            let uuid = guid_from_seed(format!("imgbuild:{}:vhd", image.manifest_digest).as_bytes());
-            write_path_atomically(&path, |tmp| {
-                disk.write(tmp)?;
-                raw_to_fixed_vhd(tmp, image.epoch(), uuid.0)?;
-                Ok(())
-            })?;
-        }
-        Format::Vhdx => {
-            let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
-            let seed = format!("imgbuild:{}", image.manifest_digest);
-            write_path_atomically(&path, |tmp| {
-                let raw = Staged::file_in(&options.out_dir)?;
-                disk.write(raw.path())
-                    .map_err(|e| no_space_by_path(&path, raw.path(), e))?;
-                crate::disk::vhdx::convert_file(raw.path(), tmp, &seed)?;
-                Ok(())
-            })?;
-        }
-        Format::Gce => {
-            let mut disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
-            // GCE imports only disks of a whole GiB.
-            disk.round_size_up(1 << 30)?;
-            // Staged, so a killed build's copy is swept.
-            let raw = Staged::file_in(&options.out_dir)?;
-            disk.write(raw.path())
-                .map_err(|e| no_space_by_path(&path, raw.path(), e))?;
-            write_file_atomically(&path, |out| {
-                write_tar_gz(raw.path(), image.epoch(), out)?;
-                Ok(())
-            })?;
+        Format::Raw | Format::Qcow2 | Format::Vmdk | Format::Vhd | Format::Vhdx | Format::Gce => {
+            export_disk(store, image, format, options, &path, shared)?
         }
         Format::Initramfs => {
             let built = initramfs::build(store, image, &options.initramfs)?;
@@ -280,6 +259,95 @@ pub fn export(
         path,
         kernel,
     })
+}
+
+/// Writes one disk format to `path`, from `shared` when it holds the raw disk (writing it
+/// there first when it is empty and the format can use it).
+fn export_disk(
+    store: &Store,
+    image: &StoredImage,
+    format: Format,
+    options: &ExportOptions,
+    path: &Path,
+    shared: &mut Option<SharedRaw>,
+) -> Result<(), ExportError> {
+    const GIB: u64 = 1 << 30;
+    if format == Format::Raw {
+        let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
+        write_path_atomically(path, |tmp| disk.write(tmp))?;
+        *shared = Some(SharedRaw {
+            path: path.to_owned(),
+            size: disk.layout.disk_size,
+            _staged: None,
+        });
+        return Ok(());
+    }
+    // GCE imports only disks of a whole GiB: its own raw disk unless the shared one is.
+    let own_gce_disk =
+        format == Format::Gce && shared.as_ref().is_none_or(|s| !s.size.is_multiple_of(GIB));
+    let _own;
+    let src: &Path = if own_gce_disk {
+        let mut disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
+        disk.round_size_up(GIB)?;
+        let staged = Staged::file_in(&options.out_dir)?;
+        disk.write(staged.path())
+            .map_err(|e| no_space_by_path(path, staged.path(), e))?;
+        _own = staged;
+        _own.path()
+    } else {
+        if shared.is_none() {
+            let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
+            // Staged, so a killed build's copy is swept.
+            let staged = Staged::file_in(&options.out_dir)?;
+            // Judged while the raw disk still takes its space.
+            disk.write(staged.path())
+                .map_err(|e| no_space_by_path(path, staged.path(), e))?;
+            *shared = Some(SharedRaw {
+                path: staged.path().to_owned(),
+                size: disk.layout.disk_size,
+                _staged: Some(staged),
+            });
+        }
+        &shared.as_ref().expect("written above").path
+    };
+    let seed = |role: &str| {
+        guid_from_seed(format!("imgbuild:{}:{role}", image.manifest_digest).as_bytes())
+    };
+    match format {
+        Format::Qcow2 => write_path_atomically(path, |tmp| {
+            if options.disk.compress {
+                convert_file_compressed(src, tmp)?;
+            } else {
+                convert_file(src, tmp)?;
+            }
+            Ok(())
+        }),
+        Format::Vmdk => {
+            let id = seed("vmdk").0;
+            // Any value but ffffffff, which means "no content ID" (as parentCID does).
+            let cid = u32::from_le_bytes([id[0], id[1], id[2], id[3]]).min(0xffff_fffe);
+            let name = format.file_name(image.file_stem());
+            write_file_atomically(path, |out| {
+                write_stream_optimized(src, &name, cid, out)?;
+                Ok(())
+            })
+        }
+        Format::Vhd => write_path_atomically(path, |tmp| {
+            copy_sparse(src, tmp)?;
+            raw_to_fixed_vhd(tmp, image.epoch(), seed("vhd").0)?;
+            Ok(())
+        }),
+        Format::Vhdx => write_path_atomically(path, |tmp| {
+            let seed = format!("imgbuild:{}", image.manifest_digest);
+            crate::disk::vhdx::convert_file(src, tmp, &seed)?;
+            Ok(())
+        }),
+        Format::Gce => write_file_atomically(path, |out| {
+            write_tar_gz(src, image.epoch(), out)?;
+            Ok(())
+        }),
+        _ => unreachable!("export_disk is only called for disk formats"),
+    }
 }
 
 /// An ENOSPC/EDQUOT anywhere in `err` becomes [`ExportError::NoSpace`] for `path`.

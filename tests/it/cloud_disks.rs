@@ -1,7 +1,7 @@
 //! The cloud disk formats (`--format vmdk|vhd|vhdx|gce`) and a compressed qcow2 (`[disk]
 //! compress = true`) of the boot fixture: each read by `qemu-img` (or extracted by GNU tar)
 //! is byte for byte the raw disk, which boots (see [`crate::bootable`]); two builds from
-//! two stores give the same bytes.
+//! two stores, with and without `raw` beside them, give the same bytes.
 
 use crate::boot_fixture::recipe;
 use crate::bootable::{artifact, build};
@@ -42,7 +42,8 @@ fn cloud_formats_read_back_as_the_raw_disk() {
     );
     let formats = ["raw", "qcow2", "vmdk", "vhd", "vhdx", "gce"];
     let a = build(&recipe, tmp.path(), "a", &formats);
-    let b = build(&recipe, tmp.path(), "b", &formats);
+    // Without `raw`, the disk formats share a staged raw disk instead of raw's output.
+    let b = build(&recipe, tmp.path(), "b", &formats[1..]);
     let raw = artifact(&a, "raw");
     assert_eq!(fs_err::metadata(&raw).expect("raw").len(), GIB);
 
@@ -119,7 +120,23 @@ fn cloud_formats_read_back_as_the_raw_disk() {
     assert_eq!(names, ["disk.raw"]);
     identical(&raw, "raw", &x.join("disk.raw"));
 
-    for f in formats {
+    // The staged raw disk is gone.
+    let mut left: Vec<String> = fs_err::read_dir(tmp.path().join("b"))
+        .expect("ls b")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "cloudfix.gce.tar.gz",
+            "cloudfix.qcow2",
+            "cloudfix.vhd",
+            "cloudfix.vhdx",
+            "cloudfix.vmdk"
+        ]
+    );
+    for f in &formats[1..] {
         // cmp, not two 1 GiB reads into memory.
         run_ok(
             Command::new("cmp")
