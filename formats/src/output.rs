@@ -289,7 +289,7 @@ fn export_disk(
     let src: &Path = if own_gce_disk {
         let mut disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
         disk.round_size_up(GIB)?;
-        let staged = Staged::file_in(&options.out_dir)?;
+        let staged = Staged::file_in(&options.out_dir).map_err(|e| no_space_at(path, e.into()))?;
         disk.write(staged.path())
             .map_err(|e| no_space_by_path(path, staged.path(), e))?;
         _own = staged;
@@ -298,7 +298,8 @@ fn export_disk(
         if shared.is_none() {
             let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
             // Staged, so a killed build's copy is swept.
-            let staged = Staged::file_in(&options.out_dir)?;
+            let staged =
+                Staged::file_in(&options.out_dir).map_err(|e| no_space_at(path, e.into()))?;
             // Judged while the raw disk still takes its space.
             disk.write(staged.path())
                 .map_err(|e| no_space_by_path(path, staged.path(), e))?;
