@@ -86,6 +86,18 @@ pub enum ExportError {
     /// Converting to qcow2 failed.
     #[error("converting the disk to qcow2: {0}")]
     Qcow2(#[from] crate::disk::qcow2::Qcow2Error),
+    /// Turning the disk into a fixed VHD failed.
+    #[error("writing the VHD: {0}")]
+    Vhd(#[from] crate::disk::vhd::VhdError),
+    /// Writing the GCE archive failed.
+    #[error("writing the GCE image archive: {0}")]
+    Gce(#[from] crate::disk::gce::GceError),
+    /// Writing the VHDX failed.
+    #[error("converting the disk to VHDX: {0}")]
+    Vhdx(#[from] crate::disk::vhdx::VhdxError),
+    /// Writing the VMDK failed.
+    #[error("converting the disk to VMDK: {0}")]
+    Vmdk(#[from] crate::disk::vmdk::VmdkError),
     /// Writing the initramfs archive failed.
     #[error("writing the initramfs: {0}")]
     Cpio(#[from] crate::initramfs::cpio::CpioError),
@@ -120,6 +132,10 @@ impl ExportError {
             | Self::Fat(_)
             | Self::Ext4(_)
             | Self::Qcow2(_)
+            | Self::Vhd(_)
+            | Self::Vmdk(_)
+            | Self::Vhdx(_)
+            | Self::Gce(_)
             | Self::Cpio(_) => false,
         }
     }

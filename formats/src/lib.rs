@@ -31,5 +31,5 @@ pub mod vm;
 
 pub use error::ExportError;
 pub use image::StoredImage;
-pub use output::{export, Artifact, ExportOptions, Format};
+pub use output::{export, export_all, Artifact, ExportOptions, Format};
 pub use staging::sweep as sweep_staged;

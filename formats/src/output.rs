@@ -1,7 +1,12 @@
 //! Choosing an exporter and writing its output atomically.
 
 use crate::bootdisk::{raw, BootAssets, DiskOptions};
-use crate::disk::qcow2::convert_file;
+use crate::disk::gce::write_tar_gz;
+use crate::disk::guid::guid_from_seed;
+use crate::disk::qcow2::{convert_file, convert_file_compressed};
+use crate::disk::sparse::copy_sparse;
+use crate::disk::vhd::raw_to_fixed_vhd;
+use crate::disk::vmdk::write_stream_optimized;
 use crate::initramfs::export::{self as initramfs, InitramfsOptions};
 use crate::staging::{self, Staged};
 use crate::{docker_archive, oci_archive, oci_layout, rootfs_tar, ExportError, StoredImage};
@@ -24,19 +29,31 @@ pub enum Format {
     Raw,
     /// The same bootable disk as qcow2.
     Qcow2,
+    /// The same bootable disk as a streamOptimized VMDK (VMware, OVA).
+    Vmdk,
+    /// The same bootable disk as a fixed VHD (Azure).
+    Vhd,
+    /// The same bootable disk as a dynamic VHDX (Hyper-V).
+    Vhdx,
+    /// The same bootable disk as `disk.raw` in a gzip'd GNU tar (Google Compute Engine).
+    Gce,
     /// A compressed newc cpio of the userland, with the kernel beside it.
     Initramfs,
 }
 
 impl Format {
     /// Every format, for `--help` and error messages.
-    pub const ALL: [Format; 7] = [
+    pub const ALL: [Format; 11] = [
         Format::Oci,
         Format::OciArchive,
         Format::DockerArchive,
         Format::Tar,
         Format::Raw,
         Format::Qcow2,
+        Format::Vmdk,
+        Format::Vhd,
+        Format::Vhdx,
+        Format::Gce,
         Format::Initramfs,
     ];
 
@@ -49,6 +66,10 @@ impl Format {
             Self::Tar => "tar",
             Self::Raw => "raw",
             Self::Qcow2 => "qcow2",
+            Self::Vmdk => "vmdk",
+            Self::Vhd => "vhd",
+            Self::Vhdx => "vhdx",
+            Self::Gce => "gce",
             Self::Initramfs => "initramfs",
         }
     }
@@ -62,18 +83,25 @@ impl Format {
             Self::Tar => format!("{stem}.rootfs.tar"),
             Self::Raw => format!("{stem}.raw"),
             Self::Qcow2 => format!("{stem}.qcow2"),
+            Self::Vmdk => format!("{stem}.vmdk"),
+            Self::Vhd => format!("{stem}.vhd"),
+            Self::Vhdx => format!("{stem}.vhdx"),
+            Self::Gce => format!("{stem}.gce.tar.gz"),
             Self::Initramfs => format!("{stem}.initramfs.cpio.zst"),
         }
     }
 
-    /// True for the formats that boot (and need a kernel in the image).
+    /// True for the formats `imgbuild run` boots (the other disk formats boot too, elsewhere).
     pub fn is_bootable(self) -> bool {
         matches!(self, Self::Raw | Self::Qcow2 | Self::Initramfs)
     }
 
-    /// True for the disk formats (they need bootloader binaries).
+    /// True for the disk formats (they need a kernel and bootloader binaries).
     pub fn is_disk(self) -> bool {
-        matches!(self, Self::Raw | Self::Qcow2)
+        matches!(
+            self,
+            Self::Raw | Self::Qcow2 | Self::Vmdk | Self::Vhd | Self::Vhdx | Self::Gce
+        )
     }
 }
 
@@ -97,9 +125,9 @@ impl std::str::FromStr for Format {
 pub struct ExportOptions {
     /// The output directory (created if missing).
     pub out_dir: PathBuf,
-    /// Disk layout for `raw` and `qcow2`.
+    /// Disk layout for the disk formats.
     pub disk: DiskOptions,
-    /// Bootloader binaries for `raw` and `qcow2`.
+    /// Bootloader binaries for the disk formats.
     pub boot_assets: BootAssets,
     /// Compression and `/init` for `initramfs`.
     pub initramfs: InitramfsOptions,
@@ -140,6 +168,50 @@ pub fn export(
     format: Format,
     options: &ExportOptions,
 ) -> Result<Artifact, ExportError> {
+    export_one(store, image, format, options, &mut None)
+}
+
+/// Writes `image` as each of `formats` once, in [`Format`] order, calling `written` after
+/// each; like [`export`], but the disk formats share one raw disk: written once (`raw`'s
+/// own output when it is asked for, else a staged file beside the outputs, removed at the
+/// end) and converted for each.
+pub fn export_all(
+    store: &Store,
+    image: &StoredImage,
+    formats: &[Format],
+    options: &ExportOptions,
+    written: &mut dyn FnMut(&Artifact),
+) -> Result<Vec<Artifact>, ExportError> {
+    let mut formats = formats.to_vec();
+    formats.sort();
+    formats.dedup();
+    let mut shared = None;
+    let mut artifacts = Vec::with_capacity(formats.len());
+    for format in formats {
+        let artifact = export_one(store, image, format, options, &mut shared)?;
+        written(&artifact);
+        artifacts.push(artifact);
+    }
+    Ok(artifacts)
+}
+
+/// The raw disk the disk formats of one [`export_all`] are made from.
+struct SharedRaw {
+    /// Where it is: `raw`'s output, or `staged`.
+    path: PathBuf,
+    /// Its size in bytes.
+    size: u64,
+    /// Keeps a staged raw disk (and its lock) until the exports are done.
+    _staged: Option<Staged>,
+}
+
+fn export_one(
+    store: &Store,
+    image: &StoredImage,
+    format: Format,
+    options: &ExportOptions,
+    shared: &mut Option<SharedRaw>,
+) -> Result<Artifact, ExportError> {
     let stem = image.file_stem();
     let path = match format {
         Format::Initramfs => {
@@ -167,21 +239,8 @@ pub fn export(
             write_file_atomically(&path, |out| docker_archive::write(store, image, out))?
         }
         Format::Tar => write_file_atomically(&path, |out| rootfs_tar::write(store, image, out))?,
-        Format::Raw => {
-            let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
-            write_path_atomically(&path, |tmp| disk.write(tmp))?;
-        }
-        Format::Qcow2 => {
-            let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
-            write_path_atomically(&path, |tmp| {
-                // The raw disk is staged too, so a killed build's copy is swept.
-                let raw = Staged::file_in(&options.out_dir)?;
-                // Judged while the raw disk still takes its space.
-                disk.write(raw.path())
-                    .map_err(|e| no_space_by_path(&path, raw.path(), e))?;
-                convert_file(raw.path(), tmp)?;
-                Ok(())
-            })?;
+        Format::Raw | Format::Qcow2 | Format::Vmdk | Format::Vhd | Format::Vhdx | Format::Gce => {
+            export_disk(store, image, format, options, &path, shared)?
         }
         Format::Initramfs => {
             let built = initramfs::build(store, image, &options.initramfs)?;
@@ -200,6 +259,96 @@ pub fn export(
         path,
         kernel,
     })
+}
+
+/// Writes one disk format to `path`, from `shared` when it holds the raw disk (writing it
+/// there first when it is empty and the format can use it).
+fn export_disk(
+    store: &Store,
+    image: &StoredImage,
+    format: Format,
+    options: &ExportOptions,
+    path: &Path,
+    shared: &mut Option<SharedRaw>,
+) -> Result<(), ExportError> {
+    const GIB: u64 = 1 << 30;
+    if format == Format::Raw {
+        let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
+        write_path_atomically(path, |tmp| disk.write(tmp))?;
+        *shared = Some(SharedRaw {
+            path: path.to_owned(),
+            size: disk.layout.disk_size,
+            _staged: None,
+        });
+        return Ok(());
+    }
+    // GCE imports only disks of a whole GiB: its own raw disk unless the shared one is.
+    let own_gce_disk =
+        format == Format::Gce && shared.as_ref().is_none_or(|s| !s.size.is_multiple_of(GIB));
+    let _own;
+    let src: &Path = if own_gce_disk {
+        let mut disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
+        disk.round_size_up(GIB)?;
+        let staged = Staged::file_in(&options.out_dir).map_err(|e| no_space_at(path, e.into()))?;
+        disk.write(staged.path())
+            .map_err(|e| no_space_by_path(path, staged.path(), e))?;
+        _own = staged;
+        _own.path()
+    } else {
+        if shared.is_none() {
+            let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
+            // Staged, so a killed build's copy is swept.
+            let staged =
+                Staged::file_in(&options.out_dir).map_err(|e| no_space_at(path, e.into()))?;
+            // Judged while the raw disk still takes its space.
+            disk.write(staged.path())
+                .map_err(|e| no_space_by_path(path, staged.path(), e))?;
+            *shared = Some(SharedRaw {
+                path: staged.path().to_owned(),
+                size: disk.layout.disk_size,
+                _staged: Some(staged),
+            });
+        }
+        &shared.as_ref().expect("written above").path
+    };
+    let seed = |role: &str| {
+        guid_from_seed(format!("imgbuild:{}:{role}", image.manifest_digest).as_bytes())
+    };
+    match format {
+        Format::Qcow2 => write_path_atomically(path, |tmp| {
+            if options.disk.compress {
+                convert_file_compressed(src, tmp)?;
+            } else {
+                convert_file(src, tmp)?;
+            }
+            Ok(())
+        }),
+        Format::Vmdk => {
+            let id = seed("vmdk").0;
+            // Any value but ffffffff, which means "no content ID" (as parentCID does).
+            let cid = u32::from_le_bytes([id[0], id[1], id[2], id[3]]).min(0xffff_fffe);
+            let name = format.file_name(image.file_stem());
+            write_file_atomically(path, |out| {
+                write_stream_optimized(src, &name, cid, out)?;
+                Ok(())
+            })
+        }
+        Format::Vhd => write_path_atomically(path, |tmp| {
+            copy_sparse(src, tmp)?;
+            raw_to_fixed_vhd(tmp, image.epoch(), seed("vhd").0)?;
+            Ok(())
+        }),
+        Format::Vhdx => write_path_atomically(path, |tmp| {
+            let seed = format!("imgbuild:{}", image.manifest_digest);
+            crate::disk::vhdx::convert_file(src, tmp, &seed)?;
+            Ok(())
+        }),
+        Format::Gce => write_file_atomically(path, |out| {
+            write_tar_gz(src, image.epoch(), out)?;
+            Ok(())
+        }),
+        _ => unreachable!("export_disk is only called for disk formats"),
+    }
 }
 
 /// An ENOSPC/EDQUOT anywhere in `err` becomes [`ExportError::NoSpace`] for `path`.

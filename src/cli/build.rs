@@ -17,7 +17,7 @@ pub(crate) struct BuildArgs {
     /// The recipe file.
     recipe: PathBuf,
     /// Output format; repeat for several: oci, oci-archive, docker-archive, tar, raw, qcow2,
-    /// initramfs.
+    /// vmdk, vhd, vhdx, gce, initramfs.
     #[arg(short, long = "format", value_name = "FORMAT", default_value = "oci", value_parser = parse_format)]
     formats: Vec<Format>,
     /// Output directory.

@@ -218,6 +218,16 @@ fn artifact(path: &Path, kernel: Option<PathBuf>) -> Result<Bootable, Failure> {
             kernel,
         });
     }
+    if let Some(kind) =
+        probe::unbootable_container(path).map_err(|e| Failure::internal(e.to_string()))?
+    {
+        return Err(Failure::user(format!(
+            "{} is {kind}, which imgbuild run does not boot; run the recipe's --format qcow2 \
+             or raw, or convert it: qemu-img convert -O qcow2 {} out.qcow2",
+            path.display(),
+            path.display()
+        )));
+    }
     let qcow2 = name.ends_with(".qcow2")
         || probe::is_qcow2(path).map_err(|e| Failure::internal(e.to_string()))?;
     Ok(Bootable::Disk {

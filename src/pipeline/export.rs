@@ -10,7 +10,7 @@ use imgbuild_builder::recipe::{Base, BootMode, InitramfsCompression, Recipe};
 use imgbuild_builder::{LockMode, SourceError};
 use imgbuild_formats::bootdisk::{BootAssets, DiskOptions, Firmware, SyslinuxAssets};
 use imgbuild_formats::initramfs::export::{Compression as CpioCompression, InitramfsOptions};
-use imgbuild_formats::{export, Artifact, ExportOptions, StoredImage};
+use imgbuild_formats::{Artifact, ExportOptions, StoredImage};
 use imgbuild_store::Store;
 
 use super::{BuildRequest, PipelineError};
@@ -48,16 +48,15 @@ pub(super) fn export_all(
             ));
         }
     }
-    let mut artifacts = Vec::new();
-    for format in formats {
-        let artifact = export(store, image, format, &options)?;
-        note(&format!(
-            "wrote {} ({})",
-            artifact.path.display(),
-            artifact.format
-        ));
-        artifacts.push(artifact);
-    }
+    // The disk formats share one raw disk.
+    let artifacts =
+        imgbuild_formats::export_all(store, image, &formats, &options, &mut |artifact| {
+            note(&format!(
+                "wrote {} ({})",
+                artifact.path.display(),
+                artifact.format
+            ))
+        })?;
     Ok(artifacts)
 }
 
@@ -87,6 +86,7 @@ fn export_options(recipe: &Recipe, out: &std::path::Path) -> ExportOptions {
             BootMode::Hybrid => Firmware::Hybrid,
         },
         cmdline: recipe.disk.cmdline.clone(),
+        compress: recipe.disk.compress,
     };
     options.initramfs = InitramfsOptions {
         compression: match recipe.initramfs.compression {

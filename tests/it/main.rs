@@ -7,6 +7,7 @@ mod bootable;
 mod cache;
 mod check;
 mod cli;
+mod cloud_disks;
 mod common;
 mod crash;
 mod debian;

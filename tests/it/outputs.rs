@@ -357,6 +357,10 @@ fn a_full_output_disk_for_bootable_formats_says_no_space_and_leaves_nothing_stag
         // The root filesystem's tar, staged beside the disk, is what fills it.
         ("raw", "boot.raw"),
         ("qcow2", "boot.qcow2"),
+        ("vmdk", "boot.vmdk"),
+        ("vhd", "boot.vhd"),
+        ("vhdx", "boot.vhdx"),
+        ("gce", "boot.gce.tar.gz"),
         // The archive fits; the kernel beside it does not.
         ("initramfs", "boot.vmlinuz"),
     ] {

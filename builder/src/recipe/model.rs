@@ -26,7 +26,7 @@ pub struct Recipe {
     pub steps: Vec<Step>,
     /// `[config]`.
     pub config: ConfigSpec,
-    /// `[disk]`: how `--format raw|qcow2` lays out the disk.
+    /// `[disk]`: how the disk formats (raw, qcow2, vmdk, vhd, vhdx, gce) lay out the disk.
     pub disk: DiskSpec,
     /// `[initramfs]`: how `--format initramfs` packs the userland.
     pub initramfs: InitramfsSpec,
@@ -111,6 +111,8 @@ pub struct DiskSpec {
     pub filesystem: String,
     /// The kernel command line (the root= argument is added by imgbuild).
     pub cmdline: String,
+    /// qcow2 with compressed clusters (vmdk is always compressed).
+    pub compress: bool,
 }
 
 impl Default for DiskSpec {
@@ -120,6 +122,7 @@ impl Default for DiskSpec {
             boot: BootMode::Hybrid,
             filesystem: "ext4".into(),
             cmdline: "console=ttyS0".into(),
+            compress: false,
         }
     }
 }

@@ -1112,6 +1112,9 @@ impl Cx<'_> {
             }
             spec.cmdline = cmdline.into_inner();
         }
+        if let Some(compress) = d.compress {
+            spec.compress = compress.into_inner();
+        }
         Ok(spec)
     }
 
@@ -1545,6 +1548,21 @@ mod tests {
             Some("this key takes a list: write [\"1.0\"]")
         );
         assert_eq!((e.line, e.column), (3, 8));
+    }
+
+    #[test]
+    fn disk_compress_is_a_boolean_off_by_default() {
+        let head = "[image]\nname = \"x\"\n";
+        let r = parse(Path::new("r.toml"), head).unwrap();
+        assert!(!r.disk.compress);
+        let r = parse(
+            Path::new("r.toml"),
+            &format!("{head}[disk]\ncompress = true\n"),
+        )
+        .unwrap();
+        assert!(r.disk.compress);
+        let e = parse_err(&format!("{head}[disk]\ncompress = \"yes\"\n"));
+        assert_eq!(e.line, 4);
     }
 
     #[test]

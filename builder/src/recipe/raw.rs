@@ -39,6 +39,7 @@ pub(crate) struct RawDisk {
     pub boot: Option<S<String>>,
     pub filesystem: Option<S<String>>,
     pub cmdline: Option<S<String>>,
+    pub compress: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -42,6 +42,8 @@ pub struct DiskOptions {
     pub firmware: Firmware,
     /// Kernel command line; `root=PARTUUID=... ro` is put in front of it.
     pub cmdline: String,
+    /// qcow2 with compressed clusters.
+    pub compress: bool,
 }
 
 impl Default for DiskOptions {
@@ -50,6 +52,7 @@ impl Default for DiskOptions {
             size: None,
             firmware: Firmware::Hybrid,
             cmdline: "console=ttyS0".into(),
+            compress: false,
         }
     }
 }

@@ -87,6 +87,21 @@ pub fn prepare<'a>(
 }
 
 impl PreparedDisk<'_> {
+    /// Grows the disk to a whole multiple of `unit` bytes (the root partition takes the
+    /// rest), for formats whose importers want one (GCE: a whole GiB).
+    pub fn round_size_up(&mut self, unit: u64) -> Result<(), ExportError> {
+        let size = self.layout.disk_size;
+        if !size.is_multiple_of(unit) {
+            self.layout = plan(
+                self.kernel.bytes() + self.assets.esp_bytes(),
+                self.tree.file_bytes(),
+                self.tree.len() as u64,
+                Some(size.div_ceil(unit) * unit),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Writes the disk to `path` (created or truncated).
     pub fn write(&self, path: &Path) -> Result<(), ExportError> {
         let ids = DiskIds::for_image(self.image);

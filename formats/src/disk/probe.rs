@@ -51,9 +51,34 @@ pub fn is_qcow2(path: &Path) -> Result<bool, ProbeError> {
     Ok(f.read_exact(&mut magic).is_ok() && magic == MAGIC)
 }
 
+/// What `path` is when it is one of the disk containers imgbuild writes but does not boot
+/// (`imgbuild run` boots raw and qcow2): "a VMDK", "a VHDX" or "a gzip archive" (a GCE
+/// image). `None` for anything else, a fixed VHD included (its guest bytes come first, so
+/// it boots as raw).
+pub fn unbootable_container(path: &Path) -> Result<Option<&'static str>, ProbeError> {
+    let err = probe_err(path);
+    let mut f = fs_err::File::open(path).map_err(|e| err(e.into()))?;
+    let mut head = [0u8; 8];
+    let mut got = 0;
+    while got < head.len() {
+        match f.read(&mut head[got..]).map_err(|e| err(e.into()))? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(if head[..4] == *b"KDMV" {
+        Some("a VMDK")
+    } else if head == *b"vhdxfile" {
+        Some("a VHDX")
+    } else if head[..2] == [0x1f, 0x8b] {
+        Some("a gzip archive")
+    } else {
+        None
+    })
+}
+
 /// Whether the first 440 bytes of the guest disk (the MBR's boot code area) are not all
-/// zero: such a disk boots under BIOS; one without is UEFI-only. A qcow2 whose first
-/// cluster is compressed is taken to carry boot code (imgbuild does not decompress it).
+/// zero: such a disk boots under BIOS; one without is UEFI-only.
 pub fn has_mbr_boot_code(path: &Path, format: DiskFormat) -> Result<bool, ProbeError> {
     let err = probe_err(path);
     let f = fs_err::File::open(path).map_err(|e| err(e.into()))?;
@@ -67,11 +92,7 @@ pub fn has_mbr_boot_code(path: &Path, format: DiskFormat) -> Result<bool, ProbeE
         }
         DiskFormat::Qcow2 => {
             let mut r = Qcow2Reader::open(f).map_err(&err)?;
-            match r.read_at(0, &mut code) {
-                Ok(()) => {}
-                Err(Qcow2ReadError::Compressed { .. }) => return Ok(true),
-                Err(e) => return Err(err(e)),
-            }
+            r.read_at(0, &mut code).map_err(&err)?;
         }
     }
     Ok(code.iter().any(|b| *b != 0))
@@ -80,7 +101,8 @@ pub fn has_mbr_boot_code(path: &Path, format: DiskFormat) -> Result<bool, ProbeE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::qcow2::write_qcow2;
+    use crate::disk::qcow2::{write_qcow2, write_qcow2_compressed};
+    use crate::disk::sparse::AllData;
     use std::io::Write;
 
     const MIB: u64 = 1024 * 1024;
@@ -113,26 +135,58 @@ mod tests {
         let (raw, qcow2) = disks(dir.path(), &[0xEB; 440], size);
         assert!(is_qcow2(&qcow2).unwrap());
         assert!(!is_qcow2(&raw).unwrap());
-        let mut r = Qcow2Reader::open(fs_err::File::open(&qcow2).unwrap()).unwrap();
-        assert_eq!(r.virtual_size(), size);
-        let mut want = fs_err::File::open(&raw).unwrap();
-        for (at, len) in [
-            (0, 600),
-            (MIB - 100, 200),
-            (5 * MIB, 4096),
-            (600 * MIB - 7, 40),
-            (size - 300, 300),
-        ] {
-            let (mut a, mut b) = (vec![0u8; len], vec![1u8; len]);
-            want.seek(SeekFrom::Start(at)).unwrap();
-            want.read_exact(&mut a).unwrap();
-            r.read_at(at, &mut b).unwrap();
-            assert_eq!(a, b, "guest bytes at {at}");
+        let compressed = dir.path().join("compressed.qcow2");
+        let mut src = fs_err::File::open(&raw).unwrap();
+        let mut out = fs_err::File::create(&compressed).unwrap();
+        write_qcow2_compressed(&mut src, size, &mut AllData, &mut out).unwrap();
+        for image in [&qcow2, &compressed] {
+            let mut r = Qcow2Reader::open(fs_err::File::open(image).unwrap()).unwrap();
+            assert_eq!(r.virtual_size(), size);
+            let mut want = fs_err::File::open(&raw).unwrap();
+            for (at, len) in [
+                (0, 600),
+                (MIB - 100, 200),
+                (5 * MIB, 4096),
+                (600 * MIB - 7, 40),
+                (size - 300, 300),
+            ] {
+                let (mut a, mut b) = (vec![0u8; len], vec![1u8; len]);
+                want.seek(SeekFrom::Start(at)).unwrap();
+                want.read_exact(&mut a).unwrap();
+                r.read_at(at, &mut b).unwrap();
+                assert_eq!(a, b, "guest bytes at {at} of {}", image.display());
+            }
         }
         assert!(matches!(
             Qcow2Reader::open(fs_err::File::open(&raw).unwrap()),
             Err(Qcow2ReadError::NotQcow2)
         ));
+    }
+
+    #[test]
+    fn the_other_containers_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, qcow2) = disks(dir.path(), &[0xEB; 440], 700 * MIB);
+        assert_eq!(unbootable_container(&raw).unwrap(), None);
+        assert_eq!(unbootable_container(&qcow2).unwrap(), None);
+        let vmdk = dir.path().join("d.vmdk");
+        crate::disk::vmdk::write_stream_optimized(
+            &raw,
+            "d.vmdk",
+            1,
+            fs_err::File::create(&vmdk).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(unbootable_container(&vmdk).unwrap(), Some("a VMDK"));
+        let vhdx = dir.path().join("d.vhdx");
+        crate::disk::vhdx::convert_file(&raw, &vhdx, "t").unwrap();
+        assert_eq!(unbootable_container(&vhdx).unwrap(), Some("a VHDX"));
+        let gce = dir.path().join("d.tar.gz");
+        crate::disk::gce::write_tar_gz(&raw, 0, fs_err::File::create(&gce).unwrap()).unwrap();
+        assert_eq!(unbootable_container(&gce).unwrap(), Some("a gzip archive"));
+        let tiny = dir.path().join("tiny");
+        fs_err::write(&tiny, b"K").unwrap();
+        assert_eq!(unbootable_container(&tiny).unwrap(), None);
     }
 
     #[test]

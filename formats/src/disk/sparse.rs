@@ -71,6 +71,33 @@ impl DataExtents for FileExtents<'_> {
     }
 }
 
+/// Copies the file `src` to a new file `dst` of the same size, writing only its data
+/// extents, so holes stay holes.
+pub fn copy_sparse(src: &std::path::Path, dst: &std::path::Path) -> io::Result<()> {
+    use std::io::{Read, Seek, Write};
+    let from = fs_err::File::open(src)?;
+    let size = from.metadata()?.len();
+    let mut to = fs_err::File::create(dst)?;
+    to.set_len(size)?;
+    let mut extents = FileExtents::new(from.file());
+    let mut reader = from.file();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while let Some((start, end)) = extents.next_data(at, size)? {
+        reader.seek(io::SeekFrom::Start(start))?;
+        to.seek(io::SeekFrom::Start(start))?;
+        let mut pos = start;
+        while pos < end {
+            let n = ((end - pos) as usize).min(buf.len());
+            reader.read_exact(&mut buf[..n])?;
+            to.write_all(&buf[..n])?;
+            pos += n as u64;
+        }
+        at = end;
+    }
+    to.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,12 @@ const REFCOUNT_ORDER: u32 = 4;
 /// Refcounts per refcount block.
 const REFCOUNTS_PER_BLOCK: u64 = CLUSTER_SIZE * 8 / (1 << REFCOUNT_ORDER);
 /// L1/L2 flag: refcount is exactly one (`QCOW_OFLAG_COPIED`).
-const OFLAG_COPIED: u64 = 1 << 63;
+pub(crate) const OFLAG_COPIED: u64 = 1 << 63;
+/// L2 flag: a compressed cluster (`QCOW_OFLAG_COMPRESSED`).
+pub(crate) const OFLAG_COMPRESSED: u64 = 1 << 62;
+/// Where a compressed cluster descriptor's sector count starts: bit
+/// `62 - (cluster_bits - 8)`; the host byte offset takes the bits below.
+pub(crate) const COMPRESSED_SECTORS_SHIFT: u32 = 62 - (CLUSTER_BITS - 8);
 /// Header length for version 3 without optional fields.
 const HEADER_LENGTH: u32 = 104;
 
@@ -91,16 +96,19 @@ impl Layout {
     }
 
     /// Writes L2 tables, L1, refcount table and blocks, then the header.
+    /// `entries` are the L2 entries of the allocated guest clusters in guest
+    /// order; `data_refcounts` the refcounts of the data host clusters (from
+    /// host cluster 1), or `None` when each is 1.
     pub(crate) fn write<W: Write + Seek>(
         &self,
         out: &mut W,
         allocated: &[u64],
+        entries: &[u64],
+        data_refcounts: Option<&[u16]>,
     ) -> std::io::Result<()> {
         let mut table = vec![0u8; CLUSTER_SIZE as usize];
         out.seek(SeekFrom::Start(self.l2_start * CLUSTER_SIZE))?;
-        // Data clusters were stored in guest order, so the n-th allocated
-        // guest cluster lives in host cluster 1 + n.
-        let mut next_host = 1u64;
+        let mut entries = entries.iter();
         let mut l1 = Vec::with_capacity((self.l1_clusters * CLUSTER_SIZE) as usize);
         let mut l2_host = self.l2_start;
         for (i, present) in self.l2_present.iter().enumerate() {
@@ -113,10 +121,9 @@ impl Layout {
             let hi = (lo + L2_ENTRIES).min(self.guest_clusters);
             for c in lo..hi {
                 if bit(allocated, c) {
-                    let e = (next_host * CLUSTER_SIZE) | OFLAG_COPIED;
+                    let e = entries.next().copied().unwrap_or(0);
                     let at = ((c - lo) * 8) as usize;
                     table[at..at + 8].copy_from_slice(&e.to_be_bytes());
-                    next_host += 1;
                 }
             }
             out.write_all(&table)?;
@@ -137,8 +144,12 @@ impl Layout {
             let lo = k * REFCOUNTS_PER_BLOCK;
             let hi = ((k + 1) * REFCOUNTS_PER_BLOCK).min(self.total);
             for c in lo..hi {
+                let count = match data_refcounts {
+                    Some(counts) if (1..self.l2_start).contains(&c) => counts[(c - 1) as usize],
+                    _ => 1,
+                };
                 let at = ((c - lo) * 2) as usize;
-                table[at..at + 2].copy_from_slice(&1u16.to_be_bytes());
+                table[at..at + 2].copy_from_slice(&count.to_be_bytes());
             }
             out.write_all(&table)?;
         }

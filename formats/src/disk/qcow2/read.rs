@@ -1,6 +1,7 @@
 //! Reading guest bytes back out of a qcow2 image (qcow2.txt "Cluster mapping"): enough for
 //! what imgbuild needs to know about a disk it is given (its boot sector), for any qcow2
-//! without a backing file or encryption, ours or `qemu-img`'s.
+//! without a backing file or encryption, ours or `qemu-img`'s, deflate-compressed clusters
+//! included.
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -12,9 +13,9 @@ const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 const OFLAG_COMPRESSED: u64 = 1 << 62;
 /// L2 entry flag (version 3): the cluster reads as zeros.
 const OFLAG_ZERO: u64 = 1;
-/// Incompatible features this reader cannot follow: an external data file (bit 2) and
-/// extended L2 entries (bit 4).
-const UNSUPPORTED_FEATURES: u64 = (1 << 2) | (1 << 4);
+/// Incompatible features this reader cannot follow: an external data file (bit 2),
+/// a compression type other than deflate (bit 3) and extended L2 entries (bit 4).
+const UNSUPPORTED_FEATURES: u64 = (1 << 2) | (1 << 3) | (1 << 4);
 
 /// Why a qcow2 image cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -25,10 +26,8 @@ pub enum Qcow2ReadError {
     /// A qcow2 feature this reader does not follow.
     #[error("qcow2 image uses {0}, which imgbuild does not read; convert it with `qemu-img convert -O qcow2` first")]
     Unsupported(&'static str),
-    /// The guest range lies in a compressed cluster.
-    #[error(
-        "guest byte {guest_offset} is in a compressed cluster, which imgbuild does not decompress"
-    )]
+    /// A compressed cluster holding the guest range does not inflate.
+    #[error("guest byte {guest_offset} is in a compressed cluster that does not inflate (damaged image); check it with `qemu-img check`")]
     Compressed {
         /// The guest offset asked for.
         guest_offset: u64,
@@ -84,7 +83,7 @@ impl<R: Read + Seek> Qcow2Reader<R> {
             inner.read_exact(&mut h[72..80])?;
             if be_u64(&h, 72) & UNSUPPORTED_FEATURES != 0 {
                 return Err(Qcow2ReadError::Unsupported(
-                    "an external data file or extended L2 entries",
+                    "an external data file, zstd compression or extended L2 entries",
                 ));
             }
         }
@@ -115,26 +114,34 @@ impl<R: Read + Seek> Qcow2Reader<R> {
         Ok(u64::from_be_bytes(word))
     }
 
-    /// Host offset of the guest cluster holding `guest`, `None` when it reads as zeros.
-    fn host_cluster(&mut self, guest: u64) -> Result<Option<u64>, Qcow2ReadError> {
+    /// Where the guest cluster holding `guest` is stored.
+    fn host_cluster(&mut self, guest: u64) -> Result<Stored, Qcow2ReadError> {
         let cluster = guest >> self.cluster_bits;
         let l2_entries = 1u64 << (self.cluster_bits - 3);
         let l1_index = cluster / l2_entries;
         if l1_index >= self.l1_size {
-            return Ok(None);
+            return Ok(Stored::Zeros);
         }
         let l2 = self.entry(self.l1_offset + 8 * l1_index)? & OFFSET_MASK;
         if l2 == 0 {
-            return Ok(None);
+            return Ok(Stored::Zeros);
         }
         let e = self.entry(l2 + 8 * (cluster % l2_entries))?;
         if e & OFLAG_COMPRESSED != 0 {
-            return Err(Qcow2ReadError::Compressed {
-                guest_offset: guest,
-            });
+            // Compressed cluster descriptor: the byte offset below bit x, then the
+            // sectors after the first, x = 62 - (cluster_bits - 8).
+            let x = 62 - (self.cluster_bits - 8);
+            let offset = e & ((1 << x) - 1);
+            let sectors = ((e >> x) & ((1 << (self.cluster_bits - 8)) - 1)) + 1;
+            let len = sectors * 512 - (offset & 511);
+            return Ok(Stored::Compressed { offset, len });
         }
         let host = e & OFFSET_MASK;
-        Ok((host != 0 && e & OFLAG_ZERO == 0).then_some(host))
+        Ok(if host != 0 && e & OFLAG_ZERO == 0 {
+            Stored::Plain(host)
+        } else {
+            Stored::Zeros
+        })
     }
 
     /// Fills `buf` with the guest bytes from `offset`; unallocated clusters and bytes past
@@ -148,14 +155,52 @@ impl<R: Read + Seek> Qcow2Reader<R> {
             let n = (buf.len() - done).min((cluster_size - within) as usize);
             let part = &mut buf[done..done + n];
             match self.host_cluster(guest)? {
-                Some(host) if guest < self.virtual_size => {
+                _ if guest >= self.virtual_size => part.fill(0),
+                Stored::Zeros => part.fill(0),
+                Stored::Plain(host) => {
                     self.inner.seek(SeekFrom::Start(host + within))?;
                     self.inner.read_exact(part)?;
                 }
-                _ => part.fill(0),
+                Stored::Compressed { offset, len } => {
+                    let mut packed = vec![0u8; len as usize];
+                    self.inner.seek(SeekFrom::Start(offset))?;
+                    // The last sector may run past the end of the file.
+                    let got = read_up_to(&mut self.inner, &mut packed)?;
+                    let mut cluster = vec![0u8; cluster_size as usize];
+                    let mut z = flate2::read::DeflateDecoder::new(&packed[..got]);
+                    z.read_exact(&mut cluster)
+                        .map_err(|_| Qcow2ReadError::Compressed {
+                            guest_offset: guest,
+                        })?;
+                    part.copy_from_slice(&cluster[within as usize..within as usize + n]);
+                }
             }
             done += n;
         }
         Ok(())
     }
+}
+
+/// How a guest cluster is stored.
+enum Stored {
+    /// Unallocated or a zero cluster.
+    Zeros,
+    /// Uncompressed at this host offset.
+    Plain(u64),
+    /// Compressed: up to `len` bytes of raw deflate at `offset`.
+    Compressed { offset: u64, len: u64 },
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
