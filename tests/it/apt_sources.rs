@@ -5,19 +5,8 @@
 
 use crate::common::*;
 use imgbuild_builder::debian::Lockfile;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-/// The loopback server; stops when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::{Command, Stdio};
 
 fn gpg(home: &Path) -> Command {
     let mut c = Command::new("gpg");
@@ -100,23 +89,6 @@ fn make_repo(dir: &Path) -> PathBuf {
     keyring
 }
 
-fn serve(dir: &Path) -> (Server, u16) {
-    let script = repo().join("builder/debian/tests/fixtures/serve.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 (install the Debian package python3)");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().parse().expect("serve.py printed no port");
-    (Server(child), port)
-}
-
 #[test]
 fn updates_security_and_a_local_source_are_locked_installed_and_usable_by_apt() {
     for (tool, package) in [
@@ -129,7 +101,8 @@ fn updates_security_and_a_local_source_are_locked_installed_and_usable_by_apt() 
     }
     let tmp = tempfile::tempdir().unwrap();
     let keyring = make_repo(tmp.path());
-    let (_server, port) = serve(&tmp.path().join("repo"));
+    let server = serve_dir(&tmp.path().join("repo"));
+    let port = server.port;
     let recipe = tmp.path().join("apt.toml");
     fs_err::write(
         &recipe,

@@ -156,3 +156,43 @@ pub(crate) fn build_failure(recipe: &Path, store: &Path, out: &Path) -> (Option<
         String::from_utf8_lossy(&failed.stderr).into_owned(),
     )
 }
+
+/// A directory served over HTTP on 127.0.0.1 (a mirror, a snapshot server, a third-party
+/// repository) by `builder/debian/tests/fixtures/serve.py`, until dropped.
+pub(crate) struct Served {
+    child: std::process::Child,
+    /// The port it listens on.
+    pub(crate) port: u16,
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Serves `dir` on a free loopback port.
+pub(crate) fn serve_dir(dir: &Path) -> Served {
+    use std::io::BufRead;
+    require_tool("python3", "python3");
+    let mut child = Command::new("python3")
+        .arg(repo().join("builder/debian/tests/fixtures/serve.py"))
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("serve.py prints its port");
+    let port: u16 = line.trim().parse().expect("serve.py printed no port");
+    Served {
+        child,
+        port,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}

@@ -6,9 +6,8 @@
 use crate::common::*;
 use crate::registry_support::Registry;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 #[test]
 fn a_locked_qcow2_builds_again_without_network_to_the_same_bytes() {
@@ -93,39 +92,6 @@ fn a_locked_disk_build_without_pinned_bootloaders_says_to_run_imgbuild_lock() {
     assert!(!tmp.path().join("out/hello.raw").exists());
 }
 
-/// Serves `dir` on loopback until dropped.
-struct Served {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(dir: &Path) -> Served {
-    require_tool("python3", "python3");
-    let mut child = Command::new("python3")
-        .arg(repo().join("builder/debian/tests/fixtures/serve.py"))
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().parse().expect("serve.py printed no port");
-    Served {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
-
 fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(bytes))
@@ -201,8 +167,8 @@ fn a_locked_deb_gone_from_the_mirror_comes_from_the_snapshot_server_checked_by_h
         .join(FILENAME);
     fs_err::create_dir_all(at.parent().unwrap()).unwrap();
     fs_err::write(&at, &deb).unwrap();
-    let mirror = serve(&mirror_dir);
-    let snapshot = serve(&snapshot_dir);
+    let mirror = serve_dir(&mirror_dir);
+    let snapshot = serve_dir(&snapshot_dir);
     let recipe = snapshot_recipe(tmp.path(), &mirror.url, &snapshot.url, &deb);
     let lock = fs_err::read(tmp.path().join("snap.lock")).unwrap();
 

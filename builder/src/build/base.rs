@@ -2,7 +2,7 @@
 //! layout or archive, or a registry image, each cached under the plan's base key where it
 //! is built here.
 
-use imgbuild_store::{Digest, Store};
+use imgbuild_store::{Digest, LayerRecord, Store};
 
 use super::{BuildError, BuildOptions, Progress};
 use crate::prepare::PreparedBase;
@@ -34,13 +34,6 @@ pub(super) fn import_base(
             let diff_id = match store.cache_get(base_key)? {
                 Some(hit) => hit.diff_id,
                 None => {
-                    let install = Install {
-                        packages: &sets.base,
-                        debs: &sets.debs,
-                        essential: &sets.essential,
-                        epoch: options.epoch,
-                        compression: options.compression,
-                    };
                     // The packages alone have a key of their own, so that bases that
                     // differ only in their apt configuration share the dpkg run.
                     let packages_key = Digest::of(
@@ -59,13 +52,7 @@ pub(super) fn import_base(
                                 "bootstrapping {} Debian packages",
                                 sets.base.len()
                             )));
-                            let mut on_line = |line: &OutputLine<'_>| {
-                                (options.progress)(&Progress::Output {
-                                    number: 0,
-                                    line: line.line,
-                                })
-                            };
-                            let record = bootstrap_layer(store, &install, &mut on_line)?;
+                            let record = run_bootstrap(store, sets, options)?;
                             store.cache_put(
                                 &packages_key,
                                 &record.diff_id,
@@ -135,4 +122,26 @@ pub(super) fn with_apt_files(
         options.compression,
     )?;
     Ok(record.diff_id)
+}
+
+/// Runs a Debian base's dpkg bootstrap (not cached here), its output shown as step 0's.
+pub(super) fn run_bootstrap(
+    store: &Store,
+    sets: &PackageSets,
+    options: &BuildOptions<'_>,
+) -> Result<LayerRecord, BuildError> {
+    let install = Install {
+        packages: &sets.base,
+        debs: &sets.debs,
+        essential: &sets.essential,
+        epoch: options.epoch,
+        compression: options.compression,
+    };
+    let mut on_line = |line: &OutputLine<'_>| {
+        (options.progress)(&Progress::Output {
+            number: 0,
+            line: line.line,
+        })
+    };
+    Ok(bootstrap_layer(store, &install, &mut on_line)?)
 }

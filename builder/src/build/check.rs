@@ -8,16 +8,14 @@ use std::collections::BTreeMap;
 
 use imgbuild_store::{Digest, Store};
 
-use super::base::{import_base, with_apt_files};
+use super::base::{import_base, run_bootstrap, with_apt_files};
 use super::orchestrate::{merged_tree, StageOutput};
 use super::step::StepContext;
 use super::{BuildError, BuildOptions, Progress};
 use crate::plan::{Plan, UnitPlan};
 use crate::prepare::{Prepared, PreparedBase, PreparedUnit, Unit};
 use crate::recipe::PlatformSpec;
-use crate::sandbox::OutputLine;
 use crate::sources::rootfs;
-use crate::steps::install::{bootstrap_layer, Install};
 
 /// One layer made again.
 #[derive(Debug, Clone)]
@@ -96,20 +94,7 @@ fn rebuild_unit(
     let again = match &unit.base {
         PreparedBase::Debian { packages: sets, .. } if !sets.base.is_empty() => {
             note(&format!("check: {prefix}[0] debian bootstrap"));
-            let install = Install {
-                packages: &sets.base,
-                debs: &sets.debs,
-                essential: &sets.essential,
-                epoch: options.epoch,
-                compression: options.compression,
-            };
-            let mut on_line = |line: &OutputLine<'_>| {
-                (options.progress)(&Progress::Output {
-                    number: 0,
-                    line: line.line,
-                })
-            };
-            let bootstrap = bootstrap_layer(store, &install, &mut on_line)?;
+            let bootstrap = run_bootstrap(store, sets, options)?;
             let diff_id = with_apt_files(store, bootstrap.diff_id, sets, options)?;
             Some(("debian bootstrap".to_owned(), diff_id))
         }
