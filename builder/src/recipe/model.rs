@@ -304,7 +304,8 @@ pub enum StepOp {
 pub struct RunSpec {
     /// The `sh -c` script.
     pub script: String,
-    /// Share the host's network (reported as `network` in `--json`; `--check` tells whether the layer is reproducible).
+    /// Share the host's network (reported as `network` in `--json`; whether the layer
+    /// is reproducible is what `build --check` tells).
     pub network: bool,
     /// Environment variables (besides PATH and HOME defaults).
     pub env: BTreeMap<String, String>,
