@@ -201,6 +201,13 @@ fn vm_failure(e: VmError) -> Failure {
 
 /// Works out what an artifact path is.
 fn artifact(path: &Path, kernel: Option<PathBuf>) -> Result<Bootable, Failure> {
+    if path.join("oci-layout").is_file() || path.join("index.json").is_file() {
+        return Err(Failure::user(format!(
+            "{} is an OCI image layout, which imgbuild run does not boot; build the recipe \
+             with --format qcow2 (or raw, or initramfs) and run that",
+            path.display()
+        )));
+    }
     if !path.is_file() {
         return Err(Failure::user(format!(
             "{} does not exist; pass a recipe (.toml) or a built .qcow2, .raw or .initramfs.cpio.*",

@@ -7,6 +7,7 @@
 
 use crate::common::*;
 use std::path::Path;
+use std::process::Command;
 
 fn snapshot(store: &Path) -> Vec<String> {
     let mut files: Vec<String> = walk(store)
@@ -161,6 +162,45 @@ fn usage_errors_exit_2() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "run {args:?}: {stderr}");
         assert!(stderr.contains(says), "run {args:?}: {stderr}");
+    }
+
+    // What run cannot boot is refused before QEMU starts: an OCI layout, a tar archive.
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("app.oci");
+    fs_err::create_dir(&layout).unwrap();
+    fs_err::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let archive = tmp.path().join("app.rootfs.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&layout)
+            .arg("oci-layout"),
+    );
+    for (target, says) in [
+        (
+            &layout,
+            "is an OCI image layout, which imgbuild run does not boot",
+        ),
+        (
+            &archive,
+            "is a tar archive, which imgbuild run does not boot",
+        ),
+    ] {
+        let out = imgbuild().arg("run").arg(target).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "run {}: {stderr}",
+            target.display()
+        );
+        assert!(stderr.contains(says), "run {}: {stderr}", target.display());
     }
 }
 

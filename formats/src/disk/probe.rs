@@ -51,14 +51,15 @@ pub fn is_qcow2(path: &Path) -> Result<bool, ProbeError> {
     Ok(f.read_exact(&mut magic).is_ok() && magic == MAGIC)
 }
 
-/// What `path` is when it is one of the disk containers imgbuild writes but does not boot
-/// (`imgbuild run` boots raw and qcow2): "a VMDK", "a VHDX" or "a gzip archive" (a GCE
-/// image). `None` for anything else, a fixed VHD included (its guest bytes come first, so
+/// What `path` is when it is one of the containers imgbuild writes but does not boot
+/// (`imgbuild run` boots raw and qcow2): "a VMDK", "a VHDX", "a gzip archive" (a GCE
+/// image), "a tar archive" (an OCI or Docker archive, a rootfs tar) or "a zstd-compressed
+/// file". `None` for anything else, a fixed VHD included (its guest bytes come first, so
 /// it boots as raw).
 pub fn unbootable_container(path: &Path) -> Result<Option<&'static str>, ProbeError> {
     let err = probe_err(path);
     let mut f = fs_err::File::open(path).map_err(|e| err(e.into()))?;
-    let mut head = [0u8; 8];
+    let mut head = [0u8; 512];
     let mut got = 0;
     while got < head.len() {
         match f.read(&mut head[got..]).map_err(|e| err(e.into()))? {
@@ -68,10 +69,14 @@ pub fn unbootable_container(path: &Path) -> Result<Option<&'static str>, ProbeEr
     }
     Ok(if head[..4] == *b"KDMV" {
         Some("a VMDK")
-    } else if head == *b"vhdxfile" {
+    } else if head[..8] == *b"vhdxfile" {
         Some("a VHDX")
     } else if head[..2] == [0x1f, 0x8b] {
         Some("a gzip archive")
+    } else if got == head.len() && head[257..262] == *b"ustar" {
+        Some("a tar archive")
+    } else if head[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
+        Some("a zstd-compressed file")
     } else {
         None
     })
@@ -184,6 +189,23 @@ mod tests {
         let gce = dir.path().join("d.tar.gz");
         crate::disk::gce::write_tar_gz(&raw, 0, fs_err::File::create(&gce).unwrap()).unwrap();
         assert_eq!(unbootable_container(&gce).unwrap(), Some("a gzip archive"));
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(0);
+        tar.append_data(&mut header, "etc/hostname", std::io::empty())
+            .unwrap();
+        let archive = dir.path().join("image.tar");
+        fs_err::write(&archive, tar.into_inner().unwrap()).unwrap();
+        assert_eq!(
+            unbootable_container(&archive).unwrap(),
+            Some("a tar archive")
+        );
+        let zst = dir.path().join("x.zst");
+        fs_err::write(&zst, zstd::encode_all(&b"hello"[..], 3).unwrap()).unwrap();
+        assert_eq!(
+            unbootable_container(&zst).unwrap(),
+            Some("a zstd-compressed file")
+        );
         let tiny = dir.path().join("tiny");
         fs_err::write(&tiny, b"K").unwrap();
         assert_eq!(unbootable_container(&tiny).unwrap(), None);
