@@ -16,8 +16,18 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 bash scripts/fuzz.sh 10
 cargo test --workspace --locked --doc
 # The full suite last, so its summary closes the run.
+# On a failure, each failing test's panic message is printed again last, where a log's
+# tail shows it, with the disk's free space (the suite writes several GiB of stores and disks).
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast "$@"
+  log="${CARGO_TARGET_DIR:-target}/nextest.log"
+  status=0
+  cargo nextest run --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "== why the failing tests failed ==" >&2
+    awk '/panicked at/ {p=1} p {print} /^note: run with/ {p=0}' "$log" | cut -c1-400 | tail -n 200 >&2 || true
+    df -h / /tmp >&2 || true
+  fi
+  exit "$status"
 else
   cargo test --workspace --locked --no-fail-fast "$@"
 fi

@@ -38,12 +38,19 @@ pub(crate) fn run_ok(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        "{cmd:?} failed with {}\nstdout (last lines):\n{}\nstderr (last lines):\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        last_lines(&out.stdout, 40),
+        last_lines(&out.stderr, 40)
     );
     out
+}
+
+/// The last `n` lines of a command's output: where its error is, without the progress above.
+pub(crate) fn last_lines(output: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(output);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// `imgbuild build RECIPE --json` with the given store, output dir and extra arguments.
