@@ -158,12 +158,12 @@ pub(crate) fn run(store_dir: &Path, cmd: StoreCommand) -> Result<(), Failure> {
                     println!("  broken: {d}");
                 }
             }
-            if report.is_clean() || report.repaired {
-                Ok(())
-            } else {
-                Err(Failure::internal(
-                    "the store has broken blobs; run `imgbuild store verify --repair`",
-                ))
+            let broken = "the store has broken blobs; run `imgbuild store verify --repair`";
+            match (report.is_clean() || report.repaired, json) {
+                (true, _) => Ok(()),
+                // The report printed above says what is broken: one JSON object, not two.
+                (false, true) => Err(Failure::reported(broken)),
+                (false, false) => Err(Failure::internal(broken)),
             }
         }
         StoreCommand::Gc {
