@@ -270,3 +270,75 @@ fn a_bad_key_line_in_the_keys_file_is_located() {
     );
     assert!(stderr.contains("sys.toml:6:"), "{stderr}");
 }
+
+/// On the real Debian bookworm base (the shared store's cached bootstrap): the account
+/// files keep every line, sudo's group gains the user, a missing group is created, the
+/// home comes from /etc/skel and the zone from tzdata.
+#[test]
+fn a_user_on_debian_bookworm() {
+    let store = shared_store();
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&repo().join("recipes/common"), &tmp.path().join("common"));
+    fs_err::copy(
+        repo().join("recipes/debian-minimal.lock"),
+        tmp.path().join("devuser.lock"),
+    )
+    .unwrap();
+    let recipe = tmp.path().join("devuser.toml");
+    fs_err::write(
+        &recipe,
+        format!(
+            r#"include = ["common/debian-bookworm.toml"]
+
+[image]
+name = "devuser"
+
+[system]
+hostname = "devbox"
+timezone = "Europe/Berlin"
+
+[[system.user]]
+name = "alice"
+groups = ["sudo", "devs"]
+create_groups = true
+ssh_authorized_keys = ["{KEY}"]
+"#
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    build_json(&recipe, store, &out, &["-f", "tar", "--locked"]);
+    let root = tmp.path().join("root");
+    extract(&out.join("devuser.rootfs.tar"), &root);
+    let read = |p: &str| fs_err::read_to_string(root.join(p)).unwrap();
+    let passwd = read("etc/passwd");
+    assert!(
+        passwd.starts_with("root:x:0:0:root:/root:/bin/bash\n"),
+        "{passwd}"
+    );
+    assert!(passwd.contains("\nnobody:x:65534:65534:"), "{passwd}");
+    assert!(
+        passwd.ends_with("\nalice:x:1000:1000::/home/alice:/bin/bash\n"),
+        "{passwd}"
+    );
+    let group = read("etc/group");
+    assert!(group.contains("\nsudo:x:27:alice\n"), "{group}");
+    assert!(
+        group.ends_with("\nalice:x:1000:\ndevs:x:1001:alice\n"),
+        "{group}"
+    );
+    assert!(read("etc/shadow").contains("\nalice:!:"));
+    assert!(read("etc/gshadow").contains("\nsudo:*::alice\n"));
+    assert!(root.join("usr/share/zoneinfo/Europe/Berlin").is_file());
+    let tree = describe_tree(&root);
+    for line in [
+        "f 640 0:42 etc/shadow",
+        "f 640 0:42 etc/gshadow",
+        "d 700 1000:1000 home/alice",
+        "f 644 1000:1000 home/alice/.bashrc",
+        "f 600 1000:1000 home/alice/.ssh/authorized_keys",
+        "l 777 0:0 etc/localtime /usr/share/zoneinfo/Europe/Berlin",
+    ] {
+        assert!(tree.contains(&line.to_owned()), "no `{line}`");
+    }
+}

@@ -81,7 +81,10 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
     let mut steps = steps;
     if let Some(system) = raw.system {
         let step = cx.system(system, steps.len() + 1)?;
-        steps.push(step);
+        // An empty `[system]` changes nothing: no step.
+        if !matches!(&step.op, StepOp::System(spec) if *spec == Default::default()) {
+            steps.push(step);
+        }
     }
     Ok(Recipe {
         path: path.to_owned(),
