@@ -208,6 +208,16 @@ fn system_settings_are_one_cached_reproducible_layer() {
         fs_err::read(tmp.path().join("out3/sys.rootfs.tar")).unwrap()
     );
 
+    // `build --check` makes the system layer again, bit for bit.
+    let checked = build_json(
+        &recipe,
+        &store,
+        &tmp.path().join("out5"),
+        &["-f", "tar", "--source-date-epoch", EPOCH, "--check"],
+    );
+    let last = checked["steps"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["reproducible"], true, "{checked}");
+
     // Changing one setting misses only the system step.
     fs_err::write(&recipe, system("").replace("devbox", "devbox2")).unwrap();
     let changed = build(&recipe, &store, &tmp.path().join("out4"));
@@ -242,6 +252,18 @@ fn what_the_image_lacks_is_a_step_error_naming_the_key() {
         (
             "[system]\nservices = { enable = [\"nginx\"] }\n",
             "system.services.enable: unit nginx.service is not in the image",
+        ),
+        (
+            "[[step]]\nsymlink = \"/etc/systemd/system/ssh.service\"\ntarget = \"/dev/null\"\n[system]\nservices = { enable = [\"ssh\"] }\n",
+            "system.services.enable: unit ssh.service is masked in the image",
+        ),
+        (
+            "[[system.user]]\nname = \"alice\"\nsudo = \"password\"\n[[step]]\nremove = \"/etc/sudoers.d\"\n",
+            "system.user[0].sudo: the image has no /etc/sudoers.d; install the `sudo` package",
+        ),
+        (
+            "[system.network]\ndhcp = true\n[[step]]\nremove = \"/usr/lib/systemd/system/systemd-networkd.service\"\n",
+            "system.network: the image has no systemd-networkd.service unit",
         ),
     ] {
         let (code, stderr) = failure(text);

@@ -157,6 +157,10 @@ impl Accounts {
                     self.passwd.set(name, 5, home);
                 }
                 if let Some(hash) = &user.password_hash {
+                    if self.shadow.find(name).is_none() {
+                        self.shadow
+                            .push(&[name, hash, "", "0", "99999", "7", "", "", ""]);
+                    }
                     self.shadow.set(name, 1, hash);
                     self.shadow.set(name, 2, &day.to_string());
                 }

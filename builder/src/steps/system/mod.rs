@@ -185,7 +185,8 @@ pub(crate) fn system_layer(
                 m
             };
             let home_exists = real(tree, &home).is_some_and(|p| tree.get(&p).is_some());
-            if placed.new && !home_exists && !home.is_empty() {
+            // A home the image lacks is made, from /etc/skel, for an existing user too.
+            if !home_exists && !home.is_empty() {
                 out.insert(
                     home.clone(),
                     (
@@ -261,12 +262,33 @@ pub(crate) fn system_layer(
     let find = |unit: &str| -> Option<units::Found> {
         units::UNIT_DIRS.iter().find_map(|dir| {
             let path = format!("{dir}/{unit}");
+            // A link in /etc (an alias, a linked unit) stands for the unit it points at.
+            let link = PathResolver::new(tree)
+                .resolve_parent(&path)
+                .ok()
+                .and_then(|p| tree.get(&p))
+                .and_then(|m| match &m.kind {
+                    EntryKind::Symlink(t) if t.starts_with('/') => Some(t.clone()),
+                    _ => None,
+                });
+            if link.as_deref() == Some("/dev/null") {
+                return None;
+            }
             let text = text(&path)?;
             Some(units::Found {
-                path: format!("/{path}"),
+                path: link.unwrap_or_else(|| format!("/{path}")),
                 text,
             })
         })
+    };
+    // `systemctl enable` refuses a masked unit.
+    let masked = |unit: &str| {
+        let path = format!("etc/systemd/system/{}", units::unit_name(unit));
+        PathResolver::new(tree)
+            .resolve_parent(&path)
+            .ok()
+            .and_then(|p| tree.get(&p))
+            .is_some_and(|m| m.kind == EntryKind::Symlink("/dev/null".into()))
     };
     let mut enable: Vec<(String, String)> = spec
         .services
@@ -330,6 +352,10 @@ pub(crate) fn system_layer(
     let mut links = BTreeMap::new();
     let mut seen = BTreeSet::new();
     for (unit, key) in &enable {
+        if masked(unit) && !spec.services.mask.contains(unit) {
+            let name = units::unit_name(unit);
+            return Err(fail(key.clone(), format!("unit {name} is masked in the image (linked to /dev/null); remove /etc/systemd/system/{name} in an earlier step to enable it")));
+        }
         units::enable_links(unit, &find, &mut links, &mut seen).map_err(|missing| {
             fail(key.clone(), format!("unit {missing} is not in the image (looked in /etc/systemd/system, /lib/systemd/system and /usr/lib/systemd/system); install the package that ships it in an earlier step"))
         })?;
