@@ -478,6 +478,7 @@ pub(super) fn check_key_line(line: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recipe::load;
 
     const ED25519: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f";
 
@@ -535,5 +536,46 @@ mod tests {
         check_cidr("fd00::1/64").unwrap();
         assert!(check_cidr("10.0.0.5").is_err());
         assert!(check_cidr("10.0.0.5/33").is_err());
+    }
+
+    #[test]
+    fn system_from_an_include_is_the_last_step_and_comes_from_one_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = tmp.path().join(name);
+            fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+            fs_err::write(path, text).unwrap();
+        };
+        write("common/keys/a.pub", &format!("ssh-ed25519 {ED25519} a@b\n"));
+        write(
+            "common/sys.toml",
+            "[system]\nhostname = \"h\"\n[[system.user]]\nname = \"a\"\nssh_authorized_keys_file = \"keys/a.pub\"\n",
+        );
+        write(
+            "a.toml",
+            "include = [\"common/sys.toml\"]\n[image]\nname = \"a\"\n[[step]]\nmkdir = \"/x\"\n",
+        );
+        let a = load(&tmp.path().join("a.toml")).unwrap();
+        let last = a.steps.last().unwrap();
+        assert_eq!((last.number, last.op.kind(), last.line), (2, "system", 2));
+        let StepOp::System(spec) = &last.op else {
+            panic!()
+        };
+        assert_eq!(
+            spec.users[0].ssh_authorized_keys,
+            [format!("ssh-ed25519 {ED25519} a@b")]
+        );
+        assert_eq!(last.op.describe(), "system (hostname h, 1 user)");
+
+        write(
+            "b.toml",
+            "include = [\"common/sys.toml\"]\n[image]\nname = \"b\"\n[system]\nkeymap = \"de\"\n",
+        );
+        let e = load(&tmp.path().join("b.toml")).unwrap_err();
+        assert!(e.message.contains("[system]"), "{e}");
+
+        // An empty [system] adds no step.
+        write("c.toml", "[image]\nname = \"c\"\n[system]\n");
+        assert!(load(&tmp.path().join("c.toml")).unwrap().steps.is_empty());
     }
 }
