@@ -81,8 +81,10 @@ pub(crate) fn system_layer(
             }
         }
     }
-    let files = read_files(store, below, &wanted)
-        .map_err(|e| fail("system".into(), format!("cannot read the image below: {e}")))?;
+    let files = read_files(store, below, &wanted).map_err(|message| StepError::Sandbox {
+        step,
+        message: format!("cannot read the image below: {message}"),
+    })?;
     let text = |path: &str| {
         files
             .get(path)
@@ -108,7 +110,12 @@ pub(crate) fn system_layer(
             "etc/hostname".into(),
             file("etc/hostname", 0o644, format!("{h}\n")),
         );
-        let hosts = format!("127.0.0.1\tlocalhost\n127.0.1.1\t{h}\n\n# The following lines are desirable for IPv6 capable hosts\n::1     localhost ip6-localhost ip6-loopback\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n");
+        // A fully qualified name is listed with its short name, as Debian's installer does.
+        let names = match h.split_once('.') {
+            Some((short, _)) => format!("{h} {short}"),
+            None => h.clone(),
+        };
+        let hosts = format!("127.0.0.1\tlocalhost\n127.0.1.1\t{names}\n\n# The following lines are desirable for IPv6 capable hosts\n::1     localhost ip6-localhost ip6-loopback\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n");
         out.insert("etc/hosts".into(), file("etc/hosts", 0o644, hosts));
     }
     if let Some(tz) = &spec.timezone {
@@ -369,7 +376,7 @@ pub(crate) fn system_layer(
     for (path, target) in links {
         out.insert(path.clone(), link(&path, &target));
     }
-    write(store, step, tree, out, whiteouts, epoch, compression).map_err(|e| match e {
+    write(store, tree, out, whiteouts, epoch, compression).map_err(|e| match e {
         WriteError::Io(source) => io_err(source),
         WriteError::Store(source) => store_err(source),
         WriteError::Resolve(path, source) => StepError::Resolve {
@@ -492,7 +499,6 @@ enum WriteError {
 /// root:root) and writes the layer.
 fn write(
     store: &Store,
-    _step: usize,
     tree: &MergedTree,
     entries: Entries,
     whiteouts: Vec<String>,
