@@ -81,7 +81,7 @@ pub(super) fn build_error(recipe: &Recipe, e: imgbuild_builder::BuildError) -> P
                     | StepOp::Mkdir { path, .. }
                     | StepOp::Symlink { path, .. } => within(path),
                     StepOp::Remove { paths, .. } => paths.iter().any(|p| within(p)),
-                    StepOp::Packages { .. } | StepOp::Run(_) => false,
+                    StepOp::Packages { .. } | StepOp::Run(_) | StepOp::System(_) => false,
                 }
         });
         if let Some((stage, s)) = found {

@@ -31,5 +31,6 @@ mod running_vm;
 mod stages;
 mod store_integrity;
 mod store_layout;
+mod system;
 mod tar_compat;
 mod untrusted_layers;

@@ -105,6 +105,17 @@ impl StepContext<'_> {
                     options.compression,
                 )?
             }
+            StepOp::System(spec) => crate::steps::system::system_layer(
+                store,
+                number,
+                spec,
+                &crate::steps::system::Below {
+                    layers: below,
+                    tree: below_tree,
+                },
+                options.epoch,
+                options.compression,
+            )?,
             op => write_layer(
                 store,
                 number,

@@ -305,6 +305,9 @@ fn definition(op: &StepOp) -> Value {
         }
         StepOp::Remove { paths, .. } => json!({"remove": paths}),
         StepOp::Packages { names } => json!({"packages": names}),
+        // The whole spec, with the lines of every `ssh_authorized_keys_file` (read when
+        // the recipe was parsed) among the user's keys.
+        StepOp::System(spec) => json!({ "system": spec }),
         StepOp::Run(run) => json!({"run": {
             "script": run.script,
             "network": run.network,

@@ -10,7 +10,7 @@
 use super::error::RecipeError;
 use super::raw::{
     Env, OneOrMany, RawAptSource, RawConfig, RawDebian, RawDisk, RawFrom, RawImage, RawInitramfs,
-    RawRecipe, RawStage, RawStep, S,
+    RawNetwork, RawRecipe, RawServices, RawStage, RawStatic, RawStep, RawSystem, RawUser, S,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -402,6 +402,8 @@ impl Merger<'_> {
                 into.insert(name, stage);
             }
         }
+        // The system settings are one thing: [system] comes from one file.
+        self.key("[system]", &mut out.system, part.system)?;
         out.step.extend(part.step);
         Ok(())
     }
@@ -447,7 +449,7 @@ macro_rules! unspanned {
         }
     )*};
 }
-unspanned!(String, bool, toml::Value, OneOrMany);
+unspanned!(String, bool, i64, toml::Value, OneOrMany);
 
 macro_rules! fields {
     ($($t:ident { $($f:ident),* })*) => {$(
@@ -459,7 +461,15 @@ macro_rules! fields {
     )*};
 }
 fields! {
-    RawRecipe { include, image, from, step, config, disk, initramfs, stage }
+    RawRecipe { include, image, from, step, config, disk, initramfs, stage, system }
+    RawSystem { hostname, timezone, locale, keymap, services, user, network }
+    RawServices { enable, disable, mask }
+    RawUser {
+        name, uid, groups, create_groups, shell, home, ssh_authorized_keys,
+        ssh_authorized_keys_file, password_hash, sudo
+    }
+    RawNetwork { dhcp, fixed }
+    RawStatic { interface, address, gateway, dns }
     RawStage { from, step }
     RawDisk { size, boot, filesystem, cmdline, compress }
     RawInitramfs { compression, init }

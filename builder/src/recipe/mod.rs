@@ -6,12 +6,14 @@ mod include;
 mod model;
 mod parse;
 mod raw;
+mod system;
 
 pub use error::RecipeError;
 pub use include::{SourceFile, Sources};
 pub use model::stage_refs;
 pub use model::{
-    Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
-    PlatformSpec, Recipe, RunSpec, Stage, Step, StepOp,
+    Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec,
+    NetworkSpec, Owner, PlatformSpec, Recipe, RunSpec, ServicesSpec, Stage, Step, StepOp, Sudo,
+    SystemSpec, UserSpec,
 };
 pub use parse::{load, parse};

@@ -297,6 +297,9 @@ pub enum StepOp {
     },
     /// Run a shell command in the sandbox.
     Run(RunSpec),
+    /// `[system]`: hostname, timezone, users, services, network, written natively as the
+    /// image's last step.
+    System(SystemSpec),
 }
 
 /// A `run` step.
@@ -328,6 +331,7 @@ impl StepOp {
             Self::Remove { .. } => "remove",
             Self::Packages { .. } => "packages",
             Self::Run(_) => "run",
+            Self::System(_) => "system",
         }
     }
 
@@ -355,6 +359,7 @@ impl StepOp {
                 };
                 format!("run {first}{more}")
             }
+            Self::System(spec) => spec.describe(),
         }
     }
 }
@@ -380,4 +385,122 @@ pub struct ConfigSpec {
     pub volumes: Vec<String>,
     /// Stop signal.
     pub stop_signal: Option<String>,
+}
+
+/// The `[system]` section, validated (see `docs/recipe.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct SystemSpec {
+    /// `/etc/hostname` and `/etc/hosts`.
+    pub hostname: Option<String>,
+    /// A zone under `/usr/share/zoneinfo`.
+    pub timezone: Option<String>,
+    /// `LANG` in `/etc/default/locale`.
+    pub locale: Option<String>,
+    /// `KEYMAP` in `/etc/vconsole.conf`.
+    pub keymap: Option<String>,
+    /// Units to enable, disable and mask.
+    pub services: ServicesSpec,
+    /// `[[system.user]]`s in order.
+    pub users: Vec<UserSpec>,
+    /// `[system.network]`.
+    pub network: Option<NetworkSpec>,
+}
+
+impl SystemSpec {
+    /// `system (hostname devbox, 1 user, 2 services ...)`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(h) = &self.hostname {
+            parts.push(format!("hostname {h}"));
+        }
+        if let Some(t) = &self.timezone {
+            parts.push(format!("timezone {t}"));
+        }
+        if let Some(l) = &self.locale {
+            parts.push(format!("locale {l}"));
+        }
+        if let Some(k) = &self.keymap {
+            parts.push(format!("keymap {k}"));
+        }
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        if !self.users.is_empty() {
+            parts.push(plural(self.users.len(), "user"));
+        }
+        let services =
+            self.services.enable.len() + self.services.disable.len() + self.services.mask.len();
+        if services > 0 {
+            parts.push(plural(services, "service"));
+        }
+        match &self.network {
+            Some(NetworkSpec::Dhcp) => parts.push("network dhcp".into()),
+            Some(NetworkSpec::Static { address, .. }) => parts.push(format!("network {address}")),
+            None => {}
+        }
+        format!("system ({})", parts.join(", "))
+    }
+}
+
+/// `services = { enable, disable, mask }`: unit names (`ssh` means `ssh.service`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct ServicesSpec {
+    /// Enabled through their `[Install]` sections.
+    pub enable: Vec<String>,
+    /// Their symlinks under `/etc/systemd/system` removed.
+    pub disable: Vec<String>,
+    /// Linked to `/dev/null`.
+    pub mask: Vec<String>,
+}
+
+/// One `[[system.user]]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UserSpec {
+    /// Login name.
+    pub name: String,
+    /// Fixed uid; `None` takes the first free one from 1000.
+    pub uid: Option<u32>,
+    /// Supplementary groups.
+    pub groups: Vec<String>,
+    /// Create missing groups instead of failing.
+    pub create_groups: bool,
+    /// Login shell; `None` means `/bin/bash` when the image has it, else `/bin/sh`.
+    pub shell: Option<String>,
+    /// Home directory; `None` means `/home/NAME`.
+    pub home: Option<String>,
+    /// Every `authorized_keys` line: the inline ones, then the file's.
+    pub ssh_authorized_keys: Vec<String>,
+    /// `ssh_authorized_keys_file` as written (its lines are in `ssh_authorized_keys`).
+    pub ssh_authorized_keys_file: Option<String>,
+    /// A crypt(5) hash; `None` locks the password.
+    pub password_hash: Option<String>,
+    /// A sudoers rule.
+    pub sudo: Option<Sudo>,
+}
+
+/// `sudo = "password" | "nopasswd"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sudo {
+    /// `ALL=(ALL:ALL) ALL`.
+    Password,
+    /// `ALL=(ALL:ALL) NOPASSWD: ALL`.
+    Nopasswd,
+}
+
+/// `[system.network]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkSpec {
+    /// DHCP on every ethernet interface.
+    Dhcp,
+    /// A fixed address.
+    Static {
+        /// An interface name or glob (`en*`).
+        interface: String,
+        /// Address with prefix length (`10.0.0.5/24`).
+        address: String,
+        /// Default gateway.
+        gateway: Option<String>,
+        /// DNS servers.
+        dns: Vec<String>,
+    },
 }

@@ -78,6 +78,14 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
         stages.push(Stage { name, base, steps });
     }
     let stages = cx.order_stages(stages, &steps, &stage_spans)?;
+    let mut steps = steps;
+    if let Some(system) = raw.system {
+        let step = cx.system(system, steps.len() + 1)?;
+        // An empty `[system]` changes nothing: no step.
+        if !matches!(&step.op, StepOp::System(spec) if *spec == Default::default()) {
+            steps.push(step);
+        }
+    }
     Ok(Recipe {
         path: path.to_owned(),
         source: std::sync::Arc::new(sources),
@@ -92,9 +100,9 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
     })
 }
 
-struct Cx<'a> {
+pub(super) struct Cx<'a> {
     /// The recipe's files; every span is global to them.
-    sources: &'a Sources,
+    pub(super) sources: &'a Sources,
 }
 
 /// Longest image name, as Docker's reference grammar allows.
@@ -247,15 +255,19 @@ fn check_user(text: &str) -> Result<(), String> {
 const STEP_KINDS: &str = "copy, write, mkdir, symlink, remove, packages or run";
 
 impl Cx<'_> {
-    fn err(&self, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> RecipeError {
+    pub(super) fn err(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) -> RecipeError {
         self.sources.error(span, message)
     }
 
-    fn err_at<T>(&self, value: &S<T>, message: impl Into<String>) -> RecipeError {
+    pub(super) fn err_at<T>(&self, value: &S<T>, message: impl Into<String>) -> RecipeError {
         self.err(Some(value.span()), message)
     }
 
-    fn line_of(&self, offset: usize) -> usize {
+    pub(super) fn line_of(&self, offset: usize) -> usize {
         self.sources.line_of(offset)
     }
 
@@ -587,7 +599,7 @@ impl Cx<'_> {
 
     /// A host path relative to the directory of the recipe file that names it, which must
     /// exist and stay inside that directory.
-    fn host_file(&self, value: &S<String>) -> Result<PathBuf, RecipeError> {
+    pub(super) fn host_file(&self, value: &S<String>) -> Result<PathBuf, RecipeError> {
         let dir = self.sources.dir_at(value.span().start);
         let rel = Path::new(value.get_ref());
         if rel.is_absolute() || rel.components().any(|c| c == Component::ParentDir) {
@@ -921,7 +933,7 @@ impl Cx<'_> {
     }
 
     /// An absolute path inside the image, normalised (no `.`, `..` or doubled `/`).
-    fn image_path(&self, value: &S<String>) -> Result<String, RecipeError> {
+    pub(super) fn image_path(&self, value: &S<String>) -> Result<String, RecipeError> {
         let text = value.get_ref();
         if !text.starts_with('/') {
             return Err(self

@@ -21,6 +21,106 @@ pub(crate) struct RawRecipe {
     pub disk: Option<S<RawDisk>>,
     pub initramfs: Option<S<RawInitramfs>>,
     pub stage: Option<BTreeMap<String, S<RawStage>>>,
+    #[serde(default, deserialize_with = "spanned_system")]
+    pub system: Option<S<RawSystem>>,
+}
+
+/// `[system]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSystem {
+    pub hostname: Option<S<String>>,
+    pub timezone: Option<S<String>>,
+    pub locale: Option<S<String>>,
+    pub keymap: Option<S<String>>,
+    pub services: Option<S<RawServices>>,
+    pub user: Option<Vec<S<RawUser>>>,
+    #[serde(default, deserialize_with = "spanned_network")]
+    pub network: Option<S<RawNetwork>>,
+}
+
+/// `services = { enable, disable, mask }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServices {
+    pub enable: Option<Vec<S<String>>>,
+    pub disable: Option<Vec<S<String>>>,
+    pub mask: Option<Vec<S<String>>>,
+}
+
+/// One `[[system.user]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUser {
+    pub name: Option<S<String>>,
+    pub uid: Option<S<i64>>,
+    pub groups: Option<Vec<S<String>>>,
+    pub create_groups: Option<S<bool>>,
+    pub shell: Option<S<String>>,
+    pub home: Option<S<String>>,
+    pub ssh_authorized_keys: Option<Vec<S<String>>>,
+    pub ssh_authorized_keys_file: Option<S<String>>,
+    pub password_hash: Option<S<String>>,
+    pub sudo: Option<S<String>>,
+}
+
+/// `[system.network]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNetwork {
+    pub dhcp: Option<S<bool>>,
+    #[serde(rename = "static")]
+    pub fixed: Option<S<RawStatic>>,
+}
+
+/// `static = { interface, address, gateway, dns }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStatic {
+    pub interface: Option<S<String>>,
+    pub address: Option<S<String>>,
+    pub gateway: Option<S<String>>,
+    pub dns: Option<Vec<S<String>>>,
+}
+
+/// The smallest range that holds every span given (`0..0` for none).
+fn union(spans: impl IntoIterator<Item = std::ops::Range<usize>>) -> std::ops::Range<usize> {
+    let spans: Vec<_> = spans.into_iter().collect();
+    let start = spans.iter().map(|r| r.start).min().unwrap_or(0);
+    let end = spans.iter().map(|r| r.end).max().unwrap_or(0);
+    start..end
+}
+
+/// `[system]`, spanned from its keys (a table that only `[[system.user]]` or
+/// `[system.network]` headers make has no span of its own).
+fn spanned_system<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<S<RawSystem>>, D::Error> {
+    let Some(sys) = Option::<RawSystem>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let mut spans = vec![];
+    for s in [&sys.hostname, &sys.timezone, &sys.locale, &sys.keymap] {
+        spans.extend(s.as_ref().map(S::span));
+    }
+    spans.extend(sys.services.as_ref().map(S::span));
+    spans.extend(sys.user.iter().flatten().map(S::span));
+    spans.extend(sys.network.as_ref().map(S::span));
+    Ok(Some(S::new(union(spans), sys)))
+}
+
+/// `[system.network]`, spanned from its keys.
+fn spanned_network<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<S<RawNetwork>>, D::Error> {
+    let Some(net) = Option::<RawNetwork>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let spans = [
+        net.dhcp.as_ref().map(S::span),
+        net.fixed.as_ref().map(S::span),
+    ];
+    Ok(Some(S::new(union(spans.into_iter().flatten()), net)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -99,6 +99,17 @@ pub enum StepError {
         #[source]
         source: ResolveError,
     },
+    /// A `[system]` setting cannot be applied to the image below (a zone, unit, group or
+    /// `/etc/sudoers.d` it lacks, a user that exists with another uid).
+    #[error("step {step}: {key}: {message}")]
+    System {
+        /// The step number.
+        step: usize,
+        /// The recipe key, e.g. `system.timezone` or `system.user[0].groups`.
+        key: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// A copied file changed between planning and copying.
     #[error("step {step}: {path} changed while the build read it; run the build again")]
     SourceChanged {
@@ -119,7 +130,8 @@ impl StepError {
             Self::NothingInStage { .. }
             | Self::SeveralInStage { .. }
             | Self::NothingToRemove { .. }
-            | Self::Resolve { .. } => true,
+            | Self::Resolve { .. }
+            | Self::System { .. } => true,
             Self::Store { source, .. } => source.is_user_error(),
             Self::Io { .. }
             | Self::Sandbox { .. }
@@ -229,8 +241,8 @@ pub(crate) fn write_layer(
                     .any(|(at, _)| all.binary_search_by(|a| a.as_str().cmp(&p[..at])).is_ok())
             });
         }
-        StepOp::Packages { .. } | StepOp::Run(_) => {
-            unreachable!("packages and run steps run in the sandbox")
+        StepOp::Packages { .. } | StepOp::Run(_) | StepOp::System(_) => {
+            unreachable!("packages, run and system steps have layers of their own")
         }
     }
     let (entries, whiteouts) = resolve_all(step, below, entries, whiteouts)?;

@@ -8,6 +8,7 @@ pub(crate) mod image_glob;
 pub(crate) mod install;
 mod normalise;
 mod sandboxed;
+pub(crate) mod system;
 
 pub(crate) use files::write_layer;
 pub use files::StepError;
