@@ -1,0 +1,79 @@
+//! `imgbuild run --exec`: commands run in the booted guest as root over SSH (a throwaway
+//! key passed as a systemd credential), their output on stdout, the exit status the first
+//! failing command's, and the artifact left unchanged.
+
+use crate::common::*;
+use std::path::Path;
+
+/// One TCG boot of the shipped debian-server qcow2 (openssh-server, systemd 252): every
+/// command up to the failing one runs, in order, and nothing after it.
+#[test]
+fn exec_boots_debian_server_runs_commands_in_order_and_exits_with_the_failing_status() {
+    require_tool("qemu-system-x86_64", "qemu-system-x86");
+    require_tool("ssh", "openssh-client");
+    let tmp = tempfile::tempdir().unwrap();
+    build_json(
+        &repo().join("recipes/debian-server.toml"),
+        shared_store(),
+        tmp.path(),
+        &["--locked", "-f", "qcow2", "--source-date-epoch", "1700000000"],
+    );
+    let disk = tmp.path().join("debian-server.qcow2");
+    let before = sha256_hex(&disk);
+    let out = imgbuild()
+        .arg("run")
+        .arg(&disk)
+        .args(["--timeout", "600"])
+        .args(["--exec", "cat /etc/hostname"])
+        .args(["--exec", "id -u"])
+        .args(["--exec", "exit 3"])
+        .args(["--exec", "echo never"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = last_lines(&out.stderr, 60);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stdout:\n{stdout}\nstderr (last lines):\n{stderr}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, ["debian-server", "0"], "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("`exit 3` exited with status 3 in the guest"),
+        "{stderr}"
+    );
+    assert_eq!(sha256_hex(&disk), before, "the qcow2 changed");
+}
+
+#[test]
+fn exec_without_network_is_refused_before_anything_boots() {
+    let out = imgbuild()
+        .args(["run", "missing.qcow2", "--no-network", "--exec", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--exec reaches the guest over SSH") && stderr.contains("--no-network"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn exec_and_expect_do_not_go_together() {
+    let out = imgbuild()
+        .args(["run", "missing.qcow2", "--expect", "login:", "--exec", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--expect"), "{stderr}");
+}
+
+fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut fs_err::File::open(path).unwrap(), &mut hasher).unwrap();
+    hex::encode(hasher.finalize())
+}
