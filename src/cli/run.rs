@@ -23,7 +23,8 @@ use std::time::Duration;
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// A recipe (.toml, built first) or an artifact: NAME.qcow2, NAME.raw or
-    /// NAME.initramfs.cpio.zst|gz (booted with NAME.vmlinuz beside it).
+    /// NAME.initramfs.cpio.zst|gz (booted with NAME.vmlinuz beside it). An image of the
+    /// store (NAME or NAME:TAG) holds no disk: `run` says which file to build and boot.
     target: PathBuf,
     /// For a recipe: which artifact to build and boot: qcow2, raw or initramfs.
     #[arg(long, value_name = "FORMAT", default_value = "qcow2", value_parser = parse_format)]
@@ -128,6 +129,9 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
             },
         }
     } else {
+        if !args.target.exists() {
+            stored_image(store_dir, &args.target, &args.out)?;
+        }
         artifact(&args.target, args.kernel.clone())?
     };
     let boot = match target {
@@ -181,9 +185,7 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
             login: timeout.unwrap_or(EXEC_LOGIN_TIMEOUT),
             total: timeout,
         };
-        let report = session
-            .run(vm, &args.exec, limits)
-            .map_err(exec_failure)?;
+        let report = session.run(vm, &args.exec, limits).map_err(exec_failure)?;
         return match report.failed {
             None => {
                 eprintln!("imgbuild run: every command succeeded; the VM is stopped");
@@ -251,6 +253,58 @@ fn exec_failure(e: ExecError) -> Failure {
         Failure::user(e.to_string())
     } else {
         Failure::internal(chain(&e))
+    }
+}
+
+/// For a `target` that is no file: the images of the store it names (NAME:TAG, or NAME
+/// with any tag). The store keeps an image's layers, not a disk nor the recipe's `[disk]`
+/// and bootloaders, so a match is refused with what to run instead; several matches are
+/// listed. `Ok` when none matches (the caller says that the file does not exist).
+fn stored_image(store_dir: &Path, target: &Path, out: &Path) -> Result<(), Failure> {
+    let Some(name) = target.to_str().filter(|n| !n.contains('/')) else {
+        return Ok(());
+    };
+    if !store_dir.is_dir() {
+        return Ok(());
+    }
+    let store = imgbuild_store::Store::open(store_dir)?;
+    let mut found: Vec<String> = store
+        .refs()?
+        .into_iter()
+        .map(|r| r.name)
+        .filter(|r| {
+            r == name || (!name.contains(':') && r.split_once(':').is_some_and(|(n, _)| n == name))
+        })
+        .collect();
+    found.sort();
+    match &found[..] {
+        [] => Ok(()),
+        [one] => {
+            let image = one.split_once(':').map_or(one.as_str(), |(n, _)| n);
+            let built = out.join(format!("{image}.qcow2"));
+            let hint = if built.is_file() {
+                format!(
+                    "; {} is the disk of its last build with -o {}",
+                    built.display(),
+                    out.display()
+                )
+            } else {
+                String::new()
+            };
+            Err(Failure::user(format!(
+                "{one} is an image in the store ({}), which keeps its layers but no disk: \
+                 build one with `imgbuild build RECIPE -f qcow2` and run {}, or run the \
+                 recipe (`imgbuild run RECIPE` builds and boots it){hint}",
+                store_dir.display(),
+                built.display()
+            )))
+        }
+        many => Err(Failure::user(format!(
+            "`{name}` names {} images in the store: {}; none holds a disk either: build \
+             one with `imgbuild build RECIPE -f qcow2` and run the .qcow2 it writes",
+            many.len(),
+            many.join(", ")
+        ))),
     }
 }
 

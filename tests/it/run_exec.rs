@@ -16,7 +16,13 @@ fn exec_boots_debian_server_runs_commands_in_order_and_exits_with_the_failing_st
         &repo().join("recipes/debian-server.toml"),
         shared_store(),
         tmp.path(),
-        &["--locked", "-f", "qcow2", "--source-date-epoch", "1700000000"],
+        &[
+            "--locked",
+            "-f",
+            "qcow2",
+            "--source-date-epoch",
+            "1700000000",
+        ],
     );
     let disk = tmp.path().join("debian-server.qcow2");
     let before = sha256_hex(&disk);
@@ -32,6 +38,10 @@ fn exec_boots_debian_server_runs_commands_in_order_and_exits_with_the_failing_st
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = last_lines(&out.stderr, 60);
+    // The boot-to-SSH time, for the record.
+    for line in stderr.lines().filter(|l| l.contains("logged in after")) {
+        eprintln!("{line}");
+    }
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -63,7 +73,14 @@ fn exec_without_network_is_refused_before_anything_boots() {
 #[test]
 fn exec_and_expect_do_not_go_together() {
     let out = imgbuild()
-        .args(["run", "missing.qcow2", "--expect", "login:", "--exec", "true"])
+        .args([
+            "run",
+            "missing.qcow2",
+            "--expect",
+            "login:",
+            "--exec",
+            "true",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -76,4 +93,41 @@ fn sha256_hex(path: &Path) -> String {
     let mut hasher = sha2::Sha256::new();
     std::io::copy(&mut fs_err::File::open(path).unwrap(), &mut hasher).unwrap();
     hex::encode(hasher.finalize())
+}
+
+/// The store keeps layers, not disks: `run NAME[:TAG]` says what to build and boot instead,
+/// and lists the candidates when NAME has several tags.
+#[test]
+fn run_names_an_image_of_the_store_and_says_to_build_a_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("vm.toml");
+    fs_err::write(
+        &recipe,
+        "[image]\nname = \"vm\"\ntags = [\"a\", \"b\"]\n\n[[step]]\nwrite = \"/etc/hostname\"\ncontent = \"vm\\n\"\n",
+    )
+    .unwrap();
+    let store = tmp.path().join("store");
+    build_json(&recipe, &store, &tmp.path().join("out"), &["-f", "oci"]);
+    let run = |target: &str| {
+        let out = imgbuild()
+            .arg("--store")
+            .arg(&store)
+            .args(["run", target])
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "run {target}: {stderr}");
+        stderr
+    };
+    let one = run("vm:a");
+    assert!(
+        one.contains("vm:a is an image in the store")
+            && one.contains("imgbuild build RECIPE -f qcow2"),
+        "{one}"
+    );
+    let many = run("vm");
+    assert!(many.contains("2 images in the store: vm:a, vm:b"), "{many}");
+    let none = run("nothing-here");
+    assert!(none.contains("nothing-here does not exist"), "{none}");
 }

@@ -85,9 +85,7 @@ impl ExecError {
     /// Whether the user has to fix it (install a tool, change the image or the options).
     pub fn is_user_error(&self) -> bool {
         match self {
-            ExecError::SshMissing { .. } | ExecError::NoNetwork | ExecError::NoLogin { .. } => {
-                true
-            }
+            ExecError::SshMissing { .. } | ExecError::NoNetwork | ExecError::NoLogin { .. } => true,
             ExecError::Vm(e) => e.is_user_error(),
             _ => false,
         }
@@ -306,7 +304,10 @@ impl ExecSession {
                 .ssh()
                 .arg("true")
                 .output()
-                .map_err(|source| ExecError::SshMissing { tool: "ssh", source })?;
+                .map_err(|source| ExecError::SshMissing {
+                    tool: "ssh",
+                    source,
+                })?;
             if out.status.success() {
                 return Ok(start.elapsed());
             }
@@ -334,7 +335,10 @@ impl ExecSession {
                 .stdout(Stdio::inherit())
                 .stderr(Stdio::inherit())
                 .spawn()
-                .map_err(|source| ExecError::SshMissing { tool: "ssh", source })?;
+                .map_err(|source| ExecError::SshMissing {
+                    tool: "ssh",
+                    source,
+                })?;
             let status = loop {
                 let done = child.try_wait().map_err(|source| ExecError::Io {
                     what: "waiting for ssh",
@@ -444,7 +448,10 @@ mod tests {
             "type=11,value=io.systemd.credential.binary:ssh.authorized_keys.root={}",
             base64::engine::general_purpose::STANDARD.encode(&public)
         );
-        assert!(argv.windows(2).any(|w| w == ["-smbios", &smbios]), "{argv:?}");
+        assert!(
+            argv.windows(2).any(|w| w == ["-smbios", &smbios]),
+            "{argv:?}"
+        );
         let key = session.key();
         drop(session);
         assert!(!key.exists(), "the throwaway key outlived the session");
