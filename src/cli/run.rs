@@ -194,6 +194,10 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
             Some((command, code)) => Err(Failure::guest_command(
                 code.map_or(1, |c| u8::try_from(c).unwrap_or(1)),
                 match code {
+                    Some(255) => format!(
+                        "`{command}` exited with status 255 in the guest, or ssh failed (it \
+                         exits 255 then too; its message is above)"
+                    ),
                     Some(c) => format!("`{command}` exited with status {c} in the guest"),
                     None => format!("ssh running `{command}` was killed by a signal"),
                 },
