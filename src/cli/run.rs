@@ -23,8 +23,9 @@ use std::time::Duration;
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// A recipe (.toml, built first) or an artifact: NAME.qcow2, NAME.raw or
-    /// NAME.initramfs.cpio.zst|gz (booted with NAME.vmlinuz beside it). An image of the
-    /// store (NAME or NAME:TAG) holds no disk: `run` says which file to build and boot.
+    /// NAME.initramfs.cpio.zst|gz (booted with NAME.vmlinuz beside it), or an image of
+    /// the store (NAME:TAG, or NAME with one tag), written as a qcow2 with the default
+    /// [disk] settings first.
     target: PathBuf,
     /// For a recipe: which artifact to build and boot: qcow2, raw or initramfs.
     #[arg(long, value_name = "FORMAT", default_value = "qcow2", value_parser = parse_format)]
@@ -99,6 +100,8 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
     if !args.exec.is_empty() && args.no_network {
         return Err(exec_failure(ExecError::NoNetwork));
     }
+    // Holds the disk written from a store image until QEMU is done with it.
+    let mut _scratch: Option<tempfile::TempDir> = None;
     let target = if args.target.extension().is_some_and(|e| e == "toml") {
         let mut request = BuildRequest::new(
             args.target.clone(),
@@ -128,10 +131,29 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
                 qcow2: f == Format::Qcow2,
             },
         }
+    } else if let Some(name) = stored_image(store_dir, &args.target)? {
+        let dir = tempfile::Builder::new()
+            .prefix("imgbuild-run-")
+            .tempdir()
+            .map_err(|e| Failure::internal(format!("creating a scratch directory: {e}")))?;
+        eprintln!(
+            "imgbuild run: {name} is an image in the store; writing it as a qcow2 with the \
+             default [disk] settings (the store keeps no recipe) to {}",
+            dir.path().display()
+        );
+        let path = pipeline::stored_disk(store_dir, &name, dir.path(), &|m| eprintln!("{m}"))
+            .map_err(|e| {
+                let mut failure = Failure::from(e);
+                failure.message = format!(
+                    "{}\n(no disk could be written from the store image {name}: build one with \
+                     `imgbuild build RECIPE -f qcow2` and run that file)",
+                    failure.message
+                );
+                failure
+            })?;
+        _scratch = Some(dir);
+        Bootable::Disk { path, qcow2: true }
     } else {
-        if !args.target.exists() {
-            stored_image(store_dir, &args.target, &args.out)?;
-        }
         artifact(&args.target, args.kernel.clone())?
     };
     let boot = match target {
@@ -260,16 +282,18 @@ fn exec_failure(e: ExecError) -> Failure {
     }
 }
 
-/// For a `target` that is no file: the images of the store it names (NAME:TAG, or NAME
-/// with any tag). The store keeps an image's layers, not a disk nor the recipe's `[disk]`
-/// and bootloaders, so a match is refused with what to run instead; several matches are
-/// listed. `Ok` when none matches (the caller says that the file does not exist).
-fn stored_image(store_dir: &Path, target: &Path, out: &Path) -> Result<(), Failure> {
-    let Some(name) = target.to_str().filter(|n| !n.contains('/')) else {
-        return Ok(());
+/// For a `target` that is no file and no recipe: the image of the store it names
+/// (NAME:TAG, or NAME with one tag); several matches are listed (exit 2). `None` when it
+/// names none (the caller says that the file does not exist).
+fn stored_image(store_dir: &Path, target: &Path) -> Result<Option<String>, Failure> {
+    let Some(name) = target
+        .to_str()
+        .filter(|n| !n.contains('/') && !target.exists())
+    else {
+        return Ok(None);
     };
     if !store_dir.is_dir() {
-        return Ok(());
+        return Ok(None);
     }
     let store = imgbuild_store::Store::open(store_dir)?;
     let mut found: Vec<String> = store
@@ -281,33 +305,11 @@ fn stored_image(store_dir: &Path, target: &Path, out: &Path) -> Result<(), Failu
         })
         .collect();
     found.sort();
-    match &found[..] {
-        [] => Ok(()),
-        [one] => {
-            let image = one.split_once(':').map_or(one.as_str(), |(n, _)| n);
-            let built = out.join(format!("{image}.qcow2"));
-            let hint = if built.is_file() {
-                format!(
-                    "; {} is the disk of its last build with -o {}",
-                    built.display(),
-                    out.display()
-                )
-            } else {
-                String::new()
-            };
-            Err(Failure::user(format!(
-                "{one} is an image in the store ({}), which keeps its layers but no disk: \
-                 build one with `imgbuild build RECIPE -f qcow2` and run {}, or run the \
-                 recipe (`imgbuild run RECIPE` builds and boots it){hint}",
-                store_dir.display(),
-                built.display()
-            )))
-        }
-        many => Err(Failure::user(format!(
-            "`{name}` names {} images in the store: {}; none holds a disk either: build \
-             one with `imgbuild build RECIPE -f qcow2` and run the .qcow2 it writes",
-            many.len(),
-            many.join(", ")
+    match found.len() {
+        0 | 1 => Ok(found.pop()),
+        n => Err(Failure::user(format!(
+            "`{name}` names {n} images in the store: {}; run one of them as NAME:TAG",
+            found.join(", ")
         ))),
     }
 }

@@ -95,10 +95,10 @@ fn sha256_hex(path: &Path) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The store keeps layers, not disks: `run NAME[:TAG]` says what to build and boot instead,
-/// and lists the candidates when NAME has several tags.
+/// `run NAME` with several tags lists them; a name the store does not know is a missing
+/// file.
 #[test]
-fn run_names_an_image_of_the_store_and_says_to_build_a_disk() {
+fn run_names_images_of_the_store_and_lists_several_tags() {
     let tmp = tempfile::tempdir().unwrap();
     let recipe = tmp.path().join("vm.toml");
     fs_err::write(
@@ -117,17 +117,53 @@ fn run_names_an_image_of_the_store_and_says_to_build_a_disk() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(2), "run {target}: {stderr}");
-        stderr
+        assert_ne!(out.status.code(), Some(0), "run {target}: {stderr}");
+        (out.status.code(), stderr)
     };
-    let one = run("vm:a");
+    let (code, many) = run("vm");
+    assert_eq!(code, Some(2), "{many}");
     assert!(
-        one.contains("vm:a is an image in the store")
-            && one.contains("imgbuild build RECIPE -f qcow2"),
-        "{one}"
+        many.contains("`vm` names 2 images in the store: vm:a, vm:b"),
+        "{many}"
     );
-    let many = run("vm");
-    assert!(many.contains("2 images in the store: vm:a, vm:b"), "{many}");
-    let none = run("nothing-here");
+    let (code, none) = run("nothing-here");
+    assert_eq!(code, Some(2), "{none}");
     assert!(none.contains("nothing-here does not exist"), "{none}");
+}
+
+/// `run NAME:TAG` of a Debian image in the store writes it as a qcow2 with the default
+/// `[disk]` and boots it: systemd greets on the console, so the root filesystem mounted.
+#[test]
+fn run_boots_a_store_image_by_name() {
+    require_tool("qemu-system-x86_64", "qemu-system-x86");
+    let tmp = tempfile::tempdir().unwrap();
+    build_json(
+        &repo().join("recipes/debian-server.toml"),
+        shared_store(),
+        tmp.path(),
+        &["--locked", "-f", "oci", "--source-date-epoch", "1700000000"],
+    );
+    let out = imgbuild()
+        .arg("--store")
+        .arg(shared_store())
+        .args(["run", "debian-server:bookworm"])
+        .args([
+            "--expect",
+            "Welcome to Debian GNU/Linux",
+            "--timeout",
+            "400",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nstderr:\n{}",
+        last_lines(&out.stdout, 40),
+        last_lines(&out.stderr, 40)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("debian-server:bookworm is an image in the store"),
+        "{stderr}"
+    );
 }
