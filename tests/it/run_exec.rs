@@ -95,6 +95,50 @@ fn sha256_hex(path: &Path) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// A guest that powers off by itself (the busybox fixture) ends the wait for the login at
+/// once, with the console tail and exit 2.
+#[test]
+fn exec_on_a_guest_that_powers_off_boots_and_says_so() {
+    require_tool("qemu-system-x86_64", "qemu-system-x86");
+    require_tool("ssh", "openssh-client");
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = crate::boot_fixture::recipe(tmp.path(), "bootfix", "");
+    let out = imgbuild()
+        .arg("run")
+        .arg(&recipe)
+        .args([
+            "--format",
+            "initramfs",
+            "--timeout",
+            "240",
+            "--exec",
+            "true",
+        ])
+        .arg("-o")
+        .arg(tmp.path().join("out"))
+        .arg("--store")
+        .arg(tmp.path().join("store"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("imgbuild") || l.starts_with("error"))
+        .collect();
+    assert_eq!(out.status.code(), Some(2), "{ours:#?}");
+    assert!(
+        stderr.contains("before an SSH login worked")
+            && stderr.contains(crate::boot_fixture::MARKER),
+        "{}",
+        last_lines(&out.stderr, 40)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// `run NAME` with several tags lists them; a name the store does not know is a missing
 /// file.
 #[test]

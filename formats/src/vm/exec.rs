@@ -49,8 +49,11 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
-    /// The guest stopped before the login worked.
-    #[error("the VM stopped ({status}) before an SSH login worked; console tail:\n{console}")]
+    /// The guest stopped before the login worked (it powered off, or QEMU failed).
+    #[error(
+        "the VM stopped ({status}) before an SSH login worked: --exec needs a guest that stays \
+         up with openssh-server running; console tail:\n{console}"
+    )]
     Stopped {
         /// How QEMU exited.
         status: ExitStatus,
@@ -85,7 +88,10 @@ impl ExecError {
     /// Whether the user has to fix it (install a tool, change the image or the options).
     pub fn is_user_error(&self) -> bool {
         match self {
-            ExecError::SshMissing { .. } | ExecError::NoNetwork | ExecError::NoLogin { .. } => true,
+            ExecError::SshMissing { .. }
+            | ExecError::NoNetwork
+            | ExecError::NoLogin { .. }
+            | ExecError::Stopped { .. } => true,
             ExecError::Vm(e) => e.is_user_error(),
             _ => false,
         }
