@@ -12,9 +12,11 @@ bash "$(dirname "$0")/install-runtime-deps.sh"
 
 # Validators and peers: OCI (skopeo, umoci), disks (sgdisk, fsck.fat, e2fsck, qemu-img),
 # a registry, boot tests (qemu, OVMF), Debian tooling (dpkg-dev, gpg, mmdebstrap), rootless (uidmap),
-# bsdtar (libarchive-tools) to extract exports with a second tar implementation.
+# bsdtar (libarchive-tools) to extract exports with a second tar implementation, ssh and
+# ssh-keygen (openssh-client) for `imgbuild run --exec`.
 $SUDO "${APT[@]}" install --no-install-recommends \
   skopeo umoci docker-registry apache2-utils openssl \
   gdisk dosfstools mtools libarchive13 syslinux syslinux-common syslinux-efi \
   dpkg-dev gpg gpgv debian-archive-keyring mmdebstrap uidmap \
-  zstd cpio busybox-static python3 ca-certificates curl gcc libc6-dev libarchive-tools
+  zstd cpio busybox-static python3 ca-certificates curl gcc libc6-dev libarchive-tools \
+  openssh-client

@@ -90,7 +90,7 @@ fn boot(disk: &Path, uefi: bool, what: &str) {
         .watch(Watch {
             timeout: Some(Duration::from_secs(90)),
             expect: Some(MARKER),
-            echo: None,
+            ..Watch::default()
         })
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(

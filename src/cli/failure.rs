@@ -104,6 +104,14 @@ impl Failure {
         Self::new(message.into(), false, Kind::Internal)
     }
 
+    /// Exit with `code`, the status of a command run in a guest (`run --exec`).
+    pub(crate) fn guest_command(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            ..Self::new(message.into(), false, Kind::Build)
+        }
+    }
+
     /// Exit 1 after a command printed its outcome, which says what went wrong
     /// (`build --check` finding layers that differ).
     pub(crate) fn reported(message: impl Into<String>) -> Self {

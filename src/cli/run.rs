@@ -1,7 +1,8 @@
 //! `imgbuild run`: boot a disk (qcow2, raw) or an initramfs in QEMU with the serial
-//! console on the terminal, like `mkosi qemu`. Given a recipe, it builds it first. The
-//! QEMU command line, the firmware choice and the console watcher are
-//! `imgbuild_formats::vm`'s.
+//! console on the terminal, like `mkosi qemu`. Given a recipe, it builds it first. With
+//! `--exec CMD` it runs commands in the guest over SSH instead and exits with theirs
+//! (`imgbuild_formats::vm::exec`). The QEMU command line, the firmware choice and the
+//! console watcher are `imgbuild_formats::vm`'s.
 
 use super::failure::chain;
 use super::registry_args::RegistryArgs;
@@ -10,7 +11,9 @@ use clap::Args;
 use imgbuild::pipeline::{self, BuildRequest};
 use imgbuild_formats::disk::probe::{self, DiskFormat};
 use imgbuild_formats::vm::{
-    self, Firmware, Outcome, PortForward, Qemu, UserNetwork, VmError, Watch,
+    self,
+    exec::{ExecError, ExecSession, Limits},
+    Firmware, Outcome, PortForward, Qemu, UserNetwork, VmError, Watch,
 };
 use imgbuild_formats::Format;
 use std::path::{Path, PathBuf};
@@ -20,7 +23,9 @@ use std::time::Duration;
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// A recipe (.toml, built first) or an artifact: NAME.qcow2, NAME.raw or
-    /// NAME.initramfs.cpio.zst|gz (booted with NAME.vmlinuz beside it).
+    /// NAME.initramfs.cpio.zst|gz (booted with NAME.vmlinuz beside it), or an image of
+    /// the store (NAME:TAG, or NAME with one tag), written as a qcow2 with the default
+    /// [disk] settings first.
     target: PathBuf,
     /// For a recipe: which artifact to build and boot: qcow2, raw or initramfs.
     #[arg(long, value_name = "FORMAT", default_value = "qcow2", value_parser = parse_format)]
@@ -31,12 +36,19 @@ pub(crate) struct RunArgs {
     /// Boot with UEFI firmware (OVMF) even if the disk also boots under BIOS.
     #[arg(long)]
     uefi: bool,
-    /// Stop the VM and fail after this many seconds.
+    /// Stop the VM and fail after this many seconds [with --exec: also the wait for the
+    /// SSH login, 300 s when not given].
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
     /// Stop the VM and succeed as soon as this text appears on the console.
     #[arg(long, value_name = "STRING")]
     expect: Option<String>,
+    /// Run CMD in the guest as root over SSH once it is up (a throwaway key passed as the
+    /// systemd credential ssh.authorized_keys.root; needs openssh-server and systemd >= 252
+    /// in the image, ssh on the host), stream its output, then stop the VM and exit with
+    /// CMD's status; repeatable: run in order, stopping at the first that fails.
+    #[arg(long = "exec", value_name = "CMD", conflicts_with = "expect")]
+    exec: Vec<String>,
     /// Guest memory in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     memory: u32,
@@ -80,7 +92,16 @@ enum Bootable {
     Initramfs { initrd: PathBuf, kernel: PathBuf },
 }
 
+/// How long `--exec` waits for the SSH login without `--timeout`: a Debian guest under TCG
+/// on a busy host takes 1-3 minutes to boot.
+const EXEC_LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
+
 pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
+    if !args.exec.is_empty() && args.no_network {
+        return Err(exec_failure(ExecError::NoNetwork));
+    }
+    // Holds the disk written from a store image until QEMU is done with it.
+    let mut _scratch: Option<tempfile::TempDir> = None;
     let target = if args.target.extension().is_some_and(|e| e == "toml") {
         let mut request = BuildRequest::new(
             args.target.clone(),
@@ -110,6 +131,28 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
                 qcow2: f == Format::Qcow2,
             },
         }
+    } else if let Some(name) = stored_image(store_dir, &args.target)? {
+        let dir = tempfile::Builder::new()
+            .prefix("imgbuild-run-")
+            .tempdir()
+            .map_err(|e| Failure::internal(format!("creating a scratch directory: {e}")))?;
+        eprintln!(
+            "imgbuild run: {name} is an image in the store; writing it as a qcow2 with the \
+             default [disk] settings (the store keeps no recipe) to {}",
+            dir.path().display()
+        );
+        let path = pipeline::stored_disk(store_dir, &name, dir.path(), &|m| eprintln!("{m}"))
+            .map_err(|e| {
+                let mut failure = Failure::from(e);
+                failure.message = format!(
+                    "{}\n(no disk could be written from the store image {name}: build one with \
+                     `imgbuild build RECIPE -f qcow2` and run that file)",
+                    failure.message
+                );
+                failure
+            })?;
+        _scratch = Some(dir);
+        Bootable::Disk { path, qcow2: true }
     } else {
         artifact(&args.target, args.kernel.clone())?
     };
@@ -148,11 +191,41 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
     if args.uefi {
         qemu.firmware = Firmware::Uefi;
     }
+    let session = if args.exec.is_empty() {
+        None
+    } else {
+        Some(ExecSession::new(&mut qemu).map_err(exec_failure)?)
+    };
     let vm = qemu.prepare().map_err(vm_failure)?;
     eprintln!(
         "booting with -accel {} (IMGBUILD_ACCEL=kvm|tcg overrides)",
         vm.accel
     );
+    if let Some(session) = session {
+        let timeout = args.timeout.map(Duration::from_secs);
+        let limits = Limits {
+            login: timeout.unwrap_or(EXEC_LOGIN_TIMEOUT),
+            total: timeout,
+        };
+        let report = session.run(vm, &args.exec, limits).map_err(exec_failure)?;
+        return match report.failed {
+            None => {
+                eprintln!("imgbuild run: every command succeeded; the VM is stopped");
+                Ok(())
+            }
+            Some((command, code)) => Err(Failure::guest_command(
+                code.map_or(1, |c| u8::try_from(c).unwrap_or(1)),
+                match code {
+                    Some(255) => format!(
+                        "`{command}` exited with status 255 in the guest, or ssh failed (it \
+                         exits 255 then too; its message is above)"
+                    ),
+                    Some(c) => format!("`{command}` exited with status {c} in the guest"),
+                    None => format!("ssh running `{command}` was killed by a signal"),
+                },
+            )),
+        };
+    }
     let expect = args.expect.as_deref();
     let timeout = args.timeout.map(Duration::from_secs);
     let mut term = std::io::stdout();
@@ -161,6 +234,7 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
             timeout,
             expect,
             echo: Some(&mut term),
+            stop: None,
         })
         .map_err(vm_failure)?;
     let outcome = match (console.outcome, expect) {
@@ -172,6 +246,7 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
         (Outcome::Exited(status), None) => {
             Err(Failure::internal(format!("qemu exited with {status}")))
         }
+        (Outcome::Stopped, _) => Err(Failure::internal("the console watch was stopped")),
         (Outcome::TimedOut, _) => {
             let limit = timeout.unwrap_or_default().as_secs();
             Err(Failure::internal(match expect {
@@ -196,6 +271,46 @@ fn vm_failure(e: VmError) -> Failure {
         Failure::user(e.to_string())
     } else {
         Failure::internal(chain(&e))
+    }
+}
+
+fn exec_failure(e: ExecError) -> Failure {
+    if e.is_user_error() {
+        Failure::user(e.to_string())
+    } else {
+        Failure::internal(chain(&e))
+    }
+}
+
+/// For a `target` that is no file and no recipe: the image of the store it names
+/// (NAME:TAG, or NAME with one tag); several matches are listed (exit 2). `None` when it
+/// names none (the caller says that the file does not exist).
+fn stored_image(store_dir: &Path, target: &Path) -> Result<Option<String>, Failure> {
+    let Some(name) = target
+        .to_str()
+        .filter(|n| !n.contains('/') && !target.exists())
+    else {
+        return Ok(None);
+    };
+    if !store_dir.is_dir() {
+        return Ok(None);
+    }
+    let store = imgbuild_store::Store::open(store_dir)?;
+    let mut found: Vec<String> = store
+        .refs()?
+        .into_iter()
+        .map(|r| r.name)
+        .filter(|r| {
+            r == name || (!name.contains(':') && r.split_once(':').is_some_and(|(n, _)| n == name))
+        })
+        .collect();
+    found.sort();
+    match found.len() {
+        0 | 1 => Ok(found.pop()),
+        n => Err(Failure::user(format!(
+            "`{name}` names {n} images in the store: {}; run one of them as NAME:TAG",
+            found.join(", ")
+        ))),
     }
 }
 

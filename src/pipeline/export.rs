@@ -157,7 +157,7 @@ pub(super) fn pinned_boot_packages(
 }
 
 /// Fetches the pinned bootloaders `firmware` needs into the store.
-fn boot_assets(
+pub(super) fn boot_assets(
     store: &Store,
     from: Option<&DebianFrom>,
     pinned: &[LockedBootPackage],

@@ -6,7 +6,9 @@
 //! - [`dry_run`]: recipe -> prepare offline -> plan, writing nothing (`build --dry-run`,
 //!   `inspect RECIPE`);
 //! - [`lock`]: recipe -> prepare every Debian unit, writing their locks (`imgbuild lock`);
-//! - [`push`]: an image of the store or an OCI layout -> a registry (`imgbuild push`).
+//! - [`push`]: an image of the store or an OCI layout -> a registry (`imgbuild push`);
+//! - [`stored_disk`]: an image of the store -> a qcow2 with default `[disk]` settings
+//!   (`imgbuild run NAME:TAG`).
 //!
 //! Progress goes to the request's observer as [`Progress`] events; nothing here prints.
 
@@ -18,6 +20,7 @@ mod export;
 mod located;
 mod lock;
 mod push;
+mod stored_disk;
 
 pub use check::{BaseCheck, CheckError, CheckOutcome, CompareError};
 pub use dry_run::StepPreview;
@@ -25,6 +28,7 @@ pub use dry_run::{dry_run, DryRun, DryRunRequest, UnitPreview};
 pub use error::PipelineError;
 pub use lock::{lock, LockOutcome, LockRequest, LockedUnit};
 pub use push::{push, PushRequest, PushSource};
+pub use stored_disk::stored_disk;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -27,6 +27,7 @@ mod registry;
 mod registry_support;
 mod remove;
 mod reproducible;
+mod run_exec;
 mod running_vm;
 mod stages;
 mod store_integrity;

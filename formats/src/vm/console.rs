@@ -5,6 +5,7 @@
 use super::VmError;
 use std::io::{Read, Write};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -16,11 +17,14 @@ const TRANSCRIPT_BYTES: usize = 64 * 1024;
 pub struct Watch<'a> {
     /// Stop with [`Outcome::TimedOut`] after this long.
     pub timeout: Option<Duration>,
-    /// Stop with [`Outcome::Expected`] as soon as this text appears. Without it, QEMU gets
-    /// this process's stdin (interactive console, Ctrl-A X quits).
+    /// Stop with [`Outcome::Expected`] as soon as this text appears. Without it and
+    /// without [`Watch::stop`], QEMU gets this process's stdin (interactive console,
+    /// Ctrl-A X quits).
     pub expect: Option<&'a str>,
     /// Where to copy the console's raw bytes as they come (e.g. stdout).
     pub echo: Option<&'a mut dyn Write>,
+    /// Stop with [`Outcome::Stopped`] once another thread sets this.
+    pub stop: Option<&'a AtomicBool>,
 }
 
 /// How a watch ended.
@@ -32,6 +36,8 @@ pub enum Outcome {
     Exited(ExitStatus),
     /// The deadline passed first.
     TimedOut,
+    /// [`Watch::stop`] was set first.
+    Stopped,
 }
 
 /// The end of a watch.
@@ -62,7 +68,7 @@ impl Console {
 /// its console; QEMU is killed when the watch ends.
 pub fn watch(mut cmd: Command, mut w: Watch<'_>) -> Result<Console, VmError> {
     let mut child = cmd
-        .stdin(if w.expect.is_some() {
+        .stdin(if w.expect.is_some() || w.stop.is_some() {
             Stdio::null()
         } else {
             Stdio::inherit()
@@ -119,6 +125,9 @@ pub fn watch(mut cmd: Command, mut w: Watch<'_>) -> Result<Console, VmError> {
         }
         if w.timeout.is_some_and(|t| start.elapsed() > t) {
             break Outcome::TimedOut;
+        }
+        if w.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            break Outcome::Stopped;
         }
     };
     let _ = child.kill();
@@ -199,6 +208,7 @@ mod tests {
                 timeout: Some(Duration::from_secs(20)),
                 expect: Some("IMGBUILD-OK"),
                 echo: Some(&mut echo),
+                stop: None,
             },
         )
         .unwrap();
@@ -234,11 +244,35 @@ mod tests {
             Watch {
                 timeout: Some(Duration::from_millis(300)),
                 expect: Some("never"),
-                echo: None,
+                ..Watch::default()
             },
         )
         .unwrap();
         assert_eq!(console.outcome, Outcome::TimedOut);
+        assert!(console.elapsed < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn another_thread_stops_the_watch() {
+        let stop = AtomicBool::new(false);
+        let console = std::thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                let mut cmd = Command::new("sleep");
+                cmd.arg("30");
+                watch(
+                    cmd,
+                    Watch {
+                        stop: Some(&stop),
+                        ..Watch::default()
+                    },
+                )
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(!watcher.is_finished(), "the watch ended by itself");
+            stop.store(true, Ordering::SeqCst);
+            watcher.join().unwrap().unwrap()
+        });
+        assert_eq!(console.outcome, Outcome::Stopped);
         assert!(console.elapsed < Duration::from_secs(10));
     }
 }

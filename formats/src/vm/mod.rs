@@ -6,8 +6,11 @@
 //! - [`kvm`]: whether KVM really works here (a probe boot), else TCG.
 //! - [`console`]: the console watcher and the ANSI escape filter it matches through.
 //! - [`network`]: the guest's NIC on QEMU's user-mode network and forwarded ports.
+//! - [`exec`]: `imgbuild run --exec`: commands run in the guest over SSH, with a throwaway
+//!   key passed as a systemd credential.
 
 pub mod console;
+pub mod exec;
 pub mod kvm;
 pub mod network;
 
@@ -104,6 +107,9 @@ pub struct Qemu {
     pub accel: Option<&'static str>,
     /// The NIC and its forwarded ports; `None`: no NIC at all.
     pub network: Option<UserNetwork>,
+    /// systemd credentials (name, value) passed over SMBIOS type 11 strings, which
+    /// systemd >= 252 imports at boot (e.g. `ssh.authorized_keys.root`).
+    pub credentials: Vec<(String, Vec<u8>)>,
     /// More QEMU arguments, appended last.
     pub extra_args: Vec<String>,
 }
@@ -132,6 +138,7 @@ impl Qemu {
             smp: None,
             accel: None,
             network: Some(UserNetwork::default()),
+            credentials: Vec::new(),
             extra_args: Vec::new(),
         }
     }
@@ -177,6 +184,9 @@ impl Qemu {
         if let Some(network) = &self.network {
             cmd.args(network.qemu_args());
         }
+        for (name, value) in &self.credentials {
+            cmd.args(["-smbios", &smbios_credential(name, value)]);
+        }
         cmd.args(&self.extra_args);
         Ok(Prepared {
             command: cmd,
@@ -197,6 +207,16 @@ impl Prepared {
         drop(scratch);
         console
     }
+}
+
+/// An SMBIOS type 11 string carrying the systemd credential `name`, base64-encoded (so no
+/// comma needs QEMU's `,,` escape).
+fn smbios_credential(name: &str, value: &[u8]) -> String {
+    use base64::Engine;
+    format!(
+        "type=11,value=io.systemd.credential.binary:{name}={}",
+        base64::engine::general_purpose::STANDARD.encode(value)
+    )
 }
 
 /// Adds OVMF's code (read-only) and a fresh copy of its variable store as pflash drives.
@@ -249,5 +269,33 @@ mod tests {
         qemu.network = None;
         let without = args(&qemu);
         assert!(!without.iter().any(|a| a.contains("netdev")), "{without:?}");
+    }
+
+    #[test]
+    fn credentials_go_over_smbios_and_forwards_onto_the_netdev() {
+        let mut qemu = Qemu::new(Boot::Kernel {
+            kernel: "k".into(),
+            initrd: "i".into(),
+            append: "console=ttyS0".into(),
+        });
+        qemu.accel = Some("tcg");
+        qemu.network = Some(UserNetwork {
+            forwards: vec!["40022:22".parse().unwrap()],
+        });
+        qemu.credentials = vec![(
+            "ssh.authorized_keys.root".into(),
+            b"ssh-ed25519 AAAA imgbuild\n".to_vec(),
+        )];
+        let argv = args(&qemu);
+        let smbios = argv.iter().position(|a| a == "-smbios").expect("-smbios");
+        assert_eq!(
+            argv[smbios + 1],
+            "type=11,value=io.systemd.credential.binary:ssh.authorized_keys.root=\
+             c3NoLWVkMjU1MTkgQUFBQSBpbWdidWlsZAo="
+        );
+        assert!(
+            argv.contains(&"user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22".to_owned()),
+            "{argv:?}"
+        );
     }
 }
