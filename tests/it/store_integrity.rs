@@ -246,7 +246,10 @@ fn a_flipped_byte_fails_every_export_and_the_push_and_repair_restores_the_image(
         assert_eq!(found.status.code(), Some(1), "{}", stderr(&found));
         let report: serde_json::Value =
             serde_json::from_slice(&found.stdout).expect("verify --json prints one JSON object");
-        assert!(report.to_string().contains(&blob["sha256:".len()..]), "{report}");
+        assert!(
+            report.to_string().contains(&blob["sha256:".len()..]),
+            "{report}"
+        );
 
         let verify = imgbuild()
             .args(["store", "verify", "--repair", "--store"])
