@@ -87,6 +87,7 @@ fn export_options(recipe: &Recipe, out: &std::path::Path) -> ExportOptions {
         },
         cmdline: recipe.disk.cmdline.clone(),
         compress: recipe.disk.compress,
+        grow: recipe.disk.grow.unwrap_or(true),
     };
     options.initramfs = InitramfsOptions {
         compression: match recipe.initramfs.compression {

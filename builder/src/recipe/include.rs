@@ -379,7 +379,8 @@ impl Merger<'_> {
             m.key("[disk] boot", &mut a.boot, b.boot)?;
             m.key("[disk] filesystem", &mut a.filesystem, b.filesystem)?;
             m.key("[disk] cmdline", &mut a.cmdline, b.cmdline)?;
-            m.key("[disk] compress", &mut a.compress, b.compress)
+            m.key("[disk] compress", &mut a.compress, b.compress)?;
+            m.key("[disk] grow", &mut a.grow, b.grow)
         })?;
         self.section(
             &mut out.initramfs,
@@ -461,7 +462,7 @@ macro_rules! fields {
 fields! {
     RawRecipe { include, image, from, step, config, disk, initramfs, stage }
     RawStage { from, step }
-    RawDisk { size, boot, filesystem, cmdline, compress }
+    RawDisk { size, boot, filesystem, cmdline, compress, grow }
     RawInitramfs { compression, init }
     RawImage { name, tags, platform }
     RawFrom { scratch, rootfs, oci, oci_archive, image, debian }

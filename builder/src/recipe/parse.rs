@@ -1115,6 +1115,7 @@ impl Cx<'_> {
         if let Some(compress) = d.compress {
             spec.compress = compress.into_inner();
         }
+        spec.grow = d.grow.map(S::into_inner);
         Ok(spec)
     }
 
