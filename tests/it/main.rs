@@ -12,6 +12,7 @@ mod common;
 mod crash;
 mod debian;
 mod debian_server;
+mod disk_grow;
 mod dry_run;
 mod errors;
 mod exact_trees;

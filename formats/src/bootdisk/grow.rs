@@ -57,3 +57,48 @@ pub fn fstab_repart_line(esp_partuuid: &str) -> String {
          x-systemd.before=systemd-repart.service 0 0\n"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imgbuild_store::tarball::{EntryMeta, TarWriter};
+
+    fn tree(entries: &[EntryMeta]) -> MergedTree {
+        let mut w = TarWriter::new(Vec::new());
+        for e in entries {
+            w.append(e, &mut std::io::empty()).unwrap();
+        }
+        MergedTree::build([w.finish().unwrap().as_slice()]).unwrap()
+    }
+
+    #[test]
+    fn grows_only_images_with_systemd_repart_usrmerged_or_not() {
+        let dir = |p: &str| EntryMeta::dir(p, 0);
+        let file = |p: &str| EntryMeta::new(p, EntryKind::File, 0o755, 0);
+        let link = |p: &str, t: &str| EntryMeta::new(p, EntryKind::Symlink(t.into()), 0o777, 0);
+        let merged = tree(&[
+            link("bin", "usr/bin"),
+            dir("usr"),
+            dir("usr/bin"),
+            file("usr/bin/systemd-repart"),
+        ]);
+        assert!(image_can_grow(&merged));
+        assert!(image_can_grow(&tree(&[dir("bin"), file("bin/systemd-repart")])));
+        assert!(!image_can_grow(&tree(&[dir("bin"), file("bin/busybox")])));
+        assert!(!image_can_grow(&tree(&[
+            dir("usr"),
+            dir("usr/bin"),
+            dir("usr/bin/systemd-repart")
+        ])));
+    }
+
+    #[test]
+    fn the_definition_matches_the_root_partition_type() {
+        let text = repart_definition();
+        assert!(text.contains("[Partition]\n"), "{text}");
+        assert!(
+            text.contains("Type=4f68bce3-e8cd-4db1-96e7-fbcaf984b709\n"),
+            "{text}"
+        );
+    }
+}
