@@ -196,3 +196,34 @@ fn grow_false_leaves_the_disk_without_the_grow_machinery() {
     assert!(conf.is_none(), "grow = false put a repart definition on the ESP");
     assert!(!listing.to_lowercase().contains("imgbuild-grow"), "{listing}");
 }
+
+/// `grow = true` on an image without systemd (the busybox fixture): a warning, and the disk
+/// has none of the grow machinery.
+#[test]
+fn grow_on_an_image_without_systemd_warns_and_changes_nothing() {
+    require_tool("sgdisk", "gdisk");
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = crate::boot_fixture::recipe(tmp.path(), "nogrow", "[disk]\ngrow = true\n");
+    let out = run_ok(
+        crate::common::imgbuild()
+            .arg("build")
+            .arg(&recipe)
+            .arg("--store")
+            .arg(tmp.path().join("store"))
+            .arg("-o")
+            .arg(tmp.path().join("out"))
+            .args(["--json", "--format", "raw"]),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("grow = true") && stderr.contains("systemd-repart"),
+        "no warning: {stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let raw = artifact(&report, "raw");
+    let attrs = root_attributes(&raw);
+    assert!(!attrs.contains("2:59:"), "{attrs}");
+    let (fstab, _, conf) = fstab_and_esp(&raw, tmp.path());
+    assert!(!fstab.contains("x-systemd"), "{fstab}");
+    assert!(conf.is_none(), "a repart definition on an image without systemd");
+}
