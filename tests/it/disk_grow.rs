@@ -44,7 +44,10 @@ fn recipe(dir: &Path, disk: &str) -> PathBuf {
     let path = recipes.join("debian-vm.toml");
     let text = fs_err::read_to_string(&path).unwrap();
     let renamed = text.replace("name = \"debian-vm\"", "name = \"debian-vm-grow\"");
-    assert_ne!(renamed, text, "debian-vm.toml no longer names its image debian-vm");
+    assert_ne!(
+        renamed, text,
+        "debian-vm.toml no longer names its image debian-vm"
+    );
     assert!(
         renamed.trim_end().ends_with("cmdline = \"console=ttyS0\""),
         "debian-vm.toml no longer ends with its [disk] section"
@@ -165,10 +168,7 @@ fn grow_false_leaves_the_disk_without_the_grow_machinery() {
     let off = tmp.path().join("off");
     fs_err::create_dir_all(&on).unwrap();
     fs_err::create_dir_all(&off).unwrap();
-    let grown = artifact(
-        &build(&recipe(&on, ""), &on.join("out"), &["raw"]),
-        "raw",
-    );
+    let grown = artifact(&build(&recipe(&on, ""), &on.join("out"), &["raw"]), "raw");
     let plain = artifact(
         &build(&recipe(&off, "grow = false\n"), &off.join("out"), &["raw"]),
         "raw",
@@ -192,9 +192,18 @@ fn grow_false_leaves_the_disk_without_the_grow_machinery() {
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .collect();
     assert_eq!(entries.len(), 1, "{fstab}");
-    assert!(entries[0].ends_with(" / ext4 errors=remount-ro 0 1"), "{fstab}");
-    assert!(conf.is_none(), "grow = false put a repart definition on the ESP");
-    assert!(!listing.to_lowercase().contains("imgbuild-grow"), "{listing}");
+    assert!(
+        entries[0].ends_with(" / ext4 errors=remount-ro 0 1"),
+        "{fstab}"
+    );
+    assert!(
+        conf.is_none(),
+        "grow = false put a repart definition on the ESP"
+    );
+    assert!(
+        !listing.to_lowercase().contains("imgbuild-grow"),
+        "{listing}"
+    );
 }
 
 /// `grow = true` on an image without systemd (the busybox fixture): a warning, and the disk
@@ -225,5 +234,8 @@ fn grow_on_an_image_without_systemd_warns_and_changes_nothing() {
     assert!(!attrs.contains("2:59:"), "{attrs}");
     let (fstab, _, conf) = fstab_and_esp(&raw, tmp.path());
     assert!(!fstab.contains("x-systemd"), "{fstab}");
-    assert!(conf.is_none(), "a repart definition on an image without systemd");
+    assert!(
+        conf.is_none(),
+        "a repart definition on an image without systemd"
+    );
 }

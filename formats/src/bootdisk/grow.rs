@@ -83,7 +83,10 @@ mod tests {
             file("usr/bin/systemd-repart"),
         ]);
         assert!(image_can_grow(&merged));
-        assert!(image_can_grow(&tree(&[dir("bin"), file("bin/systemd-repart")])));
+        assert!(image_can_grow(&tree(&[
+            dir("bin"),
+            file("bin/systemd-repart")
+        ])));
         assert!(!image_can_grow(&tree(&[dir("bin"), file("bin/busybox")])));
         assert!(!image_can_grow(&tree(&[
             dir("usr"),

@@ -1,8 +1,8 @@
 //! A whole raw disk: plan (metadata only, so size errors come first), then GPT, ESP,
 //! bootloaders and the ext4 root, written into one file.
 
-use super::grow::image_can_grow;
 use super::esp::{install_syslinux, write_esp, EspContent};
+use super::grow::image_can_grow;
 use super::kernel::{find_kernel, KernelFiles};
 use super::layout::{plan, DiskLayout};
 use super::options::{BootAssets, DiskOptions};

@@ -10,15 +10,17 @@ use std::io::{self, Read};
 /// PARTUUID), `/` is marked `x-systemd.growfs` and the ESP is mounted for
 /// `systemd-repart` (see [`super::grow`]).
 pub fn fstab(fs_uuid: &str, grow: Option<&str>) -> String {
-    let growfs = if grow.is_some() { ",x-systemd.growfs" } else { "" };
+    let growfs = if grow.is_some() {
+        ",x-systemd.growfs"
+    } else {
+        ""
+    };
     let mut text = format!(
         "# Written by imgbuild: the root filesystem of this disk.\n\
          UUID={fs_uuid} / ext4 errors=remount-ro{growfs} 0 1\n"
     );
     if let Some(esp) = grow {
-        text.push_str(
-            "# [disk] grow: the ESP's repart.d definition grows the root partition.\n",
-        );
+        text.push_str("# [disk] grow: the ESP's repart.d definition grows the root partition.\n");
         text.push_str(&super::grow::fstab_repart_line(esp));
     }
     text
@@ -135,7 +137,11 @@ mod tests {
         assert!(lines[0].starts_with("UUID=abc / ext4 "), "{text}");
         assert!(lines[0].contains(",x-systemd.growfs "), "{text}");
         let esp: Vec<_> = lines[1].split_whitespace().collect();
-        assert_eq!(esp[..3], ["PARTUUID=e5p", "/run/repart.d", "vfat"], "{text}");
+        assert_eq!(
+            esp[..3],
+            ["PARTUUID=e5p", "/run/repart.d", "vfat"],
+            "{text}"
+        );
         for option in ["ro", "nofail", "x-systemd.before=systemd-repart.service"] {
             assert!(esp[3].split(',').any(|o| o == option), "{option}: {text}");
         }
