@@ -546,4 +546,19 @@ mod tests {
             (Some("b.toml"), 3, 10)
         );
     }
+
+    #[test]
+    fn disk_grow_comes_through_an_include() {
+        let tmp = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| fs_err::write(tmp.path().join(name), text).unwrap();
+        write("disk.toml", "[disk]\ngrow = false\n");
+        write(
+            "a.toml",
+            "include = [\"disk.toml\"]\n[image]\nname = \"a\"\n",
+        );
+        assert_eq!(
+            load(&tmp.path().join("a.toml")).unwrap().disk.grow,
+            Some(false)
+        );
+    }
 }

@@ -1567,6 +1567,20 @@ mod tests {
     }
 
     #[test]
+    fn disk_grow_is_a_boolean_unset_by_default() {
+        let head = "[image]\nname = \"x\"\n";
+        let r = parse(Path::new("r.toml"), head).unwrap();
+        assert_eq!(r.disk.grow, None);
+        for (value, want) in [("true", Some(true)), ("false", Some(false))] {
+            let text = format!("{head}[disk]\ngrow = {value}\n");
+            let r = parse(Path::new("r.toml"), &text).unwrap();
+            assert_eq!(r.disk.grow, want, "{value}");
+        }
+        let e = parse_err(&format!("{head}[disk]\ngrow = 1\n"));
+        assert_eq!(e.line, 4);
+    }
+
+    #[test]
     fn entrypoint_as_a_string_gets_the_list_form_as_help() {
         let e = parse_err("[image]\nname = \"x\"\n[config]\nentrypoint = \"/bin/sh\"\n");
         assert_eq!(
