@@ -14,13 +14,13 @@ const GIB: u64 = 1024 * MIB;
 const DONE: &str = "IMGBUILD-ROOT-SIZE-DONE";
 const SIZE: &str = "IMGBUILD-ROOT-BYTES=";
 
-/// A unit that prints `df -B1 /`'s size once `systemd-growfs-root` is done, then [`DONE`].
+/// A unit that prints `df -B1 /`'s size once `systemd-growfs@-` is done, then [`DONE`].
 const SIZE_UNIT: &str = r#"
 [[step]]
 write = "/etc/systemd/system/imgbuild-root-size.service"
 content = """[Unit]
 Description=Print the root filesystem's size once it has grown
-After=systemd-growfs-root.service multi-user.target
+After=systemd-growfs@-.service multi-user.target
 
 [Service]
 Type=oneshot
@@ -143,12 +143,22 @@ fn debian_vm_root_grows_into_a_larger_disk_on_first_boot() {
     fs_err::copy(&qcow2, &copy).unwrap();
     run_ok(Command::new("qemu-img").arg("resize").arg(&copy).arg("+2G"));
     let console = boot(&copy, DONE, &[]);
+    // The ESP mount, systemd-repart and systemd-growfs@- ran, and nothing failed.
+    for unit in [
+        "/run/repart.d",
+        "Repartition Root Disk",
+        "Grow File System on /",
+    ] {
+        assert!(console.contains(unit), "{unit} did not run:\n{console}");
+    }
+    assert!(!console.contains("FAILED"), "a unit failed:\n{console}");
     let reported: u64 = console
         .lines()
         .find_map(|l| l.split(SIZE).nth(1))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {SIZE}N on the console:\n{console}"));
+    eprintln!("root partition: {root_len} bytes before; root filesystem: {reported} after");
     // ext4's own metadata for 2 GiB more (inode tables, group descriptors) is a few
     // dozen MiB; before growing, `df` reports less than the partition's size.
     assert!(

@@ -8,7 +8,7 @@
 //! - the disk's own `/etc/fstab` (already the disk's, see [`super::rootfs`]) mounts the ESP
 //!   read-only at `/run/repart.d` before `systemd-repart.service` (statically enabled in
 //!   systemd ≥ 245, a no-op while no `repart.d` directory has a definition), and marks `/`
-//!   `x-systemd.growfs`, so `systemd-growfs-root.service` grows the mounted ext4 after
+//!   `x-systemd.growfs`, so `systemd-growfs@-.service` grows the mounted ext4 after
 //!   `systemd-repart` grew its partition;
 //! - the root partition's GPT entry has the Discoverable Partitions Specification's
 //!   grow-file-system flag ([`attr::GROW_FILE_SYSTEM`](crate::disk::gpt::attr)).
