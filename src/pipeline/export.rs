@@ -36,6 +36,9 @@ pub(super) fn export_all(
         let wanted = boot::packages(firmware.uefi(), firmware.bios());
         let (pinned, _) = pinned_boot_packages(store, recipe, &wanted, request.lock_mode, note)?;
         options.boot_assets = boot_assets(store, from, &pinned, options.disk.firmware, note)?;
+        if recipe.disk.grow == Some(true) {
+            warn_if_cannot_grow(store, image, note)?;
+        }
     }
     // Staged outputs of builds killed while exporting here (their locks are free); best
     // effort, as each export sweeps again and reports what it cannot write.
@@ -58,6 +61,23 @@ pub(super) fn export_all(
             ))
         })?;
     Ok(artifacts)
+}
+
+/// `grow = true` set on an image without `systemd-repart`: the disk is written without the
+/// grow machinery, and the user is told so.
+fn warn_if_cannot_grow(
+    store: &Store,
+    image: &StoredImage,
+    note: &dyn Fn(&str),
+) -> Result<(), PipelineError> {
+    let tree = imgbuild_formats::rootfs_tar::merged_tree(store, image)?;
+    if !imgbuild_formats::bootdisk::grow::image_can_grow(&tree) {
+        note(
+            "warning: [disk] grow = true, but the image has no systemd-repart (package \
+             systemd): its disk will not grow on boot",
+        );
+    }
+    Ok(())
 }
 
 /// With `--locked` and a disk format, fails unless the image's lock pins the bootloaders
@@ -87,6 +107,7 @@ fn export_options(recipe: &Recipe, out: &std::path::Path) -> ExportOptions {
         },
         cmdline: recipe.disk.cmdline.clone(),
         compress: recipe.disk.compress,
+        grow: recipe.disk.grow.unwrap_or(true),
     };
     options.initramfs = InitramfsOptions {
         compression: match recipe.initramfs.compression {

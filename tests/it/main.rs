@@ -13,6 +13,7 @@ mod crash;
 mod debian;
 mod debian_server;
 mod devbox;
+mod disk_grow;
 mod dry_run;
 mod errors;
 mod exact_trees;

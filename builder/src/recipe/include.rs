@@ -379,7 +379,8 @@ impl Merger<'_> {
             m.key("[disk] boot", &mut a.boot, b.boot)?;
             m.key("[disk] filesystem", &mut a.filesystem, b.filesystem)?;
             m.key("[disk] cmdline", &mut a.cmdline, b.cmdline)?;
-            m.key("[disk] compress", &mut a.compress, b.compress)
+            m.key("[disk] compress", &mut a.compress, b.compress)?;
+            m.key("[disk] grow", &mut a.grow, b.grow)
         })?;
         self.section(
             &mut out.initramfs,
@@ -471,7 +472,7 @@ fields! {
     RawNetwork { dhcp, fixed }
     RawStatic { interface, address, gateway, dns }
     RawStage { from, step }
-    RawDisk { size, boot, filesystem, cmdline, compress }
+    RawDisk { size, boot, filesystem, cmdline, compress, grow }
     RawInitramfs { compression, init }
     RawImage { name, tags, platform }
     RawFrom { scratch, rootfs, oci, oci_archive, image, debian }
@@ -553,6 +554,21 @@ mod tests {
         assert_eq!(
             (e.file.file_name().unwrap().to_str(), e.line, e.column),
             (Some("b.toml"), 3, 10)
+        );
+    }
+
+    #[test]
+    fn disk_grow_comes_through_an_include() {
+        let tmp = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| fs_err::write(tmp.path().join(name), text).unwrap();
+        write("disk.toml", "[disk]\ngrow = false\n");
+        write(
+            "a.toml",
+            "include = [\"disk.toml\"]\n[image]\nname = \"a\"\n",
+        );
+        assert_eq!(
+            load(&tmp.path().join("a.toml")).unwrap().disk.grow,
+            Some(false)
         );
     }
 }

@@ -113,6 +113,9 @@ pub struct DiskSpec {
     pub cmdline: String,
     /// qcow2 with compressed clusters (vmdk is always compressed).
     pub compress: bool,
+    /// The root partition and its ext4 grow to fill a larger disk on first boot; `None`
+    /// when not set (on, the default).
+    pub grow: Option<bool>,
 }
 
 impl Default for DiskSpec {
@@ -123,6 +126,7 @@ impl Default for DiskSpec {
             filesystem: "ext4".into(),
             cmdline: "console=ttyS0".into(),
             compress: false,
+            grow: None,
         }
     }
 }

@@ -1127,6 +1127,7 @@ impl Cx<'_> {
         if let Some(compress) = d.compress {
             spec.compress = compress.into_inner();
         }
+        spec.grow = d.grow.map(S::into_inner);
         Ok(spec)
     }
 
@@ -1574,6 +1575,20 @@ mod tests {
         .unwrap();
         assert!(r.disk.compress);
         let e = parse_err(&format!("{head}[disk]\ncompress = \"yes\"\n"));
+        assert_eq!(e.line, 4);
+    }
+
+    #[test]
+    fn disk_grow_is_a_boolean_unset_by_default() {
+        let head = "[image]\nname = \"x\"\n";
+        let r = parse(Path::new("r.toml"), head).unwrap();
+        assert_eq!(r.disk.grow, None);
+        for (value, want) in [("true", Some(true)), ("false", Some(false))] {
+            let text = format!("{head}[disk]\ngrow = {value}\n");
+            let r = parse(Path::new("r.toml"), &text).unwrap();
+            assert_eq!(r.disk.grow, want, "{value}");
+        }
+        let e = parse_err(&format!("{head}[disk]\ngrow = 1\n"));
         assert_eq!(e.line, 4);
     }
 

@@ -140,6 +140,7 @@ pub(crate) struct RawDisk {
     pub filesystem: Option<S<String>>,
     pub cmdline: Option<S<String>>,
     pub compress: Option<S<bool>>,
+    pub grow: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -31,6 +31,8 @@ pub struct EspContent<'a> {
     pub cmdline: &'a str,
     /// The entry's title.
     pub title: &'a str,
+    /// `[disk] grow` on an image that can: the `repart.d` definition at the root.
+    pub grow: bool,
 }
 
 /// Writes the ESP's FAT32 volume into `disk` at the partition.
@@ -100,6 +102,12 @@ pub fn write_esp(
             content.cmdline
         );
         fat.add_file("syslinux.cfg", FileData::Bytes(cfg.into_bytes()))?;
+    }
+    if content.grow {
+        fat.add_file(
+            super::grow::REPART_FILE,
+            FileData::Bytes(super::grow::repart_definition().into_bytes()),
+        )?;
     }
     let mut f = fs_err::OpenOptions::new().write(true).open(disk)?;
     fat.write_to(&mut f, part.byte_offset())?;

@@ -22,9 +22,11 @@
 //! - [`layout`]: partition sizes, checked before anything is written;
 //! - [`rootfs`]: the root filesystem's tar stream with `/etc/fstab` injected;
 //! - [`esp`]: the EFI system partition and the bootloaders;
+//! - [`grow`]: `[disk] grow`, the root partition and ext4 grown on first boot;
 //! - [`raw`]: putting it together into one raw disk file.
 
 pub mod esp;
+pub mod grow;
 pub mod kernel;
 pub mod layout;
 pub mod options;

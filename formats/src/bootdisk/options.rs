@@ -44,6 +44,9 @@ pub struct DiskOptions {
     pub cmdline: String,
     /// qcow2 with compressed clusters.
     pub compress: bool,
+    /// The root partition and its ext4 grow to fill a larger disk on first boot (with
+    /// systemd's `systemd-repart` and `x-systemd.growfs`; nothing on images without them).
+    pub grow: bool,
 }
 
 impl Default for DiskOptions {
@@ -53,6 +56,7 @@ impl Default for DiskOptions {
             firmware: Firmware::Hybrid,
             cmdline: "console=ttyS0".into(),
             compress: false,
+            grow: true,
         }
     }
 }

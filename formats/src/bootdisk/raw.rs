@@ -2,6 +2,7 @@
 //! bootloaders and the ext4 root, written into one file.
 
 use super::esp::{install_syslinux, write_esp, EspContent};
+use super::grow::image_can_grow;
 use super::kernel::{find_kernel, KernelFiles};
 use super::layout::{plan, DiskLayout};
 use super::options::{BootAssets, DiskOptions};
@@ -27,6 +28,8 @@ pub struct PreparedDisk<'a> {
     kernel: KernelFiles,
     /// The sizes.
     pub layout: DiskLayout,
+    /// `[disk] grow` is on and the image has `systemd-repart` (see [`super::grow`]).
+    pub grows: bool,
 }
 
 /// The identifiers of one disk, all derived from the manifest digest.
@@ -75,6 +78,7 @@ pub fn prepare<'a>(
         tree.len() as u64,
         options.size,
     )?;
+    let grows = options.grow && image_can_grow(&tree);
     Ok(PreparedDisk {
         store,
         image,
@@ -83,6 +87,7 @@ pub fn prepare<'a>(
         tree,
         kernel,
         layout,
+        grows,
     })
 }
 
@@ -119,7 +124,9 @@ impl PreparedDisk<'_> {
         let mut side = WriteSide::new(tar.file());
         let files = (|| -> Result<_, ExportError> {
             let mut writer = TarWriter::new(BufWriter::with_capacity(1 << 20, &mut side));
-            let mut sink = RootSink::new(&mut writer, fstab(&lower(ids.root_fs)), epoch, &wanted);
+            let esp = self.grows.then(|| lower(ids.esp));
+            let fstab = fstab(&lower(ids.root_fs), esp.as_deref());
+            let mut sink = RootSink::new(&mut writer, fstab, epoch, &wanted);
             rootfs_tar::stream_tree(self.store, self.image, &self.tree, &mut sink)?;
             let files = sink.finish()?;
             writer
@@ -154,7 +161,11 @@ impl PreparedDisk<'_> {
                 type_guid: Guid::LINUX_ROOT_X86_64,
                 unique_guid: ids.root,
                 size_bytes: None,
-                attributes: 0,
+                attributes: if self.grows {
+                    attr::GROW_FILE_SYSTEM
+                } else {
+                    0
+                },
             })?
             .clone();
         if firmware.bios() {
@@ -183,6 +194,7 @@ impl PreparedDisk<'_> {
             files: &files,
             cmdline: cmdline.trim_end(),
             title: &self.image.name,
+            grow: self.grows,
         };
         let seed = format!("imgbuild:{}:esp-fat", self.image.manifest_digest);
         write_esp(

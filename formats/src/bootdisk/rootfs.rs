@@ -6,12 +6,24 @@ use imgbuild_store::tarball::{EntryKind, EntryMeta, TreeSink};
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
-/// The `/etc/fstab` of a disk whose root filesystem has `fs_uuid`.
-pub fn fstab(fs_uuid: &str) -> String {
-    format!(
+/// The `/etc/fstab` of a disk whose root filesystem has `fs_uuid`; with `grow` (the ESP's
+/// PARTUUID), `/` is marked `x-systemd.growfs` and the ESP is mounted for
+/// `systemd-repart` (see [`super::grow`]).
+pub fn fstab(fs_uuid: &str, grow: Option<&str>) -> String {
+    let growfs = if grow.is_some() {
+        ",x-systemd.growfs"
+    } else {
+        ""
+    };
+    let mut text = format!(
         "# Written by imgbuild: the root filesystem of this disk.\n\
-         UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n"
-    )
+         UUID={fs_uuid} / ext4 errors=remount-ro{growfs} 0 1\n"
+    );
+    if let Some(esp) = grow {
+        text.push_str("# [disk] grow: the ESP's repart.d definition grows the root partition.\n");
+        text.push_str(&super::grow::fstab_repart_line(esp));
+    }
+    text
 }
 
 /// Wraps a sink: replaces `etc/fstab`, captures the bytes of chosen files.
@@ -100,7 +112,7 @@ mod tests {
     #[test]
     fn replaces_the_images_fstab_and_captures_files() {
         let mut tar = TarWriter::new(Vec::new());
-        let mut sink = RootSink::new(&mut tar, fstab("abc"), 0, &["boot/k"]);
+        let mut sink = RootSink::new(&mut tar, fstab("abc", None), 0, &["boot/k"]);
         sink.entry(&EntryMeta::dir("etc", 0), &mut io::empty())
             .unwrap();
         let mut old = EntryMeta::new("etc/fstab", EntryKind::File, 0o600, 0);
@@ -114,12 +126,31 @@ mod tests {
         let (paths, text) = paths_and_fstab(&tar.finish().unwrap());
         assert_eq!(paths, ["etc", "etc/fstab", "boot/k"]);
         assert!(text.contains("UUID=abc / ext4"), "{text}");
+        assert!(!text.contains("x-systemd"), "{text}");
+    }
+
+    #[test]
+    fn a_growing_disk_marks_root_growfs_and_mounts_the_esp_for_repart() {
+        let text = fstab("abc", Some("e5p"));
+        let lines: Vec<_> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("UUID=abc / ext4 "), "{text}");
+        assert!(lines[0].contains(",x-systemd.growfs "), "{text}");
+        let esp: Vec<_> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            esp[..3],
+            ["PARTUUID=e5p", "/run/repart.d", "vfat"],
+            "{text}"
+        );
+        for option in ["ro", "nofail", "x-systemd.before=systemd-repart.service"] {
+            assert!(esp[3].split(',').any(|o| o == option), "{option}: {text}");
+        }
     }
 
     #[test]
     fn adds_an_fstab_when_the_image_has_none() {
         let mut tar = TarWriter::new(Vec::new());
-        let sink = RootSink::new(&mut tar, fstab("x"), 0, &[]);
+        let sink = RootSink::new(&mut tar, fstab("x", None), 0, &[]);
         sink.finish().unwrap();
         let (paths, _) = paths_and_fstab(&tar.finish().unwrap());
         assert_eq!(paths, ["etc", "etc/fstab"]);

@@ -43,6 +43,9 @@ pub mod attr {
     pub const NO_BLOCK_IO: u64 = 1 << 1;
     /// Bit 2: legacy BIOS bootable (used by syslinux `gptmbr.bin`).
     pub const LEGACY_BIOS_BOOTABLE: u64 = 1 << 2;
+    /// Bit 59: grow the file system to the partition (Discoverable Partitions
+    /// Specification, what `systemd-repart`'s `GrowFileSystem=` sets).
+    pub const GROW_FILE_SYSTEM: u64 = 1 << 59;
 }
 
 /// Errors while laying out or writing a GPT.
