@@ -76,6 +76,20 @@ pub(crate) fn partition(disk: &Path, n: u32) -> (u64, u64, String) {
     (first * 512, (last + 1 - first) * 512, guid)
 }
 
+/// The disk's EFI system partition (partition 1) copied out to `to`, for mtools and fsck.fat.
+pub(crate) fn esp_image(raw: &Path, to: &Path) -> PathBuf {
+    let (esp_off, esp_len, _) = partition(raw, 1);
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", raw.display()))
+            .arg(format!("of={}", to.display()))
+            .args(["bs=1M", "status=none"])
+            .arg(format!("skip={}", esp_off / MIB))
+            .arg(format!("count={}", esp_len / MIB)),
+    );
+    to.to_owned()
+}
+
 /// Runs every validator on a raw disk; `hard_link` is a path the root must hold as a
 /// second link to a file.
 pub(crate) fn validate_raw(raw: &Path, work: &Path, hard_link: Option<&str>) {
@@ -85,16 +99,7 @@ pub(crate) fn validate_raw(raw: &Path, work: &Path, hard_link: Option<&str>) {
     require_tool("debugfs", "e2fsprogs");
     let v = text(Command::new("sgdisk").arg("-v").arg(raw));
     assert!(v.contains("No problems found"), "{v}");
-    let (esp_off, esp_len, _) = partition(raw, 1);
-    let esp = work.join("esp.img");
-    run_ok(
-        Command::new("dd")
-            .arg(format!("if={}", raw.display()))
-            .arg(format!("of={}", esp.display()))
-            .args(["bs=1M", "status=none"])
-            .arg(format!("skip={}", esp_off / MIB))
-            .arg(format!("count={}", esp_len / MIB)),
-    );
+    let esp = esp_image(raw, &work.join("esp.img"));
     run_ok(Command::new("fsck.fat").arg("-n").arg(&esp));
     let (root_off, _, root_guid) = partition(raw, 2);
     let spec = format!("{}?offset={root_off}", raw.display());

@@ -4,7 +4,7 @@
 //! (`sgdisk -v`, `e2fsck -fn`, `qemu-img check`) and reproducible, and `grow = false` gives
 //! the layout without the grow machinery.
 
-use crate::bootable::{artifact, boot, partition, validate_qcow2, validate_raw};
+use crate::bootable::{artifact, boot, esp_image, partition, validate_qcow2, validate_raw};
 use crate::common::{build_json, copy_tree, repo, require_tool, run_ok, shared_store};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -83,16 +83,7 @@ fn fstab_and_esp(raw: &Path, work: &Path) -> (String, String, Option<String>) {
             .args(["-R", "cat /etc/fstab"])
             .arg(format!("{}?offset={root_off}", raw.display())),
     );
-    let (esp_off, esp_len, _) = partition(raw, 1);
-    let esp = work.join("grow-esp.img");
-    run_ok(
-        Command::new("dd")
-            .arg(format!("if={}", raw.display()))
-            .arg(format!("of={}", esp.display()))
-            .args(["bs=1M", "status=none"])
-            .arg(format!("skip={}", esp_off / MIB))
-            .arg(format!("count={}", esp_len / MIB)),
-    );
+    let esp = esp_image(raw, &work.join("grow-esp.img"));
     let listing = output(Command::new("mdir").args(["-b", "-i"]).arg(&esp).arg("::"));
     let conf = Command::new("mtype")
         .arg("-i")
