@@ -141,7 +141,8 @@ impl StepError {
     }
 }
 
-enum Data {
+/// Where an entry's bytes come from.
+pub(super) enum Data {
     None,
     Bytes(Vec<u8>),
     Host(PathBuf, FileStamp),
@@ -157,9 +158,7 @@ pub(crate) fn write_layer(
     epoch: u64,
     compression: Compression,
 ) -> Result<LayerRecord, StepError> {
-    let io_err = |source| StepError::Io { step, source };
-    let store_err = |source| StepError::Store { step, source };
-    let mut entries: BTreeMap<String, (EntryMeta, Data)> = BTreeMap::new();
+    let mut entries = Entries::new();
     let mut whiteouts = Vec::new();
     let owned = |mut meta: EntryMeta, owner: &Owner| {
         meta.uid = owner.uid;
@@ -245,6 +244,22 @@ pub(crate) fn write_layer(
             unreachable!("packages, run and system steps have layers of their own")
         }
     }
+    write_entries(store, step, below, entries, whiteouts, epoch, compression)
+}
+
+/// Resolves `entries` and `whiteouts` inside the image below, adds the parents it lacks
+/// (0755 root:root) and writes them as one layer. An entry wins over a whiteout of its path.
+pub(super) fn write_entries(
+    store: &Store,
+    step: usize,
+    below: &MergedTree,
+    entries: Entries,
+    whiteouts: Vec<String>,
+    epoch: u64,
+    compression: Compression,
+) -> Result<LayerRecord, StepError> {
+    let io_err = |source| StepError::Io { step, source };
+    let store_err = |source| StepError::Store { step, source };
     let (entries, whiteouts) = resolve_all(step, below, entries, whiteouts)?;
     let mut entries = entries;
     let paths: Vec<String> = entries
@@ -291,7 +306,9 @@ pub(crate) fn write_layer(
             }
         }
         let mut sorted = whiteouts;
+        sorted.retain(|w| !entries.contains_key(w));
         sorted.sort();
+        sorted.dedup();
         for path in sorted {
             tar.whiteout(&path, epoch).map_err(io_err)?;
         }
@@ -300,7 +317,8 @@ pub(crate) fn write_layer(
     layer.commit(store).map_err(store_err)
 }
 
-type Entries = BTreeMap<String, (EntryMeta, Data)>;
+/// A layer's entries by path, with their bytes.
+pub(super) type Entries = BTreeMap<String, (EntryMeta, Data)>;
 
 /// Moves every entry and whiteout to where it lands in the image below (parents before
 /// children, so that a directory the step moves takes its contents along).

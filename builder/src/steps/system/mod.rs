@@ -8,13 +8,13 @@
 mod accounts;
 mod units;
 
+use super::files::{write_entries, Data};
 use super::StepError;
 use crate::recipe::{NetworkSpec, Sudo, SystemSpec};
 use accounts::{Accounts, Table};
-use imgbuild_store::tarball::TarWriter;
 use imgbuild_store::tarball::{EntryKind, EntryMeta, MergedTree, PathResolver, TreeSink};
 use imgbuild_store::{Compression, Digest, LayerRecord, Store};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read};
 
 /// The image below a `[system]` step.
@@ -37,8 +37,6 @@ pub(crate) fn system_layer(
     epoch: u64,
     compression: Compression,
 ) -> Result<LayerRecord, StepError> {
-    let store_err = |source| StepError::Store { step, source };
-    let io_err = |source| StepError::Io { step, source };
     let tree = below.tree;
     let fail = |key: String, message: String| StepError::System { step, key, message };
 
@@ -376,15 +374,11 @@ pub(crate) fn system_layer(
     for (path, target) in links {
         out.insert(path.clone(), link(&path, &target));
     }
-    write(store, tree, out, whiteouts, epoch, compression).map_err(|e| match e {
-        WriteError::Io(source) => io_err(source),
-        WriteError::Store(source) => store_err(source),
-        WriteError::Resolve(path, source) => StepError::Resolve {
-            step,
-            path: format!("/{path}"),
-            source,
-        },
-    })
+    let entries = out
+        .into_iter()
+        .map(|(path, (meta, data))| (path, (meta, Data::Bytes(data))))
+        .collect();
+    write_entries(store, step, tree, entries, whiteouts, epoch, compression)
 }
 
 /// `path` fully resolved inside the tree, when that resolves.
@@ -487,69 +481,6 @@ impl TreeSink for Collect<'_> {
         }
         Ok(())
     }
-}
-
-enum WriteError {
-    Io(io::Error),
-    Store(imgbuild_store::StoreError),
-    Resolve(String, imgbuild_store::tarball::ResolveError),
-}
-
-/// Resolves every entry inside the image below, adds the parents it lacks (0755
-/// root:root) and writes the layer.
-fn write(
-    store: &Store,
-    tree: &MergedTree,
-    entries: Entries,
-    whiteouts: Vec<String>,
-    epoch: u64,
-    compression: Compression,
-) -> Result<LayerRecord, WriteError> {
-    let mut resolver = PathResolver::new(tree);
-    let mut resolved = Entries::new();
-    for (path, (mut meta, data)) in entries {
-        let to = if meta.is_dir() {
-            resolver.resolve_dir(&path)
-        } else {
-            resolver.resolve_parent(&path)
-        }
-        .map_err(|e| WriteError::Resolve(path.clone(), e))?;
-        resolver.add(&to, meta.kind.clone());
-        meta.path.clone_from(&to);
-        resolved.insert(to, (meta, data));
-    }
-    let whiteouts: BTreeSet<String> = whiteouts
-        .into_iter()
-        .filter(|w| !resolved.contains_key(w))
-        .collect();
-    let mut parents = HashSet::new();
-    for path in resolved.keys().chain(&whiteouts) {
-        let mut parent = parent_of(path);
-        while !parent.is_empty() && !resolved.contains_key(parent) && tree.get(parent).is_none() {
-            parents.insert(parent.to_owned());
-            parent = parent_of(parent);
-        }
-    }
-    for p in parents {
-        resolved.insert(p.clone(), (EntryMeta::dir(p, epoch), Vec::new()));
-    }
-    let mut layer = store.layer_writer(compression).map_err(WriteError::Store)?;
-    {
-        let mut tar = TarWriter::new(&mut layer);
-        for (meta, data) in resolved.values() {
-            tar.append(meta, &mut data.as_slice())
-                .map_err(WriteError::Io)?;
-        }
-        for w in &whiteouts {
-            tar.whiteout(w, epoch).map_err(WriteError::Io)?;
-        }
-        tar.finish().map_err(WriteError::Io)?;
-    }
-    layer.commit(store).map_err(WriteError::Store)
-}
-
-fn parent_of(path: &str) -> &str {
-    path.rsplit_once('/').map_or("", |(p, _)| p)
 }
 
 #[cfg(test)]
