@@ -135,17 +135,7 @@ impl Sbom {
         let mut packages: Vec<DebPackage> = lock
             .packages
             .iter()
-            .map(|p| {
-                let mirror = match &p.source {
-                    None => main.map(|s| s.request.mirror.as_str()),
-                    Some(src) => lock
-                        .extra_sources
-                        .iter()
-                        .find(|e| &e.request.name == src)
-                        .map(|e| e.request.uri.as_str()),
-                };
-                DebPackage::from_locked(p, mirror, suite)
-            })
+            .map(|p| DebPackage::from_locked(p, lock.uri_of(p), suite))
             .collect();
         packages.sort();
         packages.dedup();

@@ -258,9 +258,14 @@ fn lock_without_debian_source() {
 /// (`pip install spdx-tools`); fails when it is missing.
 #[test]
 fn spdx_passes_pyspdxtools() {
+    assert_pyspdxtools_accepts("debian-vm", &spdx::render(&sbom()));
+}
+
+/// Runs `pyspdxtools -i` on `doc`; panics with its output unless it accepts it.
+fn assert_pyspdxtools_accepts(name: &str, doc: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("debian-vm.spdx.json");
-    fs_err::write(&path, spdx::render(&sbom())).unwrap();
+    let path = dir.path().join(format!("{name}.spdx.json"));
+    fs_err::write(&path, doc).unwrap();
     let out = match std::process::Command::new("pyspdxtools")
         .arg("-i")
         .arg(&path)
@@ -275,11 +280,38 @@ fn spdx_passes_pyspdxtools() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "pyspdxtools rejected the document ({}):\n{stdout}\n{stderr}",
+        "pyspdxtools rejected {name} ({}):\n{stdout}\n{stderr}",
         out.status
     );
     assert!(
         !stdout.to_lowercase().contains("invalid") && !stderr.to_lowercase().contains("invalid"),
-        "pyspdxtools:\n{stdout}\n{stderr}"
+        "pyspdxtools on {name}:\n{stdout}\n{stderr}"
+    );
+}
+
+/// Every shipped recipe's lock gives a document with one package per locked `.deb`, that
+/// the SPDX validator accepts (real names like `libstdc++6` and versions with `+`, `~`
+/// and epochs).
+#[test]
+fn shipped_locks_pass_pyspdxtools() {
+    let recipes = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes");
+    let mut seen = 0;
+    for entry in fs_err::read_dir(&recipes).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("lock") {
+            continue;
+        }
+        let lock = Lockfile::read(&path).unwrap();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let s = Sbom::from_lock(&name, digest(), &lock, EPOCH);
+        assert_eq!(s.packages.len(), lock.packages.len(), "{name}");
+        assert!(s.packages.iter().all(|p| p.source_package.is_some()));
+        assert_pyspdxtools_accepts(&name, &spdx::render(&s));
+        seen += 1;
+    }
+    assert!(
+        seen >= 3,
+        "found only {seen} locks in {}",
+        recipes.display()
     );
 }
