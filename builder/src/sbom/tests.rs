@@ -315,3 +315,48 @@ fn shipped_locks_pass_pyspdxtools() {
         recipes.display()
     );
 }
+
+/// The CycloneDX document validates against the CycloneDX 1.6 JSON schema, with
+/// `cyclonedx-python-lib`'s strict validator (`pip install
+/// 'cyclonedx-python-lib[json-validation]'`); fails when it is missing.
+#[test]
+fn cyclonedx_passes_the_1_6_schema() {
+    const CHECK: &str = r#"
+import sys
+try:
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+except ImportError as e:
+    print(f"cannot import cyclonedx-python-lib ({e}): pip install 'cyclonedx-python-lib[json-validation]'")
+    sys.exit(2)
+error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())
+if error is not None:
+    data = error.data
+    print(getattr(data, "message", data), "at", getattr(data, "json_path", "?"))
+    sys.exit(1)
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, s) in [
+        ("debian-vm", sbom()),
+        (
+            "scratch",
+            Sbom::from_lock("scratch", digest(), &Lockfile::empty(), 0),
+        ),
+    ] {
+        let path = dir.path().join(format!("{name}.cdx.json"));
+        fs_err::write(&path, cyclonedx::render(&s)).unwrap();
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(CHECK)
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run python3: {e}"));
+        assert!(
+            out.status.success(),
+            "CycloneDX 1.6 schema check of {name} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
