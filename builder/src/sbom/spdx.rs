@@ -69,7 +69,7 @@ pub struct Package {
     /// Where it was built from (the source package).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_info: Option<String>,
-    /// `CONTAINER` for the image, `LIBRARY`... absent for packages.
+    /// `CONTAINER` for the image; absent for the Debian packages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub primary_package_purpose: Option<&'static str>,
     /// SHA256 of the `.deb` (of the manifest for the image).
