@@ -18,6 +18,7 @@ pub mod explain;
 pub mod plan;
 pub mod prepare;
 pub mod recipe;
+pub mod sbom;
 mod sources;
 mod steps;
 
