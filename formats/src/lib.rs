@@ -33,3 +33,4 @@ pub use error::ExportError;
 pub use image::StoredImage;
 pub use output::{export, export_all, Artifact, ExportOptions, Format};
 pub use staging::sweep as sweep_staged;
+pub use staging::write_file as write_output_file;

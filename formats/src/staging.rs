@@ -278,6 +278,18 @@ fn remove_if_dead(path: &Path, wait: bool) -> bool {
     removed.is_ok()
 }
 
+/// Writes `bytes` to `dir/name` atomically (staged beside it, synced, renamed into place):
+/// a reader sees the old file or the whole new one, never a part. Creates `dir`.
+pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+    use std::io::Write;
+    fs_err::create_dir_all(dir)?;
+    let staged = Staged::file_in(dir)?;
+    staged.file().write_all(bytes)?;
+    let target = dir.join(name);
+    staged.commit_file(&target)?;
+    Ok(target)
+}
+
 /// Removes the staged entries in `dir` whose writer is dead (their lock can be taken), and
 /// returns their paths. Entries of live builds, and everything not named
 /// `.imgbuild-staged-*`, are left alone. A missing `dir` has nothing to sweep.

@@ -4,6 +4,7 @@ use super::registry_args::{reference, RegistryArgs};
 use super::{print_json, Failure};
 use clap::Args;
 use imgbuild::pipeline::{self, BuildRequest};
+use imgbuild_builder::recipe::SbomFormat;
 use imgbuild_builder::{CacheOutcome, LockMode, Progress, Unit};
 use imgbuild_formats::Format;
 use imgbuild_store::tarball::{Change, Difference};
@@ -73,6 +74,19 @@ pub(crate) struct BuildArgs {
     /// differs with the paths that differ, and exit 1 if any does.
     #[arg(long, conflicts_with = "dry_run")]
     check: bool,
+    /// Write a software bill of materials beside the outputs: spdx (NAME.spdx.json, SPDX
+    /// 2.3) or cyclonedx (NAME.cdx.json, CycloneDX 1.6); repeat for both. With --push,
+    /// each is attached to the pushed image. Adds to the recipe's `[image] sbom`.
+    #[arg(long = "sbom", value_name = "FORMAT", value_parser = parse_sbom)]
+    sbom: Vec<SbomFormat>,
+    /// Write SLSA provenance (NAME.provenance.json, an in-toto statement) beside the
+    /// outputs; with --push, attach it to the pushed image.
+    #[arg(long)]
+    provenance: bool,
+}
+
+fn parse_sbom(s: &str) -> Result<SbomFormat, String> {
+    s.parse()
 }
 
 fn parse_secret(s: &str) -> Result<(String, PathBuf), String> {
@@ -156,6 +170,8 @@ pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
             .collect::<Result<_, _>>()?,
         registry: Arc::new(args.registry.client()?),
         check: args.check,
+        sbom: args.sbom.clone(),
+        provenance: args.provenance,
     };
     let progress = progress_printer(args.explain);
     let outcome = pipeline::build(&request, &progress)?;

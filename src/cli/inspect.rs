@@ -25,10 +25,20 @@ pub(crate) struct InspectArgs {
     /// Print JSON to stdout.
     #[arg(long)]
     json: bool,
+    /// For an image in the store: list its Debian packages (name, version, architecture,
+    /// declared license) from its dpkg database, as its SBOM does.
+    #[arg(long)]
+    sbom: bool,
 }
 
 pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
     let as_path = PathBuf::from(&args.target);
+    if args.sbom && (as_path.is_file() || super::push::layout(&args.target).is_some()) {
+        return Err(Failure::user(format!(
+            "--sbom lists the packages of an image in the store, and `{}` is a file or directory; build it first, then `imgbuild inspect NAME:TAG --sbom`",
+            args.target
+        )));
+    }
     if as_path.is_file() {
         return show_plan(&as_path, store_dir, args.source_date_epoch, args.json);
     }
@@ -59,6 +69,9 @@ pub(crate) fn run(store_dir: &Path, args: InspectArgs) -> Result<(), Failure> {
         .rsplit_once(':')
         .unwrap_or((&found.name, "latest"));
     let image = StoredImage::load(&store, name, &[tag.to_owned()], &found.manifest)?;
+    if args.sbom {
+        return show_packages(&store, &image, args.json);
+    }
     show_image(
         &found.name,
         &found.manifest,
@@ -196,5 +209,51 @@ fn show_image(
             history.created_by.as_deref().unwrap_or("")
         );
     }
+    Ok(())
+}
+
+/// Prints the Debian packages of a stored image: a table, or a JSON array.
+fn show_packages(store: &Store, image: &StoredImage, json: bool) -> Result<(), Failure> {
+    let contents = pipeline::image_contents(store, image)?;
+    let license = |name: &str| contents.licenses.get(name).map(|l| l.expression.clone());
+    if json {
+        let packages: Vec<serde_json::Value> = contents
+            .installed
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name,
+                    "version": p.version,
+                    "architecture": p.architecture,
+                    "source": p.source.clone().unwrap_or_else(|| p.name.clone()),
+                    "license": license(&p.name),
+                })
+            })
+            .collect();
+        return print_json(&packages);
+    }
+    if contents.installed.is_empty() {
+        println!("no Debian packages (the image has no /var/lib/dpkg/status)");
+        return Ok(());
+    }
+    let width = |f: &dyn Fn(&imgbuild_builder::sbom::InstalledPackage) -> usize| {
+        contents.installed.iter().map(f).max().unwrap_or(0)
+    };
+    let (wn, wv, wa) = (
+        width(&|p| p.name.len()).max(4),
+        width(&|p| p.version.len()).max(7),
+        width(&|p| p.architecture.len()).max(4),
+    );
+    println!("{:wn$}  {:wv$}  {:wa$}  LICENSE", "NAME", "VERSION", "ARCH");
+    for p in &contents.installed {
+        println!(
+            "{:wn$}  {:wv$}  {:wa$}  {}",
+            p.name,
+            p.version,
+            p.architecture,
+            license(&p.name).unwrap_or_else(|| "-".to_owned())
+        );
+    }
+    println!("{} packages", contents.installed.len());
     Ok(())
 }

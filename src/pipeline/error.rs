@@ -37,6 +37,14 @@ pub enum PipelineError {
     /// `build --check` could not compare two layers.
     #[error(transparent)]
     Check(#[from] Box<super::CheckError>),
+    /// Writing an SBOM or provenance document, or reading a file it describes, failed.
+    #[error("cannot write or read {}: {source}", path.display())]
+    Document {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A push source is neither an OCI layout nor an image in the store.
     #[error("`{name}` is neither an OCI layout directory nor an image in the store; `imgbuild store ls` lists the images")]
     UnknownImage {
@@ -60,6 +68,7 @@ impl PipelineError {
             Self::Registry(e) => e.is_user_error(),
             Self::Check(_) => false,
             Self::UnknownImage { .. } => true,
+            Self::Document { .. } => false,
         }
     }
 }

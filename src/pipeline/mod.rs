@@ -20,6 +20,7 @@ mod export;
 mod located;
 mod lock;
 mod push;
+mod sbom;
 mod stored_disk;
 
 pub use check::{BaseCheck, CheckError, CheckOutcome, CompareError};
@@ -28,13 +29,14 @@ pub use dry_run::{dry_run, DryRun, DryRunRequest, UnitPreview};
 pub use error::PipelineError;
 pub use lock::{lock, LockOutcome, LockRequest, LockedUnit};
 pub use push::{push, PushRequest, PushSource};
+pub use sbom::{image_contents, Document};
 pub use stored_disk::stored_disk;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use imgbuild_builder::recipe::{Recipe, StepOp};
+use imgbuild_builder::recipe::{Recipe, SbomFormat, StepOp};
 use imgbuild_builder::{Access, BuildOptions, BuildReport, LockMode, Progress};
 use imgbuild_formats::{Artifact, Format, StoredImage};
 use imgbuild_registry::{CacheImport, Client, PushReport, Reference, RegistryFetcher};
@@ -68,6 +70,10 @@ pub struct BuildRequest {
     pub registry: Arc<Client>,
     /// After building, make every layer again and compare (`build --check`).
     pub check: bool,
+    /// SBOMs to write beside the outputs, besides the recipe's `[image] sbom`.
+    pub sbom: Vec<SbomFormat>,
+    /// Write SLSA provenance beside the outputs (also when the recipe asks for it).
+    pub provenance: bool,
 }
 
 impl BuildRequest {
@@ -94,6 +100,8 @@ impl BuildRequest {
             cache_from: Vec::new(),
             registry,
             check: false,
+            sbom: Vec::new(),
+            provenance: false,
         }
     }
 }
@@ -106,6 +114,8 @@ pub struct BuildOutcome {
     pub report: BuildReport,
     /// Every output written.
     pub artifacts: Vec<Artifact>,
+    /// SBOMs and provenance written beside the outputs.
+    pub documents: Vec<Document>,
     /// Every push.
     pub pushed: Vec<PushReport>,
     /// Every cache imported.
@@ -187,6 +197,26 @@ pub fn build(
     };
     let image = StoredImage::load(&store, &report.image, &report.tags, &report.digest)?;
     let artifacts = export::export_all(&store, &recipe, &image, request, &note)?;
+    let mut sbom_formats: Vec<SbomFormat> = request
+        .sbom
+        .iter()
+        .chain(&recipe.image.sbom)
+        .copied()
+        .collect();
+    sbom_formats.sort();
+    sbom_formats.dedup();
+    let documents = sbom::write_sboms(
+        &store,
+        &recipe,
+        &report,
+        &image,
+        &sbom_formats,
+        &request.out,
+        request.epoch,
+    )?;
+    for (doc, _) in &documents {
+        note(&format!("wrote {} ({})", doc.path.display(), doc.kind));
+    }
     refs.keep();
     let hits = report
         .steps
@@ -231,6 +261,7 @@ pub fn build(
     Ok(BuildOutcome {
         report,
         artifacts,
+        documents: documents.into_iter().map(|(doc, _)| doc).collect(),
         pushed,
         cache_from,
         cache_to,

@@ -1,7 +1,7 @@
 //! Reproducible Debian installs by default: the shipped debian-server recipe (a kernel,
 //! systemd, OpenSSH, D-Bus, a user with a password) gives the same manifest digest, rootfs
-//! tar and qcow2 bytes from two stores and two checkout paths, with what Debian makes
-//! random normalised away, and boots to a running sshd with host keys made on first boot,
+//! tar, qcow2, SBOM and provenance bytes from two stores and two checkout paths, with what
+//! Debian makes random normalised away, and boots to a running sshd with host keys made on first boot,
 //! reached through `imgbuild run -p`.
 
 use crate::common::*;
@@ -28,6 +28,11 @@ fn debian_server_is_the_same_from_two_stores_and_two_checkouts() {
         "qcow2",
         "--source-date-epoch",
         &epoch,
+        "--sbom",
+        "spdx",
+        "--sbom",
+        "cyclonedx",
+        "--provenance",
     ];
     let first = build_json(
         &repo().join("recipes/debian-server.toml"),
@@ -49,7 +54,13 @@ fn debian_server_is_the_same_from_two_stores_and_two_checkouts() {
         first["digest"], second["digest"],
         "two fresh builds of debian-server differ"
     );
-    for file in ["debian-server.rootfs.tar", "debian-server.qcow2"] {
+    for file in [
+        "debian-server.rootfs.tar",
+        "debian-server.qcow2",
+        "debian-server.spdx.json",
+        "debian-server.cdx.json",
+        "debian-server.provenance.json",
+    ] {
         let [a, b] =
             ["out-a", "out-b"].map(|o| fs_err::read(tmp.path().join(o).join(file)).unwrap());
         assert!(

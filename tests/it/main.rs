@@ -31,6 +31,7 @@ mod remove;
 mod reproducible;
 mod run_exec;
 mod running_vm;
+mod sbom;
 mod stages;
 mod store_integrity;
 mod store_layout;

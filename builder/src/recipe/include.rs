@@ -358,7 +358,9 @@ impl Merger<'_> {
         self.section(&mut out.image, part.image, |m, a: &mut RawImage, b| {
             m.key("[image] name", &mut a.name, b.name)?;
             m.key("[image] tags", &mut a.tags, b.tags)?;
-            m.key("[image] platform", &mut a.platform, b.platform)
+            m.key("[image] platform", &mut a.platform, b.platform)?;
+            m.key("[image] sbom", &mut a.sbom, b.sbom)?;
+            m.key("[image] provenance", &mut a.provenance, b.provenance)
         })?;
         // A base is one thing: [from] comes from one file.
         self.key("[from]", &mut out.from, part.from)?;
@@ -474,7 +476,7 @@ fields! {
     RawStage { from, step }
     RawDisk { size, boot, filesystem, cmdline, compress, grow }
     RawInitramfs { compression, init }
-    RawImage { name, tags, platform }
+    RawImage { name, tags, platform, sbom, provenance }
     RawFrom { scratch, rootfs, oci, oci_archive, image, debian }
     RawDebian {
         suite, variant, mirror, components, keyring, architecture, updates, security, apt, source,

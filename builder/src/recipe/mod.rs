@@ -13,7 +13,7 @@ pub use include::{SourceFile, Sources};
 pub use model::stage_refs;
 pub use model::{
     Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec,
-    NetworkSpec, Owner, PlatformSpec, Recipe, RunSpec, ServicesSpec, Stage, Step, StepOp, Sudo,
-    SystemSpec, UserSpec,
+    NetworkSpec, Owner, PlatformSpec, Recipe, RunSpec, SbomFormat, ServicesSpec, Stage, Step,
+    StepOp, Sudo, SystemSpec, UserSpec,
 };
 pub use parse::{load, parse};

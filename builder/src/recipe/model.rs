@@ -167,6 +167,65 @@ pub struct ImageSpec {
     pub tags: Vec<String>,
     /// `linux/amd64` or `linux/arm64`.
     pub platform: PlatformSpec,
+    /// SBOMs every build writes beside its outputs (`sbom = ["spdx", "cyclonedx"]`).
+    pub sbom: Vec<SbomFormat>,
+    /// Whether every build writes SLSA provenance beside its outputs.
+    pub provenance: bool,
+}
+
+/// A software bill of materials format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SbomFormat {
+    /// SPDX 2.3 JSON, written as `NAME.spdx.json`.
+    Spdx,
+    /// CycloneDX 1.6 JSON, written as `NAME.cdx.json`.
+    Cyclonedx,
+}
+
+impl SbomFormat {
+    /// Every format, as the recipe and `--sbom` spell them.
+    pub const NAMES: &'static str = "spdx, cyclonedx";
+
+    /// The file name suffix (`spdx.json`, `cdx.json`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::Spdx => "spdx.json",
+            Self::Cyclonedx => "cdx.json",
+        }
+    }
+
+    /// The document's media type (also its OCI artifact type).
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::Spdx => "application/spdx+json",
+            Self::Cyclonedx => "application/vnd.cyclonedx+json",
+        }
+    }
+}
+
+impl std::str::FromStr for SbomFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "spdx" => Ok(Self::Spdx),
+            "cyclonedx" | "cdx" => Ok(Self::Cyclonedx),
+            other => Err(format!(
+                "unknown SBOM format `{other}`; choose one of {}",
+                Self::NAMES
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for SbomFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Spdx => "spdx",
+            Self::Cyclonedx => "cyclonedx",
+        })
+    }
 }
 
 /// An OS/architecture pair.

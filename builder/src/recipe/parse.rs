@@ -4,7 +4,7 @@ use super::error::RecipeError;
 use super::include::Sources;
 use super::model::{
     Base, BootMode, ConfigSpec, DiskSpec, ImageSpec, InitramfsCompression, InitramfsSpec, Owner,
-    PlatformSpec, Recipe, RunSpec, Stage, Step, StepOp,
+    PlatformSpec, Recipe, RunSpec, SbomFormat, Stage, Step, StepOp,
 };
 use super::raw::{Env, RawConfig, RawDebian, RawDisk, RawFrom, RawImage, RawInitramfs, RawStep, S};
 use std::collections::BTreeMap;
@@ -341,10 +341,23 @@ impl Cx<'_> {
                 }
             },
         };
+        let mut sbom = Vec::new();
+        for format in raw.sbom.map(S::into_inner).unwrap_or_default() {
+            let parsed: SbomFormat = format.get_ref().parse().map_err(|e: String| {
+                self.err_at(&format, e)
+                    .help("write e.g. `sbom = [\"spdx\", \"cyclonedx\"]`")
+            })?;
+            if !sbom.contains(&parsed) {
+                sbom.push(parsed);
+            }
+        }
+        sbom.sort();
         Ok(ImageSpec {
             name: name.into_inner(),
             tags,
             platform,
+            sbom,
+            provenance: raw.provenance.is_some_and(|p| *p.get_ref()),
         })
     }
 

@@ -1,9 +1,11 @@
 //! CycloneDX 1.6 JSON (<https://cyclonedx.org/docs/1.6/json/>).
 //!
-//! The image is `metadata.component` (type `container`, bom-ref its `pkg:oci` purl);
-//! each Debian package is a `library` component whose bom-ref is its purl, with the
-//! `.deb`'s SHA-256; one dependency entry says the image depends on all of them. The
-//! serial number is a UUID derived from the image digest.
+//! The image is `metadata.component` (type `container`, bom-ref its `pkg:oci` purl), its
+//! base that component's `pedigree.ancestors`; each Debian package is a `library`
+//! component whose bom-ref is its purl, with the `.deb`'s SHA-256 and its declared license
+//! as an SPDX expression; each file of a `copy` or `write` step a `file` component with
+//! its SHA-1 and SHA-256; one dependency entry says the image depends on all of them.
+//! The serial number is a UUID derived from the image digest.
 
 use serde::Serialize;
 
@@ -58,23 +60,60 @@ pub struct Component {
     pub bom_ref: Option<String>,
     /// Name.
     pub name: String,
-    /// Version.
-    pub version: String,
-    /// SHA-256.
+    /// Version (none for files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// SHA-256 (and SHA-1 for files).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hashes: Vec<Hash>,
+    /// The declared license, as one SPDX expression.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub licenses: Vec<License>,
     /// The purl.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub purl: Option<String>,
     /// Architecture, source package, pool path.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub properties: Vec<Property>,
+    /// The base, for the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pedigree: Option<Pedigree>,
+}
+
+impl Component {
+    fn new(kind: &'static str, name: String) -> Self {
+        Component {
+            kind,
+            bom_ref: None,
+            name,
+            version: None,
+            hashes: Vec::new(),
+            licenses: Vec::new(),
+            purl: None,
+            properties: Vec::new(),
+            pedigree: None,
+        }
+    }
+}
+
+/// A license choice in its expression form.
+#[derive(Debug, Serialize)]
+pub struct License {
+    /// An SPDX license expression.
+    pub expression: String,
+}
+
+/// `pedigree`: what the component descends from.
+#[derive(Debug, Serialize)]
+pub struct Pedigree {
+    /// The base image or tarball.
+    pub ancestors: Vec<Component>,
 }
 
 /// A hash.
 #[derive(Debug, Serialize)]
 pub struct Hash {
-    /// `SHA-256`.
+    /// `SHA-256`, `SHA-1`.
     pub alg: &'static str,
     /// Lower-case hex.
     pub content: String,
@@ -103,44 +142,81 @@ pub struct Dependency {
 /// The CycloneDX BOM of `sbom`.
 pub fn bom(sbom: &Sbom) -> Bom {
     let image_ref = sbom.image.purl();
-    let components: Vec<Component> = sbom
+    let sha256 = |content: &str| Hash {
+        alg: "SHA-256",
+        content: content.to_owned(),
+    };
+    let mut components: Vec<Component> = sbom
         .packages
         .iter()
         .map(|p| {
-            let mut properties = vec![
-                Property {
-                    name: "imgbuild:deb:architecture",
-                    value: p.architecture.clone(),
-                },
-                Property {
+            let mut properties = vec![Property {
+                name: "imgbuild:deb:architecture",
+                value: p.architecture.clone(),
+            }];
+            if let Some(deb) = &p.deb {
+                properties.push(Property {
                     name: "imgbuild:deb:filename",
-                    value: p.filename.clone(),
-                },
-            ];
+                    value: deb.filename.clone(),
+                });
+            }
             if let Some(s) = &p.source_package {
                 properties.push(Property {
                     name: "imgbuild:deb:source",
                     value: s.clone(),
                 });
             }
-            Component {
-                kind: "library",
-                bom_ref: Some(p.purl()),
-                name: p.name.clone(),
-                version: p.version.clone(),
-                hashes: vec![Hash {
-                    alg: "SHA-256",
-                    content: p.sha256.clone(),
-                }],
-                purl: Some(p.purl()),
-                properties,
-            }
+            let mut c = Component::new("library", p.name.clone());
+            c.bom_ref = Some(p.purl());
+            c.version = Some(p.version.clone());
+            c.hashes = p.deb.iter().map(|d| sha256(&d.sha256)).collect();
+            c.licenses = p
+                .license
+                .iter()
+                .map(|l| License {
+                    expression: l.expression.clone(),
+                })
+                .collect();
+            c.purl = Some(p.purl());
+            c.properties = properties;
+            c
         })
         .collect();
+    for f in &sbom.files {
+        let mut c = Component::new("file", f.path.clone());
+        c.bom_ref = Some(format!("file:{}", f.path));
+        c.hashes = vec![
+            Hash {
+                alg: "SHA-1",
+                content: f.sha1.clone(),
+            },
+            sha256(&f.sha256),
+        ];
+        components.push(c);
+    }
     let dependencies = vec![Dependency {
         reference: image_ref.clone(),
-        depends_on: sbom.packages.iter().map(|p| p.purl()).collect(),
+        depends_on: components
+            .iter()
+            .filter_map(|c| c.bom_ref.clone())
+            .collect(),
     }];
+    let mut tool = Component::new("application", TOOL_NAME.to_owned());
+    tool.version = Some(TOOL_VERSION.to_owned());
+    let mut image = Component::new("container", sbom.image.name.clone());
+    image.bom_ref = Some(image_ref.clone());
+    image.version = Some(sbom.image.digest.to_string());
+    image.hashes = vec![sha256(&sbom.image.digest.hex())];
+    image.purl = Some(image_ref);
+    image.pedigree = sbom.base.as_ref().map(|base| {
+        let kind = if base.is_image { "container" } else { "file" };
+        let mut c = Component::new(kind, base.name.clone());
+        c.bom_ref = Some(format!("base:{}", base.digest));
+        c.version = Some(base.digest.to_string());
+        c.hashes = vec![sha256(&base.digest.hex())];
+        c.purl.clone_from(&base.purl);
+        Pedigree { ancestors: vec![c] }
+    });
     Bom {
         bom_format: "CycloneDX",
         spec_version: "1.6",
@@ -152,28 +228,9 @@ pub fn bom(sbom: &Sbom) -> Bom {
         metadata: Metadata {
             timestamp: imgbuild_store::oci::rfc3339(sbom.created),
             tools: Tools {
-                components: vec![Component {
-                    kind: "application",
-                    bom_ref: None,
-                    name: TOOL_NAME.to_owned(),
-                    version: TOOL_VERSION.to_owned(),
-                    hashes: Vec::new(),
-                    purl: None,
-                    properties: Vec::new(),
-                }],
+                components: vec![tool],
             },
-            component: Component {
-                kind: "container",
-                bom_ref: Some(image_ref.clone()),
-                name: sbom.image.name.clone(),
-                version: sbom.image.digest.to_string(),
-                hashes: vec![Hash {
-                    alg: "SHA-256",
-                    content: sbom.image.digest.hex(),
-                }],
-                purl: Some(image_ref),
-                properties: Vec::new(),
-            },
+            component: image,
         },
         components,
         dependencies,

@@ -2,21 +2,26 @@
 //! CycloneDX 1.6 JSON.
 //!
 //! [`Sbom`] is the format-neutral model: the image (its manifest digest is the described
-//! subject) and the Debian packages of its lock, each with name, version, architecture,
-//! the `.deb`'s sha256, its pool path and a `pkg:deb` purl. [`spdx::render`] and
-//! [`cyclonedx::render`] turn it into bytes. Both are deterministic: packages are sorted,
-//! every id is derived from content (the image digest, a `.deb`'s sha256) and the one
-//! timestamp is the `SOURCE_DATE_EPOCH` the caller passes, so the same lock and image
-//! give the same bytes.
-//!
-//! Not yet here (see issue 12): files of `copy`/`write` steps, the base's digests,
-//! licenses from `/usr/share/doc/*/copyright`, wiring into the CLI and pipeline.
+//! subject), its base, the Debian packages its dpkg database lists as installed ([`dpkg`])
+//! with what the lock knows of each (the `.deb`'s sha256, pool path, mirror) and the
+//! license its copyright file declares ([`license`]), and the files the recipe's `copy`
+//! and `write` steps put there. [`spdx::render`] and [`cyclonedx::render`] turn it into
+//! bytes. Both are deterministic: packages and files are sorted, every id is derived from
+//! content (the image digest, a `.deb`'s sha256, a file's path) and the one timestamp is
+//! the `SOURCE_DATE_EPOCH` the caller passes, so the same image gives the same bytes.
+
+use std::collections::BTreeMap;
 
 use imgbuild_debian::{LockedPackage, Lockfile};
 use imgbuild_store::Digest;
 
 pub mod cyclonedx;
+pub mod dpkg;
+pub mod license;
 pub mod spdx;
+
+pub use dpkg::InstalledPackage;
+pub use license::DeclaredLicense;
 
 #[cfg(test)]
 mod tests;
@@ -31,8 +36,12 @@ pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Sbom {
     /// The image (the described subject).
     pub image: Image,
+    /// What the image was built on, when it is another image or a tarball.
+    pub base: Option<BaseImage>,
     /// Debian packages, sorted by name, architecture, version.
     pub packages: Vec<DebPackage>,
+    /// Files the recipe's `copy` and `write` steps added, sorted by path.
+    pub files: Vec<FileEntry>,
     /// Creation time, seconds since the epoch (`SOURCE_DATE_EPOCH`).
     pub created: u64,
 }
@@ -57,6 +66,55 @@ impl Image {
     }
 }
 
+/// The image or tarball an image was built on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseImage {
+    /// How the recipe names it: a registry reference, a tarball or layout path.
+    pub name: String,
+    /// The registry manifest's digest, or the tarball's sha256.
+    pub digest: Digest,
+    /// True for an image (registry, OCI layout or archive), false for a rootfs tarball.
+    pub is_image: bool,
+    /// Its purl, for an image in a registry.
+    pub purl: Option<String>,
+}
+
+/// The `pkg:oci` purl of an image in a registry: `repository` is `HOST/PATH` without tag
+/// (`pkg:oci/debian@sha256%3A...?repository_url=docker.io%2Flibrary%2Fdebian`).
+pub fn registry_purl(repository: &str, digest: &Digest) -> String {
+    let last = repository.rsplit('/').next().unwrap_or(repository);
+    format!(
+        "pkg:oci/{}@{}?repository_url={}",
+        purl_encode(&last.to_ascii_lowercase()),
+        purl_encode(&digest.to_string()),
+        purl_encode(repository)
+    )
+}
+
+/// A file a `copy` or `write` step put in the image, as the image holds it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileEntry {
+    /// Absolute path in the image.
+    pub path: String,
+    /// Lower-case hex sha256 of its bytes.
+    pub sha256: String,
+    /// Lower-case hex SHA-1 of its bytes (SPDX 2.3 requires it for files).
+    pub sha1: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The `.deb` a package was installed from, as the lock pins it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DebFile {
+    /// Lower-case hex sha256 of the `.deb`.
+    pub sha256: String,
+    /// Size of the `.deb` in bytes.
+    pub size: u64,
+    /// Path relative to the mirror root (`pool/main/a/apt/apt_2.6.1_amd64.deb`).
+    pub filename: String,
+}
+
 /// One Debian binary package installed in the image.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DebPackage {
@@ -66,18 +124,31 @@ pub struct DebPackage {
     pub architecture: String,
     /// Exact version.
     pub version: String,
-    /// Lower-case hex sha256 of the `.deb`.
-    pub sha256: String,
-    /// Size of the `.deb` in bytes.
-    pub size: u64,
-    /// Path relative to the mirror root (`pool/main/a/apt/apt_2.6.1_amd64.deb`).
-    pub filename: String,
-    /// The source package name (the pool directory the `.deb` is in), when known.
+    /// The `.deb`, when the lock pins it (not for packages of a registry base).
+    pub deb: Option<DebFile>,
+    /// The source package name, when known.
     pub source_package: Option<String>,
-    /// Where the `.deb` was fetched from (mirror URL joined with `filename`), when known.
+    /// Where the `.deb` was fetched from (mirror URL joined with its pool path), when known.
     pub download_location: Option<String>,
     /// The purl `distro` qualifier (`debian-12`), when the suite is known.
     pub distro: Option<String>,
+    /// The license its machine-readable copyright file declares.
+    pub license: Option<DeclaredLicense>,
+}
+
+/// What an image holds, read from its merged tree, for [`Sbom::from_image`].
+#[derive(Debug, Clone, Default)]
+pub struct ImageContents {
+    /// The packages of `/var/lib/dpkg/status`.
+    pub installed: Vec<InstalledPackage>,
+    /// Declared licenses by package name (`/usr/share/doc/NAME/copyright`).
+    pub licenses: BTreeMap<String, DeclaredLicense>,
+    /// The purl `distro` from `/etc/os-release` (`ID-VERSION_ID`, `debian-12`).
+    pub distro: Option<String>,
+    /// Files of `copy` and `write` steps.
+    pub files: Vec<FileEntry>,
+    /// The base.
+    pub base: Option<BaseImage>,
 }
 
 impl DebPackage {
@@ -88,13 +159,16 @@ impl DebPackage {
             name: p.name.clone(),
             architecture: p.architecture.clone(),
             version: p.version.clone(),
-            sha256: p.sha256.clone(),
-            size: p.size,
-            filename: p.filename.clone(),
+            deb: Some(DebFile {
+                sha256: p.sha256.clone(),
+                size: p.size,
+                filename: p.filename.clone(),
+            }),
             source_package: source_from_pool_path(&p.filename),
             download_location: mirror
                 .map(|m| format!("{}/{}", m.trim_end_matches('/'), p.filename)),
             distro: suite.and_then(distro_of_suite),
+            license: None,
         }
     }
 
@@ -115,9 +189,17 @@ impl DebPackage {
     }
 
     /// A short id unique within a document: name, architecture and the start of the
-    /// `.deb`'s sha256, restricted to `[A-Za-z0-9.-]` (SPDX ids; also fine as bom-refs).
+    /// sha256 of the `.deb` (or of name, architecture and version when there is none),
+    /// restricted to `[A-Za-z0-9.-]` (SPDX ids; also fine as bom-refs).
     pub fn id(&self) -> String {
-        let sha = self.sha256.get(..16).unwrap_or(&self.sha256);
+        let sha = match &self.deb {
+            Some(deb) => deb.sha256.clone(),
+            None => Digest::of(
+                format!("{}\0{}\0{}", self.name, self.architecture, self.version).as_bytes(),
+            )
+            .hex(),
+        };
+        let sha = sha.get(..16).unwrap_or(&sha);
         id_safe(&format!("{}-{}-{}", self.name, self.architecture, sha))
     }
 }
@@ -144,10 +226,104 @@ impl Sbom {
                 name: name.to_owned(),
                 digest,
             },
+            base: None,
             packages,
+            files: Vec::new(),
             created,
         }
     }
+
+    /// The SBOM of image `name` with manifest `digest` from what the image holds: each
+    /// installed package, with its `.deb` when `lock` pins that exact package (name,
+    /// architecture, version), and its declared license.
+    pub fn from_image(
+        name: &str,
+        digest: Digest,
+        contents: ImageContents,
+        lock: Option<&Lockfile>,
+        created: u64,
+    ) -> Self {
+        let suite = lock
+            .and_then(|l| l.source.as_ref())
+            .map(|s| s.request.suite.as_str());
+        let distro = contents
+            .distro
+            .clone()
+            .or_else(|| suite.and_then(distro_of_suite));
+        let mut packages: Vec<DebPackage> = contents
+            .installed
+            .iter()
+            .map(|i| {
+                let locked = lock.and_then(|l| {
+                    l.packages
+                        .iter()
+                        .find(|p| {
+                            p.name == i.name
+                                && p.architecture == i.architecture
+                                && p.version == i.version
+                        })
+                        .map(|p| (l, p))
+                });
+                let mut p = match locked {
+                    Some((l, p)) => DebPackage::from_locked(p, l.uri_of(p), suite),
+                    None => DebPackage {
+                        name: i.name.clone(),
+                        architecture: i.architecture.clone(),
+                        version: i.version.clone(),
+                        deb: None,
+                        source_package: None,
+                        download_location: None,
+                        distro: None,
+                        license: None,
+                    },
+                };
+                p.source_package = Some(i.source.clone().unwrap_or_else(|| i.name.clone()));
+                p.distro.clone_from(&distro);
+                p.license = contents.licenses.get(&i.name).cloned();
+                p
+            })
+            .collect();
+        packages.sort();
+        packages.dedup();
+        let mut files = contents.files;
+        files.sort();
+        files.dedup();
+        Sbom {
+            image: Image {
+                name: name.to_owned(),
+                digest,
+            },
+            base: contents.base,
+            packages,
+            files,
+            created,
+        }
+    }
+
+    /// Every `LicenseRef-` the packages' licenses use, with the Debian name each stands
+    /// for, sorted and once each.
+    pub fn license_refs(&self) -> Vec<(String, String)> {
+        let mut refs: Vec<(String, String)> = self
+            .packages
+            .iter()
+            .filter_map(|p| p.license.as_ref())
+            .flat_map(|l| l.refs.iter().cloned())
+            .collect();
+        refs.sort();
+        refs.dedup_by(|a, b| a.0 == b.0);
+        refs
+    }
+}
+
+/// The purl `distro` of an `/etc/os-release`: `ID-VERSION_ID` (`debian-12`).
+pub fn distro_of_os_release(os_release: &str) -> Option<String> {
+    let value = |key: &str| {
+        os_release.lines().find_map(|l| {
+            let v = l.strip_prefix(key)?.strip_prefix('=')?;
+            Some(v.trim().trim_matches('"').to_owned())
+        })
+    };
+    Some(format!("{}-{}", value("ID")?, value("VERSION_ID")?))
 }
 
 /// The source package of a `.deb` from its pool path: Debian's pool layout is

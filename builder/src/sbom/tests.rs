@@ -3,7 +3,7 @@ use imgbuild_debian::{DebianRequest, LockedPackage, Lockfile, SourceRequest};
 use imgbuild_store::Digest;
 use serde_json::Value;
 
-use super::{cyclonedx, spdx, Sbom};
+use super::{cyclonedx, spdx, BaseImage, FileEntry, ImageContents, InstalledPackage, Sbom};
 
 const EPOCH: u64 = 1_700_000_000; // 2023-11-14T22:13:20Z
 
@@ -67,6 +67,110 @@ fn digest() -> Digest {
 
 fn sbom() -> Sbom {
     Sbom::from_lock("debian-vm", digest(), &lock(), EPOCH)
+}
+
+/// An SBOM from an image's contents: two packages the lock pins (one with a license that
+/// is not on the SPDX list), one it does not, a file and a registry base.
+fn image_sbom() -> Sbom {
+    let installed =
+        |name: &str, version: &str, arch: &str, source: Option<&str>| InstalledPackage {
+            name: name.to_owned(),
+            architecture: arch.to_owned(),
+            version: version.to_owned(),
+            source: source.map(str::to_owned),
+        };
+    let mut licenses = std::collections::BTreeMap::new();
+    licenses.insert(
+        "libc6".to_owned(),
+        super::license::declared(
+            "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n\
+             Files: *\nCopyright: x\nLicense: LGPL-2.1+ and public-domain\n",
+        )
+        .unwrap(),
+    );
+    let base_digest = Digest::of(b"a base manifest");
+    let contents = ImageContents {
+        installed: vec![
+            installed("libc6", "2.36-9+deb12u13", "amd64", Some("glibc")),
+            installed("apt", "2.6.1", "amd64", None),
+            installed("from-a-run-step", "1.0", "amd64", None),
+        ],
+        licenses,
+        distro: Some("debian-12".to_owned()),
+        files: vec![FileEntry {
+            path: "/usr/local/bin/hello".to_owned(),
+            sha256: Digest::of(b"hello").hex(),
+            sha1: "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d".to_owned(),
+            size: 5,
+        }],
+        base: Some(BaseImage {
+            name: "registry.example/library/debian:bookworm".to_owned(),
+            purl: Some(super::registry_purl(
+                "registry.example/library/debian",
+                &base_digest,
+            )),
+            digest: base_digest,
+            is_image: true,
+        }),
+    };
+    Sbom::from_image("app", digest(), contents, Some(&lock()), EPOCH)
+}
+
+#[test]
+fn model_from_image_contents() {
+    let s = image_sbom();
+    let names: Vec<&str> = s.packages.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["apt", "from-a-run-step", "libc6"]);
+    let libc = &s.packages[2];
+    assert!(libc.deb.is_some());
+    assert_eq!(libc.source_package.as_deref(), Some("glibc"));
+    assert_eq!(
+        libc.license.as_ref().unwrap().expression,
+        "LGPL-2.1-or-later AND LicenseRef-public-domain"
+    );
+    let unlocked = &s.packages[1];
+    assert!(unlocked.deb.is_none() && unlocked.download_location.is_none());
+    assert_eq!(
+        unlocked.purl(),
+        "pkg:deb/debian/from-a-run-step@1.0?arch=amd64&distro=debian-12"
+    );
+    let doc = json(&spdx::render(&s));
+    assert_eq!(doc["files"][0]["fileName"], "./usr/local/bin/hello");
+    assert_eq!(doc["files"][0]["checksums"][0]["algorithm"], "SHA1");
+    assert_eq!(
+        doc["hasExtractedLicensingInfos"][0]["licenseId"],
+        "LicenseRef-public-domain"
+    );
+    let base = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["SPDXID"] == spdx::BASE_ID)
+        .unwrap();
+    assert_eq!(base["primaryPackagePurpose"], "CONTAINER");
+    let rels = doc["relationships"].as_array().unwrap();
+    assert!(rels
+        .iter()
+        .any(|r| r["relationshipType"] == "DESCENDANT_OF"
+            && r["relatedSpdxElement"] == spdx::BASE_ID));
+    let bom = json(&cyclonedx::render(&s));
+    let ancestors = &bom["metadata"]["component"]["pedigree"]["ancestors"];
+    assert!(ancestors[0]["purl"]
+        .as_str()
+        .unwrap()
+        .contains("repository_url=registry.example%2Flibrary%2Fdebian"));
+    let file = bom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "file")
+        .unwrap();
+    assert_eq!(file["name"], "/usr/local/bin/hello");
+}
+
+#[test]
+fn image_sbom_passes_pyspdxtools() {
+    assert_pyspdxtools_accepts("app", &spdx::render(&image_sbom()));
 }
 
 fn json(bytes: &[u8]) -> Value {
@@ -273,7 +377,7 @@ fn assert_pyspdxtools_accepts(name: &str, doc: &[u8]) {
     {
         Ok(out) => out,
         Err(e) => panic!(
-            "cannot run pyspdxtools ({e}): install the SPDX validator with `pip install spdx-tools`"
+            "cannot run pyspdxtools ({e}): install the SPDX validator with scripts/install-test-deps.sh"
         ),
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -317,8 +421,8 @@ fn shipped_locks_pass_pyspdxtools() {
 }
 
 /// The CycloneDX document validates against the CycloneDX 1.6 JSON schema, with
-/// `cyclonedx-python-lib`'s strict validator (`pip install
-/// 'cyclonedx-python-lib[json-validation]'`); fails when it is missing.
+/// `cyclonedx-python-lib`'s strict validator (installed by `scripts/install-test-deps.sh`
+/// into the interpreter `imgbuild-test-python3`); fails when it is missing.
 #[test]
 fn cyclonedx_passes_the_1_6_schema() {
     const CHECK: &str = r#"
@@ -338,6 +442,7 @@ if error is not None:
     let dir = tempfile::tempdir().unwrap();
     for (name, s) in [
         ("debian-vm", sbom()),
+        ("app", image_sbom()),
         (
             "scratch",
             Sbom::from_lock("scratch", digest(), &Lockfile::empty(), 0),
@@ -345,12 +450,14 @@ if error is not None:
     ] {
         let path = dir.path().join(format!("{name}.cdx.json"));
         fs_err::write(&path, cyclonedx::render(&s)).unwrap();
-        let out = std::process::Command::new("python3")
+        let out = std::process::Command::new("imgbuild-test-python3")
             .arg("-c")
             .arg(CHECK)
             .arg(&path)
             .output()
-            .unwrap_or_else(|e| panic!("cannot run python3: {e}"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run imgbuild-test-python3 ({e}): run scripts/install-test-deps.sh")
+            });
         assert!(
             out.status.success(),
             "CycloneDX 1.6 schema check of {name} failed ({}):\n{}{}",
