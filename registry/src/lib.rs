@@ -10,7 +10,7 @@
 //! - [`pull`]: resolving a reference for a platform and pulling it into the store.
 //! - [`push`]: pushing an image from the store or an OCI layout.
 //! - [`cache`]: the build cache artifact (`--cache-to`, `--cache-from`) and lazy fetching.
-//! - [`referrers`]: documents (SBOMs, provenance) attached to a pushed image as OCI 1.1
+//! - [`referrers`](mod@referrers): documents (SBOMs, provenance) attached to a pushed image as OCI 1.1
 //!   referrers, with the `sha256-HEX` tag fallback, and listing them back.
 #![forbid(unsafe_code)]
 
