@@ -395,7 +395,7 @@ fn push_or_pull(r: &Reference) -> String {
     push_scope(r)
 }
 
-fn check_reported(
+pub(crate) fn check_reported(
     resp: &ureq::http::Response<ureq::Body>,
     r: &Reference,
     digest: &Digest,

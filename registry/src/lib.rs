@@ -10,6 +10,8 @@
 //! - [`pull`]: resolving a reference for a platform and pulling it into the store.
 //! - [`push`]: pushing an image from the store or an OCI layout.
 //! - [`cache`]: the build cache artifact (`--cache-to`, `--cache-from`) and lazy fetching.
+//! - [`referrers`](mod@referrers): documents (SBOMs, provenance) attached to a pushed image as OCI 1.1
+//!   referrers, with the `sha256-HEX` tag fallback, and listing them back.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -20,6 +22,7 @@ mod error;
 pub mod pull;
 pub mod push;
 pub mod reference;
+pub mod referrers;
 pub mod source;
 
 #[doc(hidden)]
@@ -34,4 +37,5 @@ pub use error::{PullError, PushError, RegistryError};
 pub use pull::{pull_image, resolve, PulledImage};
 pub use push::{push_image, PushReport};
 pub use reference::{Reference, ReferenceError};
+pub use referrers::{attach, referrers, AttachReport, Attachment, Referrer};
 pub use source::{BlobSource, LayoutSource};

@@ -25,6 +25,7 @@ mod network;
 mod oci_output;
 mod outputs;
 mod recipes_boot;
+mod referrers;
 mod registry;
 mod registry_support;
 mod remove;
