@@ -35,4 +35,9 @@ $SUDO "$PYTOOLS/bin/pip" install --quiet --disable-pip-version-check \
 for tool in pyspdxtools syft; do
   $SUDO ln -sf "$PYTOOLS/bin/$tool" "/usr/local/bin/$tool"
 done
-$SUDO ln -sf "$PYTOOLS/bin/python3" /usr/local/bin/imgbuild-test-python3
+# A wrapper, not a symlink: Python finds its virtualenv from the path it was started as. The
+# rm first: writing through an old symlink would overwrite the system's python3.
+$SUDO rm -f /usr/local/bin/imgbuild-test-python3
+printf '#!/bin/sh\nexec "%s/bin/python3" "$@"\n' "$PYTOOLS" \
+  | $SUDO tee /usr/local/bin/imgbuild-test-python3 >/dev/null
+$SUDO chmod 755 /usr/local/bin/imgbuild-test-python3

@@ -17,6 +17,7 @@ pub mod build;
 pub mod explain;
 pub mod plan;
 pub mod prepare;
+pub mod provenance;
 pub mod recipe;
 pub mod sbom;
 mod sources;
