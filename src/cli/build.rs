@@ -28,14 +28,14 @@ pub(crate) struct BuildArgs {
     #[arg(long, value_name = "ALGO", default_value = "zstd", value_parser = parse_compression)]
     compression: Compression,
     /// Timestamp for every file and the image's creation date, in seconds since the epoch.
+    /// [default: 0]
     #[arg(
         long,
         env = "SOURCE_DATE_EPOCH",
         value_name = "SECONDS",
-        default_value = "0",
         value_parser = super::units::epoch
     )]
-    source_date_epoch: u64,
+    source_date_epoch: Option<u64>,
     /// Print one JSON object (image, digest, artifacts, steps, pushed) to stdout.
     #[arg(long)]
     json: bool,
@@ -140,7 +140,7 @@ pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
         return super::inspect::show_plan(
             &args.recipe,
             store_dir,
-            args.source_date_epoch,
+            args.source_date_epoch.unwrap_or(0),
             args.json,
         );
     }
@@ -150,7 +150,8 @@ pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
         formats: args.formats.clone(),
         out: args.out.clone(),
         compression: args.compression,
-        epoch: args.source_date_epoch,
+        epoch: args.source_date_epoch.unwrap_or(0),
+        epoch_is_set: args.source_date_epoch.is_some(),
         lock_mode: if args.locked {
             LockMode::Locked
         } else {

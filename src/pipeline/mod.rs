@@ -19,6 +19,7 @@ mod error;
 mod export;
 mod located;
 mod lock;
+mod provenance;
 mod push;
 mod sbom;
 mod stored_disk;
@@ -39,7 +40,9 @@ use std::time::Instant;
 use imgbuild_builder::recipe::{Recipe, SbomFormat, StepOp};
 use imgbuild_builder::{Access, BuildOptions, BuildReport, LockMode, Progress};
 use imgbuild_formats::{Artifact, Format, StoredImage};
-use imgbuild_registry::{CacheImport, Client, PushReport, Reference, RegistryFetcher};
+use imgbuild_registry::{
+    AttachReport, Attachment, CacheImport, Client, PushReport, Reference, RegistryFetcher,
+};
 use imgbuild_store::{Compression, Store};
 
 /// What to build and where it goes.
@@ -56,6 +59,8 @@ pub struct BuildRequest {
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH`.
     pub epoch: u64,
+    /// Whether `SOURCE_DATE_EPOCH` was given (else provenance records the build's times).
+    pub epoch_is_set: bool,
     /// How the Debian locks are used.
     pub lock_mode: LockMode,
     /// Build secrets: id and host file.
@@ -93,6 +98,7 @@ impl BuildRequest {
             out,
             compression: Compression::Zstd,
             epoch: 0,
+            epoch_is_set: false,
             lock_mode: LockMode::Update,
             secrets: Vec::new(),
             push: Vec::new(),
@@ -118,6 +124,9 @@ pub struct BuildOutcome {
     pub documents: Vec<Document>,
     /// Every push.
     pub pushed: Vec<PushReport>,
+    /// The documents attached to each pushed image.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attached: Vec<AttachReport>,
     /// Every cache imported.
     pub cache_from: Vec<CacheImport>,
     /// The cache export.
@@ -138,6 +147,9 @@ pub fn build(
     progress: Observer<'_>,
 ) -> Result<BuildOutcome, PipelineError> {
     let start = Instant::now();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let note = |text: &str| progress(&Progress::Note(text));
     let recipe = imgbuild_builder::recipe::load(&request.recipe)?;
     check_secrets(&recipe, &request.secrets)?;
@@ -205,7 +217,7 @@ pub fn build(
         .collect();
     sbom_formats.sort();
     sbom_formats.dedup();
-    let documents = sbom::write_sboms(
+    let mut documents = sbom::write_sboms(
         &store,
         &recipe,
         &report,
@@ -214,6 +226,24 @@ pub fn build(
         &request.out,
         request.epoch,
     )?;
+    if request.provenance || recipe.image.provenance {
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        };
+        let run = provenance::Run {
+            request,
+            sbom: &sbom_formats,
+            times: (!request.epoch_is_set).then(|| (started, now())),
+        };
+        documents.push(provenance::write_provenance(
+            &recipe,
+            &report,
+            &run,
+            image.file_stem(),
+        )?);
+    }
     for (doc, _) in &documents {
         note(&format!("wrote {} ({})", doc.path.display(), doc.kind));
     }
@@ -232,6 +262,7 @@ pub fn build(
         report.steps.len()
     ));
     let mut pushed = Vec::new();
+    let mut attached = Vec::new();
     for target in &request.push {
         let done = imgbuild_registry::push_image(
             &request.registry,
@@ -247,6 +278,30 @@ pub fn build(
             done.skipped.len()
         ));
         pushed.push(done);
+        if !documents.is_empty() {
+            let reports = attach_documents(
+                &request.registry,
+                &store,
+                &report,
+                &documents,
+                target,
+                request.epoch,
+            )?;
+            note(&format!(
+                "attached {} to {} ({})",
+                reports
+                    .iter()
+                    .map(|r| r.artifact_type.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                target,
+                match reports.first().and_then(|r| r.fallback_tag.as_deref()) {
+                    Some(tag) => format!("listed under the tag {tag}"),
+                    None => "through the registry's referrers API".to_owned(),
+                }
+            ));
+            attached.extend(reports);
+        }
     }
     let cache_to = match &request.cache_to {
         Some(target) => Some(cache::export(
@@ -263,11 +318,51 @@ pub fn build(
         artifacts,
         documents: documents.into_iter().map(|(doc, _)| doc).collect(),
         pushed,
+        attached,
         cache_from,
         cache_to,
         check,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Attaches the written documents to the image pushed to `target`, as OCI referrers.
+fn attach_documents(
+    client: &Client,
+    store: &Store,
+    report: &imgbuild_builder::BuildReport,
+    documents: &[(Document, Vec<u8>)],
+    target: &Reference,
+    epoch: u64,
+) -> Result<Vec<AttachReport>, PipelineError> {
+    let subject = imgbuild_store::oci::OciDescriptor {
+        media_type: imgbuild_store::oci::MEDIA_TYPE_MANIFEST.to_owned(),
+        digest: report.digest.clone(),
+        size: report.manifest_size,
+        platform: None,
+        annotations: Default::default(),
+    };
+    let created = imgbuild_store::oci::rfc3339(epoch);
+    let attachments: Vec<Attachment> = documents
+        .iter()
+        .map(|(doc, bytes)| Attachment {
+            artifact_type: doc.media_type.clone(),
+            media_type: doc.media_type.clone(),
+            bytes: bytes.clone(),
+            annotations: [(
+                "org.opencontainers.image.created".to_owned(),
+                created.clone(),
+            )]
+            .into(),
+        })
+        .collect();
+    Ok(imgbuild_registry::attach(
+        client,
+        store,
+        &subject,
+        &attachments,
+        target,
+    )?)
 }
 
 /// Every secret a `run` step names must be given, before anything runs.

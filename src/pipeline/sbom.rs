@@ -269,7 +269,10 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The image or tarball the recipe builds on, with its digest; none for scratch and
 /// Debian bases (whose packages the SBOM lists).
-fn base_of(recipe: &Recipe, report: &BuildReport) -> Result<Option<BaseImage>, PipelineError> {
+pub(super) fn base_of(
+    recipe: &Recipe,
+    report: &BuildReport,
+) -> Result<Option<BaseImage>, PipelineError> {
     let file_digest = |path: &Path| -> Result<Digest, PipelineError> {
         let path = recipe.dir.join(path);
         let mut file = fs_err::File::open(&path).map_err(|source| PipelineError::Document {

@@ -64,6 +64,11 @@ impl Sources {
         &self.files[0]
     }
 
+    /// Every recipe file: the loaded one first, then its includes in the order they were read.
+    pub fn files(&self) -> &[SourceFile] {
+        &self.files
+    }
+
     /// The file holding global offset `at`.
     pub fn file_at(&self, at: usize) -> &SourceFile {
         let i = self.files.partition_point(|f| f.base <= at);
