@@ -138,6 +138,20 @@ if error is not None:
     );
 }
 
+/// The in-toto attestation framework accepts the provenance
+/// (`scripts/validate-provenance.py`).
+fn assert_provenance_valid(path: &Path) {
+    require_tool(
+        "imgbuild-test-python3",
+        "scripts/install-test-deps.sh's virtualenv",
+    );
+    run_ok(
+        Command::new("imgbuild-test-python3")
+            .arg(repo().join("scripts/validate-provenance.py"))
+            .arg(path),
+    );
+}
+
 fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&fs_err::read(path).unwrap()).unwrap()
 }
@@ -159,6 +173,7 @@ fn debian_vm_sboms_match_syft_and_the_lock() {
             "spdx",
             "--sbom",
             "cyclonedx",
+            "--provenance",
             "--source-date-epoch",
             EPOCH,
         ],
@@ -169,7 +184,7 @@ fn debian_vm_sboms_match_syft_and_the_lock() {
         .iter()
         .map(|d| d["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["spdx", "cyclonedx"]);
+    assert_eq!(kinds, ["spdx", "cyclonedx", "provenance"]);
     let spdx_path = out.path().join("debian-vm.spdx.json");
     let cdx_path = out.path().join("debian-vm.cdx.json");
     assert_spdx_valid(&spdx_path);
@@ -183,6 +198,37 @@ fn debian_vm_sboms_match_syft_and_the_lock() {
     assert_eq!(ours, lock, "SBOM vs lock");
     assert_eq!(ours, syft, "SBOM vs syft");
     assert_eq!(cyclonedx_packages(&read_json(&cdx_path)), ours);
+
+    // The provenance: valid, about this image, every locked .deb a resolved dependency,
+    // no times (SOURCE_DATE_EPOCH is set).
+    let prov_path = out.path().join("debian-vm.provenance.json");
+    assert_provenance_valid(&prov_path);
+    let prov = read_json(&prov_path);
+    assert_eq!(
+        prov["subject"][0]["digest"]["sha256"].as_str(),
+        report["digest"]
+            .as_str()
+            .and_then(|d| d.strip_prefix("sha256:"))
+    );
+    let deps: BTreeSet<(String, String)> = prov["predicate"]["buildDefinition"]
+        ["resolvedDependencies"]
+        .as_array()
+        .expect("resolvedDependencies")
+        .iter()
+        .filter(|d| d["uri"].as_str().is_some_and(|u| u.ends_with(".deb")))
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_owned(),
+                d["annotations"]["version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(deps, lock, "provenance dependencies vs lock");
+    assert_eq!(
+        prov["predicate"]["buildDefinition"]["externalParameters"]["lock"]["uri"],
+        "debian-vm.lock"
+    );
+    assert!(prov["predicate"]["runDetails"].get("metadata").is_none());
 
     // The image digest is the described subject; every package has its .deb's sha256
     // and a purl; most declare a license read from their copyright file.
@@ -307,6 +353,7 @@ fn registry_base_sboms_list_base_files_and_are_attached_on_push() {
     let cdx_path = out.join("app.cdx.json");
     assert_spdx_valid(&spdx_path);
     assert_cyclonedx_valid(&cdx_path);
+    assert_provenance_valid(&out.join("app.provenance.json"));
     let spdx = read_json(&spdx_path);
     let base_pkg = spdx["packages"]
         .as_array()
