@@ -14,6 +14,16 @@ use std::process::Command;
 
 const EPOCH: &str = "1700000000";
 
+/// The two string fields `a` and `b` of `v`.
+fn pair(v: &Value, a: &str, b: &str) -> (String, String) {
+    let field = |k: &str| {
+        v[k].as_str()
+            .unwrap_or_else(|| panic!("no string {k} in {v}"))
+            .to_owned()
+    };
+    (field(a), field(b))
+}
+
 /// (name, version) of every Debian package an SPDX document lists.
 fn spdx_packages(doc: &Value) -> BTreeSet<(String, String)> {
     doc["packages"]
@@ -25,12 +35,7 @@ fn spdx_packages(doc: &Value) -> BTreeSet<(String, String)> {
                 .as_str()
                 .is_some_and(|l| l.starts_with("pkg:deb/"))
         })
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap().to_owned(),
-                p["versionInfo"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|p| pair(p, "name", "versionInfo"))
         .collect()
 }
 
@@ -41,29 +46,19 @@ fn cyclonedx_packages(bom: &Value) -> BTreeSet<(String, String)> {
         .expect("components")
         .iter()
         .filter(|c| c["type"] == "library")
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().to_owned(),
-                c["version"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|c| pair(c, "name", "version"))
         .collect()
 }
 
 /// (name, version) of every `[[package]]` of a lock file.
 fn lock_packages(lock: &Path) -> BTreeSet<(String, String)> {
     let text = fs_err::read_to_string(lock).unwrap();
-    let doc: toml::Value = toml::from_str(&text).unwrap();
+    let doc: Value = serde_json::to_value(toml::from_str::<toml::Value>(&text).unwrap()).unwrap();
     doc["package"]
         .as_array()
         .expect("[[package]]")
         .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap().to_owned(),
-                p["version"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|p| pair(p, "name", "version"))
         .collect()
 }
 
@@ -86,12 +81,7 @@ fn syft_packages(layout: &Path) -> BTreeSet<(String, String)> {
         .expect("artifacts")
         .iter()
         .filter(|a| a["type"] == "deb")
-        .map(|a| {
-            (
-                a["name"].as_str().unwrap().to_owned(),
-                a["version"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|a| pair(a, "name", "version"))
         .collect()
 }
 
@@ -287,12 +277,7 @@ fn debian_vm_sboms_match_syft_and_the_lock() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap().to_owned(),
-                p["version"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|p| pair(p, "name", "version"))
         .collect();
     assert_eq!(listed, ours, "inspect --sbom vs the SBOM");
 }

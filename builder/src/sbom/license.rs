@@ -132,7 +132,7 @@ fn spdx_id(name: &str, refs: &mut BTreeSet<(String, String)>) -> String {
     {
         return (*id).to_owned();
     }
-    let id = format!("LicenseRef-{}", reference_safe(name));
+    let id = format!("LicenseRef-{}", super::id_safe(name));
     refs.insert((id.clone(), name.to_owned()));
     id
 }
@@ -161,20 +161,6 @@ fn gnu_id(name: &str) -> Option<String> {
         if later { "or-later" } else { "only" }
     );
     spdx::license_id(&id).map(|_| id)
-}
-
-/// `name` with every character outside `[A-Za-z0-9.-]` replaced by `-` (an SPDX
-/// `LicenseRef-` idstring).
-fn reference_safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -365,7 +365,8 @@ fn purl_encode(s: &str) -> String {
     out
 }
 
-/// `s` with every character outside `[A-Za-z0-9.-]` replaced by `-`.
+/// `s` with every character outside `[A-Za-z0-9.-]` replaced by `-` (an SPDX id or
+/// `LicenseRef-` idstring).
 fn id_safe(s: &str) -> String {
     s.chars()
         .map(|c| {
