@@ -14,6 +14,7 @@
 
 pub mod boot_assets;
 pub mod build;
+pub mod emulation;
 pub mod explain;
 pub mod plan;
 pub mod prepare;

@@ -279,6 +279,7 @@ impl From<imgbuild::pipeline::PipelineError> for Failure {
             P::Registry(e) => e.into(),
             e @ P::UnknownImage { .. } => Self::user(e.to_string()),
             e @ P::Check(_) => Self::classified(&e, false, Kind::Store),
+            P::Emulation(e) => Self::new(format!("{e}\n  = help: {}", e.help()), true, Kind::Build),
             e @ P::Document { .. } => Self::classified(&e, false, Kind::Export),
         }
     }

@@ -45,6 +45,9 @@ pub enum PipelineError {
         /// Why.
         source: std::io::Error,
     },
+    /// The build runs another architecture's code and this host cannot.
+    #[error(transparent)]
+    Emulation(#[from] imgbuild_builder::emulation::EmulationError),
     /// A push source is neither an OCI layout nor an image in the store.
     #[error("`{name}` is neither an OCI layout directory nor an image in the store; `imgbuild store ls` lists the images")]
     UnknownImage {
@@ -69,6 +72,7 @@ impl PipelineError {
             Self::Check(_) => false,
             Self::UnknownImage { .. } => true,
             Self::Document { .. } => false,
+            Self::Emulation(_) => true,
         }
     }
 }

@@ -15,6 +15,7 @@
 mod cache;
 mod check;
 mod dry_run;
+mod emulation;
 mod error;
 mod export;
 mod located;
@@ -187,6 +188,7 @@ pub fn build(
         store.cache_peek(key).unwrap_or(false)
     })
     .map_err(|e| located(e.into()))?;
+    emulation::check(&recipe, &prepared, &plan)?;
     let mut report =
         imgbuild_builder::execute(&store, &recipe, &prepared, &plan, &options).map_err(located)?;
     let check = if request.check {

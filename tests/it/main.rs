@@ -21,6 +21,7 @@ mod explain;
 mod includes;
 mod lock_pins;
 mod malformed;
+mod multiarch;
 mod network;
 mod oci_output;
 mod outputs;

@@ -253,6 +253,9 @@ fn build_unit(
             diff_id,
             key: planned.key.clone(),
             network: matches!(&step.op, StepOp::Run(run) if run.network),
+            emulated: cache == CacheOutcome::Miss
+                && matches!(planned.kind, "run" | "packages")
+                && crate::emulation::needs_emulation(&platform.architecture),
             reproducible: None,
             differences: Vec::new(),
         };

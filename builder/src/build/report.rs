@@ -71,6 +71,10 @@ pub struct StepReport {
     pub key: Digest,
     /// True when the step had the host's network (`network = true`).
     pub network: bool,
+    /// True when the step ran another architecture's code under qemu-user (left out of
+    /// JSON when false).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub emulated: bool,
     /// Whether `build --check` made the same layer again; `null` when not checked.
     pub reproducible: Option<bool>,
     /// When not reproducible: the paths whose entries differ, stored vs made again.
