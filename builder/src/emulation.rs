@@ -202,7 +202,7 @@ fn parse_handler(name: &str, text: &str, machine: u16) -> Option<Handler> {
 }
 
 fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())
