@@ -149,6 +149,16 @@ pub(crate) fn tar_paths(tar: &Path) -> Vec<String> {
 
 /// Builds `recipe` into `store` and `out`, expecting a failure: its exit code and stderr.
 pub(crate) fn build_failure(recipe: &Path, store: &Path, out: &Path) -> (Option<i32>, String) {
+    build_outcome(recipe, store, out, &[])
+}
+
+/// `imgbuild build RECIPE` with extra environment variables: its exit code and stderr.
+pub(crate) fn build_outcome(
+    recipe: &Path,
+    store: &Path,
+    out: &Path,
+    env: &[(&str, &Path)],
+) -> (Option<i32>, String) {
     let failed = imgbuild()
         .arg("build")
         .arg(recipe)
@@ -156,6 +166,7 @@ pub(crate) fn build_failure(recipe: &Path, store: &Path, out: &Path) -> (Option<
         .arg(store)
         .arg("-o")
         .arg(out)
+        .envs(env.iter().copied())
         .output()
         .expect("imgbuild runs");
     (

@@ -34,20 +34,7 @@ fn build_with_binfmt(
     store: &Path,
     out: &Path,
 ) -> (Option<i32>, String) {
-    let failed = imgbuild()
-        .arg("build")
-        .arg(recipe)
-        .arg("--store")
-        .arg(store)
-        .arg("-o")
-        .arg(out)
-        .env("IMGBUILD_BINFMT_DIR", binfmt)
-        .output()
-        .expect("imgbuild runs");
-    (
-        failed.status.code(),
-        String::from_utf8_lossy(&failed.stderr).into_owned(),
-    )
+    build_outcome(recipe, store, out, &[("IMGBUILD_BINFMT_DIR", binfmt)])
 }
 
 #[test]
