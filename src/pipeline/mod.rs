@@ -219,14 +219,15 @@ pub fn build(
         .collect();
     sbom_formats.sort();
     sbom_formats.dedup();
+    let base = sbom::base_of(&recipe, &prepared.image.base);
     let mut documents = sbom::write_sboms(
         &store,
         &recipe,
         &report,
         &image,
+        base.clone(),
         &sbom_formats,
-        &request.out,
-        request.epoch,
+        request,
     )?;
     if request.provenance || recipe.image.provenance {
         let now = || {
@@ -237,6 +238,7 @@ pub fn build(
         let run = provenance::Run {
             request,
             sbom: &sbom_formats,
+            base,
             times: (!request.epoch_is_set).then(|| (started, now())),
         };
         documents.push(provenance::write_provenance(

@@ -13,7 +13,7 @@ use imgbuild_builder::recipe::{Recipe, SbomFormat};
 use imgbuild_builder::{BuildReport, SourceError};
 use imgbuild_store::Digest;
 
-use super::sbom::{base_of, write_document, Document};
+use super::sbom::{write_document, Document};
 use super::{BuildRequest, PipelineError};
 
 /// The media type (and OCI artifact type) of an in-toto statement.
@@ -23,6 +23,8 @@ pub(super) const MEDIA_TYPE: &str = "application/vnd.in-toto+json";
 pub(super) struct Run<'a> {
     pub request: &'a BuildRequest,
     pub sbom: &'a [SbomFormat],
+    /// The base, as the SBOM names it.
+    pub base: Option<imgbuild_builder::sbom::BaseImage>,
     /// When the build started and finished (seconds since the epoch), recorded only
     /// when `SOURCE_DATE_EPOCH` was not given.
     pub times: Option<(u64, u64)>,
@@ -107,7 +109,7 @@ fn model(
             dependencies.extend(debs(&lock, false));
         }
     }
-    if let Some(base) = base_of(recipe, report)? {
+    if let Some(base) = run.base.clone() {
         dependencies.push(Dependency {
             uri: base.purl.clone().unwrap_or_else(|| base.name.clone()),
             name: Some(base.name),

@@ -12,13 +12,13 @@ use imgbuild_builder::recipe::{Base, Recipe, SbomFormat};
 use imgbuild_builder::sbom::{
     self, cyclonedx, dpkg, license, spdx, BaseImage, FileEntry, ImageContents, Sbom,
 };
-use imgbuild_builder::BuildReport;
+use imgbuild_builder::{BuildReport, PreparedBase};
 use imgbuild_formats::StoredImage;
 use imgbuild_store::tarball::{EntryKind, EntryMeta, MergedTree, TreeSink};
-use imgbuild_store::{Digest, Sha256Writer, Store};
+use imgbuild_store::{Digest, Store};
 use sha1::Digest as _;
 
-use super::PipelineError;
+use super::{BuildRequest, PipelineError};
 
 /// Copyright files larger than this are not read (Debian's largest are a few hundred KiB).
 const MAX_COPYRIGHT: u64 = 4 << 20;
@@ -36,20 +36,22 @@ pub struct Document {
     pub digest: Digest,
 }
 
-/// Writes one SBOM per format of `formats` for `image` into `out`.
+/// Writes one SBOM per format of `formats` for `image` (built on `base`) into the
+/// request's output directory.
 pub(super) fn write_sboms(
     store: &Store,
     recipe: &Recipe,
     report: &BuildReport,
     image: &StoredImage,
+    base: Option<BaseImage>,
     formats: &[SbomFormat],
-    out: &Path,
-    epoch: u64,
+    request: &BuildRequest,
 ) -> Result<Vec<(Document, Vec<u8>)>, PipelineError> {
     if formats.is_empty() {
         return Ok(Vec::new());
     }
-    let sbom = image_sbom(store, recipe, report, image, epoch)?;
+    let sbom = image_sbom(store, recipe, report, image, base, request.epoch)?;
+    let out = &request.out;
     let mut written = Vec::new();
     for format in formats {
         let bytes = match format {
@@ -91,6 +93,7 @@ pub(super) fn image_sbom(
     recipe: &Recipe,
     report: &BuildReport,
     image: &StoredImage,
+    base: Option<BaseImage>,
     epoch: u64,
 ) -> Result<Sbom, PipelineError> {
     let lock = match &report.lock {
@@ -100,7 +103,7 @@ pub(super) fn image_sbom(
         _ => None,
     };
     let mut contents = read_contents(store, image, &added_files(store, report)?)?;
-    contents.base = base_of(recipe, report)?;
+    contents.base = base;
     Ok(Sbom::from_image(
         &recipe.image.name,
         report.digest.clone(),
@@ -266,58 +269,44 @@ fn hash_file(path: &str, size: u64, data: &mut dyn Read) -> io::Result<FileEntry
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
-
-/// The image or tarball the recipe builds on, with its digest; none for scratch and
-/// Debian bases (whose packages the SBOM lists).
-pub(super) fn base_of(
-    recipe: &Recipe,
-    report: &BuildReport,
-) -> Result<Option<BaseImage>, PipelineError> {
-    let file_digest = |path: &Path| -> Result<Digest, PipelineError> {
-        let path = recipe.dir.join(path);
-        let mut file = fs_err::File::open(&path).map_err(|source| PipelineError::Document {
-            path: path.clone(),
-            source,
-        })?;
-        let mut hasher = Sha256Writer::new(io::sink());
-        io::copy(&mut file, &mut hasher).map_err(|source| PipelineError::Document {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(hasher.finish().0)
+/// The image or tarball the recipe builds on, named as the recipe names it, with the
+/// digest preparation resolved (a registry or layout manifest, a tarball's or archive's
+/// sha256); none for scratch and Debian bases (whose packages the SBOM lists).
+pub(super) fn base_of(recipe: &Recipe, prepared: &PreparedBase) -> Option<BaseImage> {
+    // Relative to the recipe, so another checkout gives the same SBOM.
+    let shown = |path: &Path| {
+        path.strip_prefix(&recipe.dir)
+            .unwrap_or(path)
+            .display()
+            .to_string()
     };
-    Ok(match &recipe.base {
-        Base::Scratch | Base::Debian(_) => None,
-        Base::Registry { reference } => report.base.as_ref().map(|b| BaseImage {
-            name: reference.to_string(),
+    let named = |name: String, digest: &Digest, is_image: bool| BaseImage {
+        name,
+        digest: digest.clone(),
+        is_image,
+        purl: None,
+    };
+    match (&recipe.base, prepared) {
+        (Base::Registry { reference }, PreparedBase::Registry(b)) => Some(BaseImage {
             purl: Some(sbom::registry_purl(
                 &format!("{}/{}", b.reference.registry, b.reference.repository),
                 &b.digest,
             )),
-            digest: b.digest.clone(),
-            is_image: true,
+            ..named(reference.to_string(), &b.digest, true)
         }),
-        Base::Rootfs(path) => Some(BaseImage {
-            name: path.display().to_string(),
-            digest: file_digest(path)?,
-            is_image: false,
-            purl: None,
-        }),
-        Base::OciArchive(path) => Some(BaseImage {
-            name: path.display().to_string(),
-            digest: file_digest(path)?,
-            is_image: true,
-            purl: None,
-        }),
-        Base::OciLayout { dir, tag } => Some(BaseImage {
-            name: match tag {
-                Some(t) => format!("{}:{t}", dir.display()),
-                None => dir.display().to_string(),
-            },
-            // The layout's index, which names the image by its manifest digest.
-            digest: file_digest(&dir.join("index.json"))?,
-            is_image: true,
-            purl: None,
-        }),
-    })
+        (Base::Rootfs(path), PreparedBase::Rootfs { digest, .. }) => {
+            Some(named(shown(path), digest, false))
+        }
+        (Base::OciArchive(path), PreparedBase::OciArchive { digest, .. }) => {
+            Some(named(shown(path), digest, true))
+        }
+        (Base::OciLayout { dir, tag }, PreparedBase::OciLayout { manifest, .. }) => {
+            let name = match tag {
+                Some(t) => format!("{}:{t}", shown(dir)),
+                None => shown(dir),
+            };
+            Some(named(name, manifest, true))
+        }
+        _ => None,
+    }
 }

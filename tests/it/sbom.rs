@@ -428,3 +428,46 @@ fn registry_base_sboms_list_base_files_and_are_attached_on_push() {
         );
     }
 }
+
+/// An image on an OCI layout base names the base by the manifest digest the layout
+/// resolved to, and a scratch image's SBOM lists no packages and its copied files.
+#[test]
+fn an_oci_layout_base_is_named_by_its_manifest_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let hello = build_json(
+        &repo().join("recipes/hello.toml"),
+        &store,
+        tmp.path(),
+        &["--sbom", "spdx", "--sbom", "cyclonedx"],
+    );
+    assert_spdx_valid(&tmp.path().join("hello.spdx.json"));
+    assert_cyclonedx_valid(&tmp.path().join("hello.cdx.json"));
+    let scratch = read_json(&tmp.path().join("hello.spdx.json"));
+    assert!(spdx_packages(&scratch).is_empty());
+    assert!(!scratch["files"].as_array().expect("files").is_empty());
+
+    fs_err::write(
+        tmp.path().join("derived.toml"),
+        "[image]\nname = \"derived\"\n[from]\noci = \"hello.oci:1.0\"\n\
+         [[step]]\nwrite = \"/etc/derived\"\ncontent = \"yes\\n\"\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    build_json(
+        &tmp.path().join("derived.toml"),
+        &store,
+        &out,
+        &["--sbom", "spdx"],
+    );
+    let spdx = read_json(&out.join("derived.spdx.json"));
+    let base = spdx["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["SPDXID"] == "SPDXRef-Base")
+        .expect("the base is a package");
+    assert_eq!(base["versionInfo"], hello["digest"]);
+    assert_eq!(base["name"], "hello.oci:1.0");
+    assert_spdx_valid(&out.join("derived.spdx.json"));
+}
