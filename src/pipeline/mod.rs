@@ -188,7 +188,7 @@ pub fn build(
         store.cache_peek(key).unwrap_or(false)
     })
     .map_err(|e| located(e.into()))?;
-    emulation::check(&recipe, &prepared, &plan)?;
+    emulation::check(&recipe, &prepared, &plan, request.check)?;
     let mut report =
         imgbuild_builder::execute(&store, &recipe, &prepared, &plan, &options).map_err(located)?;
     let check = if request.check {
