@@ -148,9 +148,7 @@ pub fn build(
     progress: Observer<'_>,
 ) -> Result<BuildOutcome, PipelineError> {
     let start = Instant::now();
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let started = unix_now();
     let note = |text: &str| progress(&Progress::Note(text));
     let recipe = imgbuild_builder::recipe::load(&request.recipe)?;
     check_secrets(&recipe, &request.secrets)?;
@@ -211,43 +209,9 @@ pub fn build(
     };
     let image = StoredImage::load(&store, &report.image, &report.tags, &report.digest)?;
     let artifacts = export::export_all(&store, &recipe, &image, request, &note)?;
-    let mut sbom_formats: Vec<SbomFormat> = request
-        .sbom
-        .iter()
-        .chain(&recipe.image.sbom)
-        .copied()
-        .collect();
-    sbom_formats.sort();
-    sbom_formats.dedup();
-    let base = sbom::base_of(&recipe, &prepared.image.base);
-    let mut documents = sbom::write_sboms(
-        &store,
-        &recipe,
-        &report,
-        &image,
-        base.clone(),
-        &sbom_formats,
-        request,
+    let documents = write_documents(
+        &store, &recipe, &prepared, &report, &image, request, started,
     )?;
-    if request.provenance || recipe.image.provenance {
-        let now = || {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        };
-        let run = provenance::Run {
-            request,
-            sbom: &sbom_formats,
-            base,
-            times: (!request.epoch_is_set).then(|| (started, now())),
-        };
-        documents.push(provenance::write_provenance(
-            &recipe,
-            &report,
-            &run,
-            image.file_stem(),
-        )?);
-    }
     for (doc, _) in &documents {
         note(&format!("wrote {} ({})", doc.path.display(), doc.kind));
     }
@@ -328,6 +292,59 @@ pub fn build(
         check,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Writes the SBOMs (`--sbom` and the recipe's `[image] sbom`) and the provenance
+/// (`--provenance` or `[image] provenance`) of the built image beside the outputs.
+fn write_documents(
+    store: &Store,
+    recipe: &Recipe,
+    prepared: &imgbuild_builder::Prepared<'_>,
+    report: &BuildReport,
+    image: &StoredImage,
+    request: &BuildRequest,
+    started: u64,
+) -> Result<Vec<(Document, Vec<u8>)>, PipelineError> {
+    let mut formats: Vec<SbomFormat> = request
+        .sbom
+        .iter()
+        .chain(&recipe.image.sbom)
+        .copied()
+        .collect();
+    formats.sort();
+    formats.dedup();
+    let base = sbom::base_of(recipe, &prepared.image.base);
+    let mut documents = sbom::write_sboms(
+        store,
+        recipe,
+        report,
+        image,
+        base.clone(),
+        &formats,
+        request,
+    )?;
+    if request.provenance || recipe.image.provenance {
+        let run = provenance::Run {
+            request,
+            sbom: &formats,
+            base,
+            times: (!request.epoch_is_set).then(|| (started, unix_now())),
+        };
+        documents.push(provenance::write_provenance(
+            recipe,
+            report,
+            &run,
+            image.file_stem(),
+        )?);
+    }
+    Ok(documents)
+}
+
+/// Seconds since the epoch, now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Attaches the written documents to the image pushed to `target`, as OCI referrers.
