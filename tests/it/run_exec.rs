@@ -70,6 +70,33 @@ fn exec_without_network_is_refused_before_anything_boots() {
     );
 }
 
+/// Without `ssh` on the host, `--exec` stops before booting and names the package.
+#[test]
+fn exec_without_ssh_on_the_host_names_openssh_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tmp.path().join("blank.raw");
+    fs_err::File::create(&disk)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    // A PATH with neither ssh nor QEMU: the check comes before anything starts.
+    let empty = tmp.path().join("bin");
+    fs_err::create_dir(&empty).unwrap();
+    let out = imgbuild()
+        .arg("run")
+        .arg(&disk)
+        .args(["--exec", "true"])
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`ssh` could not start") && stderr.contains("openssh-client"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn exec_and_expect_do_not_go_together() {
     let out = imgbuild()
