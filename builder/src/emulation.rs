@@ -35,6 +35,12 @@ pub fn needs_emulation(architecture: &str) -> bool {
     architecture != host_architecture()
 }
 
+/// True for the kinds of step that run the image's own programs (and so need emulation
+/// on another architecture): `run` and `packages`.
+pub fn runs_image_code(kind: &str) -> bool {
+    matches!(kind, "run" | "packages")
+}
+
 /// The binfmt_misc directory to read: `$IMGBUILD_BINFMT_DIR`, else [`BINFMT_DIR`].
 pub fn binfmt_dir() -> PathBuf {
     std::env::var_os(BINFMT_DIR_ENV).map_or_else(|| PathBuf::from(BINFMT_DIR), PathBuf::from)

@@ -58,7 +58,7 @@ fn first_emulated<'r>(
         let missed = unit_plan
             .steps
             .iter()
-            .find(|s| (rebuild_all || !s.cached) && matches!(s.kind, "run" | "packages"));
+            .find(|s| (rebuild_all || !s.cached) && emulation::runs_image_code(s.kind));
         if let Some(planned) = missed {
             return Some(unit.steps.iter().find(|s| s.number == planned.number));
         }

@@ -313,21 +313,17 @@ fn write_documents(
         .collect();
     formats.sort();
     formats.dedup();
-    let base = sbom::base_of(recipe, &prepared.image.base);
-    let mut documents = sbom::write_sboms(
-        store,
-        recipe,
-        report,
-        image,
-        base.clone(),
-        &formats,
-        request,
-    )?;
+    if formats.is_empty() && !request.provenance && !recipe.image.provenance {
+        return Ok(Vec::new());
+    }
+    let inputs = sbom::Inputs::read(recipe, &prepared.image.base, report)?;
+    let mut documents =
+        sbom::write_sboms(store, recipe, report, image, &inputs, &formats, request)?;
     if request.provenance || recipe.image.provenance {
         let run = provenance::Run {
             request,
             sbom: &formats,
-            base,
+            inputs: &inputs,
             times: (!request.epoch_is_set).then(|| (started, unix_now())),
         };
         documents.push(provenance::write_provenance(

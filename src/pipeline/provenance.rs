@@ -10,10 +10,10 @@ use imgbuild_builder::debian::Lockfile;
 use imgbuild_builder::prepare::{unit_lock_path, Unit};
 use imgbuild_builder::provenance::{self, Artifact, Dependency, Provenance};
 use imgbuild_builder::recipe::{Recipe, SbomFormat};
-use imgbuild_builder::{BuildReport, SourceError};
+use imgbuild_builder::BuildReport;
 use imgbuild_store::Digest;
 
-use super::sbom::{write_document, Document};
+use super::sbom::{read_lock, write_document, Document, Inputs};
 use super::{BuildRequest, PipelineError};
 
 /// The media type (and OCI artifact type) of an in-toto statement.
@@ -23,8 +23,8 @@ pub(super) const MEDIA_TYPE: &str = "application/vnd.in-toto+json";
 pub(super) struct Run<'a> {
     pub request: &'a BuildRequest,
     pub sbom: &'a [SbomFormat],
-    /// The base, as the SBOM names it.
-    pub base: Option<imgbuild_builder::sbom::BaseImage>,
+    /// The base and the image's lock, as the SBOMs have them.
+    pub inputs: &'a Inputs,
     /// When the build started and finished (seconds since the epoch), recorded only
     /// when `SOURCE_DATE_EPOCH` was not given.
     pub times: Option<(u64, u64)>,
@@ -77,39 +77,22 @@ fn model(
             sha256: Digest::of(f.text.as_bytes()).hex(),
         })
         .collect();
-    let read_lock = |path: &Path| -> Result<Option<(Lockfile, Artifact)>, PipelineError> {
-        if !path.exists() {
-            return Ok(None);
-        }
-        let bytes = fs_err::read(path).map_err(|source| PipelineError::Document {
-            path: path.to_owned(),
-            source,
-        })?;
-        let lock = Lockfile::read(path).map_err(SourceError::from)?;
-        Ok(Some((
-            lock,
-            Artifact {
-                uri: relative(path),
-                sha256: Digest::of(&bytes).hex(),
-            },
-        )))
-    };
-    let image_lock = match &report.lock {
-        Some(path) => read_lock(path)?,
-        None => None,
+    let artifact = |path: &Path, digest: &Digest| Artifact {
+        uri: relative(path),
+        sha256: digest.hex(),
     };
     let mut dependencies = Vec::new();
     let wants_disk = run.request.formats.iter().any(|f| f.is_disk());
-    if let Some((lock, _)) = &image_lock {
+    if let Some((lock, _)) = &run.inputs.lock {
         dependencies.extend(debs(lock, wants_disk));
     }
     for stage in &recipe.stages {
         let path = unit_lock_path(&recipe.path, &Unit::Stage(stage.name.clone()));
-        if let Some((lock, _)) = read_lock(&path)? {
-            dependencies.extend(debs(&lock, false));
+        if path.exists() {
+            dependencies.extend(debs(&read_lock(&path)?.0, false));
         }
     }
-    if let Some(base) = run.base.clone() {
+    if let Some(base) = run.inputs.base.clone() {
         dependencies.push(Dependency {
             uri: base.purl.clone().unwrap_or_else(|| base.name.clone()),
             name: Some(base.name),
@@ -143,7 +126,10 @@ fn model(
         subject_name: recipe.image.name.clone(),
         subject_digest: report.digest.clone(),
         recipe: recipe_artifact,
-        lock: image_lock.map(|(_, artifact)| artifact),
+        lock: match (&report.lock, &run.inputs.lock) {
+            (Some(path), Some((_, digest))) => Some(artifact(path, digest)),
+            _ => None,
+        },
         includes,
         parameters,
         source_date_epoch: run.times.is_none().then_some(run.request.epoch),

@@ -36,21 +36,57 @@ pub struct Document {
     pub digest: Digest,
 }
 
-/// Writes one SBOM per format of `formats` for `image` (built on `base`) into the
-/// request's output directory.
+/// What the documents say the image was built from, read once for all of them.
+pub(super) struct Inputs {
+    /// The base, as the recipe names it.
+    pub base: Option<BaseImage>,
+    /// The image's lock, with the sha256 of its bytes.
+    pub lock: Option<(Lockfile, Digest)>,
+}
+
+impl Inputs {
+    /// The base of the prepared image and its lock (`report.lock`), when it has one.
+    pub(super) fn read(
+        recipe: &Recipe,
+        prepared: &PreparedBase,
+        report: &BuildReport,
+    ) -> Result<Self, PipelineError> {
+        let lock = match &report.lock {
+            Some(path) if path.exists() => Some(read_lock(path)?),
+            _ => None,
+        };
+        Ok(Inputs {
+            base: base_of(recipe, prepared),
+            lock,
+        })
+    }
+}
+
+/// A lock file, parsed, and the sha256 of its bytes.
+pub(super) fn read_lock(path: &Path) -> Result<(Lockfile, Digest), PipelineError> {
+    let text = fs_err::read_to_string(path).map_err(|source| PipelineError::Document {
+        path: path.to_owned(),
+        source,
+    })?;
+    let lock = Lockfile::from_toml(path, &text).map_err(imgbuild_builder::SourceError::from)?;
+    Ok((lock, Digest::of(text.as_bytes())))
+}
+
+/// Writes one SBOM per format of `formats` for `image` into the request's output
+/// directory.
 pub(super) fn write_sboms(
     store: &Store,
     recipe: &Recipe,
     report: &BuildReport,
     image: &StoredImage,
-    base: Option<BaseImage>,
+    inputs: &Inputs,
     formats: &[SbomFormat],
     request: &BuildRequest,
 ) -> Result<Vec<(Document, Vec<u8>)>, PipelineError> {
     if formats.is_empty() {
         return Ok(Vec::new());
     }
-    let sbom = image_sbom(store, recipe, report, image, base, request.epoch)?;
+    let sbom = image_sbom(store, recipe, report, image, inputs, request.epoch)?;
     let out = &request.out;
     let mut written = Vec::new();
     for format in formats {
@@ -93,22 +129,16 @@ pub(super) fn image_sbom(
     recipe: &Recipe,
     report: &BuildReport,
     image: &StoredImage,
-    base: Option<BaseImage>,
+    inputs: &Inputs,
     epoch: u64,
 ) -> Result<Sbom, PipelineError> {
-    let lock = match &report.lock {
-        Some(path) if path.exists() => {
-            Some(Lockfile::read(path).map_err(imgbuild_builder::SourceError::from)?)
-        }
-        _ => None,
-    };
     let mut contents = read_contents(store, image, &added_files(store, report)?)?;
-    contents.base = base;
+    contents.base.clone_from(&inputs.base);
     Ok(Sbom::from_image(
         &recipe.image.name,
         report.digest.clone(),
         contents,
-        lock.as_ref(),
+        inputs.lock.as_ref().map(|(lock, _)| lock),
         epoch,
     ))
 }
@@ -260,19 +290,16 @@ fn hash_file(path: &str, size: u64, data: &mut dyn Read) -> io::Result<FileEntry
     }
     Ok(FileEntry {
         path: format!("/{path}"),
-        sha256: hex(&sha256.finalize()),
-        sha1: hex(&sha1.finalize()),
+        sha256: hex::encode(sha256.finalize()),
+        sha1: hex::encode(sha1.finalize()),
         size,
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 /// The image or tarball the recipe builds on, named as the recipe names it, with the
 /// digest preparation resolved (a registry or layout manifest, a tarball's or archive's
 /// sha256); none for scratch and Debian bases (whose packages the SBOM lists).
-pub(super) fn base_of(recipe: &Recipe, prepared: &PreparedBase) -> Option<BaseImage> {
+fn base_of(recipe: &Recipe, prepared: &PreparedBase) -> Option<BaseImage> {
     // Relative to the recipe, so another checkout gives the same SBOM.
     let shown = |path: &Path| {
         path.strip_prefix(&recipe.dir)

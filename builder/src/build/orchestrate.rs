@@ -254,7 +254,7 @@ fn build_unit(
             key: planned.key.clone(),
             network: matches!(&step.op, StepOp::Run(run) if run.network),
             emulated: cache == CacheOutcome::Miss
-                && matches!(planned.kind, "run" | "packages")
+                && crate::emulation::runs_image_code(planned.kind)
                 && crate::emulation::needs_emulation(&platform.architecture),
             reproducible: None,
             differences: Vec::new(),

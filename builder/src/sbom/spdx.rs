@@ -386,8 +386,7 @@ fn verification_code<'a>(sha1s: impl Iterator<Item = &'a str>) -> String {
     use sha1::Digest as _;
     let mut sorted: Vec<&str> = sha1s.collect();
     sorted.sort_unstable();
-    let digest = sha1::Sha1::digest(sorted.concat().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(sha1::Sha1::digest(sorted.concat().as_bytes()))
 }
 
 /// `sbom` as SPDX 2.3 JSON (pretty, with a final newline).
