@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use imgbuild_registry::Client;
 use imgbuild_store::{Digest, Store};
@@ -195,16 +195,24 @@ fn stage_source(stage: &crate::recipe::Stage) -> UnitSource<'_> {
 }
 
 /// The lock file of a unit: `RECIPE.lock` for the image, `RECIPE.STAGE.lock` for a stage.
-pub fn unit_lock_path(recipe: &Path, unit: &Unit) -> PathBuf {
+/// Built for another platform than the recipe's primary (first) one, the architecture
+/// goes before `.lock`, after an `@` no stage name has: `RECIPE@arm64.lock`,
+/// `RECIPE.STAGE@arm64.lock`; each platform's package set is pinned on its own.
+pub fn unit_lock_path(recipe: &Recipe, unit: &Unit) -> PathBuf {
+    let path = &recipe.path;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let image = &recipe.image;
+    let arch = match image.platforms.first() {
+        Some(primary) if *primary != image.platform => format!("@{}", image.platform.architecture),
+        _ => String::new(),
+    };
     match unit {
-        Unit::Image => debian::lock_path(recipe),
-        Unit::Stage(name) => {
-            let stem = recipe
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            recipe.with_file_name(format!("{stem}.{name}.lock"))
-        }
+        Unit::Image if arch.is_empty() => debian::lock_path(path),
+        Unit::Image => path.with_file_name(format!("{stem}{arch}.lock")),
+        Unit::Stage(name) => path.with_file_name(format!("{stem}.{name}{arch}.lock")),
     }
 }
 
@@ -268,7 +276,7 @@ pub fn prepare_unit<'r>(
                     _ => None,
                 })
                 .collect();
-            let lock = unit_lock_path(&recipe.path, &unit);
+            let lock = unit_lock_path(recipe, &unit);
             PreparedBase::Debian {
                 from: Box::new(from.clone()),
                 packages: debian::prepare(store, &recipe.path, &lock, from, &steps, mode)?,
@@ -292,7 +300,7 @@ fn prepare_registry(
     reference: &imgbuild_registry::Reference,
     access: Access<'_>,
 ) -> Result<ResolvedBase, SourceError> {
-    let lock_path = unit_lock_path(&recipe.path, unit);
+    let lock_path = unit_lock_path(recipe, unit);
     let text = reference.to_string();
     let existing = if lock_path.exists() {
         Some(Lockfile::read(&lock_path)?)
@@ -351,5 +359,36 @@ fn prepare_registry(
             Ok(resolved)
         }
         _ => registry::resolve_offline(store, reference),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::{parse_for, PlatformSpec};
+    use std::path::Path;
+
+    #[test]
+    fn each_platform_but_the_first_has_its_own_locks() {
+        let text = "[image]\nname = \"x\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n\
+                    [stage.build]\nfrom = { scratch = true }\n";
+        let path = Path::new("/r/app.toml");
+        let lock = |platform: Option<&PlatformSpec>, unit: &Unit| {
+            let recipe = parse_for(path, text, platform).unwrap();
+            unit_lock_path(&recipe, unit).display().to_string()
+        };
+        let stage = Unit::Stage("build".into());
+        let arm = PlatformSpec::arm64();
+        assert_eq!(lock(None, &Unit::Image), "/r/app.lock");
+        assert_eq!(lock(None, &stage), "/r/app.build.lock");
+        assert_eq!(
+            lock(Some(&PlatformSpec::amd64()), &Unit::Image),
+            "/r/app.lock"
+        );
+        assert_eq!(lock(Some(&arm), &Unit::Image), "/r/app@arm64.lock");
+        assert_eq!(lock(Some(&arm), &stage), "/r/app.build@arm64.lock");
+        let recipe = parse_for(path, text, Some(&arm)).unwrap();
+        assert_eq!(recipe.image.platform, arm);
+        assert_eq!(recipe.image.platforms.len(), 2);
     }
 }

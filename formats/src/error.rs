@@ -9,6 +9,12 @@ pub enum ExportError {
     /// the path).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A format that holds one platform was asked of a multi-platform image.
+    #[error("{format} holds one platform; choose one with --platform (only oci and oci-archive hold several)")]
+    OnePlatform {
+        /// The format.
+        format: &'static str,
+    },
     /// The output's filesystem is full (ENOSPC) or the user's quota is used up (EDQUOT).
     #[error("no space left on device while writing {path}{}; free space there or choose another -o", if *quota { " (disk quota exceeded)" } else { "" })]
     NoSpace {
@@ -118,6 +124,7 @@ impl ExportError {
     pub fn is_user_error(&self) -> bool {
         match self {
             Self::OutputInTheWay { .. }
+            | Self::OnePlatform { .. }
             | Self::DiskTooSmall { .. }
             | Self::NoKernel
             | Self::NoInit => true,

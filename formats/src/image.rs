@@ -1,7 +1,9 @@
 //! An image as the store holds it.
 
 use crate::ExportError;
-use imgbuild_store::oci::{ImageConfig, Manifest};
+use imgbuild_store::oci::{
+    ImageConfig, Index, Manifest, OciDescriptor, Platform, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
+};
 use imgbuild_store::{Digest, Store};
 
 /// A built image: its manifest, config and where their bytes are.
@@ -58,6 +60,66 @@ impl StoredImage {
             .as_deref()
             .and_then(parse_rfc3339)
             .unwrap_or(0)
+    }
+
+    /// A file-name-safe stem for artifacts: the last path component of the name.
+    pub fn file_stem(&self) -> &str {
+        self.name.rsplit('/').next().unwrap_or(&self.name)
+    }
+}
+
+/// A multi-platform image: an OCI image index with one manifest per platform.
+#[derive(Debug, Clone)]
+pub struct StoredIndex {
+    /// The image name.
+    pub name: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// The index's digest.
+    pub digest: Digest,
+    /// The index's size.
+    pub size: u64,
+    /// Each platform's image, in the index's order.
+    pub images: Vec<StoredImage>,
+}
+
+impl StoredIndex {
+    /// Writes the index of `images` (each described by its config's platform, in the
+    /// given order) into the store.
+    pub fn assemble(
+        store: &Store,
+        name: &str,
+        tags: &[String],
+        images: Vec<StoredImage>,
+    ) -> Result<Self, ExportError> {
+        let manifests = images
+            .iter()
+            .map(|image| OciDescriptor {
+                media_type: MEDIA_TYPE_MANIFEST.into(),
+                digest: image.manifest_digest.clone(),
+                size: image.manifest_size,
+                platform: Some(Platform {
+                    architecture: image.config.architecture.clone(),
+                    os: image.config.os.clone(),
+                    variant: image.config.variant.clone(),
+                }),
+                annotations: Default::default(),
+            })
+            .collect();
+        let index = Index {
+            schema_version: 2,
+            media_type: Some(MEDIA_TYPE_INDEX.into()),
+            manifests,
+        };
+        let bytes = serde_json::to_vec(&index).unwrap_or_default();
+        let stored = store.put_bytes(&bytes)?;
+        Ok(Self {
+            name: name.to_owned(),
+            tags: tags.to_vec(),
+            digest: stored.digest,
+            size: bytes.len() as u64,
+            images,
+        })
     }
 
     /// A file-name-safe stem for artifacts: the last path component of the name.

@@ -30,7 +30,7 @@ mod staging;
 pub mod vm;
 
 pub use error::ExportError;
-pub use image::StoredImage;
-pub use output::{export, export_all, Artifact, ExportOptions, Format};
+pub use image::{StoredImage, StoredIndex};
+pub use output::{export, export_all, export_index, Artifact, ExportOptions, Format};
 pub use staging::sweep as sweep_staged;
 pub use staging::write_file as write_output_file;

@@ -8,8 +8,11 @@ use crate::disk::sparse::copy_sparse;
 use crate::disk::vhd::raw_to_fixed_vhd;
 use crate::disk::vmdk::write_stream_optimized;
 use crate::initramfs::export::{self as initramfs, InitramfsOptions};
+use crate::oci_layout::LayoutContent;
 use crate::staging::{self, Staged};
-use crate::{docker_archive, oci_archive, oci_layout, rootfs_tar, ExportError, StoredImage};
+use crate::{
+    docker_archive, oci_archive, oci_layout, rootfs_tar, ExportError, StoredImage, StoredIndex,
+};
 use imgbuild_store::Store;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -195,6 +198,37 @@ pub fn export_all(
     Ok(artifacts)
 }
 
+/// Writes a multi-platform image as `format`: an OCI layout or OCI archive whose
+/// `index.json` names the image index. Every other format holds one platform:
+/// [`ExportError::OnePlatform`].
+pub fn export_index(
+    store: &Store,
+    index: &StoredIndex,
+    format: Format,
+    options: &ExportOptions,
+) -> Result<Artifact, ExportError> {
+    let path = options.out_dir.join(format.file_name(index.file_stem()));
+    fs_err::create_dir_all(&options.out_dir)?;
+    staging::sweep(&options.out_dir)?;
+    let content = LayoutContent::of_index(index);
+    match format {
+        Format::Oci => write_dir_atomically(&path, |dir| oci_layout::write(store, &content, dir))?,
+        Format::OciArchive => {
+            write_file_atomically(&path, |out| oci_archive::write(store, &content, out))?
+        }
+        other => {
+            return Err(ExportError::OnePlatform {
+                format: other.name(),
+            })
+        }
+    }
+    Ok(Artifact {
+        format: format.name(),
+        path,
+        kernel: None,
+    })
+}
+
 /// The raw disk the disk formats of one [`export_all`] are made from.
 struct SharedRaw {
     /// Where it is: `raw`'s output, or `staged`.
@@ -231,9 +265,13 @@ fn export_one(
     staging::sweep(&options.out_dir).map_err(on_dir)?;
     let mut kernel = None;
     match format {
-        Format::Oci => write_dir_atomically(&path, |dir| oci_layout::write(store, image, dir))?,
+        Format::Oci => {
+            let content = LayoutContent::of_image(image);
+            write_dir_atomically(&path, |dir| oci_layout::write(store, &content, dir))?
+        }
         Format::OciArchive => {
-            write_file_atomically(&path, |out| oci_archive::write(store, image, out))?
+            let content = LayoutContent::of_image(image);
+            write_file_atomically(&path, |out| oci_archive::write(store, &content, out))?
         }
         Format::DockerArchive => {
             write_file_atomically(&path, |out| docker_archive::write(store, image, out))?

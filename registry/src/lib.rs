@@ -35,7 +35,7 @@ pub use cache::{export_cache, import_cache, CacheImport, CacheRecord, RegistryFe
 pub use client::{Client, RegistryOptions};
 pub use error::{PullError, PushError, RegistryError};
 pub use pull::{pull_image, resolve, PulledImage};
-pub use push::{push_image, PushReport};
+pub use push::{push_image, push_index, PushReport};
 pub use reference::{Reference, ReferenceError};
 pub use referrers::{attach, referrers, AttachReport, Attachment, Referrer};
 pub use source::{BlobSource, LayoutSource};

@@ -1,10 +1,12 @@
 //! Pushing an image: every blob the registry lacks is uploaded (streamed from its source,
 //! several at once), blobs it has are skipped (HEAD), blobs known to live in another
 //! repository of the same registry are mounted, then the manifest is put under the tag.
+//! A multi-platform image ([`push_index`]) sends each platform's manifest by digest first,
+//! then the index under the tag.
 
 use crate::source::BlobSource;
 use crate::{Client, PushError, Reference, RegistryError};
-use imgbuild_store::oci::Manifest;
+use imgbuild_store::oci::{Index, Manifest, MEDIA_TYPE_INDEX};
 use imgbuild_store::Digest;
 use std::sync::Mutex;
 
@@ -68,6 +70,60 @@ pub fn push_image(
     Ok(PushReport {
         reference: target.to_string(),
         digest: manifest.clone(),
+        uploaded,
+        skipped,
+    })
+}
+
+/// Pushes the image index `index` (bytes from `source`): each manifest it lists, with
+/// its blobs, by digest; then the index under `target`'s tag (or its digest).
+pub fn push_index(
+    client: &Client,
+    source: &dyn BlobSource,
+    index: &Digest,
+    target: &Reference,
+) -> Result<PushReport, PushError> {
+    let at = PushError::at(target);
+    let bytes = source.read(index).map_err(&at)?;
+    if Digest::of(&bytes) != *index {
+        return Err(at(RegistryError::DigestMismatch {
+            host: "local".into(),
+            expected: index.clone(),
+            found: Digest::of(&bytes),
+        }));
+    }
+    let doc: Index = serde_json::from_slice(&bytes).map_err(|e| {
+        at(RegistryError::Malformed {
+            host: "local".into(),
+            what: format!("image index {index}"),
+            message: e.to_string(),
+        })
+    })?;
+    let by_digest = Reference {
+        tag: None,
+        digest: None,
+        ..target.clone()
+    };
+    let (mut uploaded, mut skipped) = (Vec::new(), Vec::new());
+    for manifest in &doc.manifests {
+        let done = push_image(
+            client,
+            source,
+            &manifest.digest,
+            &manifest.media_type,
+            &by_digest,
+        )?;
+        uploaded.extend(done.uploaded);
+        skipped.extend(done.skipped);
+    }
+    let tag = target.tag.clone().unwrap_or_else(|| index.to_string());
+    client
+        .put_manifest(target, &tag, &bytes, MEDIA_TYPE_INDEX)
+        .map_err(&at)?;
+    uploaded.push(index.clone());
+    Ok(PushReport {
+        reference: target.to_string(),
+        digest: index.clone(),
         uploaded,
         skipped,
     })

@@ -4,7 +4,7 @@ use super::registry_args::{reference, RegistryArgs};
 use super::{print_json, Failure};
 use clap::Args;
 use imgbuild::pipeline::{self, BuildRequest};
-use imgbuild_builder::recipe::SbomFormat;
+use imgbuild_builder::recipe::{PlatformSpec, SbomFormat};
 use imgbuild_builder::{CacheOutcome, LockMode, Progress, Unit};
 use imgbuild_formats::Format;
 use imgbuild_store::tarball::{Change, Difference};
@@ -83,6 +83,27 @@ pub(crate) struct BuildArgs {
     /// outputs; with --push, attach it to the pushed image.
     #[arg(long)]
     provenance: bool,
+    /// Build for this platform instead of the recipe's `platform`/`platforms`:
+    /// linux/amd64 or linux/arm64; repeat (or separate with commas) for several, written
+    /// as one OCI image index by `--format oci`/`oci-archive` and `--push`. Foreign
+    /// `run` and `packages` steps run under qemu-user (`qemu-user-static`).
+    #[arg(long = "platform", value_name = "OS/ARCH", value_delimiter = ',', value_parser = parse_platform)]
+    platforms: Vec<PlatformSpec>,
+}
+
+fn parse_platform(s: &str) -> Result<PlatformSpec, String> {
+    s.parse()
+}
+
+/// Each platform once, in the order first given.
+fn dedup(platforms: &[PlatformSpec]) -> Vec<PlatformSpec> {
+    let mut out: Vec<PlatformSpec> = Vec::new();
+    for p in platforms {
+        if !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    out
 }
 
 fn parse_sbom(s: &str) -> Result<SbomFormat, String> {
@@ -173,6 +194,7 @@ pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
         check: args.check,
         sbom: args.sbom.clone(),
         provenance: args.provenance,
+        platforms: dedup(&args.platforms),
     };
     let progress = progress_printer(args.explain);
     let outcome = pipeline::build(&request, &progress)?;

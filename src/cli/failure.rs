@@ -281,6 +281,9 @@ impl From<imgbuild::pipeline::PipelineError> for Failure {
             e @ P::Check(_) => Self::classified(&e, false, Kind::Store),
             P::Emulation(e) => Self::new(format!("{e}\n  = help: {}", e.help()), true, Kind::Build),
             e @ P::Document { .. } => Self::classified(&e, false, Kind::Export),
+            P::Platforms { message, help } => {
+                Self::new(format!("{message}\n  = help: {help}"), true, Kind::Build)
+            }
         }
     }
 }

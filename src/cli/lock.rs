@@ -49,10 +49,11 @@ pub(crate) fn run(store_dir: &Path, args: LockArgs) -> Result<(), Failure> {
             pins.push(format!("base {digest}"));
         }
         eprintln!(
-            "{verb} {} ({}, {})",
+            "{verb} {} ({}, {}, {})",
             unit.lock.display(),
             pins.join(", "),
-            unit.unit
+            unit.unit,
+            unit.platform
         );
     }
     Ok(())

@@ -48,6 +48,14 @@ pub enum PipelineError {
     /// The build runs another architecture's code and this host cannot.
     #[error(transparent)]
     Emulation(#[from] imgbuild_builder::emulation::EmulationError),
+    /// The build has several platforms and an output that holds one.
+    #[error("{message}")]
+    Platforms {
+        /// What cannot be written.
+        message: String,
+        /// What to do.
+        help: String,
+    },
     /// A push source is neither an OCI layout nor an image in the store.
     #[error("`{name}` is neither an OCI layout directory nor an image in the store; `imgbuild store ls` lists the images")]
     UnknownImage {
@@ -70,7 +78,7 @@ impl PipelineError {
             Self::Push(e) => e.is_user_error(),
             Self::Registry(e) => e.is_user_error(),
             Self::Check(_) => false,
-            Self::UnknownImage { .. } => true,
+            Self::UnknownImage { .. } | Self::Platforms { .. } => true,
             Self::Document { .. } => false,
             Self::Emulation(_) => true,
         }

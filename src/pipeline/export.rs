@@ -134,7 +134,7 @@ pub(super) fn pinned_boot_packages(
         Base::Debian(from) => Some(from),
         _ => None,
     };
-    let lock_path = unit_lock_path(&recipe.path, &Unit::Image);
+    let lock_path = unit_lock_path(recipe, &Unit::Image);
     let src = boot::source(from);
     let existing = if lock_path.exists() {
         Some(Lockfile::read(&lock_path).map_err(SourceError::from)?)

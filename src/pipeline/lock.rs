@@ -31,6 +31,8 @@ pub struct LockRequest {
 pub struct LockedUnit {
     /// The unit it belongs to.
     pub unit: Unit,
+    /// The platform it pins packages for.
+    pub platform: String,
     /// The lock file.
     pub lock: PathBuf,
     /// Whether it was (re)written.
@@ -46,16 +48,32 @@ pub struct LockedUnit {
 /// Every lock of a recipe.
 #[derive(Debug, serde::Serialize)]
 pub struct LockOutcome {
-    /// One entry per unit with a Debian or registry base, stages first, then the image.
+    /// One entry per platform and unit with a Debian or registry base: per platform (in
+    /// the recipe's order), stages first, then the image.
     pub units: Vec<LockedUnit>,
 }
 
-/// Resolves and writes the lock of every unit with a Debian or registry base, and pins the
-/// bootloader packages of disks in the image's lock (every recipe can be exported as a
-/// disk: its kernel may come from a stage).
+/// Resolves and writes the lock of every unit with a Debian or registry base, for each
+/// platform of the recipe, and pins the bootloader packages of disks in the image's lock
+/// (every recipe can be exported as a disk: its kernel may come from a stage).
 pub fn lock(request: &LockRequest, progress: Observer<'_>) -> Result<LockOutcome, PipelineError> {
-    let recipe = imgbuild_builder::recipe::load(&request.recipe)?;
+    let primary = imgbuild_builder::recipe::load(&request.recipe)?;
     let store = Store::open(&request.store)?;
+    let mut units = Vec::new();
+    for platform in &primary.image.platforms {
+        let recipe = imgbuild_builder::recipe::load_for(&request.recipe, Some(platform))?;
+        units.extend(lock_platform(&store, &recipe, request, progress)?);
+    }
+    Ok(LockOutcome { units })
+}
+
+/// The locks of one platform's build of the recipe.
+fn lock_platform(
+    store: &Store,
+    recipe: &imgbuild_builder::recipe::Recipe,
+    request: &LockRequest,
+    progress: Observer<'_>,
+) -> Result<Vec<LockedUnit>, PipelineError> {
     let note = |text: &str| progress(&Progress::Note(text));
     let lock_mode = if request.refresh {
         LockMode::Refresh
@@ -67,19 +85,19 @@ pub fn lock(request: &LockRequest, progress: Observer<'_>) -> Result<LockOutcome
         registry: &request.registry,
     };
     let mut units = Vec::new();
-    for source in stages(&recipe).into_iter().chain([image(&recipe)]) {
+    for source in stages(recipe).into_iter().chain([image(recipe)]) {
         let unit = source.unit.clone();
         let has_inputs = matches!(source.base, Base::Debian(_) | Base::Registry { .. });
         if !has_inputs && unit != Unit::Image {
             continue;
         }
-        let lock = unit_lock_path(&recipe.path, &unit);
+        let lock = unit_lock_path(recipe, &unit);
         let before = fs_err::read(&lock).ok();
         let mut written = false;
         let mut packages = 0;
         let mut registry_digest = None;
         if has_inputs {
-            let prepared = prepare_unit(&store, &recipe, source, access, &note)?;
+            let prepared = prepare_unit(store, recipe, source, access, &note)?;
             if let Some(sets) = prepared.base.packages() {
                 written = sets.lock_written;
                 packages = sets.base.len() + sets.steps.values().map(Vec::len).sum::<usize>();
@@ -88,9 +106,11 @@ pub fn lock(request: &LockRequest, progress: Observer<'_>) -> Result<LockOutcome
         }
         let mut boot_packages = 0;
         if unit == Unit::Image {
-            let wanted = imgbuild_builder::boot_assets::packages(true, true);
+            // syslinux (BIOS) is for amd64 only: other architectures boot with UEFI.
+            let bios = recipe.image.platform.architecture == "amd64";
+            let wanted = imgbuild_builder::boot_assets::packages(true, bios);
             let (pinned, boot_written) =
-                pinned_boot_packages(&store, &recipe, &wanted, lock_mode, &note)?;
+                pinned_boot_packages(store, recipe, &wanted, lock_mode, &note)?;
             boot_packages = pinned.len();
             written |= boot_written;
         }
@@ -98,11 +118,12 @@ pub fn lock(request: &LockRequest, progress: Observer<'_>) -> Result<LockOutcome
         units.push(LockedUnit {
             lock,
             unit,
+            platform: recipe.image.platform.to_string(),
             written,
             packages,
             boot_packages,
             registry_digest,
         });
     }
-    Ok(LockOutcome { units })
+    Ok(units)
 }

@@ -20,6 +20,7 @@ mod error;
 mod export;
 mod located;
 mod lock;
+mod platforms;
 mod provenance;
 mod push;
 mod sbom;
@@ -38,7 +39,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use imgbuild_builder::recipe::{Recipe, SbomFormat, StepOp};
+use imgbuild_builder::recipe::{PlatformSpec, Recipe, SbomFormat, StepOp};
 use imgbuild_builder::{Access, BuildOptions, BuildReport, LockMode, Progress};
 use imgbuild_formats::{Artifact, Format, StoredImage};
 use imgbuild_registry::{
@@ -80,6 +81,8 @@ pub struct BuildRequest {
     pub sbom: Vec<SbomFormat>,
     /// Write SLSA provenance beside the outputs (also when the recipe asks for it).
     pub provenance: bool,
+    /// The platforms to build (`--platform`); empty: the recipe's.
+    pub platforms: Vec<PlatformSpec>,
 }
 
 impl BuildRequest {
@@ -109,6 +112,7 @@ impl BuildRequest {
             check: false,
             sbom: Vec::new(),
             provenance: false,
+            platforms: Vec::new(),
         }
     }
 }
@@ -132,9 +136,16 @@ pub struct BuildOutcome {
     pub cache_from: Vec<CacheImport>,
     /// The cache export.
     pub cache_to: Option<PushReport>,
-    /// What `check` found, when asked.
+    /// What `check` found, when asked (the first platform's, for several).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckOutcome>,
+    /// The image index of a multi-platform build (the flattened report is then the
+    /// first platform's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<imgbuild_store::Digest>,
+    /// Each platform's build, in the index's order (multi-platform builds only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<BuildReport>,
     /// Wall time.
     pub seconds: f64,
 }
@@ -142,7 +153,9 @@ pub struct BuildOutcome {
 /// The progress observer of a request.
 pub type Observer<'a> = &'a (dyn Fn(&Progress<'_>) + Sync);
 
-/// Builds the recipe, writes every requested format, pushes, exports the cache.
+/// Builds the recipe, writes every requested format, pushes, exports the cache. A recipe
+/// (or `--platform`) with several platforms is built once per platform into an image
+/// index ([`platforms`]).
 pub fn build(
     request: &BuildRequest,
     progress: Observer<'_>,
@@ -150,14 +163,118 @@ pub fn build(
     let start = Instant::now();
     let started = unix_now();
     let note = |text: &str| progress(&Progress::Note(text));
-    let recipe = imgbuild_builder::recipe::load(&request.recipe)?;
-    check_secrets(&recipe, &request.secrets)?;
+    let mut recipes = platforms::recipes(request)?;
+    let store = open_store(request)?;
+    if recipes.len() > 1 {
+        return platforms::build_index(&store, recipes, request, progress, (start, started));
+    }
+    let recipe = recipes.remove(0);
+    export::check_locked_boot_packages(&store, &recipe, request)?;
+    let cache_from = cache::import_all(&request.registry, &store, &request.cache_from, &note);
+    // The refs the build sets are taken back if an export fails.
+    let refs = store.ref_rollback(&store_tags(&recipe))?;
+    let built = build_platform(&store, &recipe, request, progress)?;
+    let report = &built.report;
+    let image = StoredImage::load(&store, &report.image, &report.tags, &report.digest)?;
+    let artifacts = export::export_all(&store, &recipe, &image, request, &note)?;
+    let documents = write_documents(
+        &store,
+        &recipe,
+        &built,
+        &sbom::Subject {
+            image: &image,
+            stem: image.file_stem(),
+        },
+        request,
+        started,
+        &note,
+    )?;
+    refs.keep();
+    note_built(&built.report, start, &note);
+    let mut pushed = Vec::new();
+    let mut attached = Vec::new();
+    for target in &request.push {
+        let done = imgbuild_registry::push_image(
+            &request.registry,
+            &store,
+            &built.report.digest,
+            imgbuild_store::oci::MEDIA_TYPE_MANIFEST,
+            target,
+        )?;
+        note_pushed(&done, &note);
+        pushed.push(done);
+        attached.extend(attach_documents(
+            &request.registry,
+            &store,
+            &built.report,
+            &documents,
+            target,
+            request.epoch,
+            &note,
+        )?);
+    }
+    let cache_to = match &request.cache_to {
+        Some(target) => Some(cache::export(
+            &request.registry,
+            &store,
+            &built.report,
+            target,
+            &note,
+        )?),
+        None => None,
+    };
+    Ok(BuildOutcome {
+        report: built.report,
+        artifacts,
+        documents: documents.into_iter().map(|(doc, _)| doc).collect(),
+        pushed,
+        attached,
+        cache_from,
+        cache_to,
+        check: built.check,
+        index: None,
+        platforms: Vec::new(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The store of the request, fetching blobs of `--cache-from` layers from their registry.
+fn open_store(request: &BuildRequest) -> Result<Store, PipelineError> {
     let mut store = Store::open(&request.store)?;
     store.set_fetcher(Box::new(RegistryFetcher::new(Arc::clone(
         &request.registry,
     ))));
-    export::check_locked_boot_packages(&store, &recipe, request)?;
-    let cache_from = cache::import_all(&request.registry, &store, &request.cache_from, &note);
+    Ok(store)
+}
+
+/// The store refs a build of `recipe` sets: `NAME:TAG` for each tag.
+fn store_tags(recipe: &Recipe) -> Vec<String> {
+    recipe
+        .image
+        .tags
+        .iter()
+        .map(|t| format!("{}:{t}", recipe.image.name))
+        .collect()
+}
+
+/// One platform's image, built.
+struct Built {
+    report: BuildReport,
+    check: Option<CheckOutcome>,
+    /// What the documents say it was built from, read only when one is asked for.
+    inputs: Option<sbom::Inputs>,
+}
+
+/// Prepares, plans and builds `recipe` (one platform) into the store, and checks it when
+/// asked.
+fn build_platform(
+    store: &Store,
+    recipe: &Recipe,
+    request: &BuildRequest,
+    progress: Observer<'_>,
+) -> Result<Built, PipelineError> {
+    let note = |text: &str| progress(&Progress::Note(text));
+    check_secrets(recipe, &request.secrets)?;
     let options = BuildOptions {
         epoch: request.epoch,
         compression: request.compression,
@@ -166,31 +283,23 @@ pub fn build(
         secrets: request.secrets.iter().cloned().collect(),
         registry: &request.registry,
     };
-    // The refs the build sets are taken back if an export fails.
-    let tags: Vec<String> = recipe
-        .image
-        .tags
-        .iter()
-        .map(|t| format!("{}:{t}", recipe.image.name))
-        .collect();
-    let refs = store.ref_rollback(&tags)?;
-    let located = |e| located::build_error(&recipe, e);
+    let located = |e| located::build_error(recipe, e);
     let access = Access::Fetch {
         lock_mode: request.lock_mode,
         registry: &request.registry,
     };
     let prepared =
-        imgbuild_builder::prepare(&store, &recipe, access, &note).map_err(|e| located(e.into()))?;
+        imgbuild_builder::prepare(store, recipe, access, &note).map_err(|e| located(e.into()))?;
     let platform = &recipe.image.platform;
     let plan = imgbuild_builder::plan(&prepared, request.epoch, &platform.to_string(), &|key| {
         store.cache_peek(key).unwrap_or(false)
     })
     .map_err(|e| located(e.into()))?;
-    emulation::check(&recipe, &prepared, &plan, request.check)?;
+    emulation::check(recipe, &prepared, &plan, request.check)?;
     let mut report =
-        imgbuild_builder::execute(&store, &recipe, &prepared, &plan, &options).map_err(located)?;
+        imgbuild_builder::execute(store, recipe, &prepared, &plan, &options).map_err(located)?;
     let check = if request.check {
-        let found = check::check(&store, platform, &prepared, &plan, &options, &mut report)
+        let found = check::check(store, platform, &prepared, &plan, &options, &mut report)
             .map_err(|e| match e {
                 PipelineError::Build(e) => located(e),
                 e => e,
@@ -207,15 +316,20 @@ pub fn build(
     } else {
         None
     };
-    let image = StoredImage::load(&store, &report.image, &report.tags, &report.digest)?;
-    let artifacts = export::export_all(&store, &recipe, &image, request, &note)?;
-    let documents = write_documents(
-        &store, &recipe, &prepared, &report, &image, request, started,
-    )?;
-    for (doc, _) in &documents {
-        note(&format!("wrote {} ({})", doc.path.display(), doc.kind));
-    }
-    refs.keep();
+    let inputs = if wants_documents(recipe, request) {
+        Some(sbom::Inputs::read(recipe, &prepared.image.base, &report)?)
+    } else {
+        None
+    };
+    Ok(Built {
+        report,
+        check,
+        inputs,
+    })
+}
+
+/// Says what was built, how fast, and how much came from the cache.
+fn note_built(report: &BuildReport, start: Instant, note: &dyn Fn(&str)) {
     let hits = report
         .steps
         .iter()
@@ -229,82 +343,19 @@ pub fn build(
         start.elapsed().as_secs_f64(),
         report.steps.len()
     ));
-    let mut pushed = Vec::new();
-    let mut attached = Vec::new();
-    for target in &request.push {
-        let done = imgbuild_registry::push_image(
-            &request.registry,
-            &store,
-            &report.digest,
-            imgbuild_store::oci::MEDIA_TYPE_MANIFEST,
-            target,
-        )?;
-        note(&format!(
-            "pushed {} ({} blobs uploaded, {} already there)",
-            done.reference,
-            done.uploaded.len(),
-            done.skipped.len()
-        ));
-        pushed.push(done);
-        if !documents.is_empty() {
-            let reports = attach_documents(
-                &request.registry,
-                &store,
-                &report,
-                &documents,
-                target,
-                request.epoch,
-            )?;
-            note(&format!(
-                "attached {} to {} ({})",
-                reports
-                    .iter()
-                    .map(|r| r.artifact_type.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                target,
-                match reports.first().and_then(|r| r.fallback_tag.as_deref()) {
-                    Some(tag) => format!("listed under the tag {tag}"),
-                    None => "through the registry's referrers API".to_owned(),
-                }
-            ));
-            attached.extend(reports);
-        }
-    }
-    let cache_to = match &request.cache_to {
-        Some(target) => Some(cache::export(
-            &request.registry,
-            &store,
-            &report,
-            target,
-            &note,
-        )?),
-        None => None,
-    };
-    Ok(BuildOutcome {
-        report,
-        artifacts,
-        documents: documents.into_iter().map(|(doc, _)| doc).collect(),
-        pushed,
-        attached,
-        cache_from,
-        cache_to,
-        check,
-        seconds: start.elapsed().as_secs_f64(),
-    })
 }
 
-/// Writes the SBOMs (`--sbom` and the recipe's `[image] sbom`) and the provenance
-/// (`--provenance` or `[image] provenance`) of the built image beside the outputs.
-fn write_documents(
-    store: &Store,
-    recipe: &Recipe,
-    prepared: &imgbuild_builder::Prepared<'_>,
-    report: &BuildReport,
-    image: &StoredImage,
-    request: &BuildRequest,
-    started: u64,
-) -> Result<Vec<(Document, Vec<u8>)>, PipelineError> {
+fn note_pushed(done: &PushReport, note: &dyn Fn(&str)) {
+    note(&format!(
+        "pushed {} ({} blobs uploaded, {} already there)",
+        done.reference,
+        done.uploaded.len(),
+        done.skipped.len()
+    ));
+}
+
+/// The SBOM formats of the request and the recipe, each once.
+fn sbom_formats(recipe: &Recipe, request: &BuildRequest) -> Vec<SbomFormat> {
     let mut formats: Vec<SbomFormat> = request
         .sbom
         .iter()
@@ -313,25 +364,49 @@ fn write_documents(
         .collect();
     formats.sort();
     formats.dedup();
-    if formats.is_empty() && !request.provenance && !recipe.image.provenance {
+    formats
+}
+
+/// Whether the build writes an SBOM or provenance.
+fn wants_documents(recipe: &Recipe, request: &BuildRequest) -> bool {
+    !sbom_formats(recipe, request).is_empty() || request.provenance || recipe.image.provenance
+}
+
+/// Writes the SBOMs (`--sbom` and the recipe's `[image] sbom`) and the provenance
+/// (`--provenance` or `[image] provenance`) of the built image beside the outputs, named
+/// `STEM.spdx.json`, `STEM.cdx.json`, `STEM.provenance.json`.
+fn write_documents(
+    store: &Store,
+    recipe: &Recipe,
+    built: &Built,
+    subject: &sbom::Subject<'_>,
+    request: &BuildRequest,
+    started: u64,
+    note: &dyn Fn(&str),
+) -> Result<Vec<(Document, Vec<u8>)>, PipelineError> {
+    let Some(inputs) = &built.inputs else {
         return Ok(Vec::new());
-    }
-    let inputs = sbom::Inputs::read(recipe, &prepared.image.base, report)?;
+    };
+    let report = &built.report;
+    let formats = sbom_formats(recipe, request);
     let mut documents =
-        sbom::write_sboms(store, recipe, report, image, &inputs, &formats, request)?;
+        sbom::write_sboms(store, recipe, report, subject, inputs, &formats, request)?;
     if request.provenance || recipe.image.provenance {
         let run = provenance::Run {
             request,
             sbom: &formats,
-            inputs: &inputs,
+            inputs,
             times: (!request.epoch_is_set).then(|| (started, unix_now())),
         };
         documents.push(provenance::write_provenance(
             recipe,
             report,
             &run,
-            image.file_stem(),
+            subject.stem,
         )?);
+    }
+    for (doc, _) in &documents {
+        note(&format!("wrote {} ({})", doc.path.display(), doc.kind));
     }
     Ok(documents)
 }
@@ -351,7 +426,11 @@ fn attach_documents(
     documents: &[(Document, Vec<u8>)],
     target: &Reference,
     epoch: u64,
+    note: &dyn Fn(&str),
 ) -> Result<Vec<AttachReport>, PipelineError> {
+    if documents.is_empty() {
+        return Ok(Vec::new());
+    }
     let subject = imgbuild_store::oci::OciDescriptor {
         media_type: imgbuild_store::oci::MEDIA_TYPE_MANIFEST.to_owned(),
         digest: report.digest.clone(),
@@ -373,13 +452,21 @@ fn attach_documents(
             .into(),
         })
         .collect();
-    Ok(imgbuild_registry::attach(
-        client,
-        store,
-        &subject,
-        &attachments,
+    let reports = imgbuild_registry::attach(client, store, &subject, &attachments, target)?;
+    note(&format!(
+        "attached {} to {} ({})",
+        reports
+            .iter()
+            .map(|r| r.artifact_type.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         target,
-    )?)
+        match reports.first().and_then(|r| r.fallback_tag.as_deref()) {
+            Some(tag) => format!("listed under the tag {tag}"),
+            None => "through the registry's referrers API".to_owned(),
+        }
+    ));
+    Ok(reports)
 }
 
 /// Every secret a `run` step names must be given, before anything runs.

@@ -87,7 +87,7 @@ fn model(
         dependencies.extend(debs(lock, wants_disk));
     }
     for stage in &recipe.stages {
-        let path = unit_lock_path(&recipe.path, &Unit::Stage(stage.name.clone()));
+        let path = unit_lock_path(recipe, &Unit::Stage(stage.name.clone()));
         if path.exists() {
             dependencies.extend(debs(&read_lock(&path)?.0, false));
         }

@@ -72,17 +72,26 @@ pub(super) fn read_lock(path: &Path) -> Result<(Lockfile, Digest), PipelineError
     Ok((lock, Digest::of(text.as_bytes())))
 }
 
-/// Writes one SBOM per format of `formats` for `image` into the request's output
-/// directory.
+/// The image documents describe, and the stem of their file names.
+pub(super) struct Subject<'a> {
+    /// The built image.
+    pub image: &'a StoredImage,
+    /// `NAME` (one platform) or `NAME-ARCH` (several).
+    pub stem: &'a str,
+}
+
+/// Writes one SBOM per format of `formats` for the subject into the request's output
+/// directory, as `STEM.spdx.json` and `STEM.cdx.json`.
 pub(super) fn write_sboms(
     store: &Store,
     recipe: &Recipe,
     report: &BuildReport,
-    image: &StoredImage,
+    subject: &Subject<'_>,
     inputs: &Inputs,
     formats: &[SbomFormat],
     request: &BuildRequest,
 ) -> Result<Vec<(Document, Vec<u8>)>, PipelineError> {
+    let Subject { image, stem } = *subject;
     if formats.is_empty() {
         return Ok(Vec::new());
     }
@@ -94,7 +103,7 @@ pub(super) fn write_sboms(
             SbomFormat::Spdx => spdx::render(&sbom),
             SbomFormat::Cyclonedx => cyclonedx::render(&sbom),
         };
-        let name = format!("{}.{}", image.file_stem(), format.suffix());
+        let name = format!("{stem}.{}", format.suffix());
         let path = write_document(out, &name, &bytes)?;
         written.push((
             Document {

@@ -29,6 +29,9 @@ fn every_recipe_builds_and_passes_skopeo_and_umoci() {
             &store,
             &out,
             &[
+                // A multi-platform recipe's amd64 image (docker-archive and tar hold one).
+                "--platform",
+                "linux/amd64",
                 "-f",
                 "oci",
                 "-f",
@@ -93,7 +96,12 @@ fn every_recipe_builds_and_passes_skopeo_and_umoci() {
 
         // The same recipe built with gzip layers unpacks to the same tree.
         let gzip_out = tmp.path().join("gzip-out");
-        build_json(&recipe, &store, &gzip_out, &["--compression", "gzip"]);
+        build_json(
+            &recipe,
+            &store,
+            &gzip_out,
+            &["--platform", "linux/amd64", "--compression", "gzip"],
+        );
         let gzip_layout = gzip_out.join(format!("{name}.oci"));
         let direct = describe_tree(&umoci_unpack(
             &format!("{}:{tag}", gzip_layout.display()),

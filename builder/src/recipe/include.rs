@@ -364,6 +364,7 @@ impl Merger<'_> {
             m.key("[image] name", &mut a.name, b.name)?;
             m.key("[image] tags", &mut a.tags, b.tags)?;
             m.key("[image] platform", &mut a.platform, b.platform)?;
+            m.key("[image] platforms", &mut a.platforms, b.platforms)?;
             m.key("[image] sbom", &mut a.sbom, b.sbom)?;
             m.key("[image] provenance", &mut a.provenance, b.provenance)
         })?;
@@ -481,7 +482,7 @@ fields! {
     RawStage { from, step }
     RawDisk { size, boot, filesystem, cmdline, compress, grow }
     RawInitramfs { compression, init }
-    RawImage { name, tags, platform, sbom, provenance }
+    RawImage { name, tags, platform, platforms, sbom, provenance }
     RawFrom { scratch, rootfs, oci, oci_archive, image, debian }
     RawDebian {
         suite, variant, mirror, components, keyring, architecture, updates, security, apt, source,

@@ -16,4 +16,4 @@ pub use model::{
     NetworkSpec, Owner, PlatformSpec, Recipe, RunSpec, SbomFormat, ServicesSpec, Stage, Step,
     StepOp, Sudo, SystemSpec, UserSpec,
 };
-pub use parse::{load, parse};
+pub use parse::{load, load_for, parse, parse_for};

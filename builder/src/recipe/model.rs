@@ -165,8 +165,13 @@ pub struct ImageSpec {
     pub name: String,
     /// Its tags (at least one).
     pub tags: Vec<String>,
-    /// `linux/amd64` or `linux/arm64`.
+    /// The platform this recipe value builds: `linux/amd64` or `linux/arm64`.
     pub platform: PlatformSpec,
+    /// Every platform the recipe declares (`platforms`, or the one `platform`), in its
+    /// order; the first is the primary one, whose lock is `RECIPE.lock`.
+    pub platforms: Vec<PlatformSpec>,
+    /// Where `platforms` (or `platform`) is written, for errors about it.
+    pub platforms_span: Option<std::ops::Range<usize>>,
     /// SBOMs every build writes beside its outputs (`sbom = ["spdx", "cyclonedx"]`).
     pub sbom: Vec<SbomFormat>,
     /// Whether every build writes SLSA provenance beside its outputs.
@@ -237,6 +242,44 @@ pub struct PlatformSpec {
     pub architecture: String,
     /// `v8` for arm64.
     pub variant: Option<String>,
+}
+
+impl PlatformSpec {
+    /// Every platform imgbuild builds, as recipes and `--platform` spell them.
+    pub const NAMES: &'static str = "linux/amd64, linux/arm64";
+
+    /// `linux/amd64`.
+    pub fn amd64() -> Self {
+        Self {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        }
+    }
+
+    /// `linux/arm64/v8`.
+    pub fn arm64() -> Self {
+        Self {
+            os: "linux".into(),
+            architecture: "arm64".into(),
+            variant: Some("v8".into()),
+        }
+    }
+}
+
+impl std::str::FromStr for PlatformSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "linux/amd64" => Ok(Self::amd64()),
+            "linux/arm64" | "linux/arm64/v8" => Ok(Self::arm64()),
+            other => Err(format!(
+                "unsupported platform `{other}`; choose one of {}",
+                Self::NAMES
+            )),
+        }
+    }
 }
 
 impl std::fmt::Display for PlatformSpec {

@@ -10,8 +10,14 @@ use super::raw::{Env, RawConfig, RawDebian, RawDisk, RawFrom, RawImage, RawInitr
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-/// Reads and validates the recipe at `path`.
+/// Reads and validates the recipe at `path`, for its primary (first) platform.
 pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
+    load_for(path, None)
+}
+
+/// Reads and validates the recipe at `path` for `platform` (`None`: its primary one). The
+/// platform need not be one the recipe declares (`build --platform`).
+pub fn load_for(path: &Path, platform: Option<&PlatformSpec>) -> Result<Recipe, RecipeError> {
     let bytes = fs_err::read(path).map_err(|e| {
         RecipeError::at(path, "", None, format!("cannot read recipe: {e}"))
             .help("pass the path of a recipe file, e.g. `imgbuild build recipes/hello.toml`")
@@ -29,12 +35,21 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         )
         .help("a recipe is a TOML text file; save it as UTF-8 (is this the right file?)")
     })?;
-    parse(path, &source)
+    parse_for(path, &source, platform)
 }
 
 /// Validates recipe text as if it were read from `path` (copy sources and includes are
 /// looked up relative to `path`'s directory).
 pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
+    parse_for(path, source, None)
+}
+
+/// Like [`parse`], for `platform` (`None`: the recipe's primary one).
+pub fn parse_for(
+    path: &Path,
+    source: &str,
+    platform: Option<&PlatformSpec>,
+) -> Result<Recipe, RecipeError> {
     let (raw, sources) = super::include::assemble(path, source)?;
     let cx = Cx { sources: &sources };
     let dir = sources.main().dir.clone();
@@ -46,7 +61,10 @@ pub fn parse(path: &Path, source: &str) -> Result<Recipe, RecipeError> {
             )
             .help("add [image] with name = \"myimage\" to the recipe (or to a file it includes)"));
     };
-    let image = cx.image(image)?;
+    let mut image = cx.image(image)?;
+    if let Some(p) = platform {
+        image.platform = p.clone();
+    }
     let base = match raw.from {
         Some(from) => cx.base(from, &image.platform)?,
         None => Base::Scratch,
@@ -317,30 +335,9 @@ impl Cx<'_> {
                 out
             }
         };
-        let platform = match raw.platform {
-            None => PlatformSpec {
-                os: "linux".into(),
-                architecture: "amd64".into(),
-                variant: None,
-            },
-            Some(p) => match p.get_ref().as_str() {
-                "linux/amd64" => PlatformSpec {
-                    os: "linux".into(),
-                    architecture: "amd64".into(),
-                    variant: None,
-                },
-                "linux/arm64" | "linux/arm64/v8" => PlatformSpec {
-                    os: "linux".into(),
-                    architecture: "arm64".into(),
-                    variant: Some("v8".into()),
-                },
-                other => {
-                    return Err(self
-                        .err_at(&p, format!("unsupported platform `{other}`"))
-                        .help("use \"linux/amd64\" (the default) or \"linux/arm64\""))
-                }
-            },
-        };
+        let platforms_span =
+            (raw.platforms.as_ref().map(S::span)).or_else(|| raw.platform.as_ref().map(S::span));
+        let platforms = self.platforms(raw.platform, raw.platforms)?;
         let mut sbom = Vec::new();
         for format in raw.sbom.map(S::into_inner).unwrap_or_default() {
             let parsed: SbomFormat = format.get_ref().parse().map_err(|e: String| {
@@ -355,10 +352,51 @@ impl Cx<'_> {
         Ok(ImageSpec {
             name: name.into_inner(),
             tags,
-            platform,
+            platform: platforms[0].clone(),
+            platforms,
+            platforms_span,
             sbom,
             provenance: raw.provenance.is_some_and(|p| *p.get_ref()),
         })
+    }
+
+    /// `platform = "..."` or `platforms = [...]` (not both); `linux/amd64` when neither.
+    fn platforms(
+        &self,
+        one: Option<S<String>>,
+        many: Option<S<Vec<S<String>>>>,
+    ) -> Result<Vec<PlatformSpec>, RecipeError> {
+        let parse = |p: &S<String>| {
+            p.get_ref().parse::<PlatformSpec>().map_err(|e| {
+                self.err_at(p, e)
+                    .help("write e.g. `platform = \"linux/arm64\"`, or `platforms = [\"linux/amd64\", \"linux/arm64\"]`")
+            })
+        };
+        match (one, many) {
+            (Some(_), Some(many)) => Err(self
+                .err_at(&many, "[image] has both `platform` and `platforms`")
+                .help("keep `platforms` (it may list one platform) and remove `platform`")),
+            (Some(one), None) => Ok(vec![parse(&one)?]),
+            (None, None) => Ok(vec![PlatformSpec::amd64()]),
+            (None, Some(many)) => {
+                if many.get_ref().is_empty() {
+                    return Err(self.err_at(&many, "`platforms` is empty").help(
+                        "list at least one, e.g. `platforms = [\"linux/amd64\", \"linux/arm64\"]`",
+                    ));
+                }
+                let mut out: Vec<PlatformSpec> = Vec::new();
+                for p in many.get_ref() {
+                    let parsed = parse(p)?;
+                    if out.contains(&parsed) {
+                        return Err(self
+                            .err_at(p, format!("`{}` is listed twice", p.get_ref()))
+                            .help("list each platform once"));
+                    }
+                    out.push(parsed);
+                }
+                Ok(out)
+            }
+        }
     }
 
     fn base(&self, raw: S<RawFrom>, platform: &PlatformSpec) -> Result<Base, RecipeError> {

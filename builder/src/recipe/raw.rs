@@ -156,6 +156,7 @@ pub(crate) struct RawImage {
     pub name: Option<S<String>>,
     pub tags: Option<S<Vec<S<String>>>>,
     pub platform: Option<S<String>>,
+    pub platforms: Option<S<Vec<S<String>>>>,
     pub sbom: Option<S<Vec<S<String>>>>,
     pub provenance: Option<S<bool>>,
 }
