@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use imgbuild_registry::{push_image, Client, LayoutSource, PushReport, Reference, RegistryFetcher};
-use imgbuild_store::oci::MEDIA_TYPE_MANIFEST;
+use imgbuild_registry::{
+    push_image, push_index, Client, LayoutSource, PushReport, Reference, RegistryFetcher,
+};
+use imgbuild_store::oci::{MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 use imgbuild_store::Store;
 
 use super::PipelineError;
@@ -13,7 +15,8 @@ use super::PipelineError;
 pub enum PushSource {
     /// An image in the store, as NAME:TAG.
     Stored(String),
-    /// An OCI layout directory and the tag of one of its images (or its only image).
+    /// An OCI layout directory and the tag of one of its images (or its only image); an
+    /// image index (a multi-platform image) is pushed with every platform.
     Layout {
         /// The directory.
         dir: PathBuf,
@@ -41,7 +44,12 @@ pub fn push(request: &PushRequest) -> Result<PushReport, PipelineError> {
         PushSource::Layout { dir, tag } => {
             let source = LayoutSource::new(dir);
             let (manifest, media_type) = source.manifest(tag.as_deref())?;
-            push_image(client, &source, &manifest, &media_type, &request.target)?
+            // A multi-platform layout names an image index: every platform goes.
+            if media_type == MEDIA_TYPE_INDEX {
+                push_index(client, &source, &manifest, &request.target)?
+            } else {
+                push_image(client, &source, &manifest, &media_type, &request.target)?
+            }
         }
         PushSource::Stored(name) => {
             let mut store = Store::open(&request.store)?;

@@ -264,6 +264,28 @@ fn the_multiarch_recipe_builds_one_index_for_amd64_and_arm64() {
         digest,
         "the registry holds the index under the tag"
     );
+    // `imgbuild push` of the layout sends the same index, every platform with it.
+    let copy = format!("{}/team/copy:bookworm", registry.host());
+    run_ok(
+        imgbuild()
+            .arg("push")
+            .arg(format!("{}:bookworm", layout.display()))
+            .arg(&copy)
+            .args(&registry_args),
+    );
+    for (i, arch) in ["amd64", "arm64"].iter().enumerate() {
+        let inspected = skopeo(&["--override-arch", arch], &format!("docker://{copy}"));
+        assert_eq!(inspected["Digest"], digest.as_str());
+        assert_eq!(inspected["Architecture"], *arch);
+        assert_eq!(
+            inspected["Layers"].as_array().unwrap().len(),
+            layout_json(&layout, &manifests[i]["digest"])["layers"]
+                .as_array()
+                .unwrap()
+                .len()
+        );
+    }
+
     // Pulled back per platform: the arm64 image copied out of the registry has an AArch64 bash.
     let pulled = tmp.path().join("pulled");
     run_ok(
