@@ -1,6 +1,7 @@
 //! A whole raw disk: plan (metadata only, so size errors come first), then GPT, ESP,
 //! bootloaders and the ext4 root, written into one file.
 
+use super::arch::DiskArch;
 use super::esp::{install_syslinux, write_esp, EspContent};
 use super::grow::image_can_grow;
 use super::kernel::{find_kernel, KernelFiles};
@@ -26,6 +27,8 @@ pub struct PreparedDisk<'a> {
     assets: &'a BootAssets,
     tree: MergedTree,
     kernel: KernelFiles,
+    /// The image's architecture.
+    pub arch: DiskArch,
     /// The sizes.
     pub layout: DiskLayout,
     /// `[disk] grow` is on and the image has `systemd-repart` (see [`super::grow`]).
@@ -63,17 +66,25 @@ impl DiskIds {
     }
 }
 
-/// Reads the image's metadata, finds its kernel and lays out the disk.
+/// Reads the image's metadata, finds its kernel and lays out the disk; an architecture
+/// without a disk layout, or BIOS asked for arm64, fails here.
 pub fn prepare<'a>(
     store: &'a Store,
     image: &'a StoredImage,
     options: &'a DiskOptions,
     assets: &'a BootAssets,
 ) -> Result<PreparedDisk<'a>, ExportError> {
+    let arch = DiskArch::from_oci(&image.config.architecture)?;
+    if options.firmware.bios() && !arch.has_bios() {
+        return Err(ExportError::FirmwareArchitecture {
+            architecture: arch.name(),
+            firmware: options.firmware.name(),
+        });
+    }
     let tree = rootfs_tar::merged_tree(store, image)?;
     let kernel = find_kernel(&tree)?;
     let layout = plan(
-        kernel.bytes() + assets.esp_bytes(),
+        esp_boot_bytes(arch, &kernel, assets),
         tree.file_bytes(),
         tree.len() as u64,
         options.size,
@@ -86,9 +97,15 @@ pub fn prepare<'a>(
         assets,
         tree,
         kernel,
+        arch,
         layout,
         grows,
     })
+}
+
+/// The ESP's files: the kernel as the ESP holds it, the initrd, the bootloaders.
+fn esp_boot_bytes(arch: DiskArch, kernel: &KernelFiles, assets: &BootAssets) -> u64 {
+    arch.esp_kernel_size(kernel.kernel_size) + kernel.initrd_size + assets.esp_bytes()
 }
 
 impl PreparedDisk<'_> {
@@ -98,7 +115,7 @@ impl PreparedDisk<'_> {
         let size = self.layout.disk_size;
         if !size.is_multiple_of(unit) {
             self.layout = plan(
-                self.kernel.bytes() + self.assets.esp_bytes(),
+                esp_boot_bytes(self.arch, &self.kernel, self.assets),
                 self.tree.file_bytes(),
                 self.tree.len() as u64,
                 Some(size.div_ceil(unit) * unit),
@@ -158,7 +175,7 @@ impl PreparedDisk<'_> {
         let root = gpt
             .add_partition(PartitionSpec {
                 name: "root".into(),
-                type_guid: Guid::LINUX_ROOT_X86_64,
+                type_guid: self.arch.root_type(),
                 unique_guid: ids.root,
                 size_bytes: None,
                 attributes: if self.grows {
@@ -195,6 +212,7 @@ impl PreparedDisk<'_> {
             cmdline: cmdline.trim_end(),
             title: &self.image.name,
             grow: self.grows,
+            arch: self.arch,
         };
         let seed = format!("imgbuild:{}:esp-fat", self.image.manifest_digest);
         write_esp(
