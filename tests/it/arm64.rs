@@ -1,0 +1,273 @@
+//! arm64 disks and initramfs, booted: `recipes/debian-vm-arm64.toml` built once (qcow2 and
+//! raw, `--locked`, in the shared Debian store) is a UEFI-only GPT disk with systemd-boot
+//! for arm64 and the arm64 root partition type, and boots under `imgbuild run`
+//! (`qemu-system-aarch64 -M virt`, AAVMF, TCG) to systemd's multi-user target; an arm64
+//! busybox initramfs boots with Debian's arm64 kernel; `boot = "bios"`/`"hybrid"` on an
+//! arm64 recipe is a located error.
+
+use crate::bootable::{artifact, esp_image, validate_qcow2, validate_raw};
+use crate::common::{build_json, imgbuild, repo, require_tool, run_ok, shared_store};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+const MARKER: &str = "IMGBUILD-MULTI-USER-OK";
+/// The Discoverable Partitions Specification's root partition type for arm64.
+const ROOT_ARM64: &str = "B921B045-1DF0-41C3-AF44-4C6F280D3FAE";
+
+fn recipe() -> PathBuf {
+    repo().join("recipes/debian-vm-arm64.toml")
+}
+
+/// The VM recipe built once per test process: its output directory and `--json` report.
+fn vm() -> &'static (PathBuf, Value) {
+    static VM: OnceLock<(PathBuf, Value)> = OnceLock::new();
+    VM.get_or_init(|| {
+        let out = tempfile::Builder::new()
+            .prefix("imgbuild-arm64-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let start = Instant::now();
+        let report = build_json(
+            &recipe(),
+            shared_store(),
+            &out,
+            &["--locked", "-f", "qcow2", "-f", "raw"],
+        );
+        eprintln!(
+            "debian-vm-arm64 built in {:.0}s",
+            start.elapsed().as_secs_f64()
+        );
+        (out, report)
+    })
+}
+
+/// `imgbuild run TARGET --expect MARKER` with a generous timeout (an arm64 guest under
+/// TCG on a busy 2-core host); the console, after checking that it succeeded.
+fn run_to(target: &Path, marker: &str, extra: &[&str]) -> String {
+    require_tool("qemu-system-aarch64", "qemu-system-arm");
+    let start = Instant::now();
+    let out = imgbuild()
+        .arg("run")
+        .arg(target)
+        .args(["--timeout", "900", "--expect", marker])
+        .args(extra)
+        .output()
+        .unwrap();
+    let console = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: String = console
+        .chars()
+        .rev()
+        .take(3000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    assert!(
+        out.status.success(),
+        "did not boot: {stderr}\nconsole tail:\n{tail}"
+    );
+    assert!(stderr.contains("booting arm64 with -accel tcg"), "{stderr}");
+    eprintln!(
+        "{} booted to {marker} in {:.0}s",
+        target.display(),
+        start.elapsed().as_secs_f64()
+    );
+    console
+}
+
+#[test]
+fn the_arm64_vm_disk_is_uefi_only_with_systemd_boot_for_arm64_and_the_arm64_root_type() {
+    require_tool("qemu-img", "qemu-utils");
+    let (out, report) = vm();
+    let (qcow2, raw) = (artifact(report, "qcow2"), artifact(report, "raw"));
+    let work = tempfile::tempdir().unwrap();
+    validate_raw(&raw, work.path(), None);
+    validate_qcow2(&raw, &qcow2, work.path());
+    assert!(out.join("debian-vm-arm64.qcow2").is_file());
+
+    let root = run_ok(Command::new("sgdisk").args(["-i", "2"]).arg(&raw));
+    let root = String::from_utf8_lossy(&root.stdout);
+    assert!(
+        root.contains(&format!("Partition GUID code: {ROOT_ARM64}")),
+        "{root}"
+    );
+    // UEFI only: no MBR boot code, no syslinux.
+    let mbr = fs_err::read(&raw).unwrap();
+    assert!(mbr[..440].iter().all(|b| *b == 0), "the MBR has boot code");
+    let esp = esp_image(&raw, &work.path().join("esp-files.img"));
+    let listing = run_ok(Command::new("mdir").args(["-/", "-b", "-i"]).arg(&esp));
+    let listing = String::from_utf8_lossy(&listing.stdout).to_uppercase();
+    assert!(listing.contains("::/EFI/BOOT/BOOTAA64.EFI"), "{listing}");
+    assert!(!listing.contains("BOOTX64.EFI"), "{listing}");
+    assert!(!listing.contains("LDLINUX"), "{listing}");
+    // systemd-boot for arm64 (PE machine 0xaa64) and the kernel as an uncompressed arm64
+    // Image (its EFI stub systemd-boot starts; "ARM\x64" at 0x38).
+    let efi = work.path().join("BOOTAA64.EFI");
+    run_ok(
+        Command::new("mcopy")
+            .arg("-i")
+            .arg(&esp)
+            .arg("::EFI/BOOT/BOOTAA64.EFI")
+            .arg(&efi),
+    );
+    let efi = fs_err::read(&efi).unwrap();
+    let pe = u32::from_le_bytes(efi[0x3c..0x40].try_into().unwrap()) as usize;
+    assert_eq!(&efi[pe..pe + 4], b"PE\0\0");
+    assert_eq!(efi[pe + 4..pe + 6], [0x64, 0xaa], "not an arm64 PE binary");
+    let kernel_name = listing
+        .lines()
+        .find(|l| l.contains("/IMGBUILD/VMLINUZ-"))
+        .expect("a kernel on the ESP")
+        .trim()
+        .to_owned();
+    let kernel = work.path().join("vmlinuz");
+    run_ok(
+        Command::new("mcopy")
+            .arg("-i")
+            .arg(&esp)
+            .arg(&kernel_name)
+            .arg(&kernel),
+    );
+    let kernel = fs_err::read(&kernel).unwrap();
+    assert_eq!(&kernel[..2], b"MZ", "the ESP's kernel is not a PE image");
+    assert_eq!(&kernel[0x38..0x3c], b"ARM\x64", "not an arm64 Image");
+    let entry = run_ok(
+        Command::new("mtype")
+            .arg("-i")
+            .arg(&esp)
+            .arg("::loader/entries/imgbuild.conf"),
+    );
+    let entry = String::from_utf8_lossy(&entry.stdout);
+    assert!(entry.contains("console=ttyAMA0"), "{entry}");
+
+    // The lock pins the arm64 UEFI bootloader alone.
+    let lock = fs_err::read_to_string(repo().join("recipes/debian-vm-arm64.lock")).unwrap();
+    let boot: Vec<&str> = lock.split("[[boot_package]]").skip(1).collect();
+    assert_eq!(boot.len(), 1, "{lock}");
+    assert!(boot[0].contains("name = \"systemd-boot-efi\""), "{lock}");
+    assert!(boot[0].contains("architecture = \"arm64\""), "{lock}");
+    assert!(!lock.contains("syslinux"), "{lock}");
+}
+
+#[test]
+fn the_arm64_vm_boots_to_multi_user_under_aavmf() {
+    let (out, _) = vm();
+    // The recipe: built again from the store (every step cached), then booted.
+    let console = run_to(
+        &recipe(),
+        MARKER,
+        &[
+            "--store",
+            shared_store().to_str().unwrap(),
+            "-o",
+            out.join("run").to_str().unwrap(),
+        ],
+    );
+    assert!(console.contains("Reached target"), "systemd did not start");
+    assert!(console.contains("Linux version") && console.contains("aarch64"));
+}
+
+#[test]
+fn a_plain_arm64_disk_is_recognised_and_a_missing_qemu_names_its_package() {
+    let (_, report) = vm();
+    let qcow2 = artifact(report, "qcow2");
+    let empty = tempfile::tempdir().unwrap();
+    // No QEMU on PATH: the disk's root partition type says arm64, so the missing binary
+    // is qemu-system-aarch64, from qemu-system-arm.
+    let out = imgbuild()
+        .arg("run")
+        .arg(&qcow2)
+        .args(["--timeout", "5"])
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("qemu-system-aarch64") && stderr.contains("`qemu-system-arm`"),
+        "{stderr}"
+    );
+    // --arch overrides the detection.
+    let out = imgbuild()
+        .arg("run")
+        .arg(&qcow2)
+        .args(["--arch", "amd64", "--timeout", "5"])
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("qemu-system-x86_64") && stderr.contains("`qemu-system-x86`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_arm64_busybox_initramfs_boots_with_its_kernel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = fs_err::read_to_string(repo().join("recipes/busybox-initramfs.toml")).unwrap();
+    let arm = text
+        .replace(
+            "name = \"busybox-initramfs\"",
+            "name = \"busybox-initramfs-arm64\"\nplatform = \"linux/arm64\"",
+        )
+        .replace("linux-image-amd64", "linux-image-arm64");
+    assert!(arm.contains("linux/arm64") && arm.contains("linux-image-arm64"));
+    let recipe = tmp.path().join("busybox-initramfs-arm64.toml");
+    fs_err::write(&recipe, arm).unwrap();
+    let out = tmp.path().join("out");
+    let console = run_to(
+        &recipe,
+        "IMGBUILD-INITRAMFS-OK",
+        &[
+            "--format",
+            "initramfs",
+            "--store",
+            shared_store().to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(console.contains("-arm64"), "not the arm64 kernel");
+    assert!(out.join("busybox-initramfs-arm64.vmlinuz").is_file());
+}
+
+#[test]
+fn bios_or_hybrid_boot_on_arm64_is_a_located_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    for mode in ["bios", "hybrid"] {
+        let recipe = tmp.path().join(format!("arm-{mode}.toml"));
+        fs_err::write(
+            &recipe,
+            format!(
+                "[image]\nname = \"arm\"\nplatform = \"linux/arm64\"\n\n[from]\nscratch = true\n\n\
+                 [disk]\nsize = \"1GiB\"\nboot = \"{mode}\"\n"
+            ),
+        )
+        .unwrap();
+        let out = imgbuild()
+            .arg("build")
+            .arg(&recipe)
+            .args(["-f", "qcow2", "--store"])
+            .arg(tmp.path().join("store"))
+            .arg("-o")
+            .arg(tmp.path().join("out"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        for needle in [
+            format!("arm-{mode}.toml:11:8"),
+            "arm64 disks boot under UEFI only".to_owned(),
+            "help: set boot = \"uefi\"".to_owned(),
+        ] {
+            assert!(stderr.contains(&needle), "{needle:?} not in:\n{stderr}");
+        }
+        assert!(!tmp.path().join("out").exists());
+    }
+}
