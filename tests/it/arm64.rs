@@ -262,7 +262,7 @@ fn bios_or_hybrid_boot_on_arm64_is_a_located_error() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         for needle in [
-            format!("arm-{mode}.toml:11:8"),
+            format!("arm-{mode}.toml:10:8"),
             "arm64 disks boot under UEFI only".to_owned(),
             "help: set boot = \"uefi\"".to_owned(),
         ] {
