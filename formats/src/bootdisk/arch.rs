@@ -8,8 +8,9 @@
 //! | serial console | `ttyS0` | `ttyAMA0` (PL011 of QEMU's `virt`) |
 //! | kernel on the ESP | `vmlinuz` as is | `vmlinuz` gunzipped |
 //!
-//! Debian's arm64 `vmlinuz` is a gzip-compressed `Image`, which systemd-boot cannot start;
-//! the uncompressed `Image` is a PE/COFF EFI stub, so the ESP gets that.
+//! An arm64 `vmlinuz` may be a gzip-compressed `Image` (Debian's bookworm kernels up to
+//! some point; bookworm's 6.1.0-50 ships it uncompressed), which systemd-boot cannot
+//! start; the uncompressed `Image` is a PE/COFF EFI stub, so the ESP gets that.
 
 use crate::disk::guid::Guid;
 use crate::ExportError;
@@ -71,15 +72,6 @@ impl DiskArch {
         match self {
             Self::Amd64 => "console=ttyS0",
             Self::Arm64 => "console=ttyAMA0",
-        }
-    }
-
-    /// An upper bound of the kernel's size on the ESP for a `vmlinuz` of `size` bytes (an
-    /// arm64 kernel is gunzipped; it grows about 3-4 times).
-    pub fn esp_kernel_size(self, size: u64) -> u64 {
-        match self {
-            Self::Amd64 => size,
-            Self::Arm64 => size.saturating_mul(5),
         }
     }
 

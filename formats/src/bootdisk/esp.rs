@@ -26,7 +26,8 @@ const FAT_EPOCH: u64 = 315_532_800;
 pub struct EspContent<'a> {
     /// The kernel's files in the image.
     pub kernel: &'a KernelFiles,
-    /// Their bytes, by image path.
+    /// Their bytes, by image path (the kernel as the ESP holds it: see
+    /// [`DiskArch::esp_kernel`]).
     pub files: &'a BTreeMap<String, Vec<u8>>,
     /// The full kernel command line.
     pub cmdline: &'a str,
@@ -56,8 +57,7 @@ pub fn write_esp(
     let kernel = format!("/imgbuild/vmlinuz-{}", k.version);
     let initrd = format!("/imgbuild/initrd.img-{}", k.version);
     let bytes = |p: &str| content.files.get(p).cloned().unwrap_or_default();
-    let vmlinuz = content.arch.esp_kernel(&k.kernel, bytes(&k.kernel))?;
-    fat.add_file(&kernel, FileData::Bytes(vmlinuz))?;
+    fat.add_file(&kernel, FileData::Bytes(bytes(&k.kernel)))?;
     if let Some(i) = &k.initrd {
         fat.add_file(&initrd, FileData::Bytes(bytes(i)))?;
     }

@@ -33,6 +33,8 @@ pub struct PreparedDisk<'a> {
     pub layout: DiskLayout,
     /// `[disk] grow` is on and the image has `systemd-repart` (see [`super::grow`]).
     pub grows: bool,
+    /// The unit [`PreparedDisk::round_size_up`] rounded the disk to.
+    round_unit: Option<u64>,
 }
 
 /// The identifiers of one disk, all derived from the manifest digest.
@@ -83,8 +85,10 @@ pub fn prepare<'a>(
     }
     let tree = rootfs_tar::merged_tree(store, image)?;
     let kernel = find_kernel(&tree)?;
+    // A gzip-compressed arm64 kernel is gunzipped onto the ESP: the layout is planned
+    // again in `write` once its size is known.
     let layout = plan(
-        esp_boot_bytes(arch, &kernel, assets),
+        esp_boot_bytes(kernel.kernel_size, &kernel, assets),
         tree.file_bytes(),
         tree.len() as u64,
         options.size,
@@ -100,22 +104,25 @@ pub fn prepare<'a>(
         arch,
         layout,
         grows,
+        round_unit: None,
     })
 }
 
-/// The ESP's files: the kernel as the ESP holds it, the initrd, the bootloaders.
-fn esp_boot_bytes(arch: DiskArch, kernel: &KernelFiles, assets: &BootAssets) -> u64 {
-    arch.esp_kernel_size(kernel.kernel_size) + kernel.initrd_size + assets.esp_bytes()
+/// The ESP's files: the kernel (`kernel_size` bytes as the ESP holds it), the initrd, the
+/// bootloaders.
+fn esp_boot_bytes(kernel_size: u64, kernel: &KernelFiles, assets: &BootAssets) -> u64 {
+    kernel_size + kernel.initrd_size + assets.esp_bytes()
 }
 
 impl PreparedDisk<'_> {
     /// Grows the disk to a whole multiple of `unit` bytes (the root partition takes the
     /// rest), for formats whose importers want one (GCE: a whole GiB).
     pub fn round_size_up(&mut self, unit: u64) -> Result<(), ExportError> {
+        self.round_unit = Some(unit);
         let size = self.layout.disk_size;
         if !size.is_multiple_of(unit) {
             self.layout = plan(
-                esp_boot_bytes(self.arch, &self.kernel, self.assets),
+                esp_boot_bytes(self.kernel.kernel_size, &self.kernel, self.assets),
                 self.tree.file_bytes(),
                 self.tree.len() as u64,
                 Some(size.div_ceil(unit) * unit),
@@ -124,8 +131,24 @@ impl PreparedDisk<'_> {
         Ok(())
     }
 
-    /// Writes the disk to `path` (created or truncated).
-    pub fn write(&self, path: &Path) -> Result<(), ExportError> {
+    /// Lays the disk out again for a kernel of `kernel_size` bytes on the ESP (rounded as
+    /// [`Self::round_size_up`] asked).
+    fn replan(&mut self, kernel_size: u64) -> Result<(), ExportError> {
+        let boot = esp_boot_bytes(kernel_size, &self.kernel, self.assets);
+        let (bytes, entries) = (self.tree.file_bytes(), self.tree.len() as u64);
+        self.layout = plan(boot, bytes, entries, self.options.size)?;
+        if let Some(unit) = self.round_unit {
+            let size = self.layout.disk_size;
+            if !size.is_multiple_of(unit) {
+                self.layout = plan(boot, bytes, entries, Some(size.div_ceil(unit) * unit))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the disk to `path` (created or truncated). A gzip-compressed arm64 kernel is
+    /// gunzipped for the ESP here, and the layout grown to hold it.
+    pub fn write(&mut self, path: &Path) -> Result<(), ExportError> {
         let ids = DiskIds::for_image(self.image);
         let epoch = self.image.epoch();
         let firmware = self.options.firmware;
@@ -156,7 +179,14 @@ impl PreparedDisk<'_> {
         if let Some(failed) = side.failed.take() {
             return Err(failed.into());
         }
-        let files = files?;
+        let mut files = files?;
+        if let Some(vmlinuz) = files.remove(&self.kernel.kernel) {
+            let on_esp = self.arch.esp_kernel(&self.kernel.kernel, vmlinuz)?;
+            if on_esp.len() as u64 > self.kernel.kernel_size {
+                self.replan(on_esp.len() as u64)?;
+            }
+            files.insert(self.kernel.kernel.clone(), on_esp);
+        }
 
         let mut gpt = Gpt::new(ids.disk, self.layout.disk_size)?;
         let esp = gpt
