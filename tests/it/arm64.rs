@@ -169,7 +169,10 @@ fn the_arm64_vm_boots_to_multi_user_under_aavmf() {
         ],
     );
     assert!(console.contains("Reached target"), "systemd did not start");
-    assert!(console.contains("Linux version") && console.contains("aarch64"));
+    assert!(
+        console.contains("Linux version") && console.contains("-arm64"),
+        "not the arm64 kernel"
+    );
 }
 
 #[test]
