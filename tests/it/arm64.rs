@@ -1,5 +1,5 @@
 //! arm64 disks and initramfs, booted: `recipes/debian-vm-arm64.toml` built once (qcow2 and
-//! raw, `--locked`, in the shared Debian store) is a UEFI-only GPT disk with systemd-boot
+//! raw, `--locked`, in the shared Debian store, cached after the first) is a UEFI-only GPT disk with systemd-boot
 //! for arm64 and the arm64 root partition type, and boots under `imgbuild run`
 //! (`qemu-system-aarch64 -M virt`, AAVMF, TCG) to systemd's multi-user target; an arm64
 //! busybox initramfs boots with Debian's arm64 kernel; `boot = "bios"`/`"hybrid"` on an
@@ -10,7 +10,6 @@ use crate::common::{build_json, imgbuild, repo, require_tool, run_ok, shared_sto
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 const MARKER: &str = "IMGBUILD-MULTI-USER-OK";
@@ -21,28 +20,25 @@ fn recipe() -> PathBuf {
     repo().join("recipes/debian-vm-arm64.toml")
 }
 
-/// The VM recipe built once per test process: its output directory and `--json` report.
-fn vm() -> &'static (PathBuf, Value) {
-    static VM: OnceLock<(PathBuf, Value)> = OnceLock::new();
-    VM.get_or_init(|| {
-        let out = tempfile::Builder::new()
-            .prefix("imgbuild-arm64-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let start = Instant::now();
-        let report = build_json(
-            &recipe(),
-            shared_store(),
-            &out,
-            &["--locked", "-f", "qcow2", "-f", "raw"],
-        );
-        eprintln!(
-            "debian-vm-arm64 built in {:.0}s",
-            start.elapsed().as_secs_f64()
-        );
-        (out, report)
-    })
+/// The VM recipe built into `target/tmp/arm64-vm/NAME` (one directory per test, replaced
+/// by the next run, so nothing piles up in /tmp); every step comes from the shared store
+/// after the first build. Its output directory and `--json` report.
+fn vm(name: &str) -> (PathBuf, Value) {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("arm64-vm")
+        .join(name);
+    let start = Instant::now();
+    let report = build_json(
+        &recipe(),
+        shared_store(),
+        &out,
+        &["--locked", "-f", "qcow2", "-f", "raw"],
+    );
+    eprintln!(
+        "debian-vm-arm64 built in {:.0}s",
+        start.elapsed().as_secs_f64()
+    );
+    (out, report)
 }
 
 /// `imgbuild run TARGET --expect MARKER` with a generous timeout (an arm64 guest under
@@ -83,8 +79,8 @@ fn run_to(target: &Path, marker: &str, extra: &[&str]) -> String {
 #[test]
 fn the_arm64_vm_disk_is_uefi_only_with_systemd_boot_for_arm64_and_the_arm64_root_type() {
     require_tool("qemu-img", "qemu-utils");
-    let (out, report) = vm();
-    let (qcow2, raw) = (artifact(report, "qcow2"), artifact(report, "raw"));
+    let (out, report) = vm("layout");
+    let (qcow2, raw) = (artifact(&report, "qcow2"), artifact(&report, "raw"));
     let work = tempfile::tempdir().unwrap();
     validate_raw(&raw, work.path(), None);
     validate_qcow2(&raw, &qcow2, work.path());
@@ -156,7 +152,7 @@ fn the_arm64_vm_disk_is_uefi_only_with_systemd_boot_for_arm64_and_the_arm64_root
 
 #[test]
 fn the_arm64_vm_boots_to_multi_user_under_aavmf() {
-    let (out, _) = vm();
+    let (out, _) = vm("boot");
     // The recipe: built again from the store (every step cached), then booted.
     let console = run_to(
         &recipe(),
@@ -177,8 +173,8 @@ fn the_arm64_vm_boots_to_multi_user_under_aavmf() {
 
 #[test]
 fn a_plain_arm64_disk_is_recognised_and_a_missing_qemu_names_its_package() {
-    let (_, report) = vm();
-    let qcow2 = artifact(report, "qcow2");
+    let (_, report) = vm("plain");
+    let qcow2 = artifact(&report, "qcow2");
     let empty = tempfile::tempdir().unwrap();
     // No QEMU on PATH: the disk's root partition type says arm64, so the missing binary
     // is qemu-system-aarch64, from qemu-system-arm.
