@@ -4,12 +4,14 @@
 //! | firmware | package | file | becomes |
 //! |---|---|---|---|
 //! | UEFI | `systemd-boot-efi` | `usr/lib/systemd/boot/efi/systemd-bootx64.efi` | `EFI/BOOT/BOOTX64.EFI` |
+//! | UEFI (arm64) | `systemd-boot-efi:arm64` | `usr/lib/systemd/boot/efi/systemd-bootaa64.efi` | `EFI/BOOT/BOOTAA64.EFI` |
 //! | BIOS | `syslinux-common` | `usr/lib/syslinux/mbr/gptmbr.bin` | MBR boot code |
 //! | BIOS | `syslinux-common` | `usr/lib/syslinux/modules/bios/ldlinux.c32` | `/ldlinux.c32` on the ESP |
 //! | BIOS | `syslinux` | `usr/bin/syslinux` | the installer, run on the disk file |
 //!
 //! The packages are resolved from the recipe's Debian mirror and suite when it has one,
-//! else from bookworm on [`crate::debian::DEFAULT_MIRROR`].
+//! else from bookworm on [`crate::debian::DEFAULT_MIRROR`], for the image's architecture
+//! (arm64 disks boot under UEFI only: no syslinux for them).
 //! [`resolve`] pins the UEFI and BIOS sets for `recipe.lock` (`[[boot_package]]`);
 //! [`fetch_pinned`] fetches what a disk needs of them without touching the indices.
 //!
@@ -41,6 +43,7 @@ pub const SYSTEMD_BOOT_PACKAGE: &str = "systemd-boot-efi";
 pub const SYSLINUX_PACKAGES: [&str; 2] = ["syslinux", "syslinux-common"];
 
 const SYSTEMD_BOOT_EFI: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+const SYSTEMD_BOOT_EFI_ARM64: &str = "usr/lib/systemd/boot/efi/systemd-bootaa64.efi";
 const GPTMBR: &str = "usr/lib/syslinux/mbr/gptmbr.bin";
 const LDLINUX_C32: &str = "usr/lib/syslinux/modules/bios/ldlinux.c32";
 const SYSLINUX_BIN: &str = "usr/bin/syslinux";
@@ -55,6 +58,21 @@ pub fn packages(uefi: bool, bios: bool) -> Vec<String> {
         out.extend(SYSLINUX_PACKAGES.map(str::to_owned));
     }
     out
+}
+
+/// Whether disks of the Debian architecture `arch` can boot under legacy BIOS (amd64
+/// only; arm64 boots under UEFI alone).
+pub fn has_bios(arch: &str) -> bool {
+    arch == "amd64"
+}
+
+/// The bootloader packages of `wanted` that exist for `arch`: syslinux only for amd64.
+pub fn for_architecture(wanted: &[String], arch: &str) -> Vec<String> {
+    wanted
+        .iter()
+        .filter(|p| has_bios(arch) || !SYSLINUX_PACKAGES.contains(&p.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// Fetching or reading the bootloader packages failed.
@@ -105,7 +123,7 @@ impl BootAssetsError {
 /// The bootloader binaries and the packages they came from.
 #[derive(Debug, Clone, Default)]
 pub struct FetchedBootFiles {
-    /// `systemd-bootx64.efi`.
+    /// `systemd-bootx64.efi` (`systemd-bootaa64.efi` for arm64).
     pub systemd_boot: Option<Vec<u8>>,
     /// `gptmbr.bin`.
     pub gptmbr: Option<Vec<u8>>,
@@ -118,8 +136,9 @@ pub struct FetchedBootFiles {
 }
 
 /// The recipe's Debian source for bootloaders: its mirror and suite with only the
-/// bootloader packages requested, or bookworm on the default mirror.
-pub fn source(from: Option<&DebianFrom>) -> DebianFrom {
+/// bootloader packages requested, or bookworm on the default mirror; for the Debian
+/// architecture `arch` (the image's).
+pub fn source(from: Option<&DebianFrom>, arch: &str) -> DebianFrom {
     let mut src = from.cloned().unwrap_or_else(|| DebianFrom {
         suite: DEFAULT_SUITE.to_owned(),
         variant: "custom".to_owned(),
@@ -134,6 +153,7 @@ pub fn source(from: Option<&DebianFrom>) -> DebianFrom {
         sources: Vec::new(),
     });
     src.variant = "custom".to_owned();
+    src.architecture = arch.to_owned();
     // Bootloaders come from the main suite alone (their packages are fetched from it).
     src.updates = false;
     src.security = false;
@@ -141,15 +161,17 @@ pub fn source(from: Option<&DebianFrom>) -> DebianFrom {
     src
 }
 
-/// Resolves every bootloader package (the UEFI and the BIOS set) against the recipe's
-/// Debian source (see [`source`]), for `recipe.lock`: nothing is downloaded but the
-/// `InRelease` and, unless remembered, the indices.
+/// Resolves every bootloader package of the architecture `arch` (the UEFI and, for
+/// amd64, the BIOS set) against the recipe's Debian source (see [`source`]), for
+/// `recipe.lock`: nothing is downloaded but the `InRelease` and, unless remembered, the
+/// indices.
 pub fn resolve(
     store: &Store,
     from: Option<&DebianFrom>,
+    arch: &str,
 ) -> Result<Vec<LockedBootPackage>, BootAssetsError> {
-    let wanted = packages(true, true);
-    let src = source(from);
+    let wanted = packages(true, has_bios(arch));
+    let src = source(from, arch);
     let cache = StoreCache(store);
     let http = Http::new();
     let resolve_err = |source| BootAssetsError::Resolve {
@@ -227,7 +249,8 @@ fn remember(path: &Path, locked: &[LockedPackage]) {
 
 /// Fetches the pinned packages that `uefi`/`bios` need into the store (from the mirror
 /// they were resolved from, or from the recipe's snapshot server when the mirror no
-/// longer has them; always checked by hash) and unpacks the bootloaders. Reads no index.
+/// longer has them; always checked by hash) and unpacks the bootloaders: systemd-boot for
+/// the architecture its package was pinned for. Reads no index.
 pub fn fetch_pinned(
     store: &Store,
     from: Option<&DebianFrom>,
@@ -243,7 +266,7 @@ pub fn fetch_pinned(
         return Ok(FetchedBootFiles::default());
     };
     let cache = StoreCache(store);
-    let snapshot = source(from).snapshot(&first.release_date);
+    let snapshot = source(from, &first.architecture).snapshot(&first.release_date);
     let paths = fetch_debs_or_snapshot(
         &Http::new(),
         &first.mirror,
@@ -258,6 +281,7 @@ pub fn fetch_pinned(
     };
     for (pkg, path) in locked.iter().zip(&paths) {
         let want: &[&'static str] = match pkg.name.as_str() {
+            SYSTEMD_BOOT_PACKAGE if pkg.architecture == "arm64" => &[SYSTEMD_BOOT_EFI_ARM64],
             SYSTEMD_BOOT_PACKAGE => &[SYSTEMD_BOOT_EFI],
             "syslinux-common" => &[GPTMBR, LDLINUX_C32],
             "syslinux" => &[SYSLINUX_BIN],
@@ -272,7 +296,7 @@ pub fn fetch_pinned(
                     path: file,
                 })?;
             let slot = match *file {
-                SYSTEMD_BOOT_EFI => &mut out.systemd_boot,
+                SYSTEMD_BOOT_EFI | SYSTEMD_BOOT_EFI_ARM64 => &mut out.systemd_boot,
                 GPTMBR => &mut out.gptmbr,
                 LDLINUX_C32 => &mut out.ldlinux_c32,
                 _ => &mut out.syslinux_installer,
@@ -318,16 +342,20 @@ mod tests {
         assert_eq!(packages(false, true), ["syslinux", "syslinux-common"]);
         assert_eq!(packages(true, true).len(), 3);
         assert!(packages(false, false).is_empty());
+        let all = packages(true, true);
+        assert_eq!(for_architecture(&all, "arm64"), ["systemd-boot-efi"]);
+        assert_eq!(for_architecture(&all, "amd64"), all);
     }
 
     #[test]
     fn the_recipes_mirror_is_used_without_its_base_set() {
-        assert_eq!(source(None).suite, DEFAULT_SUITE);
-        let mut from = source(None);
+        assert_eq!(source(None, "amd64").suite, DEFAULT_SUITE);
+        assert_eq!(source(None, "arm64").architecture, "arm64");
+        let mut from = source(None, "amd64");
         from.suite = "trixie".into();
         from.mirror = "http://mirror.example/debian".into();
         from.variant = "minbase".into();
-        let src = source(Some(&from));
+        let src = source(Some(&from), "amd64");
         assert_eq!(
             (src.suite.as_str(), src.variant.as_str()),
             ("trixie", "custom")

@@ -54,7 +54,7 @@ pub enum ExportError {
     },
     /// The image has no kernel in `/boot`.
     #[error(
-        "the image has no kernel (no /boot/vmlinuz-*): add `linux-image-amd64` to a packages step"
+        "the image has no kernel (no /boot/vmlinuz-*): add `linux-image-amd64` (`linux-image-arm64` for arm64) to a packages step"
     )]
     NoKernel,
     /// An initramfs has nothing to run as `/init`.
@@ -67,6 +67,29 @@ pub enum ExportError {
         requested: u64,
         /// The smallest size that holds the ESP and the root filesystem.
         needed: u64,
+    },
+    /// The image's architecture has no bootable disk layout.
+    #[error("the image's architecture is `{architecture}`; bootable disks are written for amd64 and arm64 only")]
+    DiskArchitecture {
+        /// The image config's `architecture`.
+        architecture: String,
+    },
+    /// Legacy BIOS boot asked for a disk of an architecture without it.
+    #[error("an {architecture} disk boots under UEFI only, not `{firmware}`: set [disk] boot = \"uefi\" (the default for {architecture})")]
+    FirmwareArchitecture {
+        /// The image's architecture.
+        architecture: &'static str,
+        /// The requested firmware (`bios` or `hybrid`).
+        firmware: &'static str,
+    },
+    /// The image's gzip-compressed arm64 kernel could not be decompressed for the ESP.
+    #[error("decompressing the image's kernel {path}: {source}")]
+    Kernel {
+        /// The kernel's path in the image.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// A bootloader binary the firmware choice needs was not provided.
     #[error("no {what} was provided for this disk; the CLI fetches it from Debian, check the mirror is reachable")]
@@ -127,7 +150,10 @@ impl ExportError {
             | Self::OnePlatform { .. }
             | Self::DiskTooSmall { .. }
             | Self::NoKernel
-            | Self::NoInit => true,
+            | Self::NoInit
+            | Self::DiskArchitecture { .. }
+            | Self::FirmwareArchitecture { .. }
+            | Self::Kernel { .. } => true,
             Self::Store(e) => e.is_user_error(),
             Self::Io(_)
             | Self::NoSpace { .. }

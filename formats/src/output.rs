@@ -311,7 +311,7 @@ fn export_disk(
 ) -> Result<(), ExportError> {
     const GIB: u64 = 1 << 30;
     if format == Format::Raw {
-        let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
+        let mut disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
         write_path_atomically(path, |tmp| disk.write(tmp))?;
         *shared = Some(SharedRaw {
             path: path.to_owned(),
@@ -334,7 +334,7 @@ fn export_disk(
         _own.path()
     } else {
         if shared.is_none() {
-            let disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
+            let mut disk = raw::prepare(store, image, &options.disk, &options.boot_assets)?;
             // Staged, so a killed build's copy is swept.
             let staged =
                 Staged::file_in(&options.out_dir).map_err(|e| no_space_at(path, e.into()))?;

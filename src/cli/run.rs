@@ -2,13 +2,17 @@
 //! console on the terminal, like `mkosi qemu`. Given a recipe, it builds it first. With
 //! `--exec CMD` it runs commands in the guest over SSH instead and exits with theirs
 //! (`imgbuild_formats::vm::exec`). The QEMU command line, the firmware choice and the
-//! console watcher are `imgbuild_formats::vm`'s.
+//! console watcher are `imgbuild_formats::vm`'s. arm64 artifacts boot in
+//! `qemu-system-aarch64 -M virt` with AAVMF; the architecture is `--arch`, else the
+//! recipe's platform, else read from the artifact (the disk's root partition type, the
+//! kernel's header), else amd64.
 
 use super::failure::chain;
 use super::registry_args::RegistryArgs;
 use super::Failure;
 use clap::Args;
 use imgbuild::pipeline::{self, BuildRequest};
+use imgbuild_builder::recipe::PlatformSpec;
 use imgbuild_formats::disk::probe::{self, DiskFormat};
 use imgbuild_formats::vm::{
     self,
@@ -33,9 +37,15 @@ pub(crate) struct RunArgs {
     /// For a recipe: the output directory.
     #[arg(short, long = "output", value_name = "DIR", default_value = "out")]
     out: PathBuf,
-    /// Boot with UEFI firmware (OVMF) even if the disk also boots under BIOS.
+    /// Boot with UEFI firmware (OVMF) even if the disk also boots under BIOS (arm64
+    /// guests always boot with AAVMF).
     #[arg(long)]
     uefi: bool,
+    /// The guest's architecture: amd64 (qemu-system-x86_64) or arm64 (qemu-system-aarch64
+    /// -M virt with AAVMF, TCG) [default: the recipe's platform, else read from the disk's
+    /// root partition type or the kernel's header, else amd64].
+    #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
+    arch: Option<vm::Arch>,
     /// Stop the VM and fail after this many seconds [with --exec: also the wait for the
     /// SSH login, 300 s when not given].
     #[arg(long, value_name = "SECONDS")]
@@ -63,16 +73,46 @@ pub(crate) struct RunArgs {
     /// DHCP gives the guest 10.0.2.15 and NAT reaches the host's network).
     #[arg(long, conflicts_with = "publish")]
     no_network: bool,
-    /// Pass one more argument to qemu-system-x86_64, after imgbuild's own; repeat for
+    /// Pass one more argument to QEMU (qemu-system-x86_64 or -aarch64), after imgbuild's own; repeat for
     /// several (`--qemu-arg=-device --qemu-arg=virtio-rng-pci`).
     #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
     qemu_args: Vec<String>,
     /// For an initramfs: the kernel [default: NAME.vmlinuz beside it].
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
-    /// For an initramfs: the kernel command line.
-    #[arg(long, value_name = "ARGS", default_value = "console=ttyS0 panic=-1")]
-    append: String,
+    /// For an initramfs: the kernel command line [default: console=ttyS0 panic=-1;
+    /// console=ttyAMA0 for arm64].
+    #[arg(long, value_name = "ARGS")]
+    append: Option<String>,
+}
+
+fn parse_arch(s: &str) -> Result<vm::Arch, String> {
+    match s {
+        "amd64" | "x86_64" => Ok(vm::Arch::Amd64),
+        "arm64" | "aarch64" => Ok(vm::Arch::Arm64),
+        other => Err(format!(
+            "`{other}` is not an architecture; use amd64 or arm64"
+        )),
+    }
+}
+
+/// The architecture of a kernel file from its header: an x86 bzImage (`HdrS` at 0x202),
+/// an arm64 `Image` (`ARM\x64` at 0x38) or a gzip-compressed one (Debian's arm64
+/// `vmlinuz`); `None` when unreadable or unknown.
+fn kernel_arch(kernel: &Path) -> Option<vm::Arch> {
+    use std::io::Read;
+    let mut head = [0u8; 0x206];
+    fs_err::File::open(kernel)
+        .ok()?
+        .read_exact(&mut head)
+        .ok()?;
+    if head[0x202..0x206] == *b"HdrS" {
+        Some(vm::Arch::Amd64)
+    } else if head[0x38..0x3c] == *b"ARM\x64" || head[..2] == [0x1f, 0x8b] {
+        Some(vm::Arch::Arm64)
+    } else {
+        None
+    }
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -102,6 +142,8 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
     }
     // Holds the disk written from a store image until QEMU is done with it.
     let mut _scratch: Option<tempfile::TempDir> = None;
+    // A recipe's platform names the guest's architecture.
+    let mut recipe_arch = None;
     let target = if args.target.extension().is_some_and(|e| e == "toml") {
         let mut request = BuildRequest::new(
             args.target.clone(),
@@ -114,6 +156,15 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
             Ok(v) if !v.is_empty() => super::units::epoch(&v).map_err(Failure::user)?,
             _ => 0,
         };
+        // One platform is booted: `--arch`'s, else the recipe's first.
+        let recipe = imgbuild_builder::recipe::load(&args.target)?;
+        let platform = match args.arch {
+            Some(vm::Arch::Arm64) => PlatformSpec::arm64(),
+            Some(vm::Arch::Amd64) => PlatformSpec::amd64(),
+            None => recipe.image.platform.clone(),
+        };
+        recipe_arch = parse_arch(&platform.architecture).ok();
+        request.platforms = vec![platform];
         let progress = super::build::progress_printer(false);
         let outcome = pipeline::build(&request, &progress)?;
         let a = outcome
@@ -156,6 +207,22 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
     } else {
         artifact(&args.target, args.kernel.clone())?
     };
+    let arch = match args.arch.or(recipe_arch) {
+        Some(arch) => arch,
+        None => match &target {
+            Bootable::Disk { path, qcow2 } => {
+                let format = if *qcow2 {
+                    DiskFormat::Qcow2
+                } else {
+                    DiskFormat::Raw
+                };
+                probe::root_arch(path, format)
+                    .map_err(|e| Failure::internal(e.to_string()))?
+                    .unwrap_or(vm::Arch::Amd64)
+            }
+            Bootable::Initramfs { kernel, .. } => kernel_arch(kernel).unwrap_or(vm::Arch::Amd64),
+        },
+    };
     let boot = match target {
         Bootable::Disk { path, qcow2 } => vm::Boot::Disk {
             path,
@@ -174,14 +241,22 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
                     )));
                 }
             }
+            let console = match arch {
+                vm::Arch::Amd64 => "console=ttyS0",
+                vm::Arch::Arm64 => "console=ttyAMA0",
+            };
             vm::Boot::Kernel {
                 kernel,
                 initrd,
-                append: args.append.clone(),
+                append: args
+                    .append
+                    .clone()
+                    .unwrap_or_else(|| format!("{console} panic=-1")),
             }
         }
     };
     let mut qemu = Qemu::new(boot);
+    qemu.arch = arch;
     qemu.memory_mib = args.memory;
     qemu.smp = args.cpus;
     qemu.network = (!args.no_network).then(|| UserNetwork {
@@ -198,7 +273,8 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
     };
     let vm = qemu.prepare().map_err(vm_failure)?;
     eprintln!(
-        "booting with -accel {} (IMGBUILD_ACCEL=kvm|tcg overrides)",
+        "booting {} with -accel {} (IMGBUILD_ACCEL=kvm|tcg overrides)",
+        arch.name(),
         vm.accel
     );
     if let Some(session) = session {

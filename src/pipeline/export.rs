@@ -119,10 +119,11 @@ fn export_options(recipe: &Recipe, out: &std::path::Path) -> ExportOptions {
     options
 }
 
-/// The bootloader packages `wanted` pinned in the image's lock for the recipe's Debian
-/// source, and whether the lock was written: with none pinned (or `LockMode::Refresh`),
-/// every bootloader package is resolved and written into the lock (an error with
-/// `--locked`).
+/// The bootloader packages `wanted` (those of them that exist for the image's
+/// architecture: no syslinux for arm64) pinned in the image's lock for the recipe's Debian
+/// source and the architecture, and whether the lock was written: with none pinned (or
+/// `LockMode::Refresh`), every bootloader package of the architecture is resolved and
+/// written into the lock (an error with `--locked`).
 pub(super) fn pinned_boot_packages(
     store: &Store,
     recipe: &Recipe,
@@ -134,8 +135,10 @@ pub(super) fn pinned_boot_packages(
         Base::Debian(from) => Some(from),
         _ => None,
     };
+    let arch = recipe.image.platform.architecture.as_str();
+    let wanted = &boot::for_architecture(wanted, arch);
     let lock_path = unit_lock_path(recipe, &Unit::Image);
-    let src = boot::source(from);
+    let src = boot::source(from, arch);
     let existing = if lock_path.exists() {
         Some(Lockfile::read(&lock_path).map_err(SourceError::from)?)
     } else {
@@ -143,14 +146,19 @@ pub(super) fn pinned_boot_packages(
     };
     let pinned = existing
         .as_ref()
-        .and_then(|l| l.boot_packages_for(&src.mirror, &src.suite, wanted));
+        .and_then(|l| l.boot_packages_for(&src.mirror, &src.suite, wanted))
+        .filter(|pinned| {
+            pinned
+                .iter()
+                .all(|p| p.architecture == arch || p.architecture == "all")
+        });
     match (pinned, lock_mode) {
         (Some(pinned), LockMode::Update | LockMode::Locked | LockMode::Offline) => {
             Ok((pinned, false))
         }
         (_, LockMode::Locked) => Err(SourceError::Locked {
             message: format!(
-                "it pins no bootloader packages ({}) from {} {} for a disk",
+                "it pins no {arch} bootloader packages ({}) from {} {} for a disk",
                 wanted.join(", "),
                 src.mirror,
                 src.suite
@@ -164,7 +172,7 @@ pub(super) fn pinned_boot_packages(
         }
         .into()),
         _ => {
-            let pinned = boot::resolve(store, from)?;
+            let pinned = boot::resolve(store, from, arch)?;
             let mut lock = existing.unwrap_or_else(Lockfile::empty);
             lock.boot_packages = pinned.clone();
             lock.write(&lock_path).map_err(SourceError::from)?;

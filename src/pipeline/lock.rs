@@ -106,9 +106,7 @@ fn lock_platform(
         }
         let mut boot_packages = 0;
         if unit == Unit::Image {
-            // syslinux (BIOS) is for amd64 only: other architectures boot with UEFI.
-            let bios = recipe.image.platform.architecture == "amd64";
-            let wanted = imgbuild_builder::boot_assets::packages(true, bios);
+            let wanted = imgbuild_builder::boot_assets::packages(true, true);
             let (pinned, boot_written) =
                 pinned_boot_packages(store, recipe, &wanted, lock_mode, &note)?;
             boot_packages = pinned.len();

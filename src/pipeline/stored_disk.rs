@@ -1,11 +1,13 @@
 //! A disk of an image that is already in the store, for `imgbuild run NAME:TAG`: the store
 //! keeps the layers but neither the recipe's `[disk]` nor its lock, so the disk gets the
-//! default layout (hybrid BIOS/UEFI, `console=ttyS0`, the content plus headroom) and the
-//! bootloaders of Debian's default suite, resolved now.
+//! default layout of the image's architecture (amd64: hybrid BIOS/UEFI, `console=ttyS0`;
+//! arm64: UEFI, `console=ttyAMA0`; the content plus headroom) and the bootloaders of
+//! Debian's default suite, resolved now.
 
 use std::path::{Path, PathBuf};
 
 use imgbuild_builder::boot_assets as boot;
+use imgbuild_formats::bootdisk::{DiskArch, DiskOptions};
 use imgbuild_formats::{ExportOptions, Format, StoredImage};
 use imgbuild_store::Store;
 
@@ -29,8 +31,10 @@ pub fn stored_disk(
     let (image_name, tag) = name.split_once(':').unwrap_or((name, "latest"));
     let image = StoredImage::load(&store, image_name, &[tag.to_owned()], &found.manifest)?;
     let mut options = ExportOptions::new(out_dir);
+    let arch = DiskArch::from_oci(&image.config.architecture)?;
+    options.disk = DiskOptions::for_arch(arch);
     let firmware = options.disk.firmware;
-    let pinned = boot::resolve(&store, None)?;
+    let pinned = boot::resolve(&store, None, arch.name())?;
     options.boot_assets = boot_assets(&store, None, &pinned, firmware, note)?;
     let artifacts =
         imgbuild_formats::export_all(&store, &image, &[Format::Qcow2], &options, &mut |a| {

@@ -2,6 +2,7 @@
 //! result with real peers (skopeo, umoci, tar).
 
 mod apt_sources;
+mod arm64;
 mod boot_fixture;
 mod bootable;
 mod cache;

@@ -118,6 +118,22 @@ pub struct DiskSpec {
     pub grow: Option<bool>,
 }
 
+impl DiskSpec {
+    /// The defaults for an image of the OCI architecture `arch`: arm64 disks boot under
+    /// UEFI only, with the console on `ttyAMA0` (the PL011 of QEMU's `virt`).
+    pub fn for_architecture(arch: &str) -> Self {
+        if arch == "arm64" {
+            Self {
+                boot: BootMode::Uefi,
+                cmdline: "console=ttyAMA0".into(),
+                ..Self::default()
+            }
+        } else {
+            Self::default()
+        }
+    }
+}
+
 impl Default for DiskSpec {
     fn default() -> Self {
         Self {

@@ -75,8 +75,8 @@ pub fn parse_for(
         None => ConfigSpec::default(),
     };
     let disk = match raw.disk {
-        Some(d) => cx.disk(d)?,
-        None => DiskSpec::default(),
+        Some(d) => cx.disk(d, &image.platform)?,
+        None => DiskSpec::for_architecture(&image.platform.architecture),
     };
     let initramfs = match raw.initramfs {
         Some(i) => cx.initramfs(i)?,
@@ -1136,9 +1136,9 @@ impl Cx<'_> {
         Ok(ordered)
     }
 
-    fn disk(&self, raw: S<RawDisk>) -> Result<DiskSpec, RecipeError> {
+    fn disk(&self, raw: S<RawDisk>, platform: &PlatformSpec) -> Result<DiskSpec, RecipeError> {
         let d = raw.into_inner();
-        let mut spec = DiskSpec::default();
+        let mut spec = DiskSpec::for_architecture(&platform.architecture);
         if let Some(size) = &d.size {
             spec.size = Some(parse_size(size.get_ref()).ok_or_else(|| {
                 self.err_at(size, format!("`{}` is not a disk size", size.get_ref()))
@@ -1156,6 +1156,17 @@ impl Cx<'_> {
                         .help("use \"uefi\", \"bios\" or \"hybrid\" (both, the default)"))
                 }
             };
+            if spec.boot != BootMode::Uefi && platform.architecture == "arm64" {
+                return Err(self
+                    .err_at(
+                        boot,
+                        format!(
+                            "boot = \"{}\" on platform `{platform}`: arm64 disks boot under UEFI only",
+                            boot.get_ref()
+                        ),
+                    )
+                    .help("set boot = \"uefi\" (the default for arm64) or remove `boot`"));
+            }
         }
         if let Some(fs) = &d.filesystem {
             if fs.get_ref() != "ext4" {

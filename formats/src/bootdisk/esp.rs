@@ -1,13 +1,14 @@
 //! The EFI system partition: the kernel and initrd under `/imgbuild/`, and the bootloaders
 //! the firmware choice asks for.
 //!
-//! - UEFI: systemd-boot as `EFI/BOOT/BOOTX64.EFI` (the removable-media path every UEFI
-//!   firmware tries), `loader/loader.conf` (boot the one entry at once) and
+//! - UEFI: systemd-boot as `EFI/BOOT/BOOTX64.EFI` (`BOOTAA64.EFI` on arm64: the
+//!   removable-media path every UEFI firmware tries), `loader/loader.conf` (boot the one entry at once) and
 //!   `loader/entries/imgbuild.conf`.
 //! - BIOS: `syslinux.cfg` and `ldlinux.c32` at the root; [`install_syslinux`] then runs
 //!   the packaged installer on the finished disk file to add `ldlinux.sys` and the FAT
 //!   boot sector code.
 
+use super::arch::DiskArch;
 use super::kernel::KernelFiles;
 use super::options::{BootAssets, Firmware};
 use crate::disk::fat::{FatImage, FatOptions, FileData};
@@ -25,7 +26,8 @@ const FAT_EPOCH: u64 = 315_532_800;
 pub struct EspContent<'a> {
     /// The kernel's files in the image.
     pub kernel: &'a KernelFiles,
-    /// Their bytes, by image path.
+    /// Their bytes, by image path (the kernel as the ESP holds it: see
+    /// [`DiskArch::esp_kernel`]).
     pub files: &'a BTreeMap<String, Vec<u8>>,
     /// The full kernel command line.
     pub cmdline: &'a str,
@@ -33,6 +35,8 @@ pub struct EspContent<'a> {
     pub title: &'a str,
     /// `[disk] grow` on an image that can: the `repart.d` definition at the root.
     pub grow: bool,
+    /// The image's architecture (the bootloader's path, the root type for grow).
+    pub arch: DiskArch,
 }
 
 /// Writes the ESP's FAT32 volume into `disk` at the partition.
@@ -68,9 +72,9 @@ pub fn write_esp(
             .systemd_boot
             .clone()
             .ok_or(ExportError::MissingBootAssets {
-                what: "systemd-bootx64.efi (package systemd-boot-efi)",
+                what: "systemd-boot (package systemd-boot-efi)",
             })?;
-        fat.add_file("EFI/BOOT/BOOTX64.EFI", FileData::Bytes(efi))?;
+        fat.add_file(content.arch.efi_boot_path(), FileData::Bytes(efi))?;
         fat.add_file(
             "loader/loader.conf",
             FileData::Bytes(b"default imgbuild.conf\ntimeout 0\nconsole-mode keep\n".to_vec()),
@@ -106,7 +110,7 @@ pub fn write_esp(
     if content.grow {
         fat.add_file(
             super::grow::REPART_FILE,
-            FileData::Bytes(super::grow::repart_definition().into_bytes()),
+            FileData::Bytes(super::grow::repart_definition(content.arch.root_type()).into_bytes()),
         )?;
     }
     let mut f = fs_err::OpenOptions::new().write(true).open(disk)?;

@@ -25,14 +25,14 @@ pub const REPART_FILE: &str = "imgbuild-grow-root.conf";
 /// Where the disk's fstab mounts the ESP for `systemd-repart`.
 pub const REPART_DIR: &str = "/run/repart.d";
 
-/// The `repart.d` definition: the root partition (matched by type) grows into the free
-/// space after it.
-pub fn repart_definition() -> String {
+/// The `repart.d` definition: the root partition (matched by its type, `root_type`) grows
+/// into the free space after it.
+pub fn repart_definition(root_type: Guid) -> String {
     format!(
         "# Written by imgbuild ([disk] grow): the root partition grows to fill the disk.\n\
          [Partition]\n\
          Type={}\n",
-        Guid::LINUX_ROOT_X86_64.to_string().to_lowercase()
+        root_type.to_string().to_lowercase()
     )
 }
 
@@ -97,11 +97,16 @@ mod tests {
 
     #[test]
     fn the_definition_matches_the_root_partition_type() {
-        let text = repart_definition();
+        let text = repart_definition(Guid::LINUX_ROOT_X86_64);
         assert!(text.contains("[Partition]\n"), "{text}");
         assert!(
             text.contains("Type=4f68bce3-e8cd-4db1-96e7-fbcaf984b709\n"),
             "{text}"
+        );
+        let arm = repart_definition(Guid::LINUX_ROOT_ARM64);
+        assert!(
+            arm.contains("Type=b921b045-1df0-41c3-af44-4c6f280d3fae\n"),
+            "{arm}"
         );
     }
 }

@@ -49,6 +49,21 @@ pub struct DiskOptions {
     pub grow: bool,
 }
 
+impl DiskOptions {
+    /// The defaults for a disk of `arch`: arm64 boots under UEFI only, on `ttyAMA0`.
+    pub fn for_arch(arch: super::DiskArch) -> Self {
+        Self {
+            firmware: if arch.has_bios() {
+                Firmware::Hybrid
+            } else {
+                Firmware::Uefi
+            },
+            cmdline: arch.default_cmdline().into(),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for DiskOptions {
     fn default() -> Self {
         Self {
@@ -88,7 +103,8 @@ impl std::fmt::Debug for SyslinuxAssets {
 /// (`imgbuild_builder::boot_assets`).
 #[derive(Debug, Clone, Default)]
 pub struct BootAssets {
-    /// `systemd-bootx64.efi` from `systemd-boot-efi`, installed as `EFI/BOOT/BOOTX64.EFI`.
+    /// `systemd-bootx64.efi` (or `systemd-bootaa64.efi` for arm64) from
+    /// `systemd-boot-efi`, installed as `EFI/BOOT/BOOTX64.EFI` (`BOOTAA64.EFI`).
     pub systemd_boot: Option<Vec<u8>>,
     /// syslinux, for BIOS boot.
     pub syslinux: Option<SyslinuxAssets>,

@@ -1,6 +1,7 @@
 //! A whole raw disk: plan (metadata only, so size errors come first), then GPT, ESP,
 //! bootloaders and the ext4 root, written into one file.
 
+use super::arch::DiskArch;
 use super::esp::{install_syslinux, write_esp, EspContent};
 use super::grow::image_can_grow;
 use super::kernel::{find_kernel, KernelFiles};
@@ -26,10 +27,14 @@ pub struct PreparedDisk<'a> {
     assets: &'a BootAssets,
     tree: MergedTree,
     kernel: KernelFiles,
+    /// The image's architecture.
+    pub arch: DiskArch,
     /// The sizes.
     pub layout: DiskLayout,
     /// `[disk] grow` is on and the image has `systemd-repart` (see [`super::grow`]).
     pub grows: bool,
+    /// The unit [`PreparedDisk::round_size_up`] rounded the disk to.
+    round_unit: Option<u64>,
 }
 
 /// The identifiers of one disk, all derived from the manifest digest.
@@ -63,17 +68,27 @@ impl DiskIds {
     }
 }
 
-/// Reads the image's metadata, finds its kernel and lays out the disk.
+/// Reads the image's metadata, finds its kernel and lays out the disk; an architecture
+/// without a disk layout, or BIOS asked for arm64, fails here.
 pub fn prepare<'a>(
     store: &'a Store,
     image: &'a StoredImage,
     options: &'a DiskOptions,
     assets: &'a BootAssets,
 ) -> Result<PreparedDisk<'a>, ExportError> {
+    let arch = DiskArch::from_oci(&image.config.architecture)?;
+    if options.firmware.bios() && !arch.has_bios() {
+        return Err(ExportError::FirmwareArchitecture {
+            architecture: arch.name(),
+            firmware: options.firmware.name(),
+        });
+    }
     let tree = rootfs_tar::merged_tree(store, image)?;
     let kernel = find_kernel(&tree)?;
+    // A gzip-compressed arm64 kernel is gunzipped onto the ESP: the layout is planned
+    // again in `write` once its size is known.
     let layout = plan(
-        kernel.bytes() + assets.esp_bytes(),
+        esp_boot_bytes(kernel.kernel_size, &kernel, assets),
         tree.file_bytes(),
         tree.len() as u64,
         options.size,
@@ -86,19 +101,28 @@ pub fn prepare<'a>(
         assets,
         tree,
         kernel,
+        arch,
         layout,
         grows,
+        round_unit: None,
     })
+}
+
+/// The ESP's files: the kernel (`kernel_size` bytes as the ESP holds it), the initrd, the
+/// bootloaders.
+fn esp_boot_bytes(kernel_size: u64, kernel: &KernelFiles, assets: &BootAssets) -> u64 {
+    kernel_size + kernel.initrd_size + assets.esp_bytes()
 }
 
 impl PreparedDisk<'_> {
     /// Grows the disk to a whole multiple of `unit` bytes (the root partition takes the
     /// rest), for formats whose importers want one (GCE: a whole GiB).
     pub fn round_size_up(&mut self, unit: u64) -> Result<(), ExportError> {
+        self.round_unit = Some(unit);
         let size = self.layout.disk_size;
         if !size.is_multiple_of(unit) {
             self.layout = plan(
-                self.kernel.bytes() + self.assets.esp_bytes(),
+                esp_boot_bytes(self.kernel.kernel_size, &self.kernel, self.assets),
                 self.tree.file_bytes(),
                 self.tree.len() as u64,
                 Some(size.div_ceil(unit) * unit),
@@ -107,8 +131,24 @@ impl PreparedDisk<'_> {
         Ok(())
     }
 
-    /// Writes the disk to `path` (created or truncated).
-    pub fn write(&self, path: &Path) -> Result<(), ExportError> {
+    /// Lays the disk out again for a kernel of `kernel_size` bytes on the ESP (rounded as
+    /// [`Self::round_size_up`] asked).
+    fn replan(&mut self, kernel_size: u64) -> Result<(), ExportError> {
+        let boot = esp_boot_bytes(kernel_size, &self.kernel, self.assets);
+        let (bytes, entries) = (self.tree.file_bytes(), self.tree.len() as u64);
+        self.layout = plan(boot, bytes, entries, self.options.size)?;
+        if let Some(unit) = self.round_unit {
+            let size = self.layout.disk_size;
+            if !size.is_multiple_of(unit) {
+                self.layout = plan(boot, bytes, entries, Some(size.div_ceil(unit) * unit))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the disk to `path` (created or truncated). A gzip-compressed arm64 kernel is
+    /// gunzipped for the ESP here, and the layout grown to hold it.
+    pub fn write(&mut self, path: &Path) -> Result<(), ExportError> {
         let ids = DiskIds::for_image(self.image);
         let epoch = self.image.epoch();
         let firmware = self.options.firmware;
@@ -139,7 +179,14 @@ impl PreparedDisk<'_> {
         if let Some(failed) = side.failed.take() {
             return Err(failed.into());
         }
-        let files = files?;
+        let mut files = files?;
+        if let Some(vmlinuz) = files.remove(&self.kernel.kernel) {
+            let on_esp = self.arch.esp_kernel(&self.kernel.kernel, vmlinuz)?;
+            if on_esp.len() as u64 > self.kernel.kernel_size {
+                self.replan(on_esp.len() as u64)?;
+            }
+            files.insert(self.kernel.kernel.clone(), on_esp);
+        }
 
         let mut gpt = Gpt::new(ids.disk, self.layout.disk_size)?;
         let esp = gpt
@@ -158,7 +205,7 @@ impl PreparedDisk<'_> {
         let root = gpt
             .add_partition(PartitionSpec {
                 name: "root".into(),
-                type_guid: Guid::LINUX_ROOT_X86_64,
+                type_guid: self.arch.root_type(),
                 unique_guid: ids.root,
                 size_bytes: None,
                 attributes: if self.grows {
@@ -195,6 +242,7 @@ impl PreparedDisk<'_> {
             cmdline: cmdline.trim_end(),
             title: &self.image.name,
             grow: self.grows,
+            arch: self.arch,
         };
         let seed = format!("imgbuild:{}:esp-fat", self.image.manifest_digest);
         write_esp(

@@ -27,6 +27,8 @@ impl Guid {
     pub const ESP: Guid = Guid::from_u128(0xC12A7328_F81F_11D2_BA4B_00A0C93EC93B);
     /// Linux root (x86-64), Discoverable Partitions Specification.
     pub const LINUX_ROOT_X86_64: Guid = Guid::from_u128(0x4F68BCE3_E8CD_4DB1_96E7_FBCAF984B709);
+    /// Linux root (64-bit ARM), Discoverable Partitions Specification.
+    pub const LINUX_ROOT_ARM64: Guid = Guid::from_u128(0xB921B045_1DF0_41C3_AF44_4C6F280D3FAE);
     /// Linux filesystem data (generic).
     pub const LINUX_FS: Guid = Guid::from_u128(0x0FC63DAF_8483_4772_8E79_3D69D8477DE4);
     /// BIOS boot partition (GRUB core.img on GPT).

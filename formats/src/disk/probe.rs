@@ -103,6 +103,42 @@ pub fn has_mbr_boot_code(path: &Path, format: DiskFormat) -> Result<bool, ProbeE
     Ok(code.iter().any(|b| *b != 0))
 }
 
+/// The architecture of a disk imgbuild wrote, from its GPT's root partition type (root
+/// x86-64 or root arm64, read from the primary partition entries at LBA 2); `None` when
+/// it has neither.
+pub fn root_arch(
+    path: &Path,
+    format: DiskFormat,
+) -> Result<Option<crate::bootdisk::DiskArch>, ProbeError> {
+    use crate::bootdisk::DiskArch;
+    let err = probe_err(path);
+    let f = fs_err::File::open(path).map_err(|e| err(e.into()))?;
+    // 128 entries of 128 bytes, the layout every GPT writer uses (imgbuild's included).
+    let mut entries = vec![0u8; 128 * 128];
+    let read = match format {
+        DiskFormat::Raw => {
+            let mut f = f;
+            f.seek(SeekFrom::Start(1024))
+                .and_then(|_| f.read_exact(&mut entries))
+                .map_err(|e| err(e.into()))
+        }
+        DiskFormat::Qcow2 => {
+            let mut r = Qcow2Reader::open(f).map_err(&err)?;
+            r.read_at(1024, &mut entries).map_err(&err)
+        }
+    };
+    if read.is_err() {
+        // Too small to hold a GPT.
+        return Ok(None);
+    }
+    Ok(entries.chunks_exact(128).find_map(|e| {
+        let ty: [u8; 16] = e[..16].try_into().ok()?;
+        [DiskArch::Amd64, DiskArch::Arm64]
+            .into_iter()
+            .find(|a| a.root_type().to_gpt_bytes() == ty)
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

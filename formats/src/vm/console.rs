@@ -75,7 +75,7 @@ pub fn watch(mut cmd: Command, mut w: Watch<'_>) -> Result<Console, VmError> {
         })
         .stdout(Stdio::piped())
         .spawn()
-        .map_err(VmError::QemuMissing)?;
+        .map_err(|e| VmError::qemu_missing(cmd.get_program(), e))?;
     let mut stdout = child.stdout.take().ok_or_else(|| VmError::Io {
         what: "reading QEMU's console",
         source: std::io::Error::other("QEMU has no stdout"),

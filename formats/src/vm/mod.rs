@@ -1,5 +1,6 @@
 //! Booting what imgbuild builds in QEMU: the command line for a disk or a kernel and
-//! initramfs with SeaBIOS or OVMF ([`Qemu`]), and a watcher of the serial console that
+//! initramfs with SeaBIOS or OVMF ([`Qemu`]), or for arm64 guests `qemu-system-aarch64 -M
+//! virt -cpu max` with AAVMF (always TCG here), and a watcher of the serial console that
 //! stops at a marker, at QEMU's exit or at a deadline ([`watch`]). `imgbuild run` and the
 //! boot tests share both.
 //!
@@ -25,18 +26,54 @@ use std::process::Command;
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
 /// The variable store template copied for each boot.
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+/// AAVMF's code, UEFI for arm64 guests (Debian package `qemu-efi-aarch64`; padded to the
+/// 64 MiB pflash size of QEMU's `virt`).
+pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+/// AAVMF's variable store template.
+pub const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+
+/// The guest's CPU architecture.
+pub use crate::bootdisk::DiskArch as Arch;
+
+/// The QEMU binary for `arch` and the Debian package that has it.
+pub fn qemu_binary(arch: Arch) -> (&'static str, &'static str) {
+    match arch {
+        Arch::Amd64 => ("qemu-system-x86_64", "qemu-system-x86"),
+        Arch::Arm64 => ("qemu-system-aarch64", "qemu-system-arm"),
+    }
+}
+
+/// The UEFI firmware's code and variable store for `arch`, and the Debian package.
+fn uefi_files(arch: Arch) -> (&'static str, &'static str, &'static str) {
+    match arch {
+        Arch::Amd64 => (OVMF_CODE, OVMF_VARS, "ovmf"),
+        Arch::Arm64 => (AAVMF_CODE, AAVMF_VARS, "qemu-efi-aarch64"),
+    }
+}
 
 /// Why a VM could not be set up or watched.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
-    /// `qemu-system-x86_64` is not installed (or could not start).
-    #[error(
-        "qemu-system-x86_64 could not start ({0}): install the Debian package `qemu-system-x86`"
-    )]
-    QemuMissing(#[source] std::io::Error),
-    /// OVMF is not installed.
-    #[error("{OVMF_CODE} is missing: install the Debian package `ovmf` to boot with UEFI")]
-    FirmwareMissing,
+    /// QEMU (`qemu-system-x86_64`, `qemu-system-aarch64`) is not installed (or could not
+    /// start).
+    #[error("{program} could not start ({source}): install the Debian package `{package}`")]
+    QemuMissing {
+        /// The binary.
+        program: String,
+        /// The Debian package that has it.
+        package: &'static str,
+        /// Why it did not start.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The UEFI firmware (OVMF, AAVMF) is not installed.
+    #[error("{path} is missing: install the Debian package `{package}` to boot with UEFI")]
+    FirmwareMissing {
+        /// The firmware's code file.
+        path: &'static str,
+        /// The Debian package that has it.
+        package: &'static str,
+    },
     /// The disk could not be probed for boot code.
     #[error(transparent)]
     Probe(#[from] ProbeError),
@@ -54,7 +91,25 @@ pub enum VmError {
 impl VmError {
     /// Whether the user can fix it (install a package), as opposed to a failure here.
     pub fn is_user_error(&self) -> bool {
-        matches!(self, VmError::QemuMissing(_) | VmError::FirmwareMissing)
+        matches!(
+            self,
+            VmError::QemuMissing { .. } | VmError::FirmwareMissing { .. }
+        )
+    }
+
+    /// `program` (a QEMU binary) could not be started.
+    pub fn qemu_missing(program: &std::ffi::OsStr, source: std::io::Error) -> Self {
+        let program = program.to_string_lossy().into_owned();
+        let package = if program.contains("aarch64") {
+            "qemu-system-arm"
+        } else {
+            "qemu-system-x86"
+        };
+        VmError::QemuMissing {
+            program,
+            package,
+            source,
+        }
     }
 }
 
@@ -89,12 +144,15 @@ pub enum Boot {
     },
 }
 
-/// A QEMU x86-64 guest: q35, serial console (with the monitor) on stdio, no display, no
-/// reboot, virtio disk, and a virtio NIC on the user-mode network unless left out.
+/// A QEMU guest: q35 for x86-64 (`virt` with `-cpu max` and AAVMF for arm64), serial
+/// console (with the monitor) on stdio, no display, no reboot, virtio disk, and a virtio
+/// NIC on the user-mode network unless left out.
 #[derive(Debug, Clone)]
 pub struct Qemu {
     /// What to boot.
     pub boot: Boot,
+    /// The guest's architecture.
+    pub arch: Arch,
     /// Firmware choice.
     pub firmware: Firmware,
     /// Guest memory in MiB.
@@ -121,7 +179,7 @@ pub struct Prepared {
     pub command: Command,
     /// The accelerator chosen.
     pub accel: &'static str,
-    /// Whether OVMF boots the guest.
+    /// Whether UEFI firmware (OVMF, AAVMF) boots the guest.
     pub uefi: bool,
     /// Holds the guest's copy of the UEFI variable store; removed when dropped.
     scratch: tempfile::TempDir,
@@ -133,6 +191,7 @@ impl Qemu {
     pub fn new(boot: Boot) -> Self {
         Self {
             boot,
+            arch: Arch::Amd64,
             firmware: Firmware::Auto,
             memory_mib: 1024,
             smp: None,
@@ -143,17 +202,35 @@ impl Qemu {
         }
     }
 
-    /// Builds the command line: probes the accelerator and, for [`Firmware::Auto`] and a
-    /// disk, whether it boots under BIOS; copies the OVMF variable store when UEFI boots.
+    /// Builds the command line: probes the accelerator (arm64 guests: TCG) and, for
+    /// [`Firmware::Auto`] and an x86-64 disk, whether it boots under BIOS (an arm64 disk
+    /// always boots with AAVMF); copies the firmware's variable store when UEFI boots.
     pub fn prepare(&self) -> Result<Prepared, VmError> {
         let scratch = tempfile::tempdir().map_err(|source| VmError::Io {
             what: "creating a scratch directory for the VM",
             source,
         })?;
-        let accel = self.accel.unwrap_or_else(kvm::accel);
-        let mut cmd = Command::new("qemu-system-x86_64");
+        let accel = match self.arch {
+            Arch::Amd64 => self.accel.unwrap_or_else(kvm::accel),
+            // No KVM across architectures.
+            Arch::Arm64 => "tcg",
+        };
+        let (program, package) = qemu_binary(self.arch);
+        let mut cmd = Command::new(program);
         let smp = self.smp.unwrap_or(if accel == "kvm" { 2 } else { 1 });
-        cmd.args(["-machine", "q35", "-accel", accel])
+        match self.arch {
+            Arch::Amd64 => cmd.args(["-machine", "q35"]),
+            Arch::Arm64 => cmd.args(["-machine", "virt", "-cpu", "max"]),
+        };
+        // Missing QEMU is reported before any scratch file is made for it.
+        if !on_path(program) {
+            return Err(VmError::QemuMissing {
+                program: program.to_owned(),
+                package,
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not on PATH"),
+            });
+        }
+        cmd.args(["-accel", accel])
             .args(["-smp", &smp.to_string()])
             .args(["-m", &self.memory_mib.to_string()])
             .args(["-nographic", "-nodefaults", "-no-reboot"])
@@ -165,12 +242,14 @@ impl Qemu {
                     path.display(),
                     format.qemu_name()
                 ));
-                self.firmware == Firmware::Uefi || !has_mbr_boot_code(path, *format)?
+                self.arch == Arch::Arm64
+                    || self.firmware == Firmware::Uefi
+                    || !has_mbr_boot_code(path, *format)?
             }
             Boot::Kernel { .. } => self.firmware == Firmware::Uefi,
         };
         if uefi {
-            uefi_firmware(&mut cmd, scratch.path())?;
+            uefi_firmware(&mut cmd, self.arch, scratch.path())?;
         }
         if let Boot::Kernel {
             kernel,
@@ -219,19 +298,35 @@ fn smbios_credential(name: &str, value: &[u8]) -> String {
     )
 }
 
-/// Adds OVMF's code (read-only) and a fresh copy of its variable store as pflash drives.
-fn uefi_firmware(cmd: &mut Command, dir: &Path) -> Result<(), VmError> {
-    if !Path::new(OVMF_CODE).is_file() {
-        return Err(VmError::FirmwareMissing);
+/// Whether `program` is an executable file in a `PATH` directory.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            fs_err::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Adds the UEFI firmware's code (read-only) and a fresh copy of its variable store as
+/// pflash drives: OVMF for x86-64, AAVMF for arm64.
+fn uefi_firmware(cmd: &mut Command, arch: Arch, dir: &Path) -> Result<(), VmError> {
+    let (code, vars_template, package) = uefi_files(arch);
+    if !Path::new(code).is_file() || !Path::new(vars_template).is_file() {
+        return Err(VmError::FirmwareMissing {
+            path: code,
+            package,
+        });
     }
-    let vars = dir.join("OVMF_VARS.fd");
-    fs_err::copy(OVMF_VARS, &vars).map_err(|source| VmError::Io {
-        what: "copying the OVMF variable store",
+    let vars = dir.join("UEFI_VARS.fd");
+    fs_err::copy(vars_template, &vars).map_err(|source| VmError::Io {
+        what: "copying the UEFI variable store",
         source,
     })?;
     cmd.arg("-drive")
         .arg(format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+            "if=pflash,format=raw,unit=0,readonly=on,file={code}"
         ))
         .arg("-drive")
         .arg(format!(
@@ -269,6 +364,33 @@ mod tests {
         qemu.network = None;
         let without = args(&qemu);
         assert!(!without.iter().any(|a| a.contains("netdev")), "{without:?}");
+    }
+
+    #[test]
+    fn an_arm64_guest_is_a_virt_machine_with_aavmf_under_tcg() {
+        let mut qemu = Qemu::new(Boot::Disk {
+            path: "/nonexistent.qcow2".into(),
+            format: DiskFormat::Qcow2,
+        });
+        qemu.arch = Arch::Arm64;
+        qemu.accel = Some("kvm");
+        let prepared = qemu.prepare().unwrap();
+        assert_eq!(prepared.command.get_program(), "qemu-system-aarch64");
+        assert!(prepared.uefi);
+        let argv: Vec<String> = prepared
+            .command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let text = argv.join(" ");
+        assert!(text.contains("-machine virt -cpu max -accel tcg"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={AAVMF_CODE}"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("OVMF"), "{text}");
     }
 
     #[test]
