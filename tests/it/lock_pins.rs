@@ -84,7 +84,7 @@ fn a_locked_disk_build_without_pinned_bootloaders_says_to_run_imgbuild_lock() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("pins no bootloader packages (systemd-boot-efi")
+        stderr.contains("pins no amd64 bootloader packages (systemd-boot-efi")
             && stderr.contains(&format!("imgbuild lock {}", recipe.display())),
         "{stderr}"
     );
