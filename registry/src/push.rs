@@ -36,21 +36,7 @@ pub fn push_image(
     target: &Reference,
 ) -> Result<PushReport, PushError> {
     let at = PushError::at(target);
-    let bytes = source.read(manifest).map_err(&at)?;
-    if Digest::of(&bytes) != *manifest {
-        return Err(at(RegistryError::DigestMismatch {
-            host: "local".into(),
-            expected: manifest.clone(),
-            found: Digest::of(&bytes),
-        }));
-    }
-    let doc: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-        at(RegistryError::Malformed {
-            host: "local".into(),
-            what: format!("manifest {manifest}"),
-            message: e.to_string(),
-        })
-    })?;
+    let (bytes, doc): (_, Manifest) = read_local(source, manifest, "manifest").map_err(&at)?;
     let mut blobs: Vec<Digest> = doc.layers.iter().map(|l| l.digest.clone()).collect();
     blobs.push(doc.config.digest.clone());
     let mut seen = std::collections::BTreeSet::new();
@@ -84,21 +70,7 @@ pub fn push_index(
     target: &Reference,
 ) -> Result<PushReport, PushError> {
     let at = PushError::at(target);
-    let bytes = source.read(index).map_err(&at)?;
-    if Digest::of(&bytes) != *index {
-        return Err(at(RegistryError::DigestMismatch {
-            host: "local".into(),
-            expected: index.clone(),
-            found: Digest::of(&bytes),
-        }));
-    }
-    let doc: Index = serde_json::from_slice(&bytes).map_err(|e| {
-        at(RegistryError::Malformed {
-            host: "local".into(),
-            what: format!("image index {index}"),
-            message: e.to_string(),
-        })
-    })?;
+    let (bytes, doc): (_, Index) = read_local(source, index, "image index").map_err(&at)?;
     let by_digest = Reference {
         tag: None,
         digest: None,
@@ -127,6 +99,29 @@ pub fn push_index(
         uploaded,
         skipped,
     })
+}
+
+/// The bytes of the local JSON document `digest` (a manifest or an index, `what`),
+/// checked against the digest, and parsed.
+fn read_local<T: serde::de::DeserializeOwned>(
+    source: &dyn BlobSource,
+    digest: &Digest,
+    what: &str,
+) -> Result<(Vec<u8>, T), RegistryError> {
+    let bytes = source.read(digest)?;
+    if Digest::of(&bytes) != *digest {
+        return Err(RegistryError::DigestMismatch {
+            host: "local".into(),
+            expected: digest.clone(),
+            found: Digest::of(&bytes),
+        });
+    }
+    let doc = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Malformed {
+        host: "local".into(),
+        what: format!("{what} {digest}"),
+        message: e.to_string(),
+    })?;
+    Ok((bytes, doc))
 }
 
 /// Makes sure the repository has every blob; returns (uploaded, skipped) in `blobs` order.
