@@ -208,8 +208,7 @@ pub fn export_index(
     options: &ExportOptions,
 ) -> Result<Artifact, ExportError> {
     let path = options.out_dir.join(format.file_name(index.file_stem()));
-    fs_err::create_dir_all(&options.out_dir)?;
-    staging::sweep(&options.out_dir)?;
+    prepare_out_dir(&options.out_dir)?;
     let content = LayoutContent::of_index(index);
     match format {
         Format::Oci => write_dir_atomically(&path, |dir| oci_layout::write(store, &content, dir))?,
@@ -227,6 +226,21 @@ pub fn export_index(
         path,
         kernel: None,
     })
+}
+
+/// Creates the output directory and removes the staged entries of dead builds from it;
+/// a full disk there is [`ExportError::NoSpace`].
+fn prepare_out_dir(out_dir: &Path) -> Result<(), ExportError> {
+    let on_dir = |e: std::io::Error| match crate::error::no_space(&e) {
+        Some(quota) => ExportError::NoSpace {
+            path: out_dir.to_owned(),
+            quota,
+        },
+        None => e.into(),
+    };
+    fs_err::create_dir_all(out_dir).map_err(on_dir)?;
+    staging::sweep(out_dir).map_err(on_dir)?;
+    Ok(())
 }
 
 /// The raw disk the disk formats of one [`export_all`] are made from.
@@ -254,15 +268,7 @@ fn export_one(
         }
         _ => options.out_dir.join(format.file_name(stem)),
     };
-    let on_dir = |e: std::io::Error| match crate::error::no_space(&e) {
-        Some(quota) => ExportError::NoSpace {
-            path: options.out_dir.clone(),
-            quota,
-        },
-        None => e.into(),
-    };
-    fs_err::create_dir_all(&options.out_dir).map_err(on_dir)?;
-    staging::sweep(&options.out_dir).map_err(on_dir)?;
+    prepare_out_dir(&options.out_dir)?;
     let mut kernel = None;
     match format {
         Format::Oci => {

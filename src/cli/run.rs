@@ -241,10 +241,7 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
                     )));
                 }
             }
-            let console = match arch {
-                vm::Arch::Amd64 => "console=ttyS0",
-                vm::Arch::Arm64 => "console=ttyAMA0",
-            };
+            let console = arch.default_cmdline();
             vm::Boot::Kernel {
                 kernel,
                 initrd,

@@ -33,9 +33,12 @@ pub(super) fn recipes(request: &BuildRequest) -> Result<Vec<Recipe>, PipelineErr
     }
     wanted
         .iter()
-        .map(|p| match *p == primary.image.platform {
-            true => Ok(primary.clone()),
-            false => Ok(load_for(&request.recipe, Some(p))?),
+        .map(|p| {
+            if *p == primary.image.platform {
+                Ok(primary.clone())
+            } else {
+                Ok(load_for(&request.recipe, Some(p))?)
+            }
         })
         .collect()
 }
