@@ -25,12 +25,13 @@ pub mod initramfs;
 pub mod oci_archive;
 pub mod oci_layout;
 mod output;
+pub mod reuse;
 pub mod rootfs_tar;
 mod staging;
 pub mod vm;
 
 pub use error::ExportError;
 pub use image::{StoredImage, StoredIndex};
-pub use output::{export, export_all, export_index, Artifact, ExportOptions, Format};
+pub use output::{artifact_for, export, export_all, export_index, Artifact, ExportOptions, Format};
 pub use staging::sweep as sweep_staged;
 pub use staging::write_file as write_output_file;

@@ -160,6 +160,26 @@ pub struct Artifact {
     pub kernel: Option<PathBuf>,
 }
 
+/// Where [`export`] writes `image` as `format` with `options`: the artifact it returns.
+pub fn artifact_for(image: &StoredImage, format: Format, options: &ExportOptions) -> Artifact {
+    let stem = image.file_stem();
+    let (path, kernel) = match format {
+        Format::Initramfs => {
+            let ext = options.initramfs.compression.extension();
+            (
+                options.out_dir.join(format!("{stem}.initramfs.cpio.{ext}")),
+                Some(options.out_dir.join(format!("{stem}.vmlinuz"))),
+            )
+        }
+        _ => (options.out_dir.join(format.file_name(stem)), None),
+    };
+    Artifact {
+        format: format.name(),
+        path,
+        kernel,
+    }
+}
+
 /// Writes `image` as `format` into the output directory.
 ///
 /// First removes the staged entries of dead builds from the output directory (see
@@ -260,14 +280,11 @@ fn export_one(
     options: &ExportOptions,
     shared: &mut Option<SharedRaw>,
 ) -> Result<Artifact, ExportError> {
-    let stem = image.file_stem();
-    let path = match format {
-        Format::Initramfs => {
-            let ext = options.initramfs.compression.extension();
-            options.out_dir.join(format!("{stem}.initramfs.cpio.{ext}"))
-        }
-        _ => options.out_dir.join(format.file_name(stem)),
-    };
+    let Artifact {
+        path,
+        kernel: vmlinuz,
+        ..
+    } = artifact_for(image, format, options);
     prepare_out_dir(&options.out_dir)?;
     let mut kernel = None;
     match format {
@@ -288,7 +305,7 @@ fn export_one(
         }
         Format::Initramfs => {
             let built = initramfs::build(store, image, &options.initramfs)?;
-            let vmlinuz = options.out_dir.join(format!("{stem}.vmlinuz"));
+            let vmlinuz = vmlinuz.expect("an initramfs has a kernel beside it");
             let kernel_bytes = built.kernel.clone();
             // Both staged before either goes in, so a full disk leaves neither.
             let archive = stage_file(&path, |out| built.write_archive(out))?;

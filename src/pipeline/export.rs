@@ -10,12 +10,16 @@ use imgbuild_builder::recipe::{Base, BootMode, InitramfsCompression, Recipe};
 use imgbuild_builder::{LockMode, SourceError};
 use imgbuild_formats::bootdisk::{BootAssets, DiskOptions, Firmware, SyslinuxAssets};
 use imgbuild_formats::initramfs::export::{Compression as CpioCompression, InitramfsOptions};
-use imgbuild_formats::{Artifact, ExportOptions, StoredImage};
+use imgbuild_formats::{Artifact, ExportOptions, Format, StoredImage};
 use imgbuild_store::Store;
+use std::collections::BTreeMap;
 
+use super::outputs::{self, Reused};
 use super::{BuildRequest, PipelineError};
 
-/// Writes `image` as every format of `request`, each once.
+/// Writes `image` as every format of `request`, each once. An output already in place
+/// and unchanged is left alone, and one the store has recorded elsewhere is cloned
+/// ([`super::outputs`]); the rest are exported, and recorded.
 pub(super) fn export_all(
     store: &Store,
     recipe: &Recipe,
@@ -27,19 +31,14 @@ pub(super) fn export_all(
     formats.sort();
     formats.dedup();
     let mut options = export_options(recipe, &request.out);
-    if formats.iter().any(|f| f.is_disk()) {
-        let from = match &recipe.base {
-            Base::Debian(from) => Some(from),
-            _ => None,
-        };
+    let any_disk = formats.iter().any(|f| f.is_disk());
+    let pinned = if any_disk {
         let firmware = options.disk.firmware;
         let wanted = boot::packages(firmware.uefi(), firmware.bios());
-        let (pinned, _) = pinned_boot_packages(store, recipe, &wanted, request.lock_mode, note)?;
-        options.boot_assets = boot_assets(store, from, &pinned, options.disk.firmware, note)?;
-        if recipe.disk.grow == Some(true) {
-            warn_if_cannot_grow(store, image, note)?;
-        }
-    }
+        pinned_boot_packages(store, recipe, &wanted, request.lock_mode, note)?.0
+    } else {
+        Vec::new()
+    };
     // Staged outputs of builds killed while exporting here (their locks are free); best
     // effort, as each export sweeps again and reports what it cannot write.
     if let Ok(swept) = imgbuild_formats::sweep_staged(&request.out) {
@@ -51,15 +50,58 @@ pub(super) fn export_all(
             ));
         }
     }
-    // The disk formats share one raw disk.
-    let artifacts =
-        imgbuild_formats::export_all(store, image, &formats, &options, &mut |artifact| {
-            note(&format!(
-                "wrote {} ({})",
+    let mut artifacts = Vec::with_capacity(formats.len());
+    let mut keys = BTreeMap::new();
+    let mut left = Vec::new();
+    for format in formats {
+        let artifact = imgbuild_formats::artifact_for(image, format, &options);
+        let key = outputs::output_key(image, format, &options, &pinned);
+        match outputs::reuse(store, &artifact, &key)? {
+            Some(Reused::Unchanged) => note(&format!(
+                "{} ({format}) is unchanged: left as it is",
                 artifact.path.display(),
-                artifact.format
-            ))
-        })?;
+                format = artifact.format
+            )),
+            Some(Reused::Cloned(from)) => note(&format!(
+                "wrote {} ({}) as a copy of {}",
+                artifact.path.display(),
+                artifact.format,
+                from.display()
+            )),
+            None => {
+                keys.insert(format, key);
+                left.push(format);
+                continue;
+            }
+        }
+        artifacts.push(artifact);
+    }
+    if left.is_empty() {
+        return Ok(artifacts);
+    }
+    if left.iter().any(|f| f.is_disk()) {
+        let from = match &recipe.base {
+            Base::Debian(from) => Some(from),
+            _ => None,
+        };
+        options.boot_assets = boot_assets(store, from, &pinned, options.disk.firmware, note)?;
+        if recipe.disk.grow == Some(true) {
+            warn_if_cannot_grow(store, image, note)?;
+        }
+    }
+    // The disk formats share one raw disk.
+    let written = imgbuild_formats::export_all(store, image, &left, &options, &mut |artifact| {
+        note(&format!(
+            "wrote {} ({})",
+            artifact.path.display(),
+            artifact.format
+        ))
+    })?;
+    for (format, artifact) in left.into_iter().zip(&written) {
+        outputs::remember(store, artifact, &keys[&format])?;
+    }
+    artifacts.extend(written);
+    artifacts.sort_by_key(|a| Format::ALL.iter().position(|f| f.name() == a.format));
     Ok(artifacts)
 }
 

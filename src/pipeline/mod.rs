@@ -20,6 +20,7 @@ mod error;
 mod export;
 mod located;
 mod lock;
+mod outputs;
 mod platforms;
 mod provenance;
 mod push;

@@ -39,7 +39,8 @@ pub struct GcReport {
     pub cache_entries_removed: usize,
     /// Unpacked layer dirs removed.
     pub unpacked_removed: usize,
-    /// Other entries removed (temp files, scratch dirs, old boot-asset resolutions).
+    /// Other entries removed (temp files, scratch dirs, old boot-asset resolutions, records
+    /// of outputs that are gone).
     pub other_removed: usize,
     /// Bytes freed on disk.
     pub bytes_freed: u64,
@@ -111,6 +112,7 @@ impl Store {
                 Bucket::Plans => self.gc_plans(&mut report)?,
             }
         }
+        report.other_removed += self.forget_gone_outputs()?;
         self.with_index(crate::index::Index::checkpoint)?;
         let mut total = self.on_disk().total;
         if let Some(max) = options.max_size {

@@ -45,6 +45,15 @@ const MIGRATIONS: &[&str] = &[
         added INTEGER NOT NULL
      );
      CREATE INDEX remote_layers_diff_id ON remote_layers (diff_id);",
+    // 3: outputs written from images: where, from what (the export's key), and how their
+    // files looked to stat(2) right after, so an unchanged output is not written again.
+    "CREATE TABLE outputs (
+        path TEXT PRIMARY KEY,
+        key TEXT NOT NULL,
+        files TEXT NOT NULL,
+        written INTEGER NOT NULL
+     );
+     CREATE INDEX outputs_key ON outputs (key);",
 ];
 
 /// A compressed form of a layer.
@@ -82,6 +91,18 @@ pub struct ImageRef {
     pub manifest: Digest,
     /// Unix seconds of the last update.
     pub updated: i64,
+}
+
+/// An output written from an image, as the store remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRecord {
+    /// Its absolute path.
+    pub path: PathBuf,
+    /// What it was made from: a digest of the image and the export's settings.
+    pub key: String,
+    /// How its files looked to stat(2) right after it was written (the exporter's own
+    /// encoding).
+    pub files: String,
 }
 
 pub(crate) struct Index {
@@ -370,6 +391,60 @@ impl Index {
             })
             .map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    pub(crate) fn put_output(&self, record: &OutputRecord) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO outputs (path, key, files, written) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    record.path.to_string_lossy(),
+                    record.key,
+                    record.files,
+                    now()
+                ],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    /// The outputs recorded at `path`, or made with `key`.
+    pub(crate) fn outputs_where(
+        &self,
+        path: Option<&Path>,
+        key: Option<&str>,
+    ) -> Result<Vec<OutputRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT path, key, files FROM outputs
+                 WHERE (?1 IS NULL OR path = ?1) AND (?2 IS NULL OR key = ?2)
+                 ORDER BY written DESC",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(
+                params![path.map(|p| p.to_string_lossy().into_owned()), key],
+                |r| {
+                    Ok(OutputRecord {
+                        path: PathBuf::from(r.get::<_, String>(0)?),
+                        key: r.get(1)?,
+                        files: r.get(2)?,
+                    })
+                },
+            )
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    pub(crate) fn forget_output(&self, path: &Path) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM outputs WHERE path = ?1",
+                [path.to_string_lossy()],
+            )
+            .map(drop)
+            .map_err(self.err())
     }
 
     pub(crate) fn remove_ref(&self, name: &str) -> Result<bool, StoreError> {

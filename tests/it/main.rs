@@ -32,6 +32,7 @@ mod registry;
 mod registry_support;
 mod remove;
 mod reproducible;
+mod reuse;
 mod run_exec;
 mod running_vm;
 mod sbom;

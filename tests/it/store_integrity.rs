@@ -208,6 +208,8 @@ fn a_flipped_byte_fails_every_export_and_the_push_and_repair_restores_the_image(
     // The config: only the exporters and the push read it.
     let config = manifest["config"]["digest"].as_str().unwrap().to_owned();
     let target = format!("{}/team/hello:1.0", registry.host());
+    // Gone, so that no export below can be answered by copying this output.
+    fs_err::remove_dir_all(tmp.path().join("out0")).unwrap();
 
     for (round, blob) in [&layer, &config].into_iter().enumerate() {
         flip_a_byte(&store, blob);
