@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 /// Output lines shown under a running step.
 const FOLDED: usize = 3;
-/// Output lines kept per running step, printed when the build fails while it runs.
-const KEPT: usize = 15;
 
 /// The live display.
 pub(super) struct Tty {
@@ -166,21 +164,19 @@ impl Tty {
         }
     }
 
-    /// Clears every bar; after a failure, prints each running step's last lines first.
+    /// Clears every bar; after a failure, says which steps were running (the error that
+    /// follows quotes the failed command's last lines).
     pub(super) fn finish(&self, failed: bool) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for step in std::mem::take(&mut state.running) {
+            self.clear(&step);
             if failed {
                 self.print(&format!(
                     "{} ... failed after {:.2}s",
                     heading(&step),
                     step.started.elapsed().as_secs_f64()
                 ));
-                for line in &step.tail {
-                    self.print(&format!("  [{}] {line}", step.number));
-                }
             }
-            self.clear(&step);
         }
         let _ = self.multi.clear();
     }
@@ -223,7 +219,7 @@ impl Tty {
 
     fn output(&self, step: &mut Running, line: &str) {
         let counted = step.packages.count(line);
-        if step.tail.len() == KEPT {
+        if step.tail.len() == FOLDED {
             step.tail.pop_front();
         }
         step.tail.push_back(clean(line));
