@@ -1,7 +1,7 @@
 //! `imgbuild build`.
 
-use super::registry_args::{reference, RegistryArgs};
 use super::progress::{Display, Reporter};
+use super::registry_args::{reference, RegistryArgs};
 use super::{print_json, Failure};
 use clap::Args;
 use imgbuild::pipeline::{self, BuildRequest};

@@ -8,8 +8,8 @@
 //! kernel's header), else amd64.
 
 use super::failure::chain;
-use super::registry_args::RegistryArgs;
 use super::progress::{Display, Reporter};
+use super::registry_args::RegistryArgs;
 use super::Failure;
 use clap::Args;
 use imgbuild::pipeline::{self, BuildRequest};

@@ -108,7 +108,9 @@ fn tty_mode_draws_spinners_and_summaries_in_a_pseudo_terminal() {
     // indicatif redraws in place: cursor moves and line clears, its braille spinner.
     assert!(screen.contains("\x1b[2K"), "{}", tail(()));
     assert!(
-        screen.chars().any(|c| ('\u{2800}'..='\u{28ff}').contains(&c)),
+        screen
+            .chars()
+            .any(|c| ('\u{2800}'..='\u{28ff}').contains(&c)),
         "no spinner: {}",
         tail(())
     );

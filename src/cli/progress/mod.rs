@@ -178,13 +178,7 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(1288490189), "1.2 GiB");
         assert_eq!(
-            exported_line(
-                "qcow2",
-                Path::new("out/vm.qcow2"),
-                1288490189,
-                3.4,
-                false
-            ),
+            exported_line("qcow2", Path::new("out/vm.qcow2"), 1288490189, 3.4, false),
             "wrote out/vm.qcow2 (qcow2, 1.2 GiB in 3.4 s, 361.4 MiB/s)"
         );
         assert_eq!(

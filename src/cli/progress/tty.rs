@@ -199,9 +199,7 @@ impl Tty {
         let style = ProgressStyle::with_template("{spinner:.cyan} {secs} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner())
             .with_key("secs", elapsed);
-        let bar = self
-            .multi
-            .add(ProgressBar::new_spinner().with_style(style));
+        let bar = self.multi.add(ProgressBar::new_spinner().with_style(style));
         let step = Running {
             number,
             total,
@@ -233,7 +231,11 @@ impl Tty {
             step.lines.push(bar);
         }
         let shown = step.tail.len().min(step.lines.len());
-        for (bar, text) in step.lines.iter().zip(step.tail.range(step.tail.len() - shown..)) {
+        for (bar, text) in step
+            .lines
+            .iter()
+            .zip(step.tail.range(step.tail.len() - shown..))
+        {
             bar.set_message(text.clone());
         }
         if counted {
@@ -341,7 +343,10 @@ mod tests {
 
     #[test]
     fn the_bootstrap_note_gives_the_count() {
-        assert_eq!(bootstrap_count("bootstrapping 130 Debian packages"), Some(130));
+        assert_eq!(
+            bootstrap_count("bootstrapping 130 Debian packages"),
+            Some(130)
+        );
         assert_eq!(bootstrap_count("resolving packages"), None);
     }
 
