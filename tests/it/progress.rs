@@ -218,6 +218,10 @@ fn quiet_prints_nothing_on_success_and_the_error_with_the_log_on_failure() {
     assert_eq!(first.len(), 1, "{first:?}");
     let log = fs_err::read_to_string(&first[0]).unwrap();
     assert!(log.contains("  [3] one\n  [3] two\n"), "{log}");
+    // A rebuild that runs nothing leaves no log.
+    let again = build(tmp.path(), &good, &["-q"]);
+    assert!(again.status.success());
+    assert_eq!(fs_err::read_dir(&logs).unwrap().count(), 1);
 
     // Old logs beyond the newest 20 are removed.
     for i in 0..25 {

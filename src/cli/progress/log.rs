@@ -1,8 +1,13 @@
 //! The build log: every event of one command as plain lines, every output line of every
 //! step included, in `STORE/logs/build-<UTC time>-<pid>.log`. Only the newest
 //! [`KEPT`] logs are kept.
+//!
+//! The file is created once work happens (a step's output, a step built, an output
+//! written); until then lines wait in memory. A rebuild that finds everything in place
+//! (or a bad input refused before anything ran) leaves no log, so it costs nothing and
+//! never pushes the log of a failed build out of the newest [`KEPT`].
 
-use imgbuild_builder::Progress;
+use imgbuild_builder::{CacheOutcome, Progress};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -17,7 +22,8 @@ pub(super) struct BuildLog {
 }
 
 enum State {
-    NotOpened,
+    /// The lines so far, before any work.
+    NotOpened(Vec<String>),
     Open(PathBuf, std::io::BufWriter<fs_err::File>),
     /// Could not be created (a read-only store): the build goes on without it.
     Failed,
@@ -28,7 +34,7 @@ impl BuildLog {
     pub(super) fn new(store: &Path) -> Self {
         Self {
             dir: store.join("logs"),
-            state: Mutex::new(State::NotOpened),
+            state: Mutex::new(State::NotOpened(Vec::new())),
         }
     }
 
@@ -54,9 +60,22 @@ impl BuildLog {
             },
         };
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let State::NotOpened = *state {
+        if let State::NotOpened(waiting) = &mut *state {
+            if !is_work(event) {
+                waiting.push(text);
+                return;
+            }
+            let waiting = std::mem::take(waiting);
             *state = match self.create() {
-                Ok((path, file)) => State::Open(path, std::io::BufWriter::new(file)),
+                Ok((path, file)) => {
+                    let mut file = std::io::BufWriter::new(file);
+                    let written = waiting.iter().all(|l| writeln!(file, "{l}").is_ok());
+                    if written {
+                        State::Open(path, file)
+                    } else {
+                        State::Failed
+                    }
+                }
                 Err(_) => State::Failed,
             };
         }
@@ -104,6 +123,16 @@ impl BuildLog {
         let args: Vec<String> = std::env::args().collect();
         writeln!(file, "# {}", args.join(" "))?;
         Ok((path, file))
+    }
+}
+
+/// Whether `event` means the build did something worth a log file.
+fn is_work(event: &Progress<'_>) -> bool {
+    match event {
+        Progress::Output { .. } => true,
+        Progress::StepFinished(step) => step.cache == CacheOutcome::Miss,
+        Progress::Exported { reused, .. } => !reused,
+        Progress::StepStarted { .. } | Progress::Note(_) => false,
     }
 }
 
