@@ -138,8 +138,8 @@ fn tty_mode_draws_spinners_and_summaries_in_a_pseudo_terminal() {
 #[test]
 fn json_mode_prints_every_event_in_order() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = recipe(tmp.path(), PRINTS);
-    let built = build(tmp.path(), &recipe, &["--progress", "json", "--json"]);
+    let good = recipe(tmp.path(), PRINTS);
+    let built = build(tmp.path(), &good, &["--progress", "json", "--json"]);
     let stderr = String::from_utf8_lossy(&built.stderr);
     assert!(built.status.success(), "{stderr}");
     // `--json` still prints the result on stdout.
@@ -195,6 +195,32 @@ fn json_mode_prints_every_event_in_order() {
         .as_str()
         .unwrap()
         .starts_with("built progress:latest"));
+
+    // A failure ends with a `failed` event naming the log, then the error as text.
+    let bad = recipe(tmp.path(), "echo doomed; exit 4");
+    let failed = build(tmp.path(), &bad, &["--progress", "json"]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    let events: Vec<Value> = lines[..at]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("`{l}`: {e}")))
+        .collect();
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "failed", "{stderr}");
+    assert!(
+        last["message"].as_str().unwrap().contains("step 3"),
+        "{last}"
+    );
+    let log = last["log"].as_str().expect("the log is named");
+    assert!(fs_err::read_to_string(log)
+        .unwrap()
+        .contains("  [3] doomed"));
+    assert!(events.iter().any(|e| e["line"] == "doomed"), "{stderr}");
 }
 
 #[test]

@@ -7,6 +7,9 @@
 //! - `{"event":"step_finished", ...}` with every field of a step in `build --json`
 //! - `{"event":"exported","format":S,"path":S,"bytes":N,"seconds":F,"reused":B}`
 //!
+//! - `{"event":"failed","message":S,"log":S|null}` last when the command fails (the
+//!   `error:` line follows as text)
+//!
 //! Every object also has `elapsed`: seconds since the command started.
 
 use imgbuild_builder::Progress;
@@ -31,7 +34,15 @@ impl Json {
     }
 
     pub(super) fn observe(&self, event: &Progress<'_>) {
-        let mut value = object(event);
+        self.print(object(event));
+    }
+
+    /// The last event of a failed command.
+    pub(super) fn failed(&self, message: &str, log: Option<&std::path::Path>) {
+        self.print(json!({"event": "failed", "message": message, "log": log}));
+    }
+
+    fn print(&self, mut value: Value) {
         if let Value::Object(map) = &mut value {
             map.insert(
                 "elapsed".into(),

@@ -117,6 +117,9 @@ impl Reporter {
         if let Some(log) = &self.log {
             log.finish(Some(&failure.message));
         }
+        if let Renderer::Json(json) = &self.renderer {
+            json.failed(&failure.message, self.log_path().as_deref());
+        }
         if let Some(path) = self.log_path() {
             failure
                 .message
