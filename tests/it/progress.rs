@@ -81,6 +81,14 @@ fn plain_mode_matches_its_snapshot() {
     assert!(stderr.contains("[3] run echo one;"), "{stderr}");
     assert_eq!(stderr.matches("... cached\n").count(), 4, "{stderr}");
     assert!(!stderr.contains("  [3] one"), "{stderr}");
+    // `tty` asked for on a pipe: no bars can be drawn, the summary lines still come.
+    let piped = build(tmp.path(), &recipe, &["--progress", "tty"]);
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        stderr.starts_with("[1/4] copy busybox /bin/busybox ... cached\n"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\x1b'), "{stderr}");
 }
 
 #[test]
