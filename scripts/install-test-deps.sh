@@ -16,13 +16,14 @@ bash "$(dirname "$0")/install-runtime-deps.sh"
 # Validators and peers: OCI (skopeo, umoci), disks (sgdisk, fsck.fat, e2fsck, qemu-img),
 # a registry, boot tests (qemu, OVMF), Debian tooling (dpkg-dev, gpg, mmdebstrap), rootless (uidmap),
 # bsdtar (libarchive-tools) to extract exports with a second tar implementation, ssh and
-# ssh-keygen (openssh-client) for `imgbuild run --exec`.
+# ssh-keygen (openssh-client) for `imgbuild run --exec`, `script` (bsdutils) for the progress
+# tests' pseudo-terminal.
 $SUDO "${APT[@]}" install --no-install-recommends \
   skopeo umoci docker-registry apache2-utils openssl \
   gdisk dosfstools mtools libarchive13 syslinux syslinux-common syslinux-efi \
   dpkg-dev gpg gpgv debian-archive-keyring mmdebstrap uidmap \
   zstd cpio busybox-static python3 ca-certificates curl gcc libc6-dev libarchive-tools \
-  openssh-client python3-venv
+  openssh-client python3-venv bsdutils
 
 # Foreign-architecture builds: qemu-user with binfmt handlers that carry the fix-binary
 # flag (F), so `run` steps of arm64 images work inside the sandbox's namespaces. Without an

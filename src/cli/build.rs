@@ -1,15 +1,15 @@
 //! `imgbuild build`.
 
+use super::progress::{Display, Reporter};
 use super::registry_args::{reference, RegistryArgs};
 use super::{print_json, Failure};
 use clap::Args;
 use imgbuild::pipeline::{self, BuildRequest};
 use imgbuild_builder::recipe::{PlatformSpec, SbomFormat};
-use imgbuild_builder::{CacheOutcome, LockMode, Progress, Unit};
+use imgbuild_builder::{LockMode, Unit};
 use imgbuild_formats::Format;
 use imgbuild_store::tarball::{Change, Difference};
 use imgbuild_store::Compression;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -156,7 +156,7 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
     }
 }
 
-pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
+pub(crate) fn run(store_dir: &Path, display: Display, args: BuildArgs) -> Result<(), Failure> {
     if args.dry_run {
         return super::inspect::show_plan(
             &args.recipe,
@@ -196,8 +196,10 @@ pub(crate) fn run(store_dir: &Path, args: BuildArgs) -> Result<(), Failure> {
         provenance: args.provenance,
         platforms: dedup(&args.platforms),
     };
-    let progress = progress_printer(args.explain);
-    let outcome = pipeline::build(&request, &progress)?;
+    let reporter = Reporter::new(display, Some(store_dir), args.explain);
+    let outcome = pipeline::build(&request, &|event| reporter.observe(event))
+        .map_err(|e| reporter.fail(e.into()))?;
+    reporter.finish();
     if args.json {
         print_json(&outcome)?;
     } else if outcome.check.is_some() {
@@ -302,46 +304,5 @@ fn print_differences(differences: &[Difference]) {
             "  ... and {} more paths (all of them in --json)",
             differences.len() - PATHS_SHOWN
         );
-    }
-}
-
-/// Prints build progress to stderr: a line per step (completed in place on a terminal),
-/// the cause of each miss with `explain`, and every note.
-pub(super) fn progress_printer(explain: bool) -> impl Fn(&Progress<'_>) + Sync {
-    let tty = std::io::stderr().is_terminal();
-    move |event: &Progress<'_>| match event {
-        Progress::StepStarted {
-            number,
-            total,
-            description,
-        } if tty => {
-            eprint!("[{number}/{total}] {description} ...");
-        }
-        Progress::StepStarted { .. } => {}
-        Progress::Output { number, line } => {
-            if tty {
-                eprintln!();
-            }
-            eprintln!("  [{number}] {line}");
-        }
-        Progress::Note(note) => eprintln!("{note}"),
-        Progress::StepFinished(step) => {
-            let mut how = match step.cache {
-                CacheOutcome::Hit => "cached".to_owned(),
-                CacheOutcome::Miss => format!("built in {:.2}s", step.seconds),
-            };
-            if let (true, Some(why)) = (explain, &step.why) {
-                how.push_str(&format!(" ({why})"));
-            }
-            let unit = match &step.unit {
-                Unit::Image => String::new(),
-                stage => format!("{stage}: "),
-            };
-            if tty {
-                eprintln!(" {how}");
-            } else {
-                eprintln!("{unit}[{}] {} ... {how}", step.index, step.description);
-            }
-        }
     }
 }

@@ -1,5 +1,6 @@
 //! `imgbuild lock`.
 
+use super::progress::{Display, Reporter};
 use super::{print_json, Failure};
 use clap::Args;
 use imgbuild::pipeline::{self, LockRequest};
@@ -20,15 +21,18 @@ pub(crate) struct LockArgs {
     registry: super::registry_args::RegistryArgs,
 }
 
-pub(crate) fn run(store_dir: &Path, args: LockArgs) -> Result<(), Failure> {
+pub(crate) fn run(store_dir: &Path, display: Display, args: LockArgs) -> Result<(), Failure> {
     let request = LockRequest {
         recipe: args.recipe.clone(),
         store: store_dir.to_owned(),
         refresh: args.update,
         registry: Arc::new(args.registry.client()?),
     };
-    let progress = super::build::progress_printer(false);
-    let outcome = pipeline::lock(&request, &progress)?;
+    // Locking runs no step: nothing worth a log file.
+    let reporter = Reporter::new(display, None, false);
+    let outcome = pipeline::lock(&request, &|event| reporter.observe(event))
+        .map_err(|e| reporter.fail(e.into()))?;
+    reporter.finish();
     if args.json {
         // The image's lock (or the first) also at the top, as before stages were locked.
         let main = outcome.units.last();

@@ -5,6 +5,7 @@ mod failure;
 mod generate;
 mod inspect;
 mod lock;
+mod progress;
 mod push;
 mod registry_args;
 mod run;
@@ -51,6 +52,21 @@ pub(crate) struct GlobalArgs {
     /// The store directory [default: $XDG_CACHE_HOME/imgbuild or ~/.cache/imgbuild].
     #[arg(long, global = true, env = "IMGBUILD_STORE", value_name = "DIR")]
     store: Option<PathBuf>,
+    /// How to show a build's progress on stderr: auto (tty on a terminal, else plain), tty
+    /// (live spinners with each step's last output lines), plain (a line per step) or
+    /// json (one event per line).
+    #[arg(
+        long,
+        global = true,
+        env = "IMGBUILD_PROGRESS",
+        value_enum,
+        value_name = "MODE",
+        default_value = "auto"
+    )]
+    progress: progress::ProgressMode,
+    /// Print nothing but errors and the result (the full log is still in the store).
+    #[arg(short, long, global = true)]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,13 +182,17 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         Command::Man(args) => return generate::man(args),
         _ => {}
     }
+    let display = progress::Display {
+        mode: cli.global.progress,
+        quiet: cli.global.quiet,
+    };
     let store_dir = store_dir(cli.global.store)?;
     match cli.command {
-        Command::Build(args) => build::run(&store_dir, args),
+        Command::Build(args) => build::run(&store_dir, display, args),
         Command::Inspect(args) => inspect::run(&store_dir, args),
-        Command::Lock(args) => lock::run(&store_dir, args),
+        Command::Lock(args) => lock::run(&store_dir, display, args),
         Command::Push(args) => push::run(&store_dir, args),
-        Command::Run(args) => run::run(&store_dir, args),
+        Command::Run(args) => run::run(&store_dir, display, args),
         Command::Store(cmd) => store_cmd::run(&store_dir, cmd),
         Command::Completions(_) | Command::Man(_) => Ok(()),
     }

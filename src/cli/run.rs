@@ -8,6 +8,7 @@
 //! kernel's header), else amd64.
 
 use super::failure::chain;
+use super::progress::{Display, Reporter};
 use super::registry_args::RegistryArgs;
 use super::Failure;
 use clap::Args;
@@ -136,7 +137,7 @@ enum Bootable {
 /// on a busy host takes 1-3 minutes to boot.
 const EXEC_LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
 
-pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
+pub(crate) fn run(store_dir: &Path, display: Display, args: RunArgs) -> Result<(), Failure> {
     if !args.exec.is_empty() && args.no_network {
         return Err(exec_failure(ExecError::NoNetwork));
     }
@@ -165,8 +166,10 @@ pub(crate) fn run(store_dir: &Path, args: RunArgs) -> Result<(), Failure> {
         };
         recipe_arch = parse_arch(&platform.architecture).ok();
         request.platforms = vec![platform];
-        let progress = super::build::progress_printer(false);
-        let outcome = pipeline::build(&request, &progress)?;
+        let reporter = Reporter::new(display, Some(store_dir), false);
+        let outcome = pipeline::build(&request, &|event| reporter.observe(event))
+            .map_err(|e| reporter.fail(e.into()))?;
+        reporter.finish();
         let a = outcome
             .artifacts
             .into_iter()

@@ -26,6 +26,7 @@ mod multiarch;
 mod network;
 mod oci_output;
 mod outputs;
+mod progress;
 mod recipes_boot;
 mod referrers;
 mod registry;

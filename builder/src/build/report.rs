@@ -33,6 +33,19 @@ pub enum Progress<'a> {
     },
     /// Something worth telling that is not a step (resolving packages, bootstrapping).
     Note(&'a str),
+    /// An output file or directory is in place: written now, or found unchanged and kept.
+    Exported {
+        /// The format's name (`qcow2`, `oci`, ...).
+        format: &'a str,
+        /// Where it is.
+        path: &'a std::path::Path,
+        /// Its size in bytes.
+        bytes: u64,
+        /// Wall time spent on it.
+        seconds: f64,
+        /// True when the output already there was kept instead of written again.
+        reused: bool,
+    },
 }
 
 /// Whether a step came from the cache.
