@@ -7,26 +7,29 @@ use imgbuild_builder::boot_assets::{self as boot, LockedBootPackage};
 use imgbuild_builder::debian::{DebianFrom, Lockfile};
 use imgbuild_builder::prepare::{unit_lock_path, Unit};
 use imgbuild_builder::recipe::{Base, BootMode, InitramfsCompression, Recipe};
+use imgbuild_builder::Progress;
 use imgbuild_builder::{LockMode, SourceError};
 use imgbuild_formats::bootdisk::{BootAssets, DiskOptions, Firmware, SyslinuxAssets};
 use imgbuild_formats::initramfs::export::{Compression as CpioCompression, InitramfsOptions};
 use imgbuild_formats::{Artifact, ExportOptions, Format, StoredImage};
 use imgbuild_store::Store;
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use super::outputs::{self, Reused};
-use super::{BuildRequest, PipelineError};
+use super::{BuildRequest, Observer, PipelineError};
 
-/// Writes `image` as every format of `request`, each once. An output already in place
-/// and unchanged is left alone, and one the store has recorded elsewhere is cloned
-/// ([`super::outputs`]); the rest are exported, and recorded.
+/// Writes `image` as every format of `request`, each once, telling `progress` about each
+/// output. An output already in place and unchanged is left alone, and one the store has
+/// recorded elsewhere is cloned ([`super::outputs`]); the rest are exported, and recorded.
 pub(super) fn export_all(
     store: &Store,
     recipe: &Recipe,
     image: &StoredImage,
     request: &BuildRequest,
-    note: &dyn Fn(&str),
+    progress: Observer<'_>,
 ) -> Result<Vec<Artifact>, PipelineError> {
+    let note = |text: &str| progress(&Progress::Note(text));
     let mut formats = request.formats.clone();
     formats.sort();
     formats.dedup();
@@ -35,7 +38,7 @@ pub(super) fn export_all(
     let pinned = if any_disk {
         let firmware = options.disk.firmware;
         let wanted = boot::packages(firmware.uefi(), firmware.bios());
-        pinned_boot_packages(store, recipe, &wanted, request.lock_mode, note)?.0
+        pinned_boot_packages(store, recipe, &wanted, request.lock_mode, &note)?.0
     } else {
         Vec::new()
     };
@@ -56,24 +59,24 @@ pub(super) fn export_all(
     for format in formats {
         let artifact = imgbuild_formats::artifact_for(image, format, &options);
         let key = outputs::output_key(image, format, &options, &pinned);
-        match outputs::reuse(store, &artifact, &key)? {
-            Some(Reused::Unchanged) => note(&format!(
-                "{} ({format}) is unchanged: left as it is",
-                artifact.path.display(),
-                format = artifact.format
-            )),
-            Some(Reused::Cloned(from)) => note(&format!(
-                "wrote {} ({}) as a copy of {}",
-                artifact.path.display(),
-                artifact.format,
-                from.display()
-            )),
+        let start = Instant::now();
+        let (reused, copied_from) = match outputs::reuse(store, &artifact, &key)? {
+            Some(Reused::Unchanged) => (true, None),
+            Some(Reused::Cloned(from)) => (false, Some(from)),
             None => {
                 keys.insert(format, key);
                 left.push(format);
                 continue;
             }
-        }
+        };
+        progress(&Progress::Exported {
+            format: artifact.format,
+            path: &artifact.path,
+            bytes: outputs::size_of(&artifact),
+            seconds: start.elapsed().as_secs_f64(),
+            reused,
+            copied_from: copied_from.as_deref(),
+        });
         artifacts.push(artifact);
     }
     if left.is_empty() {
@@ -84,21 +87,39 @@ pub(super) fn export_all(
             Base::Debian(from) => Some(from),
             _ => None,
         };
-        options.boot_assets = boot_assets(store, from, &pinned, options.disk.firmware, note)?;
+        options.boot_assets = boot_assets(store, from, &pinned, options.disk.firmware, &note)?;
         if recipe.disk.grow == Some(true) {
-            warn_if_cannot_grow(store, image, note)?;
+            warn_if_cannot_grow(store, image, &note)?;
         }
     }
-    // The disk formats share one raw disk.
+    // The disk formats share one raw disk. Each output is recorded as soon as it is in
+    // place; the first failure to record is returned once the exports are done.
+    let mut recorded: Option<PipelineError> = None;
+    let mut since = Instant::now();
     let written = imgbuild_formats::export_all(store, image, &left, &options, &mut |artifact| {
-        note(&format!(
-            "wrote {} ({})",
-            artifact.path.display(),
-            artifact.format
-        ))
+        let format = left
+            .iter()
+            .find(|f| f.name() == artifact.format)
+            .expect("an export of an asked-for format");
+        let bytes = match outputs::remember(store, artifact, &keys[format]) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                recorded.get_or_insert(e);
+                outputs::size_of(artifact)
+            }
+        };
+        progress(&Progress::Exported {
+            format: artifact.format,
+            path: &artifact.path,
+            bytes,
+            seconds: since.elapsed().as_secs_f64(),
+            reused: false,
+            copied_from: None,
+        });
+        since = Instant::now();
     })?;
-    for (format, artifact) in left.into_iter().zip(&written) {
-        outputs::remember(store, artifact, &keys[&format])?;
+    if let Some(e) = recorded {
+        return Err(e);
     }
     artifacts.extend(written);
     artifacts.sort_by_key(|a| Format::ALL.iter().position(|f| f.name() == a.format));

@@ -177,7 +177,7 @@ pub fn build(
     let built = build_platform(&store, &recipe, request, progress)?;
     let report = &built.report;
     let image = StoredImage::load(&store, &report.image, &report.tags, &report.digest)?;
-    let artifacts = export::export_all(&store, &recipe, &image, request, &note)?;
+    let artifacts = export::export_all(&store, &recipe, &image, request, progress)?;
     let documents = write_documents(
         &store,
         &recipe,

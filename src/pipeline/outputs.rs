@@ -109,19 +109,30 @@ pub(super) fn reuse(
     Ok(None)
 }
 
-/// Records the output just written at `artifact` as made with `key`.
-pub(super) fn remember(store: &Store, artifact: &Artifact, key: &str) -> Result<(), PipelineError> {
+/// Records the output just written at `artifact` as made with `key`; returns its size in
+/// bytes.
+pub(super) fn remember(
+    store: &Store,
+    artifact: &Artifact,
+    key: &str,
+) -> Result<u64, PipelineError> {
     let path = absolute(&artifact.path)?;
     let Some(snapshot) = Snapshot::take(artifact) else {
         // Gone already (a concurrent build replaced it): nothing to vouch for.
-        return Ok(store.forget_output(&path)?);
+        store.forget_output(&path)?;
+        return Ok(0);
     };
     store.record_output(&OutputRecord {
         path,
         key: key.to_owned(),
         files: snapshot.encode(),
     })?;
-    Ok(())
+    Ok(snapshot.bytes())
+}
+
+/// The size in bytes of the output at `artifact`, as it is now.
+pub(super) fn size_of(artifact: &Artifact) -> u64 {
+    Snapshot::take(artifact).map_or(0, |s| s.bytes())
 }
 
 fn recorded_snapshot_matches(record: &OutputRecord, artifact: &Artifact) -> bool {

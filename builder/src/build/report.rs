@@ -45,6 +45,8 @@ pub enum Progress<'a> {
         seconds: f64,
         /// True when the output already there was kept instead of written again.
         reused: bool,
+        /// The recorded output it was copied from, instead of being exported again.
+        copied_from: Option<&'a std::path::Path>,
     },
 }
 

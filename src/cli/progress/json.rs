@@ -88,6 +88,7 @@ pub(super) fn object(event: &Progress<'_>) -> Value {
             bytes,
             seconds,
             reused,
+            copied_from,
         } => json!({
             "event": "exported",
             "format": format,
@@ -95,6 +96,7 @@ pub(super) fn object(event: &Progress<'_>) -> Value {
             "bytes": bytes,
             "seconds": seconds,
             "reused": reused,
+            "copied_from": copied_from,
         }),
     }
 }

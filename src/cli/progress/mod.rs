@@ -151,6 +151,7 @@ pub(super) fn exported_line(
     bytes_written: u64,
     seconds: f64,
     reused: bool,
+    copied_from: Option<&Path>,
 ) -> String {
     if reused {
         return format!("{} ({format}) unchanged, reused", path.display());
@@ -167,6 +168,9 @@ pub(super) fn exported_line(
         ));
     }
     line.push(')');
+    if let Some(from) = copied_from {
+        line.push_str(&format!(" as a copy of {}", from.display()));
+    }
     line
 }
 
@@ -181,11 +185,18 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(1288490189), "1.2 GiB");
         assert_eq!(
-            exported_line("qcow2", Path::new("out/vm.qcow2"), 1288490189, 3.4, false),
+            exported_line(
+                "qcow2",
+                Path::new("out/vm.qcow2"),
+                1288490189,
+                3.4,
+                false,
+                None
+            ),
             "wrote out/vm.qcow2 (qcow2, 1.2 GiB in 3.4 s, 361.4 MiB/s)"
         );
         assert_eq!(
-            exported_line("oci", Path::new("out/hello.oci"), 10, 0.0, true),
+            exported_line("oci", Path::new("out/hello.oci"), 10, 0.0, true, None),
             "out/hello.oci (oci) unchanged, reused"
         );
     }

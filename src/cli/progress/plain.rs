@@ -22,7 +22,8 @@ pub(super) fn line(event: &Progress<'_>, explain: bool) -> Option<String> {
             bytes,
             seconds,
             reused,
-        } => super::exported_line(format, path, *bytes, *seconds, *reused),
+            copied_from,
+        } => super::exported_line(format, path, *bytes, *seconds, *reused, *copied_from),
     })
 }
 

@@ -155,10 +155,16 @@ impl Tty {
                 bytes,
                 seconds,
                 reused,
+                copied_from,
             } => {
                 self.end_bootstrap(&mut state);
                 self.print(&super::exported_line(
-                    format, path, *bytes, *seconds, *reused,
+                    format,
+                    path,
+                    *bytes,
+                    *seconds,
+                    *reused,
+                    *copied_from,
                 ));
             }
         }
