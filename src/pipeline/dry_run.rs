@@ -97,7 +97,8 @@ pub fn dry_run(request: &DryRunRequest) -> Result<DryRun, PipelineError> {
                 .map_err(|e| e.to_string()),
         };
         let planned = prepared.and_then(|unit| {
-            let planned = plan_unit(&unit, request.epoch, &platform, &stage_keys, &cached)
+            let memo = imgbuild_builder::plan::ReadOnlyMemo(&store);
+            let planned = plan_unit(&unit, request.epoch, &platform, &stage_keys, &cached, &memo)
                 .map_err(|e| e.to_string())?;
             Ok((unit, planned))
         });

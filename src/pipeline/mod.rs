@@ -292,9 +292,13 @@ fn build_platform(
     let prepared =
         imgbuild_builder::prepare(store, recipe, access, &note).map_err(|e| located(e.into()))?;
     let platform = &recipe.image.platform;
-    let plan = imgbuild_builder::plan(&prepared, request.epoch, &platform.to_string(), &|key| {
-        store.cache_peek(key).unwrap_or(false)
-    })
+    let plan = imgbuild_builder::plan(
+        &prepared,
+        request.epoch,
+        &platform.to_string(),
+        &|key| store.cache_peek(key).unwrap_or(false),
+        store,
+    )
     .map_err(|e| located(e.into()))?;
     emulation::check(recipe, &prepared, &plan, request.check)?;
     let mut report =

@@ -40,7 +40,7 @@ pub struct GcReport {
     /// Unpacked layer dirs removed.
     pub unpacked_removed: usize,
     /// Other entries removed (temp files, scratch dirs, old boot-asset resolutions, records
-    /// of outputs that are gone).
+    /// of outputs and of copied host files that are gone).
     pub other_removed: usize,
     /// Bytes freed on disk.
     pub bytes_freed: u64,
@@ -112,7 +112,7 @@ impl Store {
                 Bucket::Plans => self.gc_plans(&mut report)?,
             }
         }
-        report.other_removed += self.forget_gone_outputs()?;
+        report.other_removed += self.forget_gone_outputs()? + self.forget_gone_file_digests()?;
         self.with_index(crate::index::Index::checkpoint)?;
         let mut total = self.on_disk().total;
         if let Some(max) = options.max_size {

@@ -54,6 +54,14 @@ const MIGRATIONS: &[&str] = &[
         written INTEGER NOT NULL
      );
      CREATE INDEX outputs_key ON outputs (key);",
+    // 4: digests of host files a `copy` step hashed, by path and stat(2) stamp, so that an
+    // unchanged file is not read and hashed again.
+    "CREATE TABLE file_digests (
+        path TEXT PRIMARY KEY,
+        stamp TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        size INTEGER NOT NULL
+     );",
 ];
 
 /// A compressed form of a layer.
@@ -443,6 +451,74 @@ impl Index {
                 "DELETE FROM outputs WHERE path = ?1",
                 [path.to_string_lossy()],
             )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    /// The recorded file digests of paths in `[from, to)` (byte order), by path.
+    pub(crate) fn file_digests_between(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<(String, String, Digest, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT path, stamp, digest, size FROM file_digests WHERE path >= ?1 AND path < ?2",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![from, to], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    digest_col(r.get(2)?)?,
+                    size_col(r.get(3)?),
+                ))
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Records file digests (path, stamp, digest, size), replacing what was recorded.
+    pub(crate) fn put_file_digests(
+        &self,
+        found: &[(String, String, Digest, u64)],
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(self.err())?;
+        let result = (|| {
+            let mut stmt = self.conn.prepare_cached(
+                "INSERT OR REPLACE INTO file_digests (path, stamp, digest, size) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (path, stamp, digest, size) in found {
+                stmt.execute(params![path, stamp, digest.to_string(), size_param(*size)])?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => self.conn.execute_batch("COMMIT").map_err(self.err()),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(StoreError::index(&self.path)(e))
+            }
+        }
+    }
+
+    /// Every path with a recorded file digest.
+    pub(crate) fn file_digest_paths(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path FROM file_digests")
+            .map_err(self.err())?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    pub(crate) fn forget_file_digest(&self, path: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM file_digests WHERE path = ?1", [path])
             .map(drop)
             .map_err(self.err())
     }

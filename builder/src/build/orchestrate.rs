@@ -36,6 +36,7 @@ pub fn build(
         options.epoch,
         &recipe.image.platform.to_string(),
         &|key| store.cache_peek(key).unwrap_or(false),
+        store,
     )?;
     execute(store, recipe, &prepared, &plan, options)
 }

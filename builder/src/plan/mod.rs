@@ -13,9 +13,11 @@
 //! build's.
 
 mod canonical;
+mod digests;
 mod inputs;
 
 pub use canonical::key_of;
+pub use digests::{DigestMemo, NoMemo, ReadOnlyMemo};
 pub use inputs::{InputName, KeyInput};
 
 use std::collections::BTreeMap;
@@ -97,23 +99,25 @@ pub struct PlannedStep {
     pub(crate) items: Vec<CopyItem>,
 }
 
-/// Plans every unit of `prepared`; `cached` answers whether a key is in the store.
+/// Plans every unit of `prepared`; `cached` answers whether a key is in the store, `memo`
+/// remembers the digests of copied host files.
 pub fn plan(
     prepared: &Prepared<'_>,
     epoch: u64,
     platform: &str,
     cached: &dyn Fn(&Digest) -> bool,
+    memo: &dyn DigestMemo,
 ) -> Result<Plan, SourceError> {
     let mut stage_keys = BTreeMap::new();
     let mut stages = Vec::new();
     for unit in &prepared.stages {
-        let planned = plan_unit(unit, epoch, platform, &stage_keys, cached)?;
+        let planned = plan_unit(unit, epoch, platform, &stage_keys, cached, memo)?;
         if let Unit::Stage(name) = &unit.unit {
             stage_keys.insert(name.clone(), planned.final_key().clone());
         }
         stages.push(planned);
     }
-    let image = plan_unit(&prepared.image, epoch, platform, &stage_keys, cached)?;
+    let image = plan_unit(&prepared.image, epoch, platform, &stage_keys, cached, memo)?;
     Ok(Plan {
         epoch,
         platform: platform.to_owned(),
@@ -129,6 +133,7 @@ pub fn plan_unit(
     platform: &str,
     stages: &BTreeMap<String, Digest>,
     cached: &dyn Fn(&Digest) -> bool,
+    memo: &dyn DigestMemo,
 ) -> Result<UnitPlan, SourceError> {
     let debs =
         |list: &[LockedPackage]| -> Vec<String> { list.iter().map(|p| p.sha256.clone()).collect() };
@@ -208,7 +213,7 @@ pub fn plan_unit(
         let items = match &step.op {
             StepOp::Copy {
                 matches, to, mode, ..
-            } => copy::items(matches, to, *mode)?,
+            } => copy::items(matches, to, *mode, memo)?,
             _ => Vec::new(),
         };
         let mut definition = definition(&step.op);

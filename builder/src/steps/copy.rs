@@ -7,13 +7,15 @@
 //! files are 0755 when any execute bit is set and 0644 otherwise (or the step's `mode`),
 //! directories 0755, symlinks are kept as links.
 
+use crate::plan::DigestMemo;
 use crate::sources::SourceError;
-use imgbuild_store::{Digest, Sha256Writer};
+use imgbuild_store::{Digest, KnownDigest, Sha256Writer};
 use rayon::prelude::*;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 /// One entry a copy step writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,11 +81,12 @@ impl FileStamp {
 }
 
 /// Maps the matched host paths of a copy step to image entries, hashing every file
-/// (in parallel).
+/// (in parallel) whose digest `memo` does not remember under the same stamp.
 pub(crate) fn items(
     matches: &[PathBuf],
     to: &str,
     mode: Option<u32>,
+    memo: &dyn DigestMemo,
 ) -> Result<Vec<CopyItem>, SourceError> {
     let into_dir = to.ends_with('/') || matches.len() > 1;
     let to = to.trim_matches('/').to_owned();
@@ -109,27 +112,65 @@ pub(crate) fn items(
         }
     }
     let mut items: Vec<CopyItem> = out.into_values().collect();
-    items.par_iter_mut().try_for_each(hash_file)?;
+    let mut known = HashMap::new();
+    for source in matches {
+        known.extend(memo.known_under(&memo_path(source)?));
+    }
+    // A file changed less than this long before hashing began is hashed again next time:
+    // a write in the same clock tick could leave its stamp as it was.
+    let settled = SystemTime::now() - Duration::from_secs(2);
+    let hashed: Vec<Option<(String, String, Digest, u64)>> = items
+        .par_iter_mut()
+        .map(|item| hash_file(item, &known, settled))
+        .collect::<Result<_, _>>()?;
+    memo.remember(&hashed.into_iter().flatten().collect::<Vec<_>>());
     Ok(items)
 }
 
-fn hash_file(item: &mut CopyItem) -> Result<(), SourceError> {
-    if let CopyKind::File {
+/// A host path as the memo knows it: absolute, as text.
+fn memo_path(path: &Path) -> Result<String, SourceError> {
+    Ok(std::path::absolute(path)?.to_string_lossy().into_owned())
+}
+
+/// Fills in a file item's digest, size and stamp, from `known` when it remembers the file
+/// under the same stamp; returns what to remember when the file was hashed.
+fn hash_file(
+    item: &mut CopyItem,
+    known: &HashMap<String, KnownDigest>,
+    settled: SystemTime,
+) -> Result<Option<(String, String, Digest, u64)>, SourceError> {
+    let CopyKind::File {
         host,
         size,
         digest,
         stamp,
         ..
     } = &mut item.kind
-    {
-        let mut file = fs_err::File::open(&*host)?;
-        let before = FileStamp::of(&file.metadata()?);
-        let mut hasher = Sha256Writer::new(std::io::sink());
-        std::io::copy(&mut file, &mut hasher)?;
-        let (found, len, _) = hasher.finish();
-        (*digest, *size, *stamp) = (found, len, before);
+    else {
+        return Ok(None);
+    };
+    let mut file = fs_err::File::open(&*host)?;
+    let meta = file.metadata()?;
+    let before = FileStamp::of(&meta);
+    let path = memo_path(host)?;
+    let stamp_text = format!("{:?} dev {}", before.0, meta.dev());
+    if let Some((s, d, len)) = known.get(&path) {
+        if *s == stamp_text {
+            (*digest, *size, *stamp) = (d.clone(), *len, before);
+            return Ok(None);
+        }
     }
-    Ok(())
+    let mut hasher = Sha256Writer::new(std::io::sink());
+    std::io::copy(&mut file, &mut hasher)?;
+    let (found, len, _) = hasher.finish();
+    let changed = SystemTime::UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(meta.ctime()).unwrap_or(0),
+            u32::try_from(meta.ctime_nsec()).unwrap_or(0),
+        );
+    let remember = (changed < settled).then(|| (path, stamp_text, found.clone(), len));
+    (*digest, *size, *stamp) = (found, len, before);
+    Ok(remember)
 }
 
 fn add_tree(
@@ -187,6 +228,7 @@ fn item(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::NoMemo;
 
     #[test]
     fn directory_contents_land_in_to_and_files_keep_exec_bits() {
@@ -198,7 +240,7 @@ mod tests {
             .unwrap();
         fs_err::write(app.join("README"), "hi").unwrap();
         std::os::unix::fs::symlink("bin/run", app.join("start")).unwrap();
-        let got = items(&[app], "/opt/app", None).unwrap();
+        let got = items(&[app], "/opt/app", None, &NoMemo).unwrap();
         let summary: Vec<(String, String)> = got
             .iter()
             .map(|i| {
@@ -230,12 +272,60 @@ mod tests {
         let f = dir.path().join("motd");
         fs_err::write(&f, "x").unwrap();
         assert_eq!(
-            items(std::slice::from_ref(&f), "/etc/motd.txt", None).unwrap()[0].dest,
+            items(std::slice::from_ref(&f), "/etc/motd.txt", None, &NoMemo).unwrap()[0].dest,
             "etc/motd.txt"
         );
         assert_eq!(
-            items(&[f], "/etc/", Some(0o600)).unwrap()[0].dest,
+            items(&[f], "/etc/", Some(0o600), &NoMemo).unwrap()[0].dest,
             "etc/motd"
         );
+    }
+
+    #[test]
+    fn remembered_digests_spare_hashing_until_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = imgbuild_store::Store::open(&dir.path().join("store")).unwrap();
+        let src = dir.path().join("src");
+        fs_err::create_dir_all(&src).unwrap();
+        let (old, new) = (src.join("old"), src.join("new"));
+        fs_err::write(&old, "settled").unwrap();
+        std::thread::sleep(Duration::from_millis(2100));
+        fs_err::write(&new, "just written").unwrap();
+        let digest_of = |got: &[CopyItem], name: &str| {
+            got.iter()
+                .find_map(|i| match &i.kind {
+                    CopyKind::File { digest, .. } if i.dest.ends_with(name) => Some(digest.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        let got = items(std::slice::from_ref(&src), "/d", None, &store).unwrap();
+        assert_eq!(digest_of(&got, "old"), Digest::of(b"settled"));
+        // Only the file changed more than a moment before hashing is remembered.
+        let prefix = memo_path(&src).unwrap();
+        let known = store.file_digests_under(&prefix).unwrap();
+        assert_eq!(known.len(), 1, "{known:?}");
+        let (stamp, _, size) = known[&memo_path(&old).unwrap()].clone();
+
+        // What is remembered is used: a planted digest under the same stamp comes back.
+        let planted = Digest::of(b"planted");
+        store
+            .record_file_digests(&[(memo_path(&old).unwrap(), stamp, planted.clone(), size)])
+            .unwrap();
+        let got = items(std::slice::from_ref(&src), "/d", None, &store).unwrap();
+        assert_eq!(digest_of(&got, "old"), planted);
+
+        // Rewritten with the same size and mtime: the ctime differs, so it is hashed again.
+        let mtime = fs_err::metadata(&old).unwrap().modified().unwrap();
+        fs_err::write(&old, "SETTLED").unwrap();
+        fs_err::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let got = items(std::slice::from_ref(&src), "/d", None, &store).unwrap();
+        assert_eq!(digest_of(&got, "old"), Digest::of(b"SETTLED"));
+        assert_eq!(digest_of(&got, "new"), Digest::of(b"just written"));
     }
 }
