@@ -288,7 +288,10 @@ struct CaptureSink {
 impl CaptureSink {
     fn new(paths: &[&str]) -> Self {
         Self {
-            files: paths.iter().map(|p| ((*p).to_owned(), Vec::new())).collect(),
+            files: paths
+                .iter()
+                .map(|p| ((*p).to_owned(), Vec::new()))
+                .collect(),
         }
     }
 }

@@ -230,7 +230,9 @@ fn streamed_through_a_pipe_gives_the_same_bytes_as_from_a_file() {
         "the streamed filesystem differs from the one read from a file"
     );
     assert!(disk_bytes[..offset as usize].iter().all(|&b| b == 0xFF));
-    assert!(disk_bytes[(offset + size) as usize..].iter().all(|&b| b == 0xFF));
+    assert!(disk_bytes[(offset + size) as usize..]
+        .iter()
+        .all(|&b| b == 0xFF));
 
     // Too small: mke2fs stops reading, and its own error is what the caller gets.
     let big = dir.path().join("big.tar");

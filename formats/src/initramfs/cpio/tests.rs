@@ -31,28 +31,20 @@ fn archive(devices: bool) -> Vec<u8> {
 
 /// The entries of [`archive`].
 fn entries(devices: bool) -> Vec<Entry> {
-    let mut a = Vec::new();
-    a.push(dir("."));
-    a.push(dir("bin"));
-    a.push(file("bin/busybox", 0o755, b"\x7fELF fake busybox"));
-    a.push(Entry::new(
-        "bin/sh",
-        0o777,
-        MTIME,
-        EntryKind::Symlink("busybox".into()),
-    ));
-    a.push(dir("/etc"));
-    a.push(file(
-        "/etc/passwd",
-        0o644,
-        b"root:x:0:0:root:/root:/bin/sh\n",
-    ));
-    a.push(dir("usr"));
-    a.push(dir("usr/bin"));
     let mut su = file("usr/bin/su", 0o100_4755, &[0x55; 1001]);
     su.uid = 1000;
     su.gid = 1000;
-    a.push(su);
+    let mut a = vec![
+        dir("."),
+        dir("bin"),
+        file("bin/busybox", 0o755, b"\x7fELF fake busybox"),
+        Entry::new("bin/sh", 0o777, MTIME, EntryKind::Symlink("busybox".into())),
+        dir("/etc"),
+        file("/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n"),
+        dir("usr"),
+        dir("usr/bin"),
+        su,
+    ];
     a.push(Entry::new(
         "usr/bin/su-again",
         0,
@@ -241,7 +233,14 @@ fn rejects_bad_entries() {
 
 #[test]
 fn streamed_archive_matches_the_assembled_one() {
-    let extra = || Entry::new("bin/su-3", 0, MTIME, EntryKind::Hardlink("usr/bin/su".into()));
+    let extra = || {
+        Entry::new(
+            "bin/su-3",
+            0,
+            MTIME,
+            EntryKind::Hardlink("usr/bin/su".into()),
+        )
+    };
     let mut a = CpioArchive::new();
     for e in entries(true) {
         a.add(e);
@@ -266,7 +265,10 @@ fn streamed_archive_matches_the_assembled_one() {
         stream.add(e).unwrap();
     }
     let err = stream.finish().unwrap_err();
-    assert!(matches!(err, CpioError::MissingLinks { missing: 1, .. }), "{err}");
+    assert!(
+        matches!(err, CpioError::MissingLinks { missing: 1, .. }),
+        "{err}"
+    );
     // A link to a file not announced as linked.
     let mut stream = CpioStream::new(Vec::new(), HashMap::new()).unwrap();
     stream.add(file("a", 0o644, b"x")).unwrap();
