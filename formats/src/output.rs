@@ -304,11 +304,13 @@ fn export_one(
             export_disk(store, image, format, options, &path, shared)?
         }
         Format::Initramfs => {
-            let built = initramfs::build(store, image, &options.initramfs)?;
             let vmlinuz = vmlinuz.expect("an initramfs has a kernel beside it");
-            let kernel_bytes = built.kernel.clone();
+            let mut kernel_bytes = Vec::new();
             // Both staged before either goes in, so a full disk leaves neither.
-            let archive = stage_file(&path, |out| built.write_archive(out))?;
+            let archive = stage_file(&path, |out| {
+                kernel_bytes = initramfs::write(store, image, &options.initramfs, out)?;
+                Ok(())
+            })?;
             let kernel_file = stage_file(&vmlinuz, |out| Ok(out.write_all(&kernel_bytes)?))?;
             archive.commit(&path)?;
             kernel_file.commit(&vmlinuz)?;

@@ -75,6 +75,11 @@ impl DiskArch {
         }
     }
 
+    /// True when [`Self::esp_kernel`] may change the kernel's size (arm64 only).
+    pub fn may_unpack_kernel(self) -> bool {
+        self == Self::Arm64
+    }
+
     /// The kernel as the ESP holds it: an arm64 `vmlinuz` that is gzip-compressed is
     /// decompressed (`path` names it in errors); anything else is returned as is.
     pub fn esp_kernel(self, path: &str, vmlinuz: Vec<u8>) -> Result<Vec<u8>, ExportError> {

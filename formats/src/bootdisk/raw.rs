@@ -8,14 +8,15 @@ use super::kernel::{find_kernel, KernelFiles};
 use super::layout::{plan, DiskLayout};
 use super::options::{BootAssets, DiskOptions};
 use super::rootfs::{fstab, RootSink};
-use crate::disk::ext4::{make_ext4, Ext4Options};
+use crate::disk::ext4::{spawn_ext4, Ext4Options};
 use crate::disk::gpt::{attr, Gpt, PartitionSpec};
 use crate::disk::guid::{guid_from_seed, Guid};
 use crate::output::WriteSide;
 use crate::{rootfs_tar, ExportError, StoredImage};
-use imgbuild_store::tarball::{MergedTree, TarWriter};
+use imgbuild_store::tarball::{EntryMeta, MergedTree, TarWriter, TreeSink};
 use imgbuild_store::Store;
-use std::io::{BufWriter, Write};
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
 /// A disk whose layout has been checked; nothing has been written yet.
@@ -154,38 +155,18 @@ impl PreparedDisk<'_> {
         let firmware = self.options.firmware;
         let lower = |g: Guid| g.to_string().to_lowercase();
 
-        // The root tree as a tar beside the output, the kernel and initrd kept aside.
-        let dir = path.parent().unwrap_or(Path::new("."));
-        // Staged (locked), so that a concurrent build's sweep leaves it alone.
-        let tar = crate::staging::Staged::file_in(dir)?;
-        let mut wanted = vec![self.kernel.kernel.as_str()];
-        wanted.extend(self.kernel.initrd.as_deref());
-        // A failed write is reported as such, not as the short read the tar writer sees.
-        let mut side = WriteSide::new(tar.file());
-        let files = (|| -> Result<_, ExportError> {
-            let mut writer = TarWriter::new(BufWriter::with_capacity(1 << 20, &mut side));
-            let esp = self.grows.then(|| lower(ids.esp));
-            let fstab = fstab(&lower(ids.root_fs), esp.as_deref());
-            let mut sink = RootSink::new(&mut writer, fstab, epoch, &wanted);
+        // An arm64 kernel may be gzip'd and is gunzipped for the ESP: its size must be
+        // known before the layout is fixed and mke2fs starts, so it is read first.
+        let mut esp_kernel = None;
+        if self.arch.may_unpack_kernel() {
+            let mut sink = CaptureSink::new(&[self.kernel.kernel.as_str()]);
             rootfs_tar::stream_tree(self.store, self.image, &self.tree, &mut sink)?;
-            let files = sink.finish()?;
-            writer
-                .finish()?
-                .into_inner()
-                .map_err(std::io::IntoInnerError::into_error)?
-                .flush()?;
-            Ok(files)
-        })();
-        if let Some(failed) = side.failed.take() {
-            return Err(failed.into());
-        }
-        let mut files = files?;
-        if let Some(vmlinuz) = files.remove(&self.kernel.kernel) {
+            let vmlinuz = sink.files.remove(&self.kernel.kernel).unwrap_or_default();
             let on_esp = self.arch.esp_kernel(&self.kernel.kernel, vmlinuz)?;
             if on_esp.len() as u64 > self.kernel.kernel_size {
                 self.replan(on_esp.len() as u64)?;
             }
-            files.insert(self.kernel.kernel.clone(), on_esp);
+            esp_kernel = Some(on_esp);
         }
 
         let mut gpt = Gpt::new(ids.disk, self.layout.disk_size)?;
@@ -231,6 +212,43 @@ impl PreparedDisk<'_> {
             gpt.write(&mut f)?;
             f.flush()?;
         }
+        // The root filesystem: mke2fs reads the merged tree as a tar from a pipe while it
+        // streams past (no copy of the tree on disk); the kernel and initrd are kept
+        // aside for the ESP, which is written while mke2fs finishes.
+        // e2fsprogs reads E2FSPROGS_FAKE_TIME=0 as "not set" and uses the clock, so the
+        // epoch 0 (the default SOURCE_DATE_EPOCH) becomes 1.
+        let mut ext = Ext4Options::new(root.byte_len(), ids.root_fs, "root", epoch.max(1));
+        ext.hash_seed = Some(ids.hash_seed);
+        ext.inodes = Some(self.layout.root_inodes.max(root.byte_len() / 16384));
+        let mut wanted = vec![self.kernel.kernel.as_str()];
+        wanted.extend(self.kernel.initrd.as_deref());
+        let mut mke2fs = spawn_ext4(path, root.byte_offset(), &ext)?;
+        // A failed write is reported as such, not as the short read the tar writer sees.
+        let mut side = WriteSide::new(mke2fs.input());
+        let files = (|| -> Result<_, ExportError> {
+            let mut writer = TarWriter::new(BufWriter::with_capacity(1 << 20, &mut side));
+            let esp = self.grows.then(|| lower(ids.esp));
+            let fstab = fstab(&lower(ids.root_fs), esp.as_deref());
+            let mut sink = RootSink::new(&mut writer, fstab, epoch, &wanted);
+            rootfs_tar::stream_tree(self.store, self.image, &self.tree, &mut sink)?;
+            let files = sink.finish()?;
+            writer
+                .finish()?
+                .into_inner()
+                .map_err(std::io::IntoInnerError::into_error)?
+                .flush()?;
+            Ok(files)
+        })();
+        if let Some(failed) = side.failed.take() {
+            // mke2fs stopped reading: its own error says why (e.g. the disk is full).
+            mke2fs.finish()?;
+            return Err(failed.into());
+        }
+        let mut files = files?;
+        if let Some(on_esp) = esp_kernel {
+            files.insert(self.kernel.kernel.clone(), on_esp);
+        }
+
         let cmdline = format!(
             "root=PARTUUID={} ro {}",
             lower(ids.root),
@@ -257,13 +275,32 @@ impl PreparedDisk<'_> {
         if let Some(s) = self.assets.syslinux.as_ref().filter(|_| firmware.bios()) {
             install_syslinux(path, &esp, &s.installer, epoch)?;
         }
-
-        // e2fsprogs reads E2FSPROGS_FAKE_TIME=0 as "not set" and uses the clock, so the
-        // epoch 0 (the default SOURCE_DATE_EPOCH) becomes 1.
-        let mut ext = Ext4Options::new(root.byte_len(), ids.root_fs, "root", epoch.max(1));
-        ext.hash_seed = Some(ids.hash_seed);
-        ext.inodes = Some(self.layout.root_inodes.max(root.byte_len() / 16384));
-        make_ext4(tar.path(), path, root.byte_offset(), &ext)?;
+        mke2fs.finish()?;
         Ok(())
+    }
+}
+
+/// Keeps the bytes of chosen files of a streamed tree and drops the rest.
+struct CaptureSink {
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+impl CaptureSink {
+    fn new(paths: &[&str]) -> Self {
+        Self {
+            files: paths
+                .iter()
+                .map(|p| ((*p).to_owned(), Vec::new()))
+                .collect(),
+        }
+    }
+}
+
+impl TreeSink for CaptureSink {
+    fn entry(&mut self, meta: &EntryMeta, data: &mut dyn Read) -> std::io::Result<()> {
+        match self.files.get_mut(&meta.path) {
+            Some(buf) => data.read_to_end(buf).map(drop),
+            None => std::io::copy(data, &mut std::io::sink()).map(drop),
+        }
     }
 }

@@ -87,6 +87,16 @@ pub enum CpioError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A hard-linked file was announced with more links than came.
+    #[error("{path}: announced with {nlink} links, but {missing} never came (a bug in the caller's link count)")]
+    MissingLinks {
+        /// The file.
+        path: String,
+        /// The announced link count.
+        nlink: u32,
+        /// Links that did not come.
+        missing: u32,
+    },
     /// Writing the archive failed.
     #[error("writing the cpio archive failed: {0}")]
     Io(#[from] std::io::Error),
@@ -379,6 +389,222 @@ impl CpioArchive {
             bytes: out.count,
         })
     }
+}
+
+/// A hard-linked file waiting for its last link, which carries its bytes.
+struct Pending {
+    ino: u32,
+    perm: u32,
+    uid: u32,
+    gid: u32,
+    mtime: u32,
+    nlink: u32,
+    remaining: u32,
+    data: FileData,
+}
+
+/// A newc archive written as its entries arrive, so that nothing but hard-linked files
+/// waits in memory: byte for byte what [`CpioArchive`] writes for the same entries,
+/// given each hard-linked file's link count up front (a file's bytes go with its last
+/// link, so only those files are held until then).
+pub struct CpioStream<W: Write> {
+    out: W,
+    count: u64,
+    next_ino: u32,
+    entries: u64,
+    /// Names (normalised) of every file with hard links, and its link count.
+    nlink: HashMap<String, u32>,
+    /// Hard-linked files whose last link has not come yet.
+    pending: HashMap<String, Pending>,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> CpioStream<W> {
+    /// Writes to `out`; `nlink` maps each file that has hard links (the file's own path)
+    /// to its number of names, itself included. Files not in it have no links.
+    pub fn new(out: W, nlink: HashMap<String, u32>) -> Result<Self, CpioError> {
+        let nlink = nlink
+            .into_iter()
+            .map(|(p, n)| Ok((normalize(&p)?, n)))
+            .collect::<Result<_, CpioError>>()?;
+        Ok(Self {
+            out,
+            count: 0,
+            next_ino: 1,
+            entries: 0,
+            nlink,
+            pending: HashMap::new(),
+            buf: vec![0u8; 64 * 1024],
+        })
+    }
+
+    fn header(&mut self, h: &Header<'_>) -> std::io::Result<()> {
+        let mut w = CountingWriter {
+            inner: &mut self.out,
+            count: self.count,
+        };
+        let written = write_header(&mut w, h);
+        self.count = w.count;
+        written
+    }
+
+    fn data(&mut self, path: &str, d: FileData, symlink: Option<&str>) -> Result<(), CpioError> {
+        let mut w = CountingWriter {
+            inner: &mut self.out,
+            count: self.count,
+        };
+        let copied = match symlink {
+            Some(target) => w.write_all(target.as_bytes()).map_err(CpioError::Io),
+            None => copy_exact(d, &mut w, &mut self.buf).map_err(|e| match e {
+                CopyError::Short { expected, got } => CpioError::ShortRead {
+                    path: path.to_owned(),
+                    expected,
+                    got,
+                },
+                CopyError::Read(source) => CpioError::Source {
+                    path: path.to_owned(),
+                    source,
+                },
+                CopyError::Write(e) => CpioError::Io(e),
+            }),
+        };
+        let padded = copied.and_then(|()| pad4(&mut w).map_err(CpioError::Io));
+        self.count = w.count;
+        padded
+    }
+
+    /// Writes `entry` (a hard-linked file's bytes wait for its last link).
+    pub fn add(&mut self, e: Entry) -> Result<(), CpioError> {
+        let path = normalize(&e.path)?;
+        let t = e.mode & S_IFMT;
+        if t != 0 && t != type_bits(&e.kind) {
+            return Err(CpioError::ModeMismatch {
+                path: e.path.clone(),
+                mode: e.mode,
+                kind: kind_name(&e.kind),
+            });
+        }
+        let mtime = u32::try_from(e.mtime).map_err(|_| CpioError::FieldTooLarge {
+            path: path.clone(),
+            field: "mtime",
+            value: e.mtime,
+        })?;
+        self.entries += 1;
+        let mut h = Header {
+            ino: 0,
+            mode: (e.mode & 0o7777) | type_bits(&e.kind),
+            uid: e.uid,
+            gid: e.gid,
+            nlink: 1,
+            mtime,
+            filesize: 0,
+            rdev: (0, 0),
+            name: &path,
+        };
+        if !matches!(e.kind, EntryKind::Hardlink(_)) {
+            h.ino = self.next_ino;
+            self.next_ino += 1;
+        }
+        match &e.kind {
+            EntryKind::File => {
+                let data = e.data.unwrap_or(FileData::Bytes(Vec::new()));
+                if let Some(&n) = self.nlink.get(&path).filter(|&&n| n > 1) {
+                    h.nlink = n;
+                    self.header(&h)?;
+                    let pending = Pending {
+                        ino: h.ino,
+                        perm: e.mode & 0o7777,
+                        uid: e.uid,
+                        gid: e.gid,
+                        mtime,
+                        nlink: n,
+                        remaining: n - 1,
+                        data,
+                    };
+                    self.pending.insert(path.clone(), pending);
+                    return Ok(());
+                }
+                h.filesize = file_size(&path, data.len())?;
+                self.header(&h)?;
+                self.data(&path, data, None)?;
+            }
+            EntryKind::Hardlink(target) => {
+                let target = normalize(target)?;
+                let Some(p) = self.pending.get_mut(&target) else {
+                    return Err(CpioError::BadLinkTarget {
+                        path: e.path.clone(),
+                        target,
+                    });
+                };
+                p.remaining -= 1;
+                h.ino = p.ino;
+                h.mode = p.perm | S_IFREG;
+                (h.uid, h.gid, h.mtime, h.nlink) = (p.uid, p.gid, p.mtime, p.nlink);
+                if p.remaining > 0 {
+                    self.header(&h)?;
+                    return Ok(());
+                }
+                let p = self.pending.remove(&target).expect("found above");
+                h.filesize = file_size(&path, p.data.len())?;
+                self.header(&h)?;
+                self.data(&path, p.data, None)?;
+            }
+            EntryKind::Dir => {
+                h.nlink = 2;
+                self.header(&h)?;
+            }
+            EntryKind::Symlink(target) => {
+                h.mode = S_IFLNK | 0o777;
+                h.filesize = file_size(&path, target.len() as u64)?;
+                self.header(&h)?;
+                self.data(&path, FileData::Bytes(Vec::new()), Some(target))?;
+            }
+            EntryKind::CharDevice(major, minor) | EntryKind::BlockDevice(major, minor) => {
+                h.rdev = (*major, *minor);
+                self.header(&h)?;
+            }
+            EntryKind::Fifo => self.header(&h)?,
+        }
+        Ok(())
+    }
+
+    /// Writes the trailer; returns the writer and what was written. A hard-linked file
+    /// whose links did not all come is [`CpioError::MissingLinks`].
+    pub fn finish(mut self) -> Result<(W, CpioSummary), CpioError> {
+        if let Some((path, p)) = self.pending.iter().min_by(|a, b| a.0.cmp(b.0)) {
+            return Err(CpioError::MissingLinks {
+                path: path.clone(),
+                nlink: p.nlink,
+                missing: p.remaining,
+            });
+        }
+        self.header(&Header {
+            ino: 0,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            mtime: 0,
+            filesize: 0,
+            rdev: (0, 0),
+            name: "TRAILER!!!",
+        })?;
+        self.out.flush()?;
+        let summary = CpioSummary {
+            entries: self.entries,
+            bytes: self.count,
+        };
+        Ok((self.out, summary))
+    }
+}
+
+/// A file size as a newc header field.
+fn file_size(path: &str, size: u64) -> Result<u32, CpioError> {
+    u32::try_from(size).map_err(|_| CpioError::FieldTooLarge {
+        path: path.to_owned(),
+        field: "file size",
+        value: size,
+    })
 }
 
 /// Strips leading `/` and `./`; rejects empty paths and `..` components.

@@ -7,13 +7,13 @@
 //! are left out of the archive: the kernel is written beside it and an initrd inside an
 //! initramfs is dead weight.
 
-use super::cpio::{CpioArchive, Entry};
-use crate::bootdisk::kernel::find_kernel;
+use super::cpio::{CpioError, CpioStream, Entry};
+use crate::bootdisk::kernel::{find_kernel, KernelFiles};
 use crate::disk::source::FileData;
 use crate::{rootfs_tar, ExportError, StoredImage};
 use imgbuild_store::tarball::{EntryKind, EntryMeta, MergedTree, TreeSink};
 use imgbuild_store::Store;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 
 /// How the archive is compressed.
@@ -46,30 +46,36 @@ pub struct InitramfsOptions {
     pub init: Option<String>,
 }
 
-/// A built initramfs, ready to be written.
-#[derive(Debug)]
-pub struct Initramfs {
-    archive: CpioArchive,
-    /// The kernel's bytes.
-    pub kernel: Vec<u8>,
-    compression: Compression,
-}
-
-/// Collects the merged tree into a cpio archive, leaving out `skip`.
-struct CpioSink {
-    archive: CpioArchive,
+/// Streams the merged tree into a cpio archive, leaving out `skip`.
+struct CpioSink<W: Write> {
+    archive: CpioStream<W>,
     skip: BTreeSet<String>,
     kernel_path: String,
     kernel: Vec<u8>,
+    /// The archive's own error, which the tree stream only sees as an I/O error.
+    failed: Option<CpioError>,
 }
 
-impl TreeSink for CpioSink {
+impl<W: Write> CpioSink<W> {
+    fn add(&mut self, entry: Entry) -> io::Result<()> {
+        self.archive.add(entry).map_err(|e| {
+            let io = match &e {
+                CpioError::Io(io) => io::Error::new(io.kind(), io.to_string()),
+                other => io::Error::other(other.to_string()),
+            };
+            self.failed = Some(e);
+            io
+        })
+    }
+}
+
+impl<W: Write> TreeSink for CpioSink<W> {
     fn entry(&mut self, meta: &EntryMeta, data: &mut dyn Read) -> io::Result<()> {
         if meta.path == self.kernel_path {
             data.read_to_end(&mut self.kernel)?;
             return Ok(());
         }
-        if self.skip.contains(&meta.path) {
+        if !keeps(&self.kernel_path, &self.skip, &meta.path, &meta.kind) {
             return io::copy(data, &mut io::sink()).map(drop);
         }
         let mut entry = match &meta.kind {
@@ -83,24 +89,30 @@ impl TreeSink for CpioSink {
                     FileData::Bytes(bytes),
                 )
             }
-            EntryKind::Hardlink(t) if self.skip.contains(t) || *t == self.kernel_path => {
-                return Ok(())
-            }
             kind => Entry::new(meta.path.clone(), meta.mode, meta.mtime, kind.clone()),
         };
         entry.uid = meta.uid;
         entry.gid = meta.gid;
-        self.archive.add(entry);
-        Ok(())
+        self.add(entry)
     }
 }
 
-/// Reads the image into an initramfs.
-pub fn build(
+/// True when the entry at `path` of `kind` goes into the archive: neither it nor a hard
+/// link's target is the kernel or in `skip`.
+fn keeps(kernel: &str, skip: &BTreeSet<String>, path: &str, kind: &EntryKind) -> bool {
+    let left_out = |p: &str| p == kernel || skip.contains(p);
+    !left_out(path) && !matches!(kind, EntryKind::Hardlink(t) if left_out(t))
+}
+
+/// Writes the image as a compressed initramfs to `out`, cpio entries compressed as they
+/// stream out of the layers (the tree is never whole in memory); returns the kernel's
+/// bytes.
+pub fn write(
     store: &Store,
     image: &StoredImage,
     options: &InitramfsOptions,
-) -> Result<Initramfs, ExportError> {
+    out: &mut dyn Write,
+) -> Result<Vec<u8>, ExportError> {
     let tree = rootfs_tar::merged_tree(store, image)?;
     let kernel = find_kernel(&tree)?;
     let mut skip: BTreeSet<String> = kernel.initrd.iter().cloned().collect();
@@ -115,26 +127,67 @@ pub fn build(
         None if runs(&tree, "sbin/init") => Some("/sbin/init".into()),
         None => return Err(ExportError::NoInit),
     };
+    match options.compression {
+        Compression::Zstd => {
+            let mut enc = zstd::stream::write::Encoder::new(out, 3)?;
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+            enc.multithread(u32::try_from(workers).unwrap_or(1))?;
+            let (enc, kernel) = write_cpio(store, image, &tree, &kernel, skip, init_target, enc)?;
+            enc.finish()?;
+            Ok(kernel)
+        }
+        Compression::Gzip => {
+            let enc = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(out, flate2::Compression::new(6));
+            let (enc, kernel) = write_cpio(store, image, &tree, &kernel, skip, init_target, enc)?;
+            enc.finish()?;
+            Ok(kernel)
+        }
+    }
+}
+
+/// Streams the cpio archive into `out` (the compressor); returns it and the kernel.
+fn write_cpio<W: Write>(
+    store: &Store,
+    image: &StoredImage,
+    tree: &MergedTree,
+    kernel: &KernelFiles,
+    skip: BTreeSet<String>,
+    init_target: Option<String>,
+    out: W,
+) -> Result<(W, Vec<u8>), ExportError> {
+    // Each kept file's number of kept names, for the newc link rule.
+    let mut nlink = HashMap::new();
+    for meta in tree.iter() {
+        if let EntryKind::Hardlink(target) = &meta.kind {
+            if keeps(&kernel.kernel, &skip, &meta.path, &meta.kind) {
+                *nlink.entry(target.clone()).or_insert(1) += 1;
+            }
+        }
+    }
     let mut sink = CpioSink {
-        archive: CpioArchive::new(),
+        archive: CpioStream::new(out, nlink)?,
         skip,
         kernel_path: kernel.kernel.clone(),
         kernel: Vec::new(),
+        failed: None,
     };
-    rootfs_tar::stream_tree(store, image, &tree, &mut sink)?;
+    let streamed = rootfs_tar::stream_tree(store, image, tree, &mut sink);
+    if let Some(failed) = sink.failed.take() {
+        return Err(failed.into());
+    }
+    streamed?;
     if let Some(target) = init_target {
-        sink.archive.add(Entry::new(
+        sink.add(Entry::new(
             "init",
             0o777,
             image.epoch(),
             EntryKind::Symlink(target),
-        ));
+        ))?;
     }
-    Ok(Initramfs {
-        archive: sink.archive,
-        kernel: sink.kernel,
-        compression: options.compression,
-    })
+    let (out, _) = sink.archive.finish()?;
+    Ok((out, sink.kernel))
 }
 
 /// True when `path`, resolved inside the image, is a regular file (or a hard link to one).
@@ -143,29 +196,6 @@ fn runs(tree: &MergedTree, path: &str) -> bool {
         .ok()
         .and_then(|p| tree.get(&p))
         .is_some_and(|m| matches!(m.kind, EntryKind::File | EntryKind::Hardlink(_)))
-}
-
-impl Initramfs {
-    /// Writes the compressed archive to `out`.
-    pub fn write_archive(self, out: &mut dyn Write) -> Result<(), ExportError> {
-        match self.compression {
-            Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(out, 3)?;
-                let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-                enc.multithread(u32::try_from(workers).unwrap_or(1))?;
-                self.archive.write_to(&mut enc)?;
-                enc.finish()?;
-            }
-            Compression::Gzip => {
-                let mut enc = flate2::GzBuilder::new()
-                    .mtime(0)
-                    .write(out, flate2::Compression::new(6));
-                self.archive.write_to(&mut enc)?;
-                enc.finish()?;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! Deterministic ext4 images from a tarball, via `mke2fs -d file.tar`
-//! (e2fsprogs ≥ 1.47.1 populates a filesystem from a tar archive through
-//! libarchive; see mke2fs(8) `-d`).
+//! Deterministic ext4 images from a tarball, via `mke2fs -d file.tar`, or streamed
+//! through a pipe with `mke2fs -d -` ([`spawn_ext4`]; e2fsprogs ≥ 1.47.1 populates a
+//! filesystem from a tar archive through libarchive, in one pass; see mke2fs(8) `-d`).
 //!
 //! Reproducibility: the same tar and [`Ext4Options`] give byte-identical
 //! images. This wrapper pins everything mke2fs would otherwise take from the
@@ -28,8 +28,9 @@ mod config;
 mod estimate;
 mod version;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, Command, Stdio};
 
 pub use estimate::{estimate_size, Ext4Estimate};
 pub use version::{mke2fs_version, MIN_VERSION};
@@ -159,6 +160,95 @@ pub fn make_ext4(
     offset: u64,
     opts: &Ext4Options,
 ) -> Result<(), Ext4Error> {
+    if !tar.is_file() {
+        return Err(Ext4Error::TarMissing {
+            path: tar.to_path_buf(),
+        });
+    }
+    let (mut cmd, _conf) = command(tar.as_os_str(), target, offset, opts)?;
+    let out = cmd.output()?;
+    check(out.status, &String::from_utf8_lossy(&out.stderr))
+}
+
+/// A running `mke2fs -d -` that populates the filesystem from the tar written to
+/// [`Ext4Stream::input`], in one pass and with no copy of the archive on disk. The
+/// same tar gives the same bytes as [`make_ext4`] reading it from a file.
+#[derive(Debug)]
+pub struct Ext4Stream {
+    child: Child,
+    input: Option<ChildStdin>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    /// The configuration file, kept until mke2fs exits.
+    _conf: tempfile::NamedTempFile,
+}
+
+/// Starts mke2fs on `target` at `offset` (as [`make_ext4`]), reading the tar from a pipe.
+pub fn spawn_ext4(target: &Path, offset: u64, opts: &Ext4Options) -> Result<Ext4Stream, Ext4Error> {
+    let (mut cmd, conf) = command("-".as_ref(), target, offset, opts)?;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let input = child.stdin.take();
+    if let Some(pipe) = &input {
+        // A larger pipe means fewer switches between the tar writer and mke2fs; a
+        // kernel that refuses (over /proc/sys/fs/pipe-max-size) keeps the default.
+        let _ = rustix::pipe::fcntl_setpipe_size(pipe, 1 << 20);
+    }
+    // Drained on its own thread, so a chatty mke2fs never blocks on a full pipe.
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = e.read_to_string(&mut text);
+            text
+        })
+    });
+    Ok(Ext4Stream {
+        child,
+        input,
+        stderr,
+        _conf: conf,
+    })
+}
+
+impl Ext4Stream {
+    /// Where the tar goes.
+    pub fn input(&mut self) -> &mut ChildStdin {
+        self.input.as_mut().expect("input open until finish")
+    }
+
+    /// Closes the input (the end of the tar) and waits for mke2fs.
+    pub fn finish(mut self) -> Result<(), Ext4Error> {
+        drop(self.input.take());
+        let status = self.child.wait()?;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        check(status, &stderr)
+    }
+}
+
+impl Drop for Ext4Stream {
+    fn drop(&mut self) {
+        // Abandoned before finish (the tar writer failed): stop mke2fs and reap it.
+        if self.input.take().is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The mke2fs command for `source` (a tar file, or `-` for stdin), with the
+/// configuration file it needs kept alive.
+fn command(
+    source: &std::ffi::OsStr,
+    target: &Path,
+    offset: u64,
+    opts: &Ext4Options,
+) -> Result<(Command, tempfile::NamedTempFile), Ext4Error> {
     if opts.size_bytes < MIN_SIZE {
         return Err(Ext4Error::BadSize {
             size: opts.size_bytes,
@@ -168,11 +258,6 @@ pub fn make_ext4(
     if opts.label.len() > 16 {
         return Err(Ext4Error::BadLabel {
             label: opts.label.clone(),
-        });
-    }
-    if !tar.is_file() {
-        return Err(Ext4Error::TarMissing {
-            path: tar.to_path_buf(),
         });
     }
     let mke2fs = find_mke2fs()?;
@@ -203,22 +288,26 @@ pub fn make_ext4(
         .args(["-m", &opts.reserved_percent.to_string()])
         .args(["-U", &uuid, "-E", &ext, "-L", &opts.label])
         .arg("-d")
-        .arg(tar);
+        .arg(source);
     if let Some(n) = opts.inodes {
         cmd.args(["-N", &n.to_string()]);
     }
     cmd.arg(target).arg(blocks.to_string());
-    let out = cmd.output()?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        let hint = failure_hint(&stderr);
-        return Err(Ext4Error::Failed {
-            status: out.status.to_string(),
-            stderr,
-            hint,
-        });
+    Ok((cmd, conf))
+}
+
+/// Maps a failed mke2fs to [`Ext4Error::Failed`].
+fn check(status: std::process::ExitStatus, stderr: &str) -> Result<(), Ext4Error> {
+    if status.success() {
+        return Ok(());
     }
-    Ok(())
+    let stderr = stderr.trim().to_string();
+    let hint = failure_hint(&stderr);
+    Err(Ext4Error::Failed {
+        status: status.to_string(),
+        stderr,
+        hint,
+    })
 }
 
 /// A suggestion for well-known mke2fs failures.

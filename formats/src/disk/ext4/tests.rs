@@ -198,3 +198,47 @@ fn estimate_fits_and_too_small_fails_clearly() {
     let err = make_ext4(&dir.path().join("missing.tar"), &tiny, 0, &opts(16 << 20)).unwrap_err();
     assert!(matches!(err, Ext4Error::TarMissing { .. }), "{err}");
 }
+
+/// Writes `tar` into a streaming mke2fs; the write error, if mke2fs stopped reading.
+fn stream(tar: &Path, target: &Path, offset: u64, o: &Ext4Options) -> Result<(), Ext4Error> {
+    let mut run = spawn_ext4(target, offset, o)?;
+    let copied = std::io::copy(&mut std::fs::File::open(tar).unwrap(), run.input());
+    let finished = run.finish();
+    if finished.is_ok() {
+        copied.unwrap();
+    }
+    finished
+}
+
+#[test]
+fn streamed_through_a_pipe_gives_the_same_bytes_as_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("root.tar");
+    rootfs_tar(&tar, 500);
+    let size = 40 * 1024 * 1024;
+    let from_file = dir.path().join("file.ext4");
+    make_ext4(&tar, &from_file, 0, &opts(size)).unwrap();
+    let offset = 1024 * 1024;
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, vec![0xFFu8; (offset + size + offset) as usize]).unwrap();
+    stream(&tar, &disk, offset, &opts(size)).unwrap();
+    let spec = format!("{}?offset={offset}", s(&disk));
+    run_ok("e2fsck", "e2fsprogs", &["-fn", &spec]);
+    let disk_bytes = std::fs::read(&disk).unwrap();
+    assert!(
+        disk_bytes[offset as usize..(offset + size) as usize] == std::fs::read(&from_file).unwrap(),
+        "the streamed filesystem differs from the one read from a file"
+    );
+    assert!(disk_bytes[..offset as usize].iter().all(|&b| b == 0xFF));
+    assert!(disk_bytes[(offset + size) as usize..]
+        .iter()
+        .all(|&b| b == 0xFF));
+
+    // Too small: mke2fs stops reading, and its own error is what the caller gets.
+    let big = dir.path().join("big.tar");
+    rootfs_tar(&big, 3000);
+    let tiny = dir.path().join("tiny.ext4");
+    let err = stream(&big, &tiny, 0, &opts(9 * 1024 * 1024)).unwrap_err();
+    assert!(matches!(err, Ext4Error::Failed { .. }), "{err}");
+    assert!(err.to_string().contains("estimate_size"), "{err}");
+}

@@ -19,35 +19,40 @@ fn file(p: &str, mode: u32, data: &[u8]) -> Entry {
 /// A small initramfs tree; `devices` adds device nodes (listing only).
 fn archive(devices: bool) -> Vec<u8> {
     let mut a = CpioArchive::new();
-    a.add(dir("."));
-    a.add(dir("bin"));
-    a.add(file("bin/busybox", 0o755, b"\x7fELF fake busybox"));
-    a.add(Entry::new(
-        "bin/sh",
-        0o777,
-        MTIME,
-        EntryKind::Symlink("busybox".into()),
-    ));
-    a.add(dir("/etc"));
-    a.add(file(
-        "/etc/passwd",
-        0o644,
-        b"root:x:0:0:root:/root:/bin/sh\n",
-    ));
-    a.add(dir("usr"));
-    a.add(dir("usr/bin"));
+    for e in entries(devices) {
+        a.add(e);
+    }
+    let mut out = Vec::new();
+    let sum = a.write_to(&mut out).unwrap();
+    assert_eq!(sum.bytes, out.len() as u64);
+    assert_eq!(out.len() % 4, 0);
+    out
+}
+
+/// The entries of [`archive`].
+fn entries(devices: bool) -> Vec<Entry> {
     let mut su = file("usr/bin/su", 0o100_4755, &[0x55; 1001]);
     su.uid = 1000;
     su.gid = 1000;
-    a.add(su);
-    a.add(Entry::new(
+    let mut a = vec![
+        dir("."),
+        dir("bin"),
+        file("bin/busybox", 0o755, b"\x7fELF fake busybox"),
+        Entry::new("bin/sh", 0o777, MTIME, EntryKind::Symlink("busybox".into())),
+        dir("/etc"),
+        file("/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n"),
+        dir("usr"),
+        dir("usr/bin"),
+        su,
+    ];
+    a.push(Entry::new(
         "usr/bin/su-again",
         0,
         MTIME,
         EntryKind::Hardlink("usr/bin/su".into()),
     ));
-    a.add(file("empty", 0o600, b""));
-    a.add(Entry::file(
+    a.push(file("empty", 0o600, b""));
+    a.push(Entry::file(
         "init",
         0o755,
         MTIME,
@@ -56,28 +61,24 @@ fn archive(devices: bool) -> Vec<u8> {
             len: 18,
         },
     ));
-    a.add(dir("run"));
-    a.add(Entry::new("run/fifo", 0o644, MTIME, EntryKind::Fifo));
+    a.push(dir("run"));
+    a.push(Entry::new("run/fifo", 0o644, MTIME, EntryKind::Fifo));
     if devices {
-        a.add(dir("dev"));
-        a.add(Entry::new(
+        a.push(dir("dev"));
+        a.push(Entry::new(
             "dev/console",
             0o600,
             MTIME,
             EntryKind::CharDevice(5, 1),
         ));
-        a.add(Entry::new(
+        a.push(Entry::new(
             "dev/sda",
             0o660,
             MTIME,
             EntryKind::BlockDevice(8, 0),
         ));
     }
-    let mut out = Vec::new();
-    let sum = a.write_to(&mut out).unwrap();
-    assert_eq!(sum.bytes, out.len() as u64);
-    assert_eq!(out.len() % 4, 0);
-    out
+    a
 }
 
 fn cpio(args: &[&str], cwd: &std::path::Path) -> String {
@@ -228,4 +229,51 @@ fn rejects_bad_entries() {
         a.write_to(&mut Vec::new()),
         Err(CpioError::ShortRead { .. })
     ));
+}
+
+#[test]
+fn streamed_archive_matches_the_assembled_one() {
+    let extra = || {
+        Entry::new(
+            "bin/su-3",
+            0,
+            MTIME,
+            EntryKind::Hardlink("usr/bin/su".into()),
+        )
+    };
+    let mut a = CpioArchive::new();
+    for e in entries(true) {
+        a.add(e);
+    }
+    a.add(extra());
+    let mut whole = Vec::new();
+    let sum = a.write_to(&mut whole).unwrap();
+
+    let links = HashMap::from([("/usr/bin/su".to_owned(), 3)]);
+    let mut stream = CpioStream::new(Vec::new(), links.clone()).unwrap();
+    for e in entries(true) {
+        stream.add(e).unwrap();
+    }
+    stream.add(extra()).unwrap();
+    let (streamed, streamed_sum) = stream.finish().unwrap();
+    assert_eq!(streamed_sum, sum);
+    assert!(streamed == whole, "the streamed archive differs");
+
+    // A link that never comes is an error, not an archive without the file's bytes.
+    let mut stream = CpioStream::new(Vec::new(), links).unwrap();
+    for e in entries(false) {
+        stream.add(e).unwrap();
+    }
+    let err = stream.finish().unwrap_err();
+    assert!(
+        matches!(err, CpioError::MissingLinks { missing: 1, .. }),
+        "{err}"
+    );
+    // A link to a file not announced as linked.
+    let mut stream = CpioStream::new(Vec::new(), HashMap::new()).unwrap();
+    stream.add(file("a", 0o644, b"x")).unwrap();
+    let err = stream
+        .add(Entry::new("b", 0, MTIME, EntryKind::Hardlink("a".into())))
+        .unwrap_err();
+    assert!(matches!(err, CpioError::BadLinkTarget { .. }), "{err}");
 }
