@@ -55,7 +55,7 @@ fn assert_blobs_whole(layout: &Path) {
     }
 }
 
-fn spawn_build(recipe: &Path, store: &Path, out: &Path, formats: &[&str]) -> Child {
+pub(crate) fn spawn_build(recipe: &Path, store: &Path, out: &Path, formats: &[&str]) -> Child {
     let mut cmd = imgbuild();
     cmd.arg("build")
         .arg(recipe)

@@ -3,7 +3,7 @@
 //! copies a recorded, unmodified output instead of exporting again.
 
 use crate::common::*;
-use crate::outputs::{bootable_recipe, tree_hashes};
+use crate::outputs::{bootable_recipe, spawn_build, tree_hashes};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Output;
@@ -11,17 +11,11 @@ use std::process::Output;
 const FORMATS: [&str; 5] = ["oci", "tar", "raw", "qcow2", "initramfs"];
 
 fn build(recipe: &Path, store: &Path, out: &Path) -> Output {
-    let mut cmd = imgbuild();
-    cmd.arg("build")
-        .arg(recipe)
-        .arg("--store")
-        .arg(store)
-        .arg("-o")
-        .arg(out);
-    for f in FORMATS {
-        cmd.args(["-f", f]);
-    }
-    run_ok(&mut cmd)
+    let done = spawn_build(recipe, store, out, &FORMATS)
+        .wait_with_output()
+        .unwrap();
+    assert!(done.status.success(), "{}", stderr(&done));
+    done
 }
 
 /// Inode and ctime of every file under `out`, by path.

@@ -189,6 +189,19 @@ pub struct CpioArchive {
 }
 
 /// Header fields of one member.
+/// The entry that ends a newc archive.
+const TRAILER: Header<'static> = Header {
+    ino: 0,
+    mode: 0,
+    uid: 0,
+    gid: 0,
+    nlink: 1,
+    mtime: 0,
+    filesize: 0,
+    rdev: (0, 0),
+    name: "TRAILER!!!",
+};
+
 struct Header<'a> {
     ino: u32,
     mode: u32,
@@ -369,20 +382,7 @@ impl CpioArchive {
                 _ => write_header(&mut out, &h)?,
             }
         }
-        write_header(
-            &mut out,
-            &Header {
-                ino: 0,
-                mode: 0,
-                uid: 0,
-                gid: 0,
-                nlink: 1,
-                mtime: 0,
-                filesize: 0,
-                rdev: (0, 0),
-                name: "TRAILER!!!",
-            },
-        )?;
+        write_header(&mut out, &TRAILER)?;
         out.flush()?;
         Ok(CpioSummary {
             entries: n as u64,
@@ -578,17 +578,7 @@ impl<W: Write> CpioStream<W> {
                 missing: p.remaining,
             });
         }
-        self.header(&Header {
-            ino: 0,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            nlink: 1,
-            mtime: 0,
-            filesize: 0,
-            rdev: (0, 0),
-            name: "TRAILER!!!",
-        })?;
+        self.header(&TRAILER)?;
         self.out.flush()?;
         let summary = CpioSummary {
             entries: self.entries,

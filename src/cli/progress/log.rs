@@ -111,12 +111,10 @@ impl BuildLog {
             .mode(0o700)
             .create(&self.dir)?;
         prune(&self.dir, KEPT - 1);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        // RFC 3339 in UTC: the names sort by time, as pruning wants.
         let path = self.dir.join(format!(
             "build-{}-{}.log",
-            utc_stamp(now.as_secs()),
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
             std::process::id()
         ));
         let mut file = fs_err::File::create(&path)?;
@@ -158,38 +156,9 @@ pub(super) fn prune(dir: &Path, keep: usize) {
     }
 }
 
-/// `secs` since the epoch as `YYYYMMDDTHHMMSSZ`.
-pub(super) fn utc_stamp(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stamps_are_utc_dates() {
-        assert_eq!(utc_stamp(0), "19700101T000000Z");
-        assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
-        assert_eq!(utc_stamp(1_796_187_915), "20261202T050515Z");
-    }
 
     #[test]
     fn pruning_keeps_the_newest() {
