@@ -7,6 +7,7 @@
 #   RUNS=1 bench/run.sh          # one run of each
 #   SKIP_DEBIAN=1 bench/run.sh   # only the exports (no cold Debian builds)
 #   SKIP_RSS=1 bench/run.sh      # without the 2 GiB peak-memory export
+#   SKIP_EXPORTS=1 bench/run.sh  # without the exports of a synthetic tree
 #
 # Installs its peers (mmdebstrap, e2fsprogs >= 1.47.1, cpio, zstd, GNU time, qemu-utils)
 # and builds imgbuild in release mode (IMGBUILD_BIN=/path/to/imgbuild to time another
@@ -140,6 +141,7 @@ make_tree() {
         printf '[[step]]\ncopy = "root/%s"\nto = "/%s"\n' "$d" "$d" >> "$src/$name.toml"
     done
 }
+if [[ -z ${SKIP_EXPORTS:-} ]]; then
 make_tree "$work/tree/src" "$tree_mb" bench
 tree=$work/tree/src/root
 recipe=$work/tree/src/bench.toml
@@ -198,6 +200,7 @@ measure "qcow2 disk, ${tree_mb} MiB tree" "imgbuild raw disk" x1.0 qcow2_disk
 measure "initramfs, ${tree_mb} MiB tree" "find | cpio -H newc | zstd -T0" x1.0 initramfs
 measure "OCI layout, ${tree_mb} MiB tree, cold" "tar | zstd -T0 -3 | sha256sum" x1.0 oci_cold
 measure "OCI layout, cached, to a new -o" - 0.2s oci_new_out
+fi
 
 # --- The debian-vm root filesystem as a raw disk, against mke2fs -d of the same tree ------
 if [[ -z ${SKIP_DEBIAN:-} ]]; then
