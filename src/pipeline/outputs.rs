@@ -73,9 +73,10 @@ pub(super) fn reuse(
     wanted: &Artifact,
     key: &str,
 ) -> Result<Option<Reused>, PipelineError> {
-    let at = absolute(&wanted.path)?;
+    let wanted_here = absolute_artifact(wanted)?;
+    let at = wanted_here.path.clone();
     if let Some(record) = store.output_at(&at)? {
-        if record.key == key && recorded_snapshot_matches(&record, wanted) {
+        if record.key == key && recorded_snapshot_matches(&record, &wanted_here) {
             return Ok(Some(Reused::Unchanged));
         }
     }
@@ -116,8 +117,9 @@ pub(super) fn remember(
     artifact: &Artifact,
     key: &str,
 ) -> Result<u64, PipelineError> {
-    let path = absolute(&artifact.path)?;
-    let Some(snapshot) = Snapshot::take(artifact) else {
+    let artifact = absolute_artifact(artifact)?;
+    let path = artifact.path.clone();
+    let Some(snapshot) = Snapshot::take(&artifact) else {
         // Gone already (a concurrent build replaced it): nothing to vouch for.
         store.forget_output(&path)?;
         return Ok(0);
@@ -137,6 +139,16 @@ pub(super) fn size_of(artifact: &Artifact) -> u64 {
 
 fn recorded_snapshot_matches(record: &OutputRecord, artifact: &Artifact) -> bool {
     Snapshot::decode(&record.files).is_some_and(|s| s.matches(artifact))
+}
+
+/// `artifact` with absolute paths: snapshots are taken and compared in that spelling,
+/// whatever directory a build ran from.
+fn absolute_artifact(artifact: &Artifact) -> Result<Artifact, PipelineError> {
+    Ok(Artifact {
+        format: artifact.format,
+        path: absolute(&artifact.path)?,
+        kernel: artifact.kernel.as_deref().map(absolute).transpose()?,
+    })
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, PipelineError> {

@@ -193,3 +193,31 @@ fn a_new_output_directory_gets_copies_of_unmodified_outputs_never_of_modified_on
     );
     assert_eq!(tree_hashes(&third), tree_hashes(&second));
 }
+
+#[test]
+fn outputs_named_relative_to_the_working_directory_are_found_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = bootable_recipe(&tmp.path().join("src"), 1);
+    let build_in = |out: &str| {
+        let done = run_ok(
+            imgbuild()
+                .current_dir(tmp.path())
+                .arg("build")
+                .arg(&recipe)
+                .args(["--store", "store", "-o", out, "-f", "oci"]),
+        );
+        stderr(&done)
+    };
+    build_in("first");
+    let again = build_in("first");
+    assert!(
+        again.contains("first/boot.oci (oci) unchanged, reused"),
+        "{again}"
+    );
+    let copied = build_in("second");
+    let from = tmp.path().join("first/boot.oci");
+    assert!(
+        copied.contains(&format!("as a copy of {}", from.display())),
+        "{copied}"
+    );
+}
