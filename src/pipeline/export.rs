@@ -16,7 +16,7 @@ use imgbuild_store::Store;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::outputs::{self, Reused};
+use super::outputs;
 use super::{BuildRequest, Observer, PipelineError};
 
 /// Writes `image` as every format of `request`, each once, telling `progress` about each
@@ -60,22 +60,18 @@ pub(super) fn export_all(
         let artifact = imgbuild_formats::artifact_for(image, format, &options);
         let key = outputs::output_key(image, format, &options, &pinned);
         let start = Instant::now();
-        let (reused, copied_from) = match outputs::reuse(store, &artifact, &key)? {
-            Some(Reused::Unchanged) => (true, None),
-            Some(Reused::Cloned(from)) => (false, Some(from)),
-            None => {
-                keys.insert(format, key);
-                left.push(format);
-                continue;
-            }
+        let Some(reused) = outputs::reuse(store, &artifact, &key)? else {
+            keys.insert(format, key);
+            left.push(format);
+            continue;
         };
         progress(&Progress::Exported {
             format: artifact.format,
             path: &artifact.path,
-            bytes: outputs::size_of(&artifact),
+            bytes: reused.bytes,
             seconds: start.elapsed().as_secs_f64(),
-            reused,
-            copied_from: copied_from.as_deref(),
+            reused: reused.copied_from.is_none(),
+            copied_from: reused.copied_from.as_deref(),
         });
         artifacts.push(artifact);
     }

@@ -25,12 +25,13 @@ use super::PipelineError;
 /// outputs recorded by an older imgbuild are written again.
 const EXPORTERS_REVISION: u32 = 1;
 
-/// What reusing an output did.
-pub(super) enum Reused {
-    /// The output in place is what this export would write.
-    Unchanged,
-    /// A recorded output elsewhere was cloned into place.
-    Cloned(PathBuf),
+/// An output reused instead of exported.
+pub(super) struct Reused {
+    /// `None`: the output in place is what this export would write; else the recorded
+    /// output elsewhere that was cloned into place.
+    pub(super) copied_from: Option<PathBuf>,
+    /// Its size in bytes, from the snapshot that vouched for it.
+    pub(super) bytes: u64,
 }
 
 /// The key of writing `image` as `format` with `options` and the `pinned` bootloaders.
@@ -76,8 +77,13 @@ pub(super) fn reuse(
     let wanted_here = absolute_artifact(wanted)?;
     let at = wanted_here.path.clone();
     if let Some(record) = store.output_at(&at)? {
-        if record.key == key && recorded_snapshot_matches(&record, &wanted_here) {
-            return Ok(Some(Reused::Unchanged));
+        if record.key == key {
+            if let Some(snapshot) = recorded_snapshot(&record).filter(|s| s.matches(&wanted_here)) {
+                return Ok(Some(Reused {
+                    copied_from: None,
+                    bytes: snapshot.bytes(),
+                }));
+            }
         }
     }
     for record in store.outputs_made_with(key)? {
@@ -104,8 +110,11 @@ pub(super) fn reuse(
         if clone_output(&source, wanted).is_err() || !recorded_snapshot_matches(&record, &source) {
             continue;
         }
-        remember(store, wanted, key)?;
-        return Ok(Some(Reused::Cloned(record.path)));
+        let bytes = remember(store, wanted, key)?;
+        return Ok(Some(Reused {
+            copied_from: Some(record.path),
+            bytes,
+        }));
     }
     Ok(None)
 }
@@ -137,8 +146,12 @@ pub(super) fn size_of(artifact: &Artifact) -> u64 {
     Snapshot::take(artifact).map_or(0, |s| s.bytes())
 }
 
+fn recorded_snapshot(record: &OutputRecord) -> Option<Snapshot> {
+    Snapshot::decode(&record.files)
+}
+
 fn recorded_snapshot_matches(record: &OutputRecord, artifact: &Artifact) -> bool {
-    Snapshot::decode(&record.files).is_some_and(|s| s.matches(artifact))
+    recorded_snapshot(record).is_some_and(|s| s.matches(artifact))
 }
 
 /// `artifact` with absolute paths: snapshots are taken and compared in that spelling,
