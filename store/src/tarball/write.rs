@@ -73,6 +73,18 @@ impl<W: Write> TarWriter<W> {
         for (key, value) in &meta.xattrs {
             pax.push((format!("SCHILY.xattr.{key}"), value.clone()));
         }
+        if let Some((key, _)) = pax.iter().find(|(_, value)| value.contains(&b'\n')) {
+            // POSIX allows it (records are length-prefixed), but the tar crate that reads
+            // layers back splits records on newlines: such a layer could not be read again.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{:?}: its PAX `{key}` record would hold a newline, which imgbuild cannot \
+                     read back from a layer; rename the file or drop the attribute",
+                    meta.path
+                ),
+            ));
+        }
         if !pax.is_empty() {
             self.append_pax(&name, &pax)?;
         }
@@ -254,6 +266,36 @@ mod tests {
         let link = EntryMeta::new("l", EntryKind::Symlink("t".repeat(200)), 0o777, 7);
         let back = roundtrip(&[file.clone(), link.clone()]);
         assert_eq!(back, vec![file, link]);
+    }
+
+    #[test]
+    fn a_newline_in_a_pax_record_is_refused_and_a_short_one_round_trips() {
+        let long = EntryMeta::new(format!("{}\nx", "n".repeat(120)), EntryKind::File, 0o644, 7);
+        let err = TarWriter::new(Vec::new())
+            .append(&long, &mut io::empty())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`path` record would hold a newline"),
+            "{err}"
+        );
+
+        let mut caps = EntryMeta::new("bin/tool", EntryKind::File, 0o755, 7);
+        caps.xattrs.insert(
+            "security.capability".into(),
+            vec![1, 0, 0, 2, 0x0a, 0, 0, 0],
+        );
+        let err = TarWriter::new(Vec::new())
+            .append(&caps, &mut io::empty())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("SCHILY.xattr.security.capability"),
+            "{err}"
+        );
+
+        // A name that fits the ustar header needs no PAX record, newline or not.
+        let short = EntryMeta::new("a\nb", EntryKind::File, 0o644, 7);
+        assert_eq!(roundtrip(std::slice::from_ref(&short)), vec![short]);
     }
 
     #[test]
