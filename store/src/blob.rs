@@ -8,7 +8,7 @@
 
 use crate::{Digest, Sha256Writer, Store, StoreError};
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -249,6 +249,56 @@ impl<'s> BlobWriter<'s> {
     }
 }
 
+/// Moves `staged`, a finished file in the store's own `tmp/` bucket, into the store as the
+/// blob `expected` without copying its bytes: they are hashed again (they are still in the
+/// page cache), then the file is fsynced, made read-only and renamed into place. Stores
+/// nothing, and removes `staged`, when the bytes are not `expected`. A file on another
+/// filesystem is copied as [`Store::put_verified`] does.
+pub(crate) fn adopt_verified(
+    store: &Store,
+    staged: &Path,
+    expected: &Digest,
+) -> Result<Descriptor, StoreError> {
+    let mut file = fs_err::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(staged)?;
+    let mut hasher = Sha256Writer::new(io::sink());
+    io::copy(&mut file, &mut hasher).map_err(StoreError::from_io)?;
+    let (digest, size, _) = hasher.finish();
+    if digest != *expected {
+        let _ = fs_err::remove_file(staged);
+        return Err(StoreError::DigestMismatch {
+            expected: expected.clone(),
+            found: digest,
+        });
+    }
+    let final_path = store.blob_path(&digest);
+    if !final_path.exists() {
+        let writing = |e| StoreError::from_io(StoreError::io_writing(staged, e));
+        file.sync_all().map_err(writing)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o444))
+            .map_err(writing)?;
+        match std::fs::rename(staged, &final_path) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                file.rewind().map_err(StoreError::from_io)?;
+                let stored = store.put_verified(&mut file, expected)?;
+                let _ = fs_err::remove_file(staged);
+                return Ok(stored);
+            }
+            Err(e) => return Err(StoreError::from_io(StoreError::io_writing(staged, e))),
+        }
+        if let Some(dir) = final_path.parent() {
+            fs_err::File::open(dir)?.sync_all()?;
+        }
+    } else {
+        let _ = fs_err::remove_file(staged);
+    }
+    store.with_index(|ix| ix.add_blob(&digest, size))?;
+    Ok(Descriptor { digest, size })
+}
+
 impl Write for BlobWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.out.write(buf)
@@ -261,6 +311,41 @@ impl Write for BlobWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adopting_renames_a_staged_file_and_refuses_wrong_bytes() {
+        use crate::layout::Bucket;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let staged = store.bucket(Bucket::Tmp).join("download.part");
+        fs_err::write(&staged, b"package bytes").unwrap();
+        let inode = fs_err::metadata(&staged).unwrap().ino();
+        let digest = Digest::of(b"package bytes");
+
+        let wrong = Digest::of(b"other bytes");
+        assert!(matches!(
+            store.adopt_verified(&staged, &wrong),
+            Err(StoreError::DigestMismatch { .. })
+        ));
+        assert!(!staged.exists(), "a refused file is removed");
+        assert!(!store.has_blob(&wrong).unwrap());
+
+        fs_err::write(&staged, b"package bytes").unwrap();
+        let inode = fs_err::metadata(&staged).map_or(inode, |m| m.ino());
+        let stored = store.adopt_verified(&staged, &digest).unwrap();
+        assert_eq!(stored.size, 13);
+        assert!(!staged.exists());
+        let blob = fs_err::metadata(store.blob_path(&digest)).unwrap();
+        assert_eq!(blob.ino(), inode, "renamed, not copied");
+        assert_eq!(blob.mode() & 0o777, 0o444);
+        assert_eq!(store.read_blob(&digest).unwrap(), b"package bytes");
+
+        // Adopting a blob the store has already just drops the staged copy.
+        fs_err::write(&staged, b"package bytes").unwrap();
+        store.adopt_verified(&staged, &digest).unwrap();
+        assert!(!staged.exists());
+    }
 
     #[test]
     fn open_sweeps_temp_blobs_of_dead_writers_only() {

@@ -221,6 +221,25 @@ impl Store {
         w.commit_verified(expected)
     }
 
+    /// Moves a finished file from the store's `tmp` bucket ([`Bucket::Tmp`]) into the
+    /// store as the blob `expected`, without copying its bytes; fails, storing nothing, when
+    /// they hash to something else. The staged file is gone afterwards either way.
+    pub fn adopt_verified(
+        &self,
+        staged: &Path,
+        expected: &Digest,
+    ) -> Result<Descriptor, StoreError> {
+        if self.has_blob(expected)? {
+            let _ = fs_err::remove_file(staged);
+            let size = fs_err::metadata(self.blob_path(expected))?.len();
+            return Ok(Descriptor {
+                digest: expected.clone(),
+                size,
+            });
+        }
+        crate::blob::adopt_verified(self, staged, expected)
+    }
+
     /// Opens a blob for reading, downloading it first when it is only known remotely.
     pub fn open_blob(&self, digest: &Digest) -> Result<fs_err::File, StoreError> {
         self.ensure_local(digest)?;

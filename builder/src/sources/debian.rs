@@ -171,11 +171,10 @@ impl BlobCache for StoreCache<'_> {
 
     fn put(&self, sha256: &str, from: &Path) -> std::io::Result<PathBuf> {
         let digest = Digest::from_hex(sha256).map_err(std::io::Error::other)?;
-        let mut file = fs_err::File::open(from)?;
+        // Staged in the store's own tmp bucket: renamed into place, not copied.
         self.0
-            .put_verified(&mut file, &digest)
+            .adopt_verified(from, &digest)
             .map_err(std::io::Error::other)?;
-        let _ = fs_err::remove_file(from);
         Ok(self.0.blob_path(&digest))
     }
 
