@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Write;
 use std::path::Path;
 
 use imgbuild_store::{Bucket, Digest, Store};
@@ -224,11 +225,16 @@ pub fn save(store: &Store, recipe: &Path, plan: &Plan) -> std::io::Result<()> {
         units: plan.units().map(unit_record).collect(),
     };
     let path = record_path(store, recipe);
+    let bytes = serde_json::to_vec(&record)?;
+    // A rebuild with nothing changed leaves the record as it is.
+    if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
     let dir = store.bucket(Bucket::Plans);
     fs_err::create_dir_all(&dir)?;
     // Recipes are named by their absolute path: `gc` drops the records of deleted ones.
     let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
-    serde_json::to_writer(&mut tmp, &record)?;
+    tmp.write_all(&bytes)?;
     tmp.persist(&path).map_err(|e| e.error)?;
     Ok(())
 }

@@ -140,7 +140,8 @@ fn clone_file(from: &Path, to: &Path) -> Result<(), ExportError> {
         drop(dst);
         crate::disk::sparse::copy_sparse(from, to)?;
     } else {
-        std::io::copy(&mut src, &mut dst)?;
+        // On the std files themselves, so that std copies with `copy_file_range`.
+        std::io::copy(src.file_mut(), dst.file_mut())?;
     }
     Ok(())
 }

@@ -61,22 +61,33 @@ impl CopyItem {
     }
 }
 
-/// Size, mtime, ctime and inode of a host file: if all are the same at copy time as when it
-/// was hashed, its bytes are taken to be the same too (as make, cargo and git do).
+/// Size, mtime, ctime, inode and device of a host file: if all are the same at copy time
+/// as when it was hashed, its bytes are taken to be the same too (as make, cargo and git do).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct FileStamp([i64; 6]);
+pub(crate) struct FileStamp {
+    fields: [i64; 6],
+    dev: u64,
+}
 
 impl FileStamp {
     pub(crate) fn of(meta: &std::fs::Metadata) -> Self {
         use std::os::unix::fs::MetadataExt;
-        Self([
-            i64::try_from(meta.len()).unwrap_or(i64::MAX),
-            meta.mtime(),
-            meta.mtime_nsec(),
-            meta.ctime(),
-            meta.ctime_nsec(),
-            i64::try_from(meta.ino()).unwrap_or(i64::MAX),
-        ])
+        Self {
+            fields: [
+                i64::try_from(meta.len()).unwrap_or(i64::MAX),
+                meta.mtime(),
+                meta.mtime_nsec(),
+                meta.ctime(),
+                meta.ctime_nsec(),
+                i64::try_from(meta.ino()).unwrap_or(i64::MAX),
+            ],
+            dev: meta.dev(),
+        }
+    }
+
+    /// The stamp as the store's digest memo keeps it.
+    fn memo_text(&self) -> String {
+        format!("{:?} dev {}", self.fields, self.dev)
     }
 }
 
@@ -112,24 +123,28 @@ pub(crate) fn items(
         }
     }
     let mut items: Vec<CopyItem> = out.into_values().collect();
+    let cwd = std::env::current_dir()?;
     let mut known = HashMap::new();
     for source in matches {
-        known.extend(memo.known_under(&memo_path(source)?));
+        known.extend(memo.known_under(&memo_path(source, &cwd)?));
     }
     // A file changed less than this long before hashing began is hashed again next time:
     // a write in the same clock tick could leave its stamp as it was.
     let settled = SystemTime::now() - Duration::from_secs(2);
     let hashed: Vec<Option<(String, String, Digest, u64)>> = items
         .par_iter_mut()
-        .map(|item| hash_file(item, &known, settled))
+        .map(|item| hash_file(item, &known, settled, &cwd))
         .collect::<Result<_, _>>()?;
     memo.remember(&hashed.into_iter().flatten().collect::<Vec<_>>());
     Ok(items)
 }
 
-/// A host path as the memo knows it: absolute, as text.
-fn memo_path(path: &Path) -> Result<String, SourceError> {
-    Ok(std::path::absolute(path)?.to_string_lossy().into_owned())
+/// A host path as the memo knows it: absolute (a relative one taken from `cwd`), as text.
+fn memo_path(path: &Path, cwd: &Path) -> Result<String, SourceError> {
+    // Joined to the working directory read once, not once per file by `absolute`.
+    Ok(std::path::absolute(cwd.join(path))?
+        .to_string_lossy()
+        .into_owned())
 }
 
 /// Fills in a file item's digest, size and stamp, from `known` when it remembers the file
@@ -138,6 +153,7 @@ fn hash_file(
     item: &mut CopyItem,
     known: &HashMap<String, KnownDigest>,
     settled: SystemTime,
+    cwd: &Path,
 ) -> Result<Option<(String, String, Digest, u64)>, SourceError> {
     let CopyKind::File {
         host,
@@ -149,17 +165,19 @@ fn hash_file(
     else {
         return Ok(None);
     };
-    let mut file = fs_err::File::open(&*host)?;
-    let meta = file.metadata()?;
-    let before = FileStamp::of(&meta);
-    let path = memo_path(host)?;
-    let stamp_text = format!("{:?} dev {}", before.0, meta.dev());
+    let path = memo_path(host, cwd)?;
+    // The walk's stat tells whether the file is as remembered, with no need to open it.
     if let Some((s, d, len)) = known.get(&path) {
-        if *s == stamp_text {
-            (*digest, *size, *stamp) = (d.clone(), *len, before);
+        if *s == stamp.memo_text() {
+            (*digest, *size) = (d.clone(), *len);
             return Ok(None);
         }
     }
+    // The stamp of the file opened is the one remembered with its bytes' digest.
+    let mut file = fs_err::File::open(&*host)?;
+    let meta = file.metadata()?;
+    let before = FileStamp::of(&meta);
+    let stamp_text = before.memo_text();
     let mut hasher = Sha256Writer::new(std::io::sink());
     std::io::copy(&mut file, &mut hasher)?;
     let (found, len, _) = hasher.finish();
@@ -302,15 +320,16 @@ mod tests {
         let got = items(std::slice::from_ref(&src), "/d", None, &store).unwrap();
         assert_eq!(digest_of(&got, "old"), Digest::of(b"settled"));
         // Only the file changed more than a moment before hashing is remembered.
-        let prefix = memo_path(&src).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let prefix = memo_path(&src, &cwd).unwrap();
         let known = store.file_digests_under(&prefix).unwrap();
         assert_eq!(known.len(), 1, "{known:?}");
-        let (stamp, _, size) = known[&memo_path(&old).unwrap()].clone();
+        let (stamp, _, size) = known[&memo_path(&old, &cwd).unwrap()].clone();
 
         // What is remembered is used: a planted digest under the same stamp comes back.
         let planted = Digest::of(b"planted");
         store
-            .record_file_digests(&[(memo_path(&old).unwrap(), stamp, planted.clone(), size)])
+            .record_file_digests(&[(memo_path(&old, &cwd).unwrap(), stamp, planted.clone(), size)])
             .unwrap();
         let got = items(std::slice::from_ref(&src), "/d", None, &store).unwrap();
         assert_eq!(digest_of(&got, "old"), planted);
