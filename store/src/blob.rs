@@ -8,7 +8,7 @@
 
 use crate::{Digest, Sha256Writer, Store, StoreError};
 use std::fs::File;
-use std::io::{self, BufWriter, Seek, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -231,38 +231,47 @@ impl<'s> BlobWriter<'s> {
         let mut tmp = buffered
             .into_inner()
             .map_err(|e| StoreError::from_io(e.into_error()))?;
-        let final_path = self.store.blob_path(&digest);
-        if !final_path.exists() {
-            let writing = |e| StoreError::from_io(StoreError::io_writing(&tmp.path, e));
-            tmp.file.sync_all().map_err(writing)?;
-            tmp.file
-                .set_permissions(std::fs::Permissions::from_mode(0o444))
-                .map_err(writing)?;
-            fs_err::rename(&tmp.path, &final_path)?;
-            tmp.persisted = true;
-            if let Some(dir) = final_path.parent() {
-                fs_err::File::open(dir)?.sync_all()?;
-            }
-        }
-        self.store.with_index(|ix| ix.add_blob(&digest, size))?;
+        tmp.persisted = place(self.store, &tmp.file, &tmp.path, &digest, size)?;
         Ok(Descriptor { digest, size })
     }
 }
 
+/// Makes the finished file `file` at `path` (in `tmp/`) the blob `digest`: fsynced,
+/// read-only, renamed into place and indexed. A blob already there is only indexed and the
+/// file left where it is; says whether it was renamed.
+fn place(
+    store: &Store,
+    file: &File,
+    path: &Path,
+    digest: &Digest,
+    size: u64,
+) -> Result<bool, StoreError> {
+    let final_path = store.blob_path(digest);
+    let renamed = !final_path.exists();
+    if renamed {
+        let writing = |e| StoreError::from_io(StoreError::io_writing(path, e));
+        file.sync_all().map_err(writing)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o444))
+            .map_err(writing)?;
+        fs_err::rename(path, &final_path)?;
+        if let Some(dir) = final_path.parent() {
+            fs_err::File::open(dir)?.sync_all()?;
+        }
+    }
+    store.with_index(|ix| ix.add_blob(digest, size))?;
+    Ok(renamed)
+}
+
 /// Moves `staged`, a finished file in the store's own `tmp/` bucket, into the store as the
 /// blob `expected` without copying its bytes: they are hashed again (they are still in the
-/// page cache), then the file is fsynced, made read-only and renamed into place. Stores
-/// nothing, and removes `staged`, when the bytes are not `expected`. A file on another
-/// filesystem is copied as [`Store::put_verified`] does.
+/// page cache), then [`place`]d. Stores nothing, and removes `staged`, when the bytes are
+/// not `expected`.
 pub(crate) fn adopt_verified(
     store: &Store,
     staged: &Path,
     expected: &Digest,
 ) -> Result<Descriptor, StoreError> {
-    let mut file = fs_err::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(staged)?;
+    let mut file = fs_err::File::open(staged)?;
     let mut hasher = Sha256Writer::new(io::sink());
     io::copy(&mut file, &mut hasher).map_err(StoreError::from_io)?;
     let (digest, size, _) = hasher.finish();
@@ -273,29 +282,9 @@ pub(crate) fn adopt_verified(
             found: digest,
         });
     }
-    let final_path = store.blob_path(&digest);
-    if !final_path.exists() {
-        let writing = |e| StoreError::from_io(StoreError::io_writing(staged, e));
-        file.sync_all().map_err(writing)?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o444))
-            .map_err(writing)?;
-        match std::fs::rename(staged, &final_path) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                file.rewind().map_err(StoreError::from_io)?;
-                let stored = store.put_verified(&mut file, expected)?;
-                let _ = fs_err::remove_file(staged);
-                return Ok(stored);
-            }
-            Err(e) => return Err(StoreError::from_io(StoreError::io_writing(staged, e))),
-        }
-        if let Some(dir) = final_path.parent() {
-            fs_err::File::open(dir)?.sync_all()?;
-        }
-    } else {
+    if !place(store, file.file(), staged, &digest, size)? {
         let _ = fs_err::remove_file(staged);
     }
-    store.with_index(|ix| ix.add_blob(&digest, size))?;
     Ok(Descriptor { digest, size })
 }
 
