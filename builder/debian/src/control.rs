@@ -102,9 +102,15 @@ pub struct Paragraphs<'a> {
 
 /// Parses `text` into paragraphs lazily.
 pub fn parse(text: &str) -> Paragraphs<'_> {
+    parse_from_line(text, 1)
+}
+
+/// Parses `text`, a piece of a larger file starting at 1-based line `first_line`, so
+/// that errors and [`Paragraph::line`] count lines of the whole file.
+pub fn parse_from_line(text: &str, first_line: usize) -> Paragraphs<'_> {
     Paragraphs {
         rest: text,
-        line: 0,
+        line: first_line.saturating_sub(1),
     }
 }
 

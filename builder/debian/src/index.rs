@@ -10,8 +10,9 @@
 //! Since the archive sets `No-Support-for-Architecture-all: Packages`,
 //! `Architecture: all` packages are read from `binary-<arch>` too.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::cache::{fetch_verified, BlobCache, FetchVerifiedError};
 use super::control::{self, ControlError, Paragraph};
@@ -136,15 +137,15 @@ pub struct PackageRecord {
     /// `Priority` (lower-cased; `optional` if absent).
     pub priority: String,
     /// `Pre-Depends`.
-    pub pre_depends: Vec<Alternatives>,
+    pub pre_depends: RelationField,
     /// `Depends`.
-    pub depends: Vec<Alternatives>,
+    pub depends: RelationField,
     /// `Provides`.
     pub provides: Vec<Relation>,
     /// `Conflicts`.
-    pub conflicts: Vec<Alternatives>,
+    pub conflicts: RelationField,
     /// `Breaks`.
-    pub breaks: Vec<Alternatives>,
+    pub breaks: RelationField,
     /// `Filename`: path of the `.deb` relative to the mirror root.
     pub filename: String,
     /// `Size` in bytes.
@@ -157,17 +158,47 @@ pub struct PackageRecord {
     pub source: Option<String>,
 }
 
+/// A relation field (`Depends`, `Breaks`, ...) of a package: checked when the index is
+/// read, but kept as its text and parsed again only when the resolver asks for it. A
+/// resolution touches a few hundred of the 60,000 packages of a suite, and parsed
+/// relations take several times the memory of their text.
+#[derive(Debug, Clone, Default)]
+pub struct RelationField {
+    text: Box<str>,
+    parsed: OnceLock<Vec<Alternatives>>,
+}
+
+impl RelationField {
+    /// Checks `text` and keeps it.
+    fn read(text: &str) -> Result<Self, VersionError> {
+        parse_relations(text)?;
+        Ok(Self {
+            text: text.into(),
+            parsed: OnceLock::new(),
+        })
+    }
+
+    /// The alternatives groups, parsed on first use.
+    pub fn groups(&self) -> &[Alternatives] {
+        // `read` parsed the same text successfully, so this cannot fall back.
+        self.parsed
+            .get_or_init(|| parse_relations(&self.text).unwrap_or_default())
+    }
+}
+
 fn stanza(origin: &str, component: &str, p: &Paragraph<'_>) -> Result<PackageRecord, IndexError> {
     let err = |reason: String| IndexError::Stanza {
         origin: origin.to_owned(),
         line: p.line(),
         reason,
     };
-    let req = |f: &str| p.get(f).ok_or_else(|| err(format!("missing {f}")));
-    let name = req("Package")?;
-    let rel = |f: &str| -> Result<Vec<Alternatives>, IndexError> {
+    let name = p
+        .get("Package")
+        .ok_or_else(|| err("missing Package".to_owned()))?;
+    let req = |f: &str| p.get(f).ok_or_else(|| err(format!("{name}: missing {f}")));
+    let rel = |f: &str| -> Result<RelationField, IndexError> {
         p.get(f)
-            .map(parse_relations)
+            .map(RelationField::read)
             .transpose()
             .map(Option::unwrap_or_default)
             .map_err(|e: VersionError| err(format!("{name}: {f}: {e}")))
@@ -216,15 +247,52 @@ pub fn parse_packages(
     component: &str,
     text: &str,
 ) -> Result<Vec<PackageRecord>, IndexError> {
-    control::parse(text)
-        .map(|p| {
-            let p = p.map_err(|source| IndexError::Control {
-                origin: origin.to_owned(),
-                source,
-            })?;
-            stanza(origin, component, &p)
-        })
-        .collect()
+    read_packages(origin, component, text.as_bytes()).map_err(|e| match e {
+        ReadError::Index(e) => e,
+        ReadError::Io(_) => unreachable!("reading from memory cannot fail"),
+    })
+}
+
+/// Reading an index from a stream failed: the stream itself, or its content.
+enum ReadError {
+    Io(std::io::Error),
+    Index(IndexError),
+}
+
+/// Parses a `Packages` index from `reader` one stanza at a time, so that only the
+/// records are kept in memory, never the whole (about 45 MB for bookworm main) text.
+fn read_packages(
+    origin: &str,
+    component: &str,
+    mut reader: impl BufRead,
+) -> Result<Vec<PackageRecord>, ReadError> {
+    let mut records = Vec::new();
+    let mut chunk = String::new();
+    let mut chunk_line = 1;
+    let mut line_no = 0;
+    loop {
+        let len_before = chunk.len();
+        let read = reader.read_line(&mut chunk).map_err(ReadError::Io)?;
+        line_no += 1;
+        let at_end = read == 0;
+        let blank = !at_end && chunk[len_before..].trim().is_empty();
+        if at_end || blank {
+            for p in control::parse_from_line(&chunk, chunk_line) {
+                let p = p.map_err(|source| {
+                    ReadError::Index(IndexError::Control {
+                        origin: origin.to_owned(),
+                        source,
+                    })
+                })?;
+                records.push(stanza(origin, component, &p).map_err(ReadError::Index)?);
+            }
+            if at_end {
+                return Ok(records);
+            }
+            chunk.clear();
+            chunk_line = line_no + 1;
+        }
+    }
 }
 
 /// Which index file to use and how to decompress it.
@@ -235,20 +303,28 @@ enum Compression {
     None,
 }
 
-fn decompress(path: &Path, c: Compression) -> Result<String, IndexError> {
+/// Decompresses and parses the index file at `path` as it streams.
+fn read_index_file(
+    path: &Path,
+    c: Compression,
+    origin: &str,
+    component: &str,
+) -> Result<Vec<PackageRecord>, IndexError> {
     let de = |source| IndexError::Decompress {
         path: path.to_owned(),
         source,
     };
     let file = fs_err::File::open(path).map_err(de)?;
-    let mut reader: Box<dyn Read> = match c {
-        Compression::Xz => Box::new(liblzma::read::XzDecoder::new(std::io::BufReader::new(file))),
-        Compression::Gz => Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file))),
+    let reader: Box<dyn Read> = match c {
+        Compression::Xz => Box::new(liblzma::read::XzDecoder::new(BufReader::new(file))),
+        Compression::Gz => Box::new(flate2::read::GzDecoder::new(BufReader::new(file))),
         Compression::None => Box::new(file),
     };
-    let mut text = String::new();
-    reader.read_to_string(&mut text).map_err(de)?;
-    Ok(text)
+    read_packages(origin, component, BufReader::with_capacity(1 << 16, reader)).map_err(|e| match e
+    {
+        ReadError::Io(source) => de(source),
+        ReadError::Index(e) => e,
+    })
 }
 
 /// Fetches, verifies and parses `<component>/binary-<arch>/Packages` of `release`.
@@ -312,8 +388,12 @@ pub fn fetch_packages(
             return Err(IndexError::Cache { path, source })
         }
     };
-    let text = decompress(&file, comp)?;
-    parse_packages(&format!("{suite} {component} {arch}"), component, &text)
+    read_index_file(
+        &file,
+        comp,
+        &format!("{suite} {component} {arch}"),
+        component,
+    )
 }
 
 #[cfg(test)]
@@ -330,9 +410,10 @@ mod tests {
         assert_eq!(a.version.to_string(), "1:2.0-1");
         assert_eq!(a.multi_arch, MultiArch::Foreign);
         assert!(a.essential);
-        assert_eq!(a.depends.len(), 2);
+        assert_eq!(a.depends.groups().len(), 2);
         assert_eq!(a.provides.len(), 2);
-        assert_eq!(a.breaks[0][0].name, "z");
+        assert_eq!(a.breaks.groups()[0][0].name, "z");
+        assert!(ps[1].depends.groups().is_empty());
         assert_eq!(ps[1].priority, "optional");
         assert_eq!(ps[1].architecture, "all");
     }
@@ -341,5 +422,30 @@ mod tests {
     fn missing_field() {
         let e = parse_packages("t", "main", "Package: a\nVersion: 1\n").unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn errors_count_lines_of_the_whole_index() {
+        let text = IDX.replace("Size: 1\n", "");
+        let e = parse_packages("t", "main", &text).unwrap_err();
+        assert!(e.to_string().contains("at line 15: b: missing Size"), "{e}");
+        let bad = format!("{IDX}\n\nPackage c\n");
+        let e = parse_packages("t", "main", &bad).unwrap_err();
+        let source = std::error::Error::source(&e).unwrap().to_string();
+        assert!(source.contains("line 23"), "{source}");
+    }
+
+    #[test]
+    fn a_compressed_index_is_read_as_it_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Packages.xz");
+        let mut xz = liblzma::write::XzEncoder::new(fs_err::File::create(&path).unwrap(), 1);
+        std::io::Write::write_all(&mut xz, IDX.as_bytes()).unwrap();
+        xz.finish().unwrap();
+        let ps = read_index_file(&path, Compression::Xz, "t", "main").unwrap();
+        assert_eq!(
+            ps.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
     }
 }

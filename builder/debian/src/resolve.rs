@@ -368,7 +368,10 @@ impl<'u> State<'u> {
     fn conflict_with_selection(&self, i: usize) -> Option<(usize, &'static str, String, usize)> {
         // i against the selection (i not yet selected: check its relations by hand).
         let p = &self.u.pkgs[i];
-        for (kind, groups) in [("Conflicts", &p.conflicts), ("Breaks", &p.breaks)] {
+        for (kind, groups) in [
+            ("Conflicts", p.conflicts.groups()),
+            ("Breaks", p.breaks.groups()),
+        ] {
             for r in groups.iter().flatten() {
                 for &v in self.selected.values() {
                     if v != i && self.u.pkgs[v].name != p.name && self.u.satisfies(v, r, true) {
@@ -380,7 +383,10 @@ impl<'u> State<'u> {
         // Selection against i.
         for &s in self.selected.values() {
             let pk = &self.u.pkgs[s];
-            for (kind, groups) in [("Conflicts", &pk.conflicts), ("Breaks", &pk.breaks)] {
+            for (kind, groups) in [
+                ("Conflicts", pk.conflicts.groups()),
+                ("Breaks", pk.breaks.groups()),
+            ] {
                 for r in groups.iter().flatten() {
                     if s != i && pk.name != p.name && self.u.satisfies(i, r, true) {
                         return Some((s, kind, r.to_string(), i));
@@ -457,7 +463,10 @@ impl<'u> State<'u> {
     fn final_conflict_check(&self) -> Result<(), ResolveError> {
         for &i in self.selected.values() {
             let p = &self.u.pkgs[i];
-            for (kind, groups) in [("Conflicts", &p.conflicts), ("Breaks", &p.breaks)] {
+            for (kind, groups) in [
+                ("Conflicts", p.conflicts.groups()),
+                ("Breaks", p.breaks.groups()),
+            ] {
                 for r in groups.iter().flatten() {
                     let direct = self.selected.get(&r.name).copied();
                     let provs = self.provided.get(&r.name).into_iter().flatten().copied();
@@ -515,7 +524,7 @@ pub fn resolve(
     }
     while let Some(i) = st.queue.pop_front() {
         let p = &universe.pkgs[i];
-        for g in p.pre_depends.iter().chain(&p.depends) {
+        for g in p.pre_depends.groups().iter().chain(p.depends.groups()) {
             st.require(g, Some(i), "recipe")?;
         }
     }
