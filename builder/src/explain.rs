@@ -8,10 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
+use std::io::BufWriter;
 use std::path::Path;
 
-use imgbuild_store::{Bucket, Digest, Store};
+use imgbuild_store::{Bucket, Digest, Sha256Writer, Store};
 
 use crate::plan::{InputName, KeyInput, Plan, UnitPlan};
 use crate::prepare::Unit;
@@ -218,39 +218,81 @@ pub fn load(store: &Store, recipe: &Path) -> Option<PlanRecord> {
 }
 
 /// Records `plan` as `recipe`'s last build (replacing the file atomically).
+///
+/// With one input per copied file the record of a big tree runs to tens of megabytes, so
+/// it is never held in memory: it is serialised into a hash to compare with the file
+/// there, and only when that differs serialised again, into the new file.
 pub fn save(store: &Store, recipe: &Path, plan: &Plan) -> std::io::Result<()> {
-    let record = PlanRecord {
+    let units: Vec<UnitRecordRef<'_>> = plan.units().map(unit_record).collect();
+    let record = PlanRecordRef {
         version: RECORD_VERSION,
         recipe: absolute(recipe).display().to_string(),
-        units: plan.units().map(unit_record).collect(),
+        units,
     };
     let path = record_path(store, recipe);
-    let bytes = serde_json::to_vec(&record)?;
+    let mut hasher = Sha256Writer::new(std::io::sink());
+    serde_json::to_writer(BufWriter::with_capacity(1 << 16, &mut hasher), &record)?;
     // A rebuild with nothing changed leaves the record as it is.
-    if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+    if file_digest(&path).is_ok_and(|old| old == hasher.finish().0) {
         return Ok(());
     }
     let dir = store.bucket(Bucket::Plans);
     fs_err::create_dir_all(&dir)?;
     // Recipes are named by their absolute path: `gc` drops the records of deleted ones.
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
-    tmp.write_all(&bytes)?;
-    tmp.persist(&path).map_err(|e| e.error)?;
+    let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+    let mut out = BufWriter::with_capacity(1 << 16, tmp);
+    serde_json::to_writer(&mut out, &record)?;
+    out.into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?
+        .persist(&path)
+        .map_err(|e| e.error)?;
     Ok(())
 }
 
-fn unit_record(unit: &UnitPlan) -> UnitRecord {
-    UnitRecord {
+/// The sha256 of the file at `path`, read in pieces.
+fn file_digest(path: &Path) -> std::io::Result<Digest> {
+    let mut hasher = Sha256Writer::new(std::io::sink());
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hasher.finish().0)
+}
+
+/// [`PlanRecord`] borrowing the plan's inputs, for [`save`]: the same JSON.
+#[derive(serde::Serialize)]
+struct PlanRecordRef<'a> {
+    version: u32,
+    recipe: String,
+    units: Vec<UnitRecordRef<'a>>,
+}
+
+/// [`UnitRecord`], borrowed.
+#[derive(serde::Serialize)]
+struct UnitRecordRef<'a> {
+    unit: String,
+    base_key: &'a Digest,
+    base_inputs: &'a [KeyInput],
+    steps: Vec<StepRecordRef<'a>>,
+}
+
+/// [`StepRecord`], borrowed.
+#[derive(serde::Serialize)]
+struct StepRecordRef<'a> {
+    number: usize,
+    key: &'a Digest,
+    inputs: &'a [KeyInput],
+}
+
+fn unit_record(unit: &UnitPlan) -> UnitRecordRef<'_> {
+    UnitRecordRef {
         unit: unit.unit.to_string(),
-        base_key: unit.base_key.clone(),
-        base_inputs: unit.base_inputs.clone(),
+        base_key: &unit.base_key,
+        base_inputs: &unit.base_inputs,
         steps: unit
             .steps
             .iter()
-            .map(|s| StepRecord {
+            .map(|s| StepRecordRef {
                 number: s.number,
-                key: s.key.clone(),
-                inputs: s.inputs.clone(),
+                key: &s.key,
+                inputs: &s.inputs,
             })
             .collect(),
     }

@@ -51,7 +51,10 @@ pub fn execute(
     plan: &Plan,
     options: &BuildOptions<'_>,
 ) -> Result<BuildReport, BuildError> {
-    let previous = explain::load(store, &recipe.path);
+    // The record is large for a big `copy` (an input per file): read only to explain a miss.
+    let previous = (!plan.all_cached())
+        .then(|| explain::load(store, &recipe.path))
+        .flatten();
     let causes = explain::explain(plan, previous.as_ref());
     let stages = prepared.stages.iter().zip(&plan.stages).collect();
     let (stages, stage_steps) =

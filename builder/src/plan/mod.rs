@@ -16,7 +16,7 @@ mod canonical;
 mod digests;
 mod inputs;
 
-pub use canonical::key_of;
+pub use canonical::{key_of, key_of_with_array};
 pub use digests::{DigestMemo, NoMemo, ReadOnlyMemo};
 pub use inputs::{InputName, KeyInput};
 
@@ -51,6 +51,12 @@ impl Plan {
     /// Every unit: the stages, then the image.
     pub fn units(&self) -> impl Iterator<Item = &UnitPlan> {
         self.stages.iter().chain(std::iter::once(&self.image))
+    }
+
+    /// Whether every key, the bases' included, is in the store.
+    pub fn all_cached(&self) -> bool {
+        self.units()
+            .all(|u| u.base_cached && u.steps.iter().all(|s| s.cached))
     }
 }
 
@@ -254,12 +260,12 @@ pub fn plan_unit(
         }
         named.extend(items.iter().map(inputs::copied));
         named.push(KeyInput::new(InputName::Parent, parent.to_string()));
-        let key = key_of(&json!({
-            "v": KEY_FORMAT_VERSION,
-            "parent": parent.to_string(),
-            "step": definition,
-            "inputs": items.iter().map(CopyItem::key_value).collect::<Vec<_>>(),
-        }));
+        let fields = serde_json::Map::from_iter([
+            ("v".to_owned(), json!(KEY_FORMAT_VERSION)),
+            ("parent".to_owned(), json!(parent.to_string())),
+            ("step".to_owned(), definition),
+        ]);
+        let key = key_of_with_array(&fields, "inputs", items.iter().map(CopyItem::key_value));
         parent = key.clone();
         steps.push(PlannedStep {
             number: step.number,
