@@ -461,7 +461,14 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let digest = store.put_bytes(&vec![9u8; 50_000]).unwrap().digest;
-        assert!(!store.verified.contains(&digest), "written is not verified");
+        assert!(store.verified.contains(&digest), "hashed as written");
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.put_bytes(&vec![9u8; 50_000]).unwrap().digest, digest);
+        assert!(
+            !store.verified.contains(&digest),
+            "a blob already there was not written by this store"
+        );
         // Hashed while copied, then copied by the kernel: the same bytes, 0644, both times.
         for name in ["a", "b"] {
             let target = out.path().join(name);
