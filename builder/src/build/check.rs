@@ -140,7 +140,7 @@ fn rebuild_unit(
             below: &below,
             tree: &tree,
         };
-        let record = context.execute(step, planned)?;
+        let record = context.execute(step, planned)?.record;
         rebuilt.push(Rebuild {
             unit: unit.unit.clone(),
             index: planned.number,

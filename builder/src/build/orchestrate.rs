@@ -196,15 +196,15 @@ fn build_unit(
     let mut tree: Option<MergedTree> = None;
     let mut reports = Vec::new();
     let total = planned.steps.len();
-    for (step, planned) in unit.steps.iter().zip(&planned.steps) {
+    for (at, (step, planned)) in unit.steps.iter().zip(&planned.steps).enumerate() {
         (options.progress)(&Progress::StepStarted {
             number: planned.number,
             total,
             description: &planned.description,
         });
         let start = Instant::now();
-        let (diff_id, cache) = match store.cache_get(&planned.key)? {
-            Some(entry) => (entry.diff_id, CacheOutcome::Hit),
+        let (diff_id, cache, written) = match store.cache_get(&planned.key)? {
+            Some(entry) => (entry.diff_id, CacheOutcome::Hit, None),
             None => {
                 if tree.is_none() {
                     tree = Some(merged_tree(store, &diff_ids)?);
@@ -217,17 +217,23 @@ fn build_unit(
                     below: &diff_ids,
                     tree: tree.as_ref().unwrap_or_else(|| unreachable!()),
                 };
-                let record = context.execute(step, planned)?;
-                store.cache_put(&planned.key, &record.diff_id, &planned.description)?;
-                (record.diff_id, CacheOutcome::Miss)
+                let layer = context.execute(step, planned)?;
+                store.cache_put(&planned.key, &layer.record.diff_id, &planned.description)?;
+                (layer.record.diff_id, CacheOutcome::Miss, layer.written)
             }
         };
-        if let Some(t) = tree.as_mut() {
-            t.push_layer(store.open_layer(&diff_id)?)
+        // Only a later step looks at the tree; one the step wrote itself is not read back.
+        let last = at + 1 == total;
+        match (tree.as_mut(), written) {
+            (Some(_), _) if last => {}
+            (Some(t), Some(written)) => t.push_written(written),
+            (Some(t), None) => t
+                .push_layer(store.open_layer(&diff_id)?)
                 .map_err(|source| BuildError::Layer {
                     diff_id: diff_id.clone(),
                     source,
-                })?;
+                })?,
+            (None, _) => {}
         }
         let layer = store
             .layer_forms(&diff_id)?

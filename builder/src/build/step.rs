@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use imgbuild_store::tarball::MergedTree;
-use imgbuild_store::{Digest, LayerRecord, Store};
+use imgbuild_store::{Digest, Store};
 
 use super::orchestrate::StageOutput;
 use super::{BuildError, BuildOptions, Progress};
@@ -15,7 +15,7 @@ use crate::sources::debian::PackageSets;
 use crate::sources::SourceError;
 use crate::steps::from_stage::{stage_copy_layer, StageCopy};
 use crate::steps::install::{dpkg_layer, unpack_layer, Install};
-use crate::steps::{run_to_layer, write_layer};
+use crate::steps::{run_to_layer, write_layer, StepLayer};
 
 /// Everything a step that missed the cache runs against: the build, the packages and
 /// stages it may need, and the image below it.
@@ -38,7 +38,7 @@ impl StepContext<'_> {
         &self,
         step: &Step,
         planned: &PlannedStep,
-    ) -> Result<LayerRecord, BuildError> {
+    ) -> Result<StepLayer, BuildError> {
         let StepContext {
             store,
             options,
@@ -63,7 +63,8 @@ impl StepContext<'_> {
                 options.epoch,
                 options.compression,
                 &mut on_line,
-            )?,
+            )?
+            .into(),
             StepOp::Packages { .. } => {
                 let sets = packages
                     .ok_or_else(|| SourceError::Internal("packages step without a Debian base"))?;
@@ -76,9 +77,9 @@ impl StepContext<'_> {
                     compression: options.compression,
                 };
                 if below_tree.get("usr/bin/dpkg").is_some() {
-                    dpkg_layer(store, number, below, &install, &mut on_line)?
+                    dpkg_layer(store, number, below, &install, &mut on_line)?.into()
                 } else {
-                    unpack_layer(store, number, &install, below_tree.get("usr").is_none())?
+                    unpack_layer(store, number, &install, below_tree.get("usr").is_none())?.into()
                 }
             }
             StepOp::Copy {
@@ -104,6 +105,7 @@ impl StepContext<'_> {
                     options.epoch,
                     options.compression,
                 )?
+                .into()
             }
             StepOp::System(spec) => crate::steps::system::system_layer(
                 store,

@@ -11,11 +11,12 @@
 
 use super::copy::{CopyItem, CopyKind, FileStamp};
 use super::image_glob;
+use super::StepLayer;
 use crate::recipe::{Owner, StepOp};
 use imgbuild_store::tarball::{
     EntryKind, EntryMeta, MergedTree, PathResolver, ResolveError, TarWriter,
 };
-use imgbuild_store::{Compression, LayerRecord, Store, StoreError};
+use imgbuild_store::{Compression, Store, StoreError};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
@@ -157,7 +158,7 @@ pub(crate) fn write_layer(
     below: &MergedTree,
     epoch: u64,
     compression: Compression,
-) -> Result<LayerRecord, StepError> {
+) -> Result<StepLayer, StepError> {
     let mut entries = Entries::new();
     let mut whiteouts = Vec::new();
     let owned = |mut meta: EntryMeta, owner: &Owner| {
@@ -257,7 +258,7 @@ pub(super) fn write_entries(
     whiteouts: Vec<String>,
     epoch: u64,
     compression: Compression,
-) -> Result<LayerRecord, StepError> {
+) -> Result<StepLayer, StepError> {
     let io_err = |source| StepError::Io { step, source };
     let store_err = |source| StepError::Store { step, source };
     let (entries, whiteouts) = resolve_all(step, below, entries, whiteouts)?;
@@ -278,8 +279,8 @@ pub(super) fn write_entries(
         }
     }
     let mut layer = store.layer_writer(compression).map_err(store_err)?;
-    {
-        let mut tar = TarWriter::new(&mut layer);
+    let written = {
+        let mut tar = TarWriter::recording(&mut layer);
         for (meta, data) in entries.values() {
             match data {
                 Data::None => tar.append(meta, &mut io::empty()).map_err(io_err)?,
@@ -312,9 +313,12 @@ pub(super) fn write_entries(
         for path in sorted {
             tar.whiteout(&path, epoch).map_err(io_err)?;
         }
-        tar.finish().map_err(io_err)?;
-    }
-    layer.commit(store).map_err(store_err)
+        tar.finish_recorded().map_err(io_err)?.1
+    };
+    Ok(StepLayer {
+        record: layer.commit(store).map_err(store_err)?,
+        written: Some(written),
+    })
 }
 
 /// A layer's entries by path, with their bytes.

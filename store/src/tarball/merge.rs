@@ -28,7 +28,7 @@
 
 use super::entry::{parent_of, EntryKind, EntryMeta};
 use super::read::{read_meta, LayerReadError};
-use super::write::TarWriter;
+use super::write::{TarWriter, WrittenEntries};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read, Write};
 
@@ -78,11 +78,27 @@ impl MergedTree {
     pub fn push_layer<R: Read>(&mut self, reader: R) -> Result<(), LayerReadError> {
         let layer = self.layers;
         self.apply_layer(layer, reader)?;
+        self.settle_layer();
+        Ok(())
+    }
+
+    /// Applies one more layer on top from the entries its writer recorded: the same tree
+    /// as [`MergedTree::push_layer`] of that layer's stream, without reading it again.
+    pub fn push_written(&mut self, written: WrittenEntries) {
+        let layer = self.layers;
+        for (ordinal, meta) in written.0.into_iter().enumerate() {
+            self.apply_entry(layer, ordinal, meta);
+        }
+        self.settle_layer();
+    }
+
+    /// Closes the layer just applied: unsafe entries dropped, hard links regrouped,
+    /// missing parents added.
+    fn settle_layer(&mut self) {
         self.layers += 1;
         self.drop_unsafe_entries();
         self.regroup_links();
         self.add_missing_parents();
-        Ok(())
     }
 
     /// Gives every inode one data-carrying name (its original file entry if that survives,
@@ -143,47 +159,51 @@ impl MergedTree {
                 continue;
             }
             let meta = read_meta(&mut entry)?;
-            if meta.path.is_empty() {
-                continue;
-            }
-            if let Some(target) = meta.whiteout_target() {
-                self.remove_below(&target, layer, true);
-            } else if let Some(dir) = meta.opaque_dir() {
-                let dir = dir.to_owned();
-                self.remove_below(&dir, layer, false);
-            } else {
-                let mut meta = meta;
-                if !meta.is_dir() {
-                    self.remove_below(&meta.path, layer, false);
-                }
-                let inode = match &meta.kind {
-                    EntryKind::File => Some(((layer, ordinal), meta.size)),
-                    EntryKind::Hardlink(target) => {
-                        self.entries.get(target.as_str()).and_then(|t| {
-                            let inode = t.inode?;
-                            // The link's header describes the shared inode.
-                            meta.mode = t.meta.mode;
-                            meta.uid = t.meta.uid;
-                            meta.gid = t.meta.gid;
-                            meta.mtime = t.meta.mtime;
-                            meta.xattrs = t.meta.xattrs.clone();
-                            Some(inode)
-                        })
-                    }
-                    _ => None,
-                };
-                self.entries.insert(
-                    meta.path.clone(),
-                    Winner {
-                        layer,
-                        ordinal,
-                        meta,
-                        inode,
-                    },
-                );
-            }
+            self.apply_entry(layer, ordinal, meta);
         }
         Ok(())
+    }
+
+    /// Applies one entry of `layer`, the `ordinal`th of its stream.
+    fn apply_entry(&mut self, layer: usize, ordinal: usize, mut meta: EntryMeta) {
+        if meta.path.is_empty() {
+            return;
+        }
+        if let Some(target) = meta.whiteout_target() {
+            self.remove_below(&target, layer, true);
+            return;
+        }
+        if let Some(dir) = meta.opaque_dir() {
+            let dir = dir.to_owned();
+            self.remove_below(&dir, layer, false);
+            return;
+        }
+        if !meta.is_dir() {
+            self.remove_below(&meta.path, layer, false);
+        }
+        let inode = match &meta.kind {
+            EntryKind::File => Some(((layer, ordinal), meta.size)),
+            EntryKind::Hardlink(target) => self.entries.get(target.as_str()).and_then(|t| {
+                let inode = t.inode?;
+                // The link's header describes the shared inode.
+                meta.mode = t.meta.mode;
+                meta.uid = t.meta.uid;
+                meta.gid = t.meta.gid;
+                meta.mtime = t.meta.mtime;
+                meta.xattrs = t.meta.xattrs.clone();
+                Some(inode)
+            }),
+            _ => None,
+        };
+        self.entries.insert(
+            meta.path.clone(),
+            Winner {
+                layer,
+                ordinal,
+                meta,
+                inode,
+            },
+        );
     }
 
     /// Removes what layers below `layer` hold under `path` (and `path` itself if asked).
@@ -582,5 +602,68 @@ mod tests {
         let tree = MergedTree::build([l0.as_slice(), l1.as_slice()]).unwrap();
         assert!(tree.get("d/child").is_none());
         assert_eq!(tree.get("d").unwrap().kind, EntryKind::File);
+    }
+
+    /// Each layer written by a recording writer, then merged twice: read back from its
+    /// bytes, and from what the writer recorded. The two trees must agree on every entry,
+    /// its layer and position, and its inode.
+    type LayerBuilder = Box<dyn Fn(&mut TarWriter<Vec<u8>>)>;
+
+    fn assert_written_merges_as_read(layers: Vec<LayerBuilder>) {
+        let (mut read, mut written) = (MergedTree::default(), MergedTree::default());
+        for build in layers {
+            let mut w = TarWriter::recording(Vec::new());
+            build(&mut w);
+            let (bytes, entries) = w.finish_recorded().unwrap();
+            read.push_layer(bytes.as_slice()).unwrap();
+            written.push_written(entries);
+        }
+        assert_eq!(
+            format!("{:#?}", read.entries),
+            format!("{:#?}", written.entries)
+        );
+        assert_eq!(read.layers, written.layers);
+    }
+
+    #[test]
+    fn a_recorded_layer_merges_as_the_same_layer_read_back() {
+        let long = format!("deep/{}/{}", "d".repeat(120), "f".repeat(150));
+        let l0 = move |w: &mut TarWriter<Vec<u8>>| {
+            w.append(&EntryMeta::dir("etc/", 0), &mut io::empty())
+                .unwrap();
+            file(w, "/etc/passwd", "root");
+            file(w, "./etc/shadow", "x");
+            let mut suid = EntryMeta::new("usr/bin/su", EntryKind::File, 0o104_755, 7);
+            suid.size = 2;
+            suid.uid = 9_999_999;
+            suid.xattrs
+                .insert("security.capability".into(), vec![1, 0, 2]);
+            w.append(&suid, &mut &b"su"[..]).unwrap();
+            file(w, &long, "long");
+            hard(w, "usr/bin/su2", "/usr/bin/su");
+            hard(w, "dangling", "nowhere");
+            let mut link = EntryMeta::new("l", EntryKind::Symlink("/etc".into()), 0o120_777, 0);
+            link.size = 99;
+            w.append(&link, &mut io::empty()).unwrap();
+            let dev = EntryMeta::new("dev/null", EntryKind::CharDevice(1, 3), 0o666, 0);
+            w.append(&dev, &mut io::empty()).unwrap();
+            w.append(
+                &EntryMeta::new("fifo", EntryKind::Fifo, 0o600, 0),
+                &mut io::empty(),
+            )
+            .unwrap();
+            w.append(&EntryMeta::dir("var/cache", 0), &mut io::empty())
+                .unwrap();
+            file(w, "var/cache/a", "a");
+        };
+        let l1 = |w: &mut TarWriter<Vec<u8>>| {
+            file(w, "usr/bin/su", "new");
+            w.whiteout("etc/shadow", 0).unwrap();
+            w.opaque("var/cache", 0).unwrap();
+            file(w, "var/cache/b", "b");
+            hard(w, "etc/su3", "usr/bin/su2");
+            file(w, "l/under-a-symlink", "dropped");
+        };
+        assert_written_merges_as_read(vec![Box::new(l0), Box::new(l1)]);
     }
 }

@@ -21,4 +21,4 @@ pub use read::{
     RawMeta,
 };
 pub use resolve::{PathResolver, ResolveError, MAX_LINKS};
-pub use write::TarWriter;
+pub use write::{TarWriter, WrittenEntries};

@@ -3,11 +3,32 @@
 //! group names, no host state).
 
 use super::entry::{join, EntryKind, EntryMeta, OPAQUE_MARKER, WHITEOUT_PREFIX};
+use super::read::path_components;
 use std::io::{self, Read, Write};
 
 /// Encodes entries as a POSIX (PAX) tar stream.
 pub struct TarWriter<W: Write> {
     builder: tar::Builder<W>,
+    /// With [`TarWriter::recording`]: every entry appended, as a reader will see it.
+    record: Option<Vec<EntryMeta>>,
+}
+
+/// The entries of a tar stream one [`TarWriter::recording`] wrote, in order and as
+/// [`super::read_meta`] reads them back: what [`super::MergedTree::push_written`] applies
+/// without reading the layer again. Only a writer makes one.
+#[derive(Debug, Default)]
+pub struct WrittenEntries(pub(super) Vec<EntryMeta>);
+
+impl WrittenEntries {
+    /// Number of entries (whiteouts and opaque markers included).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when the stream has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 const USTAR_MAX_ID: u32 = 0o7_777_777;
@@ -18,6 +39,15 @@ impl<W: Write> TarWriter<W> {
     pub fn new(out: W) -> Self {
         Self {
             builder: tar::Builder::new(out),
+            record: None,
+        }
+    }
+
+    /// Starts a tar stream on `out` that also keeps what it wrote: [`TarWriter::finish_recorded`].
+    pub fn recording(out: W) -> Self {
+        Self {
+            record: Some(Vec::new()),
+            ..Self::new(out)
         }
     }
 
@@ -105,6 +135,9 @@ impl<W: Write> TarWriter<W> {
                 ),
             ));
         }
+        if let Some(record) = &mut self.record {
+            record.push(as_read_back(meta)?);
+        }
         Ok(())
     }
 
@@ -129,6 +162,13 @@ impl<W: Write> TarWriter<W> {
     /// Writes the end-of-archive blocks and returns the output.
     pub fn finish(self) -> io::Result<W> {
         self.builder.into_inner()
+    }
+
+    /// Like [`TarWriter::finish`], also returning the entries a [`TarWriter::recording`]
+    /// wrote (none for a writer made with [`TarWriter::new`]).
+    pub fn finish_recorded(mut self) -> io::Result<(W, WrittenEntries)> {
+        let record = self.record.take().unwrap_or_default();
+        Ok((self.finish()?, WrittenEntries(record)))
     }
 
     fn append_pax(&mut self, name: &str, records: &[(String, Vec<u8>)]) -> io::Result<()> {
@@ -160,6 +200,34 @@ impl<W: Write> TarWriter<W> {
         header.set_cksum();
         self.builder.append(&header, body.as_slice())
     }
+}
+
+/// `meta` as [`super::read_meta`] reads back what [`TarWriter::append`] wrote of it: the
+/// path and a hard link's target normalised, permission bits only, no size but a file's.
+fn as_read_back(meta: &EntryMeta) -> io::Result<EntryMeta> {
+    let normalised = |path: &str| -> io::Result<String> {
+        let parts = path_components(path.as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        Ok(String::from_utf8_lossy(&parts.join(&b'/')).into_owned())
+    };
+    let kind = match &meta.kind {
+        EntryKind::Hardlink(target) => EntryKind::Hardlink(normalised(target)?),
+        kind => kind.clone(),
+    };
+    Ok(EntryMeta {
+        path: normalised(&meta.path)?,
+        size: if kind == EntryKind::File {
+            meta.size
+        } else {
+            0
+        },
+        kind,
+        mode: meta.mode & 0o7777,
+        uid: meta.uid,
+        gid: meta.gid,
+        mtime: meta.mtime,
+        xattrs: meta.xattrs.clone(),
+    })
 }
 
 fn set_id(

@@ -9,11 +9,11 @@ mod accounts;
 mod units;
 
 use super::files::{write_entries, Data};
-use super::StepError;
+use super::{StepError, StepLayer};
 use crate::recipe::{NetworkSpec, Sudo, SystemSpec};
 use accounts::{Accounts, Table};
 use imgbuild_store::tarball::{EntryKind, EntryMeta, MergedTree, PathResolver, TreeSink};
-use imgbuild_store::{Compression, Digest, LayerRecord, Store};
+use imgbuild_store::{Compression, Digest, Store};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read};
 
@@ -36,7 +36,7 @@ pub(crate) fn system_layer(
     below: &Below<'_>,
     epoch: u64,
     compression: Compression,
-) -> Result<LayerRecord, StepError> {
+) -> Result<StepLayer, StepError> {
     let tree = below.tree;
     let fail = |key: String, message: String| StepError::System { step, key, message };
 
