@@ -141,6 +141,17 @@ pub(crate) fn no_space(e: &std::io::Error) -> Option<bool> {
     }
 }
 
+impl From<imgbuild_store::MergeError> for ExportError {
+    fn from(e: imgbuild_store::MergeError) -> Self {
+        match e {
+            imgbuild_store::MergeError::Store(e) => Self::Store(e),
+            imgbuild_store::MergeError::Layer { diff_id, source } => {
+                Self::Layer { diff_id, source }
+            }
+        }
+    }
+}
+
 impl ExportError {
     /// True when the user has to fix something: an output path in the way, a `[disk]`
     /// size too small, an image without a kernel or init. Write failures are not.

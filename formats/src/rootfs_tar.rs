@@ -36,15 +36,7 @@ pub fn stream_tree(
 
 /// The merged metadata of every path in `image`.
 pub fn merged_tree(store: &Store, image: &StoredImage) -> Result<MergedTree, ExportError> {
-    let mut tree = MergedTree::default();
-    for d in image.diff_ids() {
-        tree.push_layer(store.open_layer(d)?)
-            .map_err(|source| ExportError::Layer {
-                diff_id: d.clone(),
-                source,
-            })?;
-    }
-    Ok(tree)
+    Ok(store.merged_tree(image.diff_ids())?)
 }
 
 /// Writes the flattened root filesystem of `image` as a tar to `out`.

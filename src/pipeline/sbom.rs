@@ -14,7 +14,7 @@ use imgbuild_builder::sbom::{
 };
 use imgbuild_builder::{BuildReport, PreparedBase};
 use imgbuild_formats::StoredImage;
-use imgbuild_store::tarball::{EntryKind, EntryMeta, MergedTree, TreeSink};
+use imgbuild_store::tarball::{EntryKind, EntryMeta, TreeSink};
 use imgbuild_store::{Digest, Store};
 use sha1::Digest as _;
 
@@ -160,12 +160,9 @@ fn added_files(store: &Store, report: &BuildReport) -> Result<BTreeSet<String>, 
         .iter()
         .filter(|s| matches!(s.kind, "copy" | "write"))
     {
-        let tree = MergedTree::build([store.open_layer(&step.diff_id)?]).map_err(|source| {
-            imgbuild_formats::ExportError::Layer {
-                diff_id: step.diff_id.clone(),
-                source,
-            }
-        })?;
+        let tree = store
+            .merged_tree(std::slice::from_ref(&step.diff_id))
+            .map_err(imgbuild_formats::ExportError::from)?;
         paths.extend(
             tree.iter()
                 .filter(|m| m.kind == EntryKind::File)

@@ -196,6 +196,15 @@ impl Store {
                 report.cache_entries_removed += 1;
             }
         }
+        // A layer's table of contents stays while a form of the layer does.
+        for (diff_id, toc) in self.with_index(crate::index::Index::layer_tocs)? {
+            let layer_kept = forms
+                .get(&diff_id)
+                .is_some_and(|blobs| blobs.iter().any(|d| live.contains(d)));
+            if layer_kept {
+                live.insert(toc);
+            }
+        }
         for (digest, size) in &sizes {
             if !live.contains(digest) {
                 self.with_index(|ix| ix.forget_blob(digest))?;

@@ -62,6 +62,12 @@ const MIGRATIONS: &[&str] = &[
         digest TEXT NOT NULL,
         size INTEGER NOT NULL
      );",
+    // 5: each layer's table of contents (its entries' metadata), a blob of its own, so a
+    // merged tree is built without decompressing the layer.
+    "CREATE TABLE layer_tocs (
+        diff_id TEXT PRIMARY KEY,
+        digest TEXT NOT NULL REFERENCES blobs(digest)
+     );",
 ];
 
 /// A compressed form of a layer.
@@ -545,6 +551,8 @@ impl Index {
             self.conn
                 .execute("DELETE FROM layers WHERE digest = ?1", [&d])?;
             self.conn
+                .execute("DELETE FROM layer_tocs WHERE digest = ?1", [&d])?;
+            self.conn
                 .execute("DELETE FROM refs WHERE manifest = ?1", [&d])?;
             self.conn
                 .execute("DELETE FROM blobs WHERE digest = ?1", [&d])?;
@@ -629,6 +637,40 @@ impl Index {
              ORDER BY media_type",
             diff_id,
         )
+    }
+
+    /// The blob holding a layer's table of contents, if there is one.
+    pub(crate) fn layer_toc(&self, diff_id: &Digest) -> Result<Option<Digest>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT digest FROM layer_tocs WHERE diff_id = ?1",
+                [diff_id.to_string()],
+                |r| digest_col(r.get(0)?),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    pub(crate) fn set_layer_toc(&self, diff_id: &Digest, toc: &Digest) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO layer_tocs (diff_id, digest) VALUES (?1, ?2)",
+                [diff_id.to_string(), toc.to_string()],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    /// Every layer's table of contents: (diff_id, blob).
+    pub(crate) fn layer_tocs(&self) -> Result<Vec<(Digest, Digest)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT diff_id, digest FROM layer_tocs")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((digest_col(r.get(0)?)?, digest_col(r.get(1)?)?)))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
     pub(crate) fn all_layers(&self) -> Result<Vec<LayerRecord>, StoreError> {

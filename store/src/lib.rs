@@ -34,6 +34,7 @@ mod outputs;
 mod remote;
 mod store;
 pub mod tarball;
+mod toc;
 mod usage;
 mod verified;
 
@@ -48,5 +49,6 @@ pub use layout::Bucket;
 pub use maintenance::VerifyReport;
 pub use remote::BlobFetcher;
 pub use store::{RefRollback, Store};
+pub use toc::MergeError;
 pub use usage::StoreUsage;
 pub use verified::{LayerReader, VerifiedReader};

@@ -148,11 +148,7 @@ fn rebuild_unit(
             stored: stored.clone(),
             rebuilt: record.diff_id,
         });
-        tree.push_layer(store.open_layer(&stored)?)
-            .map_err(|source| BuildError::Layer {
-                diff_id: stored.clone(),
-                source,
-            })?;
+        store.merge_layer(&mut tree, &stored)?;
         below.push(stored);
     }
     Ok(below)

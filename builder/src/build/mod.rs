@@ -88,6 +88,17 @@ pub enum BuildError {
     },
 }
 
+impl From<imgbuild_store::MergeError> for BuildError {
+    fn from(e: imgbuild_store::MergeError) -> Self {
+        match e {
+            imgbuild_store::MergeError::Store(e) => Self::Store(e),
+            imgbuild_store::MergeError::Layer { diff_id, source } => {
+                Self::Layer { diff_id, source }
+            }
+        }
+    }
+}
+
 impl BuildError {
     /// True when the user has to fix something (the recipe, its inputs, its lock, a
     /// flag); false for a step that failed, an unreachable mirror or registry, the store.

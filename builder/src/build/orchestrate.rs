@@ -222,17 +222,16 @@ fn build_unit(
                 (layer.record.diff_id, CacheOutcome::Miss, layer.written)
             }
         };
+        if let Some(written) = &written {
+            // Only a cache: a later merge without it reads the layer.
+            let _ = store.add_layer_toc(&diff_id, written);
+        }
         // Only a later step looks at the tree; one the step wrote itself is not read back.
         let last = at + 1 == total;
         match (tree.as_mut(), written) {
             (Some(_), _) if last => {}
             (Some(t), Some(written)) => t.push_written(written),
-            (Some(t), None) => t
-                .push_layer(store.open_layer(&diff_id)?)
-                .map_err(|source| BuildError::Layer {
-                    diff_id: diff_id.clone(),
-                    source,
-                })?,
+            (Some(t), None) => store.merge_layer(t, &diff_id)?,
             (None, _) => {}
         }
         let layer = store
@@ -280,13 +279,5 @@ fn build_unit(
 }
 
 pub(super) fn merged_tree(store: &Store, diff_ids: &[Digest]) -> Result<MergedTree, BuildError> {
-    let mut tree = MergedTree::default();
-    for d in diff_ids {
-        tree.push_layer(store.open_layer(d)?)
-            .map_err(|source| BuildError::Layer {
-                diff_id: d.clone(),
-                source,
-            })?;
-    }
-    Ok(tree)
+    Ok(store.merged_tree(diff_ids)?)
 }

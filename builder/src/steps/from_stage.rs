@@ -10,7 +10,7 @@ use crate::recipe::Owner;
 use imgbuild_store::tarball::{
     EntryKind, EntryMeta, MergedTree, PathResolver, ResolveError, TarWriter, TreeSink,
 };
-use imgbuild_store::{Compression, Digest, LayerRecord, Store};
+use imgbuild_store::{Compression, Digest, LayerRecord, MergeError, Store};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 
@@ -55,7 +55,10 @@ pub(crate) fn stage_copy_layer(
             .map(|d| store.open_layer(d).map_err(store_err))
             .collect()
     };
-    let tree = MergedTree::build(open()?).map_err(read_err)?;
+    let tree = store.merged_tree(copy.layers).map_err(|e| match e {
+        MergeError::Store(source) => store_err(source),
+        MergeError::Layer { source, .. } => read_err(source),
+    })?;
     let found = image_glob::matches(&tree, copy.source);
     let to = copy.to.trim_matches('/');
     // Each matched path in the stage and where it lands, as a host `copy` places its

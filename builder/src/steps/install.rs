@@ -11,8 +11,8 @@ use crate::debian::deb::Deb;
 use crate::debian::LockedPackage;
 use crate::sandbox::{self, OutputLine};
 use crate::sources::debian::AptFile;
-use imgbuild_store::tarball::{read_meta, EntryKind, EntryMeta, MergedTree, TarWriter};
-use imgbuild_store::{Compression, Digest, LayerRecord, Store};
+use imgbuild_store::tarball::{read_meta, EntryKind, EntryMeta, TarWriter};
+use imgbuild_store::{Compression, Digest, LayerRecord, MergeError, Store};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
@@ -351,7 +351,10 @@ fn squash(
             .map(|d| store.open_layer(d).map_err(store_err))
             .collect()
     };
-    let tree = MergedTree::build(open()?).map_err(read_err)?;
+    let tree = store.merged_tree(layers).map_err(|e| match e {
+        MergeError::Store(source) => store_err(source),
+        MergeError::Layer { source, .. } => read_err(source),
+    })?;
     let mut layer = store.layer_writer(compression).map_err(store_err)?;
     {
         let mut tar = TarWriter::new(&mut layer);

@@ -9,7 +9,7 @@ pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
 /// The type of an entry, with what each type carries; link targets are `String`s in the
 /// entry model, bytes (`EntryKind<Vec<u8>>`) where a layer is read for extraction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EntryKind<N = String> {
     /// A regular file; its bytes follow in the stream.
     File,
@@ -28,7 +28,7 @@ pub enum EntryKind<N = String> {
 }
 
 /// One entry of a layer: path and metadata, everything but the file's bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EntryMeta {
     /// Path relative to the root: no leading `/`, no trailing `/`, no `.` or `..` components.
     pub path: String,

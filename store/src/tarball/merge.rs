@@ -76,8 +76,19 @@ impl MergedTree {
 
     /// Applies one more layer on top.
     pub fn push_layer<R: Read>(&mut self, reader: R) -> Result<(), LayerReadError> {
+        self.push_layer_observed(reader, &mut |_| {})
+    }
+
+    /// Like [`MergedTree::push_layer`], showing `observe` each entry of the stream as it
+    /// is read (an entry with an empty path for one that applies nothing): the sequence
+    /// [`MergedTree::push_entries`] takes to build the same tree again.
+    pub fn push_layer_observed<R: Read>(
+        &mut self,
+        reader: R,
+        observe: &mut dyn FnMut(&EntryMeta),
+    ) -> Result<(), LayerReadError> {
         let layer = self.layers;
-        self.apply_layer(layer, reader)?;
+        self.apply_layer(layer, reader, observe)?;
         self.settle_layer();
         Ok(())
     }
@@ -85,11 +96,23 @@ impl MergedTree {
     /// Applies one more layer on top from the entries its writer recorded: the same tree
     /// as [`MergedTree::push_layer`] of that layer's stream, without reading it again.
     pub fn push_written(&mut self, written: WrittenEntries) {
+        let applied: Result<(), std::convert::Infallible> =
+            self.push_entries(written.0.into_iter().map(Ok));
+        applied.unwrap_or_else(|never| match never {});
+    }
+
+    /// Applies one more layer on top from its entries as [`MergedTree::push_layer_observed`]
+    /// showed them, in order. On an error the tree is left with part of the layer: drop it.
+    pub fn push_entries<E>(
+        &mut self,
+        entries: impl IntoIterator<Item = Result<EntryMeta, E>>,
+    ) -> Result<(), E> {
         let layer = self.layers;
-        for (ordinal, meta) in written.0.into_iter().enumerate() {
-            self.apply_entry(layer, ordinal, meta);
+        for (ordinal, meta) in entries.into_iter().enumerate() {
+            self.apply_entry(layer, ordinal, meta?);
         }
         self.settle_layer();
+        Ok(())
     }
 
     /// Closes the layer just applied: unsafe entries dropped, hard links regrouped,
@@ -145,20 +168,32 @@ impl MergedTree {
         }
     }
 
-    fn apply_layer<R: Read>(&mut self, layer: usize, mut reader: R) -> Result<(), LayerReadError> {
-        let applied = self.apply_entries(layer, &mut reader);
+    fn apply_layer<R: Read>(
+        &mut self,
+        layer: usize,
+        mut reader: R,
+        observe: &mut dyn FnMut(&EntryMeta),
+    ) -> Result<(), LayerReadError> {
+        let applied = self.apply_entries(layer, &mut reader, observe);
         read_to_end_after(&mut reader, applied)
     }
 
-    fn apply_entries<R: Read>(&mut self, layer: usize, reader: R) -> Result<(), LayerReadError> {
+    fn apply_entries<R: Read>(
+        &mut self,
+        layer: usize,
+        reader: R,
+        observe: &mut dyn FnMut(&EntryMeta),
+    ) -> Result<(), LayerReadError> {
         let mut archive = tar::Archive::new(reader);
         for (ordinal, entry) in archive.entries()?.enumerate() {
             let mut entry = entry?;
             if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
                 // `git archive`'s comment record: nothing to apply.
+                observe(&EntryMeta::dir("", 0));
                 continue;
             }
             let meta = read_meta(&mut entry)?;
+            observe(&meta);
             self.apply_entry(layer, ordinal, meta);
         }
         Ok(())

@@ -20,6 +20,11 @@ pub struct TarWriter<W: Write> {
 pub struct WrittenEntries(pub(super) Vec<EntryMeta>);
 
 impl WrittenEntries {
+    /// The entries, in the order they were written.
+    pub fn iter(&self) -> impl Iterator<Item = &EntryMeta> {
+        self.0.iter()
+    }
+
     /// Number of entries (whiteouts and opaque markers included).
     pub fn len(&self) -> usize {
         self.0.len()
