@@ -278,22 +278,28 @@ pub(super) fn write_entries(
             parent = parent_of(parent);
         }
     }
+    let mut whiteouts = whiteouts;
+    whiteouts.retain(|w| !entries.contains_key(w));
+    whiteouts.sort();
+    whiteouts.dedup();
     let mut layer = store.layer_writer(compression).map_err(store_err)?;
     let written = {
         let mut tar = TarWriter::recording(&mut layer);
-        for (meta, data) in entries.values() {
+        // Consumed as written, so the writer's record is the only copy of a big tree's
+        // metadata by the end.
+        for (meta, data) in entries.into_values() {
             match data {
-                Data::None => tar.append(meta, &mut io::empty()).map_err(io_err)?,
-                Data::Bytes(b) => tar.append(meta, &mut b.as_slice()).map_err(io_err)?,
+                Data::None => tar.append(&meta, &mut io::empty()).map_err(io_err)?,
+                Data::Bytes(b) => tar.append(&meta, &mut b.as_slice()).map_err(io_err)?,
                 Data::Host(host, stamp) => {
-                    let mut file = fs_err::File::open(host).map_err(io_err)?;
-                    if FileStamp::of(&file.metadata().map_err(io_err)?) != *stamp {
+                    let mut file = fs_err::File::open(&host).map_err(io_err)?;
+                    if FileStamp::of(&file.metadata().map_err(io_err)?) != stamp {
                         return Err(StepError::SourceChanged {
                             step,
                             path: host.clone(),
                         });
                     }
-                    tar.append(meta, &mut file).map_err(|e| {
+                    tar.append(&meta, &mut file).map_err(|e| {
                         if e.kind() == io::ErrorKind::UnexpectedEof {
                             StepError::SourceChanged {
                                 step,
@@ -306,11 +312,7 @@ pub(super) fn write_entries(
                 }
             }
         }
-        let mut sorted = whiteouts;
-        sorted.retain(|w| !entries.contains_key(w));
-        sorted.sort();
-        sorted.dedup();
-        for path in sorted {
+        for path in whiteouts {
             tar.whiteout(&path, epoch).map_err(io_err)?;
         }
         tar.finish_recorded().map_err(io_err)?.1
