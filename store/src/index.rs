@@ -548,10 +548,16 @@ impl Index {
                    AND NOT EXISTS (SELECT 1 FROM layers l2 WHERE l2.diff_id = cache.diff_id AND l2.digest != ?1)",
                 [&d],
             )?;
+            // A layer's table of contents goes with its last form, and with its own blob.
+            self.conn.execute(
+                "DELETE FROM layer_tocs WHERE digest = ?1
+                   OR (diff_id IN (SELECT diff_id FROM layers WHERE digest = ?1)
+                       AND NOT EXISTS (SELECT 1 FROM layers l2
+                                       WHERE l2.diff_id = layer_tocs.diff_id AND l2.digest != ?1))",
+                [&d],
+            )?;
             self.conn
                 .execute("DELETE FROM layers WHERE digest = ?1", [&d])?;
-            self.conn
-                .execute("DELETE FROM layer_tocs WHERE digest = ?1", [&d])?;
             self.conn
                 .execute("DELETE FROM refs WHERE manifest = ?1", [&d])?;
             self.conn

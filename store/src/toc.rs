@@ -11,10 +11,10 @@
 //! Format: zstd of JSON lines, a header `{"imgbuild-toc":1}`, then one [`EntryMeta`] per
 //! tar entry (an entry with an empty path for one that applies nothing).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 
 use crate::tarball::{EntryMeta, LayerReadError, MergedTree, WrittenEntries};
-use crate::{BlobWriter, Digest, Store, StoreError};
+use crate::{BlobWriter, Digest, Sha256Writer, Store, StoreError};
 
 /// The format and reader version a table of contents is written for.
 const VERSION: u32 = 1;
@@ -53,17 +53,25 @@ impl Store {
     }
 
     /// Applies layer `diff_id` on top of `tree`: from its table of contents when the store
-    /// has one, else read from the layer, its table of contents kept for the next time.
-    /// On an error, `tree` holds part of the layer: drop it.
+    /// has a usable one, else read from the layer, its table of contents kept for the next
+    /// time if the layer's bytes are what `diff_id` says. On an error, `tree` holds part
+    /// of the layer: drop it.
     pub fn merge_layer(&self, tree: &mut MergedTree, diff_id: &Digest) -> Result<(), MergeError> {
-        if let Some(toc) = self.with_index(|ix| ix.layer_toc(diff_id))? {
-            if let Some(entries) = self.read_toc(&toc)? {
-                return Ok(tree.push_entries(entries)?);
-            }
+        if let Some((toc, bytes)) = self.usable_toc(diff_id) {
+            let corrupt = |detail: String| StoreError::CorruptBlob {
+                digest: toc.clone(),
+                detail: format!("layer table of contents: {detail}"),
+            };
+            let entries = toc_entries(&bytes).map_err(corrupt)?;
+            return Ok(tree.push_entries(entries).map_err(corrupt)?);
         }
         // A table that cannot be written costs only the next reader's time.
         let mut toc = TocWriter::new(self).ok();
-        tree.push_layer_observed(self.open_layer(diff_id)?, &mut |meta| {
+        let mut layer = DiffIdReader {
+            inner: self.open_layer(diff_id)?,
+            hash: Sha256Writer::new(std::io::sink()),
+        };
+        tree.push_layer_observed(&mut layer, &mut |meta| {
             if let Some(writer) = &mut toc {
                 writer.add(meta);
             }
@@ -72,10 +80,24 @@ impl Store {
             diff_id: diff_id.clone(),
             source,
         })?;
-        if let Some(writer) = toc {
+        // A pulled layer's diff_id comes from its image's config: a table is only kept for
+        // the bytes that diff_id names, as every image with that layer will read it.
+        let (found, _, _) = layer.hash.finish();
+        if let (Some(writer), true) = (toc, found == *diff_id) {
             let _ = writer.commit(self, diff_id);
         }
         Ok(())
+    }
+
+    /// The table of contents of `diff_id` and its (compressed) bytes, if the store has one
+    /// that is intact, of this version, and an entry on every line; otherwise the layer
+    /// is read again and the table replaced.
+    fn usable_toc(&self, diff_id: &Digest) -> Option<(Digest, Vec<u8>)> {
+        let toc = self.with_index(|ix| ix.layer_toc(diff_id)).ok()??;
+        let bytes = self.read_blob(&toc).ok()?;
+        // Checked whole before any entry is applied, so a bad line never leaves half a layer.
+        let parses = toc_entries(&bytes).ok()?.all(|entry| entry.is_ok());
+        parses.then_some((toc, bytes))
     }
 
     /// Keeps what a writer recorded of layer `diff_id` as its table of contents.
@@ -90,34 +112,40 @@ impl Store {
         }
         writer.commit(self, diff_id)
     }
+}
 
-    /// The entries of a table of contents, or `None` if it is of another version.
-    fn read_toc(
-        &self,
-        toc: &Digest,
-    ) -> Result<Option<impl Iterator<Item = Result<EntryMeta, StoreError>> + use<>>, StoreError>
-    {
-        let digest = toc.clone();
-        let corrupt = move |detail: String| StoreError::CorruptBlob {
-            digest: digest.clone(),
-            detail: format!("layer table of contents: {detail}"),
-        };
-        let bytes = self.read_blob(toc)?;
-        let decoder = zstd::stream::read::Decoder::new(std::io::Cursor::new(bytes))
-            .map_err(|e| corrupt(e.to_string()))?;
-        let mut lines = BufReader::new(decoder).lines();
-        let header = lines
-            .next()
-            .ok_or_else(|| corrupt("empty".into()))?
-            .map_err(|e| corrupt(e.to_string()))?;
-        match serde_json::from_str::<Header>(&header) {
-            Ok(Header { version: VERSION }) => {}
-            _ => return Ok(None),
-        }
-        Ok(Some(lines.map(move |line| {
-            let line = line.map_err(|e| corrupt(e.to_string()))?;
-            serde_json::from_str(&line).map_err(|e| corrupt(e.to_string()))
-        })))
+/// The entries of a table of contents from its compressed bytes; an error if it is not of
+/// this version.
+fn toc_entries(
+    bytes: &[u8],
+) -> Result<impl Iterator<Item = Result<EntryMeta, String>> + '_, String> {
+    let decoder = zstd::stream::read::Decoder::new(bytes).map_err(|e| e.to_string())?;
+    let mut lines = BufReader::new(decoder).lines();
+    let header = lines
+        .next()
+        .ok_or_else(|| "empty".to_owned())?
+        .map_err(|e| e.to_string())?;
+    match serde_json::from_str::<Header>(&header) {
+        Ok(Header { version: VERSION }) => {}
+        _ => return Err(format!("not of version {VERSION}: {header}")),
+    }
+    Ok(lines.map(|line| {
+        let line = line.map_err(|e| e.to_string())?;
+        serde_json::from_str(&line).map_err(|e| e.to_string())
+    }))
+}
+
+/// A layer's uncompressed stream, hashed as it is read.
+struct DiffIdReader<R> {
+    inner: R,
+    hash: Sha256Writer<std::io::Sink>,
+}
+
+impl<R: Read> Read for DiffIdReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.write_all(&buf[..n])?;
+        Ok(n)
     }
 }
 
@@ -249,19 +277,21 @@ mod tests {
         assert!(now.is_some_and(|d| d != old.digest));
     }
 
+    fn toc_of(store: &Store, diff_id: &Digest) -> Option<Digest> {
+        store.with_index(|ix| ix.layer_toc(diff_id)).unwrap()
+    }
+
     #[test]
-    fn a_corrupt_table_of_contents_is_an_error_naming_it() {
+    fn a_corrupt_table_of_contents_is_read_again_from_the_layer_and_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let layer = layer(&Store::open(dir.path()).unwrap(), "hello");
-        Store::open(dir.path())
+        let diff_ids = std::slice::from_ref(&layer.diff_id);
+        let good = Store::open(dir.path())
             .unwrap()
-            .merged_tree(std::slice::from_ref(&layer.diff_id))
+            .merged_tree(diff_ids)
             .unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let toc = store
-            .with_index(|ix| ix.layer_toc(&layer.diff_id))
-            .unwrap()
-            .unwrap();
+        let toc = toc_of(&store, &layer.diff_id).unwrap();
         let path = store.blob_path(&toc);
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
@@ -269,13 +299,35 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::fs::write(&path, bytes).unwrap();
-        let err = store
+        let again = store.merged_tree(diff_ids).unwrap();
+        assert_eq!(format!("{again:?}"), format!("{good:?}"));
+        // Replaced by a table written again, under the same digest: the same bytes.
+        std::fs::remove_file(&path).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.merged_tree(diff_ids).unwrap();
+        assert!(store.blob_path(&toc).exists());
+    }
+
+    #[test]
+    fn a_layer_whose_bytes_are_not_its_diff_id_gets_no_table_of_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let layer = layer(&store, "hello");
+        // A pulled image can claim any diff_id for a blob; here, one of another layer.
+        let claimed = Digest::of(b"another layer");
+        store
+            .add_layer(&LayerRecord {
+                diff_id: claimed.clone(),
+                ..layer.clone()
+            })
+            .unwrap();
+        let tree = store.merged_tree(std::slice::from_ref(&claimed)).unwrap();
+        assert!(tree.get("etc/motd").is_some());
+        assert_eq!(toc_of(&store, &claimed), None);
+        store
             .merged_tree(std::slice::from_ref(&layer.diff_id))
-            .unwrap_err();
-        assert!(
-            matches!(&err, MergeError::Store(StoreError::CorruptBlob { digest, .. }) if *digest == toc),
-            "{err}"
-        );
+            .unwrap();
+        assert!(toc_of(&store, &layer.diff_id).is_some());
     }
 
     #[test]
@@ -309,9 +361,23 @@ mod tests {
         store.gc(&drop_all).unwrap();
         assert!(!store.blob_path(&layer.digest).exists());
         assert!(!store.blob_path(&toc).exists());
-        assert_eq!(
-            store.with_index(|ix| ix.layer_toc(&layer.diff_id)).unwrap(),
-            None
-        );
+        assert_eq!(toc_of(&store, &layer.diff_id), None);
+    }
+
+    #[test]
+    fn forgetting_a_layers_last_form_forgets_its_table_of_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let layer = layer(&store, "hello");
+        store
+            .merged_tree(std::slice::from_ref(&layer.diff_id))
+            .unwrap();
+        let toc = toc_of(&store, &layer.diff_id).unwrap();
+        // As `store verify --repair` does with a corrupt layer blob.
+        store
+            .with_index(|ix| ix.forget_blob(&layer.digest))
+            .unwrap();
+        assert_eq!(toc_of(&store, &layer.diff_id), None);
+        assert!(store.with_index(|ix| ix.blob_size(&toc)).unwrap().is_some());
     }
 }

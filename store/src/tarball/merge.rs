@@ -382,6 +382,19 @@ fn stream_layer<R: Read>(
             continue;
         };
         if meta.kind == EntryKind::File {
+            // The tree may come from a table of contents: the bytes must be the ones it
+            // describes, or the stream stops rather than cut another file's bytes to size.
+            let kind = entry.header().entry_type();
+            if !(kind.is_file() || kind.is_gnu_sparse()) || entry.size() != meta.size {
+                return Err(LayerReadError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "entry {ordinal} of layer {layer} is not the {}-byte file `{}` the \
+                         merged tree expects; run `imgbuild store verify --repair`",
+                        meta.size, meta.path
+                    ),
+                )));
+            }
             sink.entry(meta, &mut entry)?;
         } else {
             sink.entry(meta, &mut io::empty())?;
@@ -700,5 +713,18 @@ mod tests {
             file(w, "l/under-a-symlink", "dropped");
         };
         assert_written_merges_as_read(vec![Box::new(l0), Box::new(l1)]);
+    }
+
+    #[test]
+    fn streaming_stops_where_a_layer_is_not_what_the_tree_was_built_from() {
+        let built_from = layer(|w| file(w, "etc/motd", "hello"));
+        let streamed = layer(|w| file(w, "etc/motd", "a longer text"));
+        let tree = MergedTree::build([built_from.as_slice()]).unwrap();
+        let mut out = TarWriter::new(Vec::new());
+        let err = tree
+            .stream([streamed.as_slice()], &mut out)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not the 5-byte file `etc/motd`"), "{err}");
     }
 }
