@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use imgbuild_store::{Digest, Store};
 
 use super::base::{import_base, run_bootstrap, with_apt_files};
-use super::orchestrate::{merged_tree, StageOutput};
+use super::orchestrate::StageOutput;
 use super::step::StepContext;
 use super::{BuildError, BuildOptions, Progress};
 use crate::plan::{Plan, UnitPlan};
@@ -119,7 +119,7 @@ fn rebuild_unit(
         });
     }
     let mut below = base.diff_ids.clone();
-    let mut tree = merged_tree(store, &below)?;
+    let mut tree = store.merged_tree(&below)?;
     for (step, planned) in unit.steps.iter().zip(&planned.steps) {
         let stored = store
             .cache_get(&planned.key)?

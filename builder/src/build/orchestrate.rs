@@ -207,7 +207,7 @@ fn build_unit(
             Some(entry) => (entry.diff_id, CacheOutcome::Hit, None),
             None => {
                 if tree.is_none() {
-                    tree = Some(merged_tree(store, &diff_ids)?);
+                    tree = Some(store.merged_tree(&diff_ids)?);
                 }
                 let context = StepContext {
                     store,
@@ -276,8 +276,4 @@ fn build_unit(
         diff_ids,
         reports,
     })
-}
-
-pub(super) fn merged_tree(store: &Store, diff_ids: &[Digest]) -> Result<MergedTree, BuildError> {
-    Ok(store.merged_tree(diff_ids)?)
 }

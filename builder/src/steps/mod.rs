@@ -11,6 +11,8 @@ mod sandboxed;
 pub(crate) mod system;
 
 pub(crate) use files::write_layer;
+pub use files::StepError;
+pub(crate) use sandboxed::run_to_layer;
 
 use imgbuild_store::tarball::WrittenEntries;
 use imgbuild_store::LayerRecord;
@@ -31,5 +33,3 @@ impl From<LayerRecord> for StepLayer {
         }
     }
 }
-pub use files::StepError;
-pub(crate) use sandboxed::run_to_layer;

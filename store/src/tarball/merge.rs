@@ -96,9 +96,8 @@ impl MergedTree {
     /// Applies one more layer on top from the entries its writer recorded: the same tree
     /// as [`MergedTree::push_layer`] of that layer's stream, without reading it again.
     pub fn push_written(&mut self, written: WrittenEntries) {
-        let applied: Result<(), std::convert::Infallible> =
-            self.push_entries(written.0.into_iter().map(Ok));
-        applied.unwrap_or_else(|never| match never {});
+        let Ok(()) =
+            self.push_entries(written.0.into_iter().map(Ok::<_, std::convert::Infallible>));
     }
 
     /// Applies one more layer on top from its entries as [`MergedTree::push_layer_observed`]
